@@ -1,0 +1,149 @@
+import uuid
+from typing import Any
+
+from django.db import models
+from django.db.models import Q
+
+from tenants.models import LanguageModel, Tenant
+
+
+class ConversationQuerySet(models.QuerySet["Conversation"]):
+    def for_tenant(self, tenant: Tenant | str) -> "ConversationQuerySet":
+        return self.filter(tenant=tenant)
+
+    def for_user(self, user_id: str) -> "ConversationQuerySet":
+        return self.filter(user_id=user_id)
+
+
+class Conversation(models.Model):
+    class Status(models.TextChoices):
+        ACTIVE = "active", "Active"
+        ARCHIVED = "archived", "Archived"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="conversations")
+    user_id = models.CharField(max_length=200, blank=True, help_text="The tenant's end user (X-User-ID).")
+    model = models.ForeignKey(LanguageModel, on_delete=models.PROTECT, related_name="conversations")
+    title = models.CharField(max_length=300, blank=True)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.ACTIVE)
+    sdk_session_id = models.CharField(max_length=100, blank=True, help_text="The Agent SDK session to resume.")
+    # The last event seq handed out; bumped under a row lock so seq stays gap-free.
+    last_seq = models.PositiveBigIntegerField(default=0)
+    # The lease: the one run that may be queued or running in this conversation.
+    active_run = models.OneToOneField(
+        "Run", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", editable=False
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = ConversationQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["tenant", "-created_at"]),
+            models.Index(fields=["tenant", "user_id", "-created_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return self.title or str(self.id)
+
+    @property
+    def group_name(self) -> str:
+        return f"conversation.{self.id}"
+
+    @property
+    def is_archived(self) -> bool:
+        return self.status == self.Status.ARCHIVED
+
+
+class RunQuerySet(models.QuerySet["Run"]):
+    def for_tenant(self, tenant: Tenant | str) -> "RunQuerySet":
+        return self.filter(conversation__tenant=tenant)
+
+    def unfinished(self) -> "RunQuerySet":
+        return self.filter(status__in=Run.UNFINISHED)
+
+
+class Run(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        COMPLETED = "completed", "Completed"
+        FAILED = "failed", "Failed"
+        INTERRUPTED = "interrupted", "Interrupted"
+
+    UNFINISHED = (Status.QUEUED, Status.RUNNING)
+    TERMINAL_EVENTS = {
+        Status.COMPLETED: "run.completed",
+        Status.FAILED: "run.failed",
+        Status.INTERRUPTED: "run.interrupted",
+    }
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="runs")
+    model = models.ForeignKey(LanguageModel, on_delete=models.PROTECT, related_name="runs")
+    user_id = models.CharField(max_length=200, blank=True)
+    input = models.TextField()
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    interrupt_requested_at = models.DateTimeField(null=True, blank=True)
+    worker = models.CharField(max_length=200, blank=True, help_text="host:pid of the process running it.")
+    result = models.JSONField(null=True, blank=True)
+    error = models.JSONField(null=True, blank=True)
+
+    objects = RunQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["conversation", "-created_at"]),
+            models.Index(
+                fields=["status", "heartbeat_at"],
+                condition=Q(status__in=["queued", "running"]),
+                name="run_unfinished_idx",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"run {self.id} ({self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status not in self.UNFINISHED
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.started_at and self.finished_at:
+            return (self.finished_at - self.started_at).total_seconds()
+        return None
+
+
+class Event(models.Model):
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="events")
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="events")
+    seq = models.PositiveBigIntegerField()
+    type = models.CharField(max_length=50)
+    data = models.JSONField(default=dict)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["conversation", "seq"]
+        constraints = [models.UniqueConstraint(fields=["conversation", "seq"], name="event_seq_unique")]
+        indexes = [models.Index(fields=["run", "seq"])]
+
+    def __str__(self) -> str:
+        return f"#{self.seq} {self.type}"
+
+    def as_envelope(self) -> dict[str, Any]:
+        """The wire form shared by REST, SSE and WebSocket."""
+        return {
+            "seq": self.seq,
+            "type": self.type,
+            "run_id": str(self.run_id),
+            "at": self.created_at.isoformat().replace("+00:00", "Z"),
+            "data": self.data,
+        }

@@ -1,0 +1,182 @@
+import hashlib
+import secrets
+from decimal import Decimal
+from typing import Any
+
+from django.core.validators import MinValueValidator, RegexValidator
+from django.db import models
+from django.utils import timezone
+
+slug_validator = RegexValidator(
+    r"^[a-z0-9][a-z0-9-]{0,62}$",
+    "Use 1-63 lowercase letters, digits and hyphens, starting with a letter or digit.",
+)
+
+PER_MILLION = Decimal(1_000_000)
+
+
+class LanguageModelQuerySet(models.QuerySet["LanguageModel"]):
+    def usable(self) -> "LanguageModelQuerySet":
+        return self.filter(status=LanguageModel.Status.ACTIVE)
+
+
+class LanguageModel(models.Model):
+    """One entry of the model catalog: where a model is served and what it costs."""
+
+    class Provider(models.TextChoices):
+        ANTHROPIC = "anthropic", "Anthropic API"
+        BEDROCK = "bedrock", "AWS Bedrock"
+        OFFLINE = "offline", "Offline model (not Claude)"
+
+    class Status(models.TextChoices):
+        ACTIVE = "active", "Active"
+        DEPRECATED = "deprecated", "Deprecated"
+
+    id = models.CharField(primary_key=True, max_length=63, validators=[slug_validator])
+    display_name = models.CharField(max_length=200)
+    provider = models.CharField(max_length=20, choices=Provider.choices)
+    provider_model_id = models.CharField(
+        max_length=200, help_text="The id the provider knows the model by, e.g. claude-sonnet-4-5."
+    )
+    context_window = models.PositiveIntegerField(default=200_000)
+    max_output_tokens = models.PositiveIntegerField(default=32_000)
+    # USD per million tokens.
+    input_price = models.DecimalField(max_digits=12, decimal_places=6, default=0, validators=[MinValueValidator(0)])
+    output_price = models.DecimalField(max_digits=12, decimal_places=6, default=0, validators=[MinValueValidator(0)])
+    cache_write_5m_price = models.DecimalField(
+        max_digits=12, decimal_places=6, default=0, validators=[MinValueValidator(0)]
+    )
+    cache_write_1h_price = models.DecimalField(
+        max_digits=12, decimal_places=6, default=0, validators=[MinValueValidator(0)]
+    )
+    cache_read_price = models.DecimalField(
+        max_digits=12, decimal_places=6, default=0, validators=[MinValueValidator(0)]
+    )
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.ACTIVE)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = LanguageModelQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["id"]
+        verbose_name = "model"
+
+    def __str__(self) -> str:
+        return self.display_name
+
+    @property
+    def is_offline(self) -> bool:
+        return self.provider == self.Provider.OFFLINE
+
+    def cost(self, usage: dict[str, Any]) -> Decimal:
+        """Cost in USD of one model call's usage (Anthropic usage keys), from this entry's prices."""
+        cache_creation = usage.get("cache_creation") or {}
+        cache_write_5m = cache_creation.get("ephemeral_5m_input_tokens")
+        cache_write_1h = cache_creation.get("ephemeral_1h_input_tokens") or 0
+        if cache_write_5m is None:
+            # Without the split, Anthropic bills cache writes at the 5-minute rate.
+            cache_write_5m = max(int(usage.get("cache_creation_input_tokens") or 0) - cache_write_1h, 0)
+        total = (
+            int(usage.get("input_tokens") or 0) * self.input_price
+            + int(usage.get("output_tokens") or 0) * self.output_price
+            + int(cache_write_5m) * self.cache_write_5m_price
+            + int(cache_write_1h) * self.cache_write_1h_price
+            + int(usage.get("cache_read_input_tokens") or 0) * self.cache_read_price
+        )
+        return total / PER_MILLION
+
+
+class TenantQuerySet(models.QuerySet["Tenant"]):
+    def active(self) -> "TenantQuerySet":
+        return self.filter(status=Tenant.Status.ACTIVE)
+
+
+class Tenant(models.Model):
+    class Status(models.TextChoices):
+        ACTIVE = "active", "Active"
+        INACTIVE = "inactive", "Inactive"
+
+    id = models.CharField(primary_key=True, max_length=63, validators=[slug_validator])
+    name = models.CharField(max_length=200)
+    system_prompt = models.TextField(blank=True)
+    default_model = models.ForeignKey(LanguageModel, on_delete=models.PROTECT, related_name="tenants")
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.ACTIVE)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = TenantQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_active(self) -> bool:
+        return self.status == self.Status.ACTIVE
+
+
+KEY_PREFIX = "ak_"
+
+
+def hash_key(raw_key: str) -> str:
+    # Keys are 256-bit random tokens, so a fast unsalted hash is enough: there is nothing to
+    # brute-force, and the lookup must stay one indexed query per request.
+    return hashlib.sha256(raw_key.encode()).hexdigest()
+
+
+class ApiKeyQuerySet(models.QuerySet["ApiKey"]):
+    def live(self) -> "ApiKeyQuerySet":
+        return self.filter(revoked_at__isnull=True)
+
+
+class ApiKey(models.Model):
+    """An API key, stored as a hash. Admin keys (no tenant) have platform scope."""
+
+    name = models.CharField(max_length=200)
+    tenant = models.ForeignKey(Tenant, null=True, blank=True, on_delete=models.CASCADE, related_name="api_keys")
+    prefix = models.CharField(max_length=16, help_text="The key's first characters, to recognise it.")
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ApiKeyQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "API key"
+        indexes = [models.Index(fields=["tenant", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def is_admin(self) -> bool:
+        return self.tenant_id is None
+
+    @property
+    def is_revoked(self) -> bool:
+        return self.revoked_at is not None
+
+    @classmethod
+    def issue(cls, name: str, tenant: Tenant | None = None) -> tuple["ApiKey", str]:
+        """Create a key and return it with its raw value, which is never stored and shown once."""
+        raw_key = KEY_PREFIX + secrets.token_urlsafe(32)
+        key = cls.objects.create(name=name, tenant=tenant, prefix=raw_key[:10], key_hash=hash_key(raw_key))
+        return key, raw_key
+
+    def revoke(self) -> None:
+        if self.revoked_at is None:
+            self.revoked_at = timezone.now()
+            self.save(update_fields=["revoked_at"])
+
+    def touch(self) -> None:
+        """Record use, at most once a minute so that authentication stays a read."""
+        now = timezone.now()
+        if self.last_used_at is None or (now - self.last_used_at).total_seconds() > 60:
+            ApiKey.objects.filter(pk=self.pk).update(last_used_at=now)
+            self.last_used_at = now
+
