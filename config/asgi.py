@@ -5,6 +5,23 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 django_asgi_app = get_asgi_application()
 
-from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402 - needs Django set up first
+# Imported after Django is set up.
+from channels.auth import AuthMiddlewareStack  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
-application = ProtocolTypeRouter({"http": django_asgi_app})
+from conversations import realtime  # noqa: E402
+from conversations.routing import websocket_urlpatterns  # noqa: E402
+
+# Origins are checked by the consumer itself: browsers must match ALLOWED_HOSTS, while API clients
+# that send no Origin authenticate with a stream token.
+router = ProtocolTypeRouter(
+    {
+        "http": django_asgi_app,
+        "websocket": AuthMiddlewareStack(URLRouter(websocket_urlpatterns)),
+    }
+)
+
+
+async def application(scope, receive, send):  # type: ignore[no-untyped-def]
+    realtime.bind_serving_loop()
+    await router(scope, receive, send)

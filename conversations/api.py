@@ -1,0 +1,190 @@
+from typing import Any
+
+import django_filters
+from django.conf import settings
+from django.db import transaction
+from django.db.models import QuerySet
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.serializers import ValidationError
+
+from conversations import services
+from conversations.models import Conversation, Event, Run
+from conversations.serializers import (
+    ConversationCreateSerializer,
+    ConversationSerializer,
+    ConversationUpdateSerializer,
+    EventPageSerializer,
+    EventQuerySerializer,
+    MessageCreateSerializer,
+    RunSerializer,
+    StreamTokenSerializer,
+)
+from tenants.api import principal
+from tenants.auth import make_stream_token
+from tenants.errors import Conflict
+from tenants.models import Tenant
+
+TENANT_PARAMETER = OpenApiParameter("tenant", str, OpenApiParameter.PATH, description="The tenant's id.")
+
+
+class TenantScopedViewSet(viewsets.GenericViewSet):
+    """Resolves `{tenant}` for the calling key: another tenant's URL answers 404 like a missing one."""
+
+    tenant: Tenant
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)
+        self.tenant = principal(request).tenant(kwargs["tenant"])
+
+
+class ConversationFilter(django_filters.FilterSet):
+    user_id = django_filters.CharFilter()
+    status = django_filters.ChoiceFilter(choices=Conversation.Status.choices)
+    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+
+    class Meta:
+        model = Conversation
+        fields = ["user_id", "status", "created_after", "created_before"]
+
+
+@extend_schema_view(
+    list=extend_schema(parameters=[TENANT_PARAMETER]),
+    retrieve=extend_schema(parameters=[TENANT_PARAMETER]),
+    destroy=extend_schema(parameters=[TENANT_PARAMETER]),
+)
+class ConversationViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.DestroyModelMixin,
+    TenantScopedViewSet,
+):
+    """A tenant's conversations. With `X-User-ID`, only that end user's conversations exist."""
+
+    serializer_class = ConversationSerializer
+    filterset_class = ConversationFilter
+    lookup_value_regex = "[0-9a-f-]{36}"
+
+    def get_queryset(self) -> QuerySet[Conversation]:
+        conversations = Conversation.objects.for_tenant(self.tenant)
+        user_id = principal(self.request).user_id
+        return conversations.for_user(user_id) if user_id else conversations
+
+    @extend_schema(parameters=[TENANT_PARAMETER], request=ConversationCreateSerializer, responses={201: ConversationSerializer})
+    def create(self, request: Request, tenant: str) -> Response:
+        body = ConversationCreateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        header_user = principal(request).user_id
+        body_user = body.validated_data.get("user_id", "")
+        if header_user and body_user and header_user != body_user:
+            raise ValidationError({"user_id": ["It differs from the X-User-ID header; send one or make them equal."]})
+        conversation = services.create_conversation(
+            self.tenant,
+            user_id=header_user or body_user,
+            model_id=body.validated_data.get("model"),
+            title=body.validated_data["title"],
+        )
+        return Response(ConversationSerializer(conversation).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(parameters=[TENANT_PARAMETER], request=ConversationUpdateSerializer, responses=ConversationSerializer)
+    def partial_update(self, request: Request, tenant: str, pk: str) -> Response:
+        conversation = self.get_object()
+        body = ConversationUpdateSerializer(conversation, data=request.data, partial=True)
+        body.is_valid(raise_exception=True)
+        body.save()
+        return Response(ConversationSerializer(conversation).data)
+
+    @extend_schema(parameters=[TENANT_PARAMETER], request=None, responses=ConversationSerializer)
+    @action(detail=True, methods=["post"])
+    def archive(self, request: Request, tenant: str, pk: str) -> Response:
+        conversation = self.get_object()
+        conversation.status = Conversation.Status.ARCHIVED
+        conversation.save(update_fields=["status", "updated_at"])
+        return Response(ConversationSerializer(conversation).data)
+
+    def perform_destroy(self, instance: Conversation) -> None:
+        with transaction.atomic():
+            locked = Conversation.objects.select_for_update().get(pk=instance.pk)
+            if locked.active_run_id:
+                raise Conflict("A run is active in this conversation; interrupt it before deleting.", code="run_in_progress")
+            locked.delete()
+
+    @extend_schema(parameters=[TENANT_PARAMETER], request=MessageCreateSerializer, responses={202: RunSerializer})
+    @action(detail=True, methods=["post"])
+    def messages(self, request: Request, tenant: str, pk: str) -> Response:
+        """Send the end user's message: starts a run and answers 202 at once; follow its events."""
+        conversation = self.get_object()
+        body = MessageCreateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        run = services.start_run(conversation, body.validated_data["text"], user_id=principal(request).user_id)
+        return Response(RunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(parameters=[TENANT_PARAMETER], request=None, responses={202: RunSerializer})
+    @action(detail=True, methods=["post"])
+    def interrupt(self, request: Request, tenant: str, pk: str) -> Response:
+        """Stop the active run; it ends with `run.interrupted` within seconds."""
+        run = services.interrupt_run(self.get_object())
+        return Response(RunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(parameters=[TENANT_PARAMETER], responses=RunSerializer(many=True))
+    @action(detail=True, methods=["get"])
+    def runs(self, request: Request, tenant: str, pk: str) -> Response:
+        conversation = self.get_object()
+        page = self.paginate_queryset(conversation.runs.all())
+        return self.get_paginated_response(RunSerializer(page, many=True).data)
+
+    @extend_schema(
+        parameters=[TENANT_PARAMETER, OpenApiParameter("run_id", str, OpenApiParameter.PATH)],
+        responses=RunSerializer,
+    )
+    @action(detail=True, methods=["get"], url_path=r"runs/(?P<run_id>[0-9a-f-]{36})")
+    def run(self, request: Request, tenant: str, pk: str, run_id: str) -> Response:
+        run = get_object_or_404(Run, pk=run_id, conversation=self.get_object())
+        return Response(RunSerializer(run).data)
+
+    @extend_schema(
+        parameters=[
+            TENANT_PARAMETER,
+            OpenApiParameter("after", int, description="Return events with seq greater than this (default 0)."),
+            OpenApiParameter("limit", int, description="At most this many events, 1-1000 (default 100)."),
+        ],
+        responses=EventPageSerializer,
+    )
+    @action(detail=True, methods=["get"])
+    def events(self, request: Request, tenant: str, pk: str) -> Response:
+        """Stored events in seq order, paginated by seq."""
+        conversation = self.get_object()
+        query = EventQuerySerializer(data=request.query_params.dict())
+        query.is_valid(raise_exception=True)
+        after, limit = query.validated_data["after"], query.validated_data["limit"]
+        events = list(Event.objects.filter(conversation=conversation, seq__gt=after).order_by("seq")[: limit + 1])
+        has_more = len(events) > limit
+        events = events[:limit]
+        return Response(
+            {
+                "events": [event.as_envelope() for event in events],
+                "last_seq": conversation.last_seq,
+                "next_after": events[-1].seq if events else after,
+                "has_more": has_more,
+            }
+        )
+
+    @extend_schema(parameters=[TENANT_PARAMETER], request=None, responses={201: StreamTokenSerializer})
+    @action(detail=True, methods=["post"], url_path="stream-token")
+    def stream_token(self, request: Request, tenant: str, pk: str) -> Response:
+        """A short-lived signed token that opens this conversation's WebSocket."""
+        conversation = self.get_object()
+        token = make_stream_token(str(conversation.pk), conversation.tenant_id, principal(request).user_id)
+        return Response(
+            {
+                "token": token,
+                "expires_in": settings.STREAM_TOKEN_MAX_AGE_SECONDS,
+                "websocket_path": f"/ws/tenants/{conversation.tenant_id}/conversations/{conversation.pk}/?token={token}",
+            },
+            status=status.HTTP_201_CREATED,
+        )

@@ -1,0 +1,152 @@
+"""The conversation WebSocket: replay, then live events, plus `message` and `interrupt` from the client."""
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+from asgiref.sync import sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+from django.http.request import validate_host
+
+from conversations import realtime, services
+from conversations.models import Conversation
+from conversations.serializers import MessageCreateSerializer, RunSerializer
+from conversations.streams import EventCursor, Frame
+from tenants.api import flatten_errors
+from tenants.auth import read_stream_token
+from tenants.errors import ServiceError
+
+logger = logging.getLogger(__name__)
+
+SUBPROTOCOL = "agent-events.v1"
+TOKEN_SUBPROTOCOL_PREFIX = "token."
+# Close codes (4000-4999 are the application's); a refusal before accept is an HTTP 403 handshake.
+CLOSE_REFUSED = 4403
+RESYNC_SECONDS = 5.0
+
+
+def origin_allowed(origin: str) -> bool:
+    if origin in settings.WEBSOCKET_ALLOWED_ORIGINS:
+        return True
+    host = urlparse(origin).hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    return bool(host) and validate_host(host, settings.ALLOWED_HOSTS)
+
+
+class ConversationConsumer(AsyncWebsocketConsumer):
+    conversation: Conversation
+    cursor: EventCursor
+    user_id: str
+
+    async def connect(self) -> None:
+        access = await self._authorize()
+        if access is None:
+            await self.close(code=CLOSE_REFUSED)
+            return
+        self.conversation, self.user_id = access
+        query = parse_qs(self.scope.get("query_string", b"").decode())
+        try:
+            after = max(int(query.get("after", ["0"])[0]), 0)
+        except ValueError:
+            after = 0
+        self.cursor = EventCursor(self.conversation.pk, after)
+        self.send_lock = asyncio.Lock()
+        self.group = realtime.conversation_group(self.conversation.pk)
+        # Join the group before replaying so no event committed in between is missed.
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        subprotocol = SUBPROTOCOL if SUBPROTOCOL in self.scope.get("subprotocols", []) else None
+        await self.accept(subprotocol=subprotocol)
+        async with self.send_lock:
+            await self._send_frames(await self.cursor.catch_up())
+        self.resync = asyncio.create_task(self._resync_forever())
+
+    async def disconnect(self, code: int) -> None:
+        if hasattr(self, "resync"):
+            self.resync.cancel()
+        if hasattr(self, "group"):
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def _authorize(self) -> tuple[Conversation, str] | None:
+        """The conversation this socket may watch and the end user it speaks for, or None to refuse."""
+        kwargs = self.scope["url_route"]["kwargs"]
+        tenant_id, conversation_id = kwargs["tenant"], kwargs["conversation_id"]
+        headers = dict(self.scope.get("headers", []))
+        origin = headers.get(b"origin", b"").decode()
+        if origin and not origin_allowed(origin):
+            return None
+        token = parse_qs(self.scope.get("query_string", b"").decode()).get("token", [""])[0]
+        for subprotocol in self.scope.get("subprotocols", []):
+            if subprotocol.startswith(TOKEN_SUBPROTOCOL_PREFIX):
+                token = subprotocol.removeprefix(TOKEN_SUBPROTOCOL_PREFIX)
+        if token:
+            claims = read_stream_token(token)
+            if claims is None or claims["c"] != str(conversation_id) or claims["t"] != tenant_id:
+                return None
+            user_id = claims.get("u", "")
+        else:
+            # Staff watch any conversation with their admin session; a cookie is sent cross-site,
+            # so this path requires a same-origin browser.
+            user = self.scope.get("user")
+            if not (origin and user is not None and user.is_active and user.is_staff):
+                return None
+            user_id = ""
+        conversation = await Conversation.objects.filter(pk=conversation_id, tenant_id=tenant_id).afirst()
+        return None if conversation is None else (conversation, user_id)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        try:
+            request = json.loads(text_data or "")
+        except ValueError:
+            await self._send_error("invalid_json", "Send JSON text frames, e.g. {\"type\": \"message\", \"text\": \"…\"}.")
+            return
+        kind = request.get("type") if isinstance(request, dict) else None
+        try:
+            if kind == "message":
+                await self._start_run(request)
+            elif kind == "interrupt":
+                run = await sync_to_async(services.interrupt_run)(self.conversation)
+                await self._send_json({"type": "ack", "request": "interrupt", "run_id": str(run.pk)})
+            elif kind == "ping":
+                await self._send_json({"type": "pong", "last_seq": self.cursor.last_seq})
+            else:
+                await self._send_error("unknown_type", "Unknown frame type; use \"message\", \"interrupt\" or \"ping\".")
+        except ServiceError as exc:
+            await self._send_error(exc.code, exc.message)
+
+    async def _start_run(self, request: dict[str, Any]) -> None:
+        body = MessageCreateSerializer(data={k: v for k, v in request.items() if k != "type"})
+        if not await sync_to_async(body.is_valid)():
+            await self._send_error("invalid", "; ".join(flatten_errors(body.errors)))
+            return
+        run = await sync_to_async(services.start_run)(self.conversation, body.validated_data["text"], self.user_id)
+        await self._send_json({"type": "ack", "request": "message", "run": RunSerializer(run).data})
+
+    async def conversation_events(self, message: dict[str, Any]) -> None:
+        async with self.send_lock:
+            await self._send_frames(await self.cursor.receive(message))
+
+    async def _resync_forever(self) -> None:
+        # A lost broadcast is repaired at the next one; this covers the last broadcast of a run.
+        while True:
+            await asyncio.sleep(RESYNC_SECONDS)
+            with contextlib.suppress(Exception):
+                latest = await Conversation.objects.filter(pk=self.conversation.pk).values_list("last_seq", flat=True).afirst()
+                if latest is not None and latest > self.cursor.last_seq:
+                    async with self.send_lock:
+                        await self._send_frames(await self.cursor.catch_up())
+
+    async def _send_frames(self, frames: list[Frame]) -> None:
+        for _, frame in frames:
+            await self.send(text_data=frame)
+
+    async def _send_json(self, payload: dict[str, Any]) -> None:
+        await self.send(text_data=json.dumps(payload, default=str))
+
+    async def _send_error(self, code: str, message: str) -> None:
+        await self._send_json({"type": "error", "error": {"code": code, "message": message}})
+

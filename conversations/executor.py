@@ -1,0 +1,238 @@
+"""Executing one run: the Agent SDK driving the CLI, its messages turned into stored, broadcast events."""
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+from uuid import UUID
+
+from asgiref.sync import sync_to_async
+from channels.layers import InMemoryChannelLayer, get_channel_layer
+from claude_agent_sdk import ClaudeAgentOptions, ClaudeSDKClient, ResultMessage
+from django.conf import settings
+
+from conversations import realtime, services
+from conversations.models import Run
+from conversations.translate import EventItem, EventTranslator
+from sandbox.gateway import ModelGateway
+from sandbox.launcher import agent_environment, prepare_launch
+from workspaces.services import conversation_dir, workspace_dir
+
+logger = logging.getLogger(__name__)
+
+Outcome = tuple[str, dict[str, Any] | None, dict[str, Any] | None]
+MAX_EVENTS_PER_WRITE = 200
+
+
+class EventWriter:
+    """Persists a run's events in order and broadcasts each batch after it commits.
+
+    Events that arrive while a write is in flight are written together in the next one, so a fast
+    stream costs one transaction per batch, not per token.
+    """
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self._queue: asyncio.Queue[EventItem | None] = asyncio.Queue()
+        self._task = asyncio.create_task(self._write_forever())
+
+    def emit(self, kind: str, data: dict[str, Any]) -> None:
+        self._queue.put_nowait((kind, data))
+
+    async def close(self) -> None:
+        """Write everything emitted so far, then stop."""
+        self._queue.put_nowait(None)
+        await self._task
+
+    async def _write_forever(self) -> None:
+        closing = False
+        while not closing:
+            item = await self._queue.get()
+            batch: list[EventItem] = []
+            while item is not None:
+                batch.append(item)
+                if self._queue.empty() or len(batch) >= MAX_EVENTS_PER_WRITE:
+                    break
+                item = self._queue.get_nowait()
+            closing = item is None
+            if batch:
+                try:
+                    events = await sync_to_async(services.append_events)(self.run.conversation_id, self.run.pk, batch)
+                    await realtime.publish_events(self.run.conversation_id, events)
+                except Exception:
+                    logger.exception("Writing %d events of run %s failed", len(batch), self.run.pk)
+
+
+class RunExecution:
+    """One claimed run, from its `run.started` to its terminal event."""
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self.conversation = run.conversation
+        self.model = run.model
+        self.translator = EventTranslator(run.model)
+        self.interrupted = asyncio.Event()
+        self.writer = EventWriter(run)
+
+    async def execute(self) -> None:
+        status, result, error = Run.Status.FAILED, None, {"reason": "internal_error", "message": "The run ended unexpectedly."}
+        loop = asyncio.get_running_loop()
+        try:
+            with realtime.interrupt_callback(self.run.pk, lambda: loop.call_soon_threadsafe(self.interrupted.set)):
+                async with self._watch_for_interrupts(), asyncio.timeout(settings.RUN_MAX_SECONDS):
+                    status, result, error = await self._drive_agent()
+        except TimeoutError:
+            error = {"reason": "timeout", "message": f"The run exceeded {settings.RUN_MAX_SECONDS} seconds."}
+        except Exception as exc:
+            logger.exception("Run %s failed", self.run.pk)
+            error = {"reason": "internal_error", "message": f"The run failed: {type(exc).__name__}."}
+        finally:
+            await self.writer.close()
+            await sync_to_async(services.finish_run)(
+                self.run.pk, status, result=result, error=error, session_id=self.translator.session_id
+            )
+
+    @contextlib.asynccontextmanager
+    async def _watch_for_interrupts(self) -> AsyncIterator[None]:
+        tasks = [asyncio.create_task(self._heartbeat())]
+        layer = get_channel_layer()
+        # In-memory layers only work on the web server's loop; local runs get interrupts by callback.
+        if layer is not None and not isinstance(layer, InMemoryChannelLayer):
+            channel = await layer.new_channel()
+            await layer.group_add(realtime.run_control_group(self.run.pk), channel)
+            tasks.append(asyncio.create_task(self._listen_for_interrupt(layer, channel)))
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _heartbeat(self) -> None:
+        # Also the fallback for an interrupt whose channel-layer message was lost.
+        while True:
+            if await sync_to_async(services.beat)(self.run.pk):
+                self.interrupted.set()
+            await asyncio.sleep(settings.RUN_HEARTBEAT_SECONDS)
+
+    async def _listen_for_interrupt(self, layer: Any, channel: str) -> None:
+        group = realtime.run_control_group(self.run.pk)
+        try:
+            while True:
+                message = await layer.receive(channel)
+                if message.get("type") == realtime.INTERRUPT_MESSAGE_TYPE:
+                    self.interrupted.set()
+        finally:
+            with contextlib.suppress(Exception):
+                await layer.group_discard(group, channel)
+
+    async def _drive_agent(self) -> Outcome:
+        base = conversation_dir(self.conversation)
+        config_dir, home = base / "claude", base / "home"
+        for path in (config_dir, home):
+            path.mkdir(parents=True, exist_ok=True)
+        async with ModelGateway(self.model) as gateway:
+            launch = prepare_launch(
+                agent_environment(
+                    base_url=gateway.base_url,
+                    token=gateway.token,
+                    model_id=self.model.provider_model_id,
+                    config_dir=config_dir,
+                    home=home,
+                )
+            )
+            self.writer.emit(
+                "run.started",
+                {
+                    "model": self.model.pk,
+                    "model_display_name": self.model.display_name,
+                    "offline_model": self.model.is_offline,
+                    "sandbox": launch.sandbox,
+                    "warning": launch.warning,
+                    "resumed_session_id": self.conversation.sdk_session_id or None,
+                    "worker": services.WORKER_NAME,
+                },
+            )
+            system_prompt = self.conversation.tenant.system_prompt
+            options = ClaudeAgentOptions(
+                cli_path=launch.cli_path,
+                env=launch.env,
+                cwd=str(workspace_dir(self.conversation)),
+                model=self.model.provider_model_id,
+                system_prompt={"type": "preset", "preset": "claude_code", "append": system_prompt}
+                if system_prompt
+                else {"type": "preset", "preset": "claude_code"},
+                permission_mode="bypassPermissions",
+                include_partial_messages=True,
+                resume=self.conversation.sdk_session_id or None,
+                setting_sources=[],
+                stderr=lambda line: logger.debug("run %s cli: %s", self.run.pk, line.rstrip()),
+            )
+            client = ClaudeSDKClient(options)
+            try:
+                await client.connect()
+                await client.query(self.run.input)
+                return await self._receive_until_done_or_interrupted(client)
+            finally:
+                with contextlib.suppress(Exception):
+                    await client.disconnect()
+
+    async def _receive_until_done_or_interrupted(self, client: ClaudeSDKClient) -> Outcome:
+        receiving = asyncio.create_task(self._receive(client))
+        interrupt_requested = asyncio.create_task(self.interrupted.wait())
+        done, _ = await asyncio.wait({receiving, interrupt_requested}, return_when=asyncio.FIRST_COMPLETED)
+        if receiving in done:
+            interrupt_requested.cancel()
+            return receiving.result()
+        grace = settings.RUN_INTERRUPT_GRACE_SECONDS
+        try:
+            await asyncio.wait_for(client.interrupt(), grace)
+            await asyncio.wait_for(asyncio.shield(receiving), grace)
+        except Exception:
+            # interrupt() is known to hang now and then: disconnecting (in the caller) kills the CLI.
+            logger.warning("Run %s did not stop on interrupt within %.1fs; killing its CLI", self.run.pk, grace)
+            receiving.cancel()
+            await asyncio.gather(receiving, return_exceptions=True)
+        return Run.Status.INTERRUPTED, {"reason": "interrupted", "usage": self.translator.totals()}, None
+
+    async def _receive(self, client: ClaudeSDKClient) -> Outcome:
+        async for message in client.receive_response():
+            for kind, data in self.translator.translate(message):
+                self.writer.emit(kind, data)
+            if isinstance(message, ResultMessage):
+                return self._outcome(message)
+        return Run.Status.FAILED, None, {"reason": "cli_exited", "message": "The agent exited without a result."}
+
+    def _outcome(self, message: ResultMessage) -> Outcome:
+        self.translator.session_id = message.session_id or self.translator.session_id
+        usage = self.translator.totals()
+        if self.interrupted.is_set():
+            return Run.Status.INTERRUPTED, {"reason": "interrupted", "usage": usage}, None
+        if message.is_error or message.subtype != "success":
+            detail = "; ".join(message.errors or []) or message.result or message.subtype
+            return (
+                Run.Status.FAILED,
+                {"usage": usage},
+                {"reason": "model_error" if message.api_error_status else message.subtype, "message": detail, "api_status": message.api_error_status},
+            )
+        return (
+            Run.Status.COMPLETED,
+            {
+                "result": message.result or "",
+                "num_turns": message.num_turns,
+                "stop_reason": message.stop_reason,
+                "session_id": message.session_id,
+                "usage": usage,
+            },
+            None,
+        )
+
+
+async def execute_run(run_id: UUID | str) -> None:
+    """Execute a queued run to its terminal event; does nothing when another worker took it or it ended."""
+    run = await sync_to_async(services.claim_run)(run_id)
+    if run is None:
+        logger.info("Run %s was not queued any more; skipping", run_id)
+        return
+    await RunExecution(run).execute()

@@ -1,0 +1,108 @@
+from django.conf import settings
+from rest_framework import serializers
+
+from conversations.models import Conversation, Event, Run
+from tenants.auth import USER_ID_MAX_LENGTH
+from tenants.serializers import StrictModelSerializer, StrictSerializer
+
+
+class ConversationSerializer(serializers.ModelSerializer):
+    model = serializers.CharField(source="model_id", read_only=True)
+    tenant = serializers.CharField(source="tenant_id", read_only=True)
+    active_run = serializers.UUIDField(source="active_run_id", read_only=True, allow_null=True)
+    session_id = serializers.CharField(source="sdk_session_id", read_only=True)
+
+    class Meta:
+        model = Conversation
+        fields = [
+            "id",
+            "tenant",
+            "user_id",
+            "model",
+            "title",
+            "status",
+            "session_id",
+            "active_run",
+            "last_seq",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+
+class ConversationCreateSerializer(StrictSerializer):
+    title = serializers.CharField(max_length=300, required=False, allow_blank=True, default="")
+    model = serializers.CharField(max_length=63, required=False, allow_blank=True, help_text="Defaults to the tenant's model.")
+    user_id = serializers.CharField(
+        max_length=USER_ID_MAX_LENGTH, required=False, allow_blank=True, help_text="Defaults to the X-User-ID header."
+    )
+
+
+class ConversationUpdateSerializer(StrictModelSerializer):
+    class Meta:
+        model = Conversation
+        fields = ["title", "status"]
+
+
+class MessageCreateSerializer(StrictSerializer):
+    text = serializers.CharField(trim_whitespace=False)
+
+    def validate_text(self, value: str) -> str:
+        if not value.strip():
+            raise serializers.ValidationError("The message text is empty.")
+        if len(value) > settings.RUN_MAX_INPUT_CHARS:
+            raise serializers.ValidationError(
+                f"The message is {len(value)} characters; the limit is {settings.RUN_MAX_INPUT_CHARS}."
+            )
+        return value
+
+
+class RunSerializer(serializers.ModelSerializer):
+    conversation = serializers.UUIDField(source="conversation_id", read_only=True)
+    model = serializers.CharField(source="model_id", read_only=True)
+
+    class Meta:
+        model = Run
+        fields = [
+            "id",
+            "conversation",
+            "model",
+            "user_id",
+            "input",
+            "status",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "interrupt_requested_at",
+            "result",
+            "error",
+        ]
+        read_only_fields = fields
+
+
+class EventSerializer(serializers.ModelSerializer):
+    run_id = serializers.UUIDField(read_only=True)
+    at = serializers.DateTimeField(source="created_at", read_only=True)
+
+    class Meta:
+        model = Event
+        fields = ["seq", "type", "run_id", "at", "data"]
+        read_only_fields = fields
+
+
+class EventPageSerializer(serializers.Serializer):
+    events = EventSerializer(many=True)
+    last_seq = serializers.IntegerField(help_text="The conversation's newest seq.")
+    next_after = serializers.IntegerField(help_text="Pass as `after` to read the next page.")
+    has_more = serializers.BooleanField()
+
+
+class EventQuerySerializer(StrictSerializer):
+    after = serializers.IntegerField(min_value=0, default=0)
+    limit = serializers.IntegerField(min_value=1, max_value=1000, default=100)
+
+
+class StreamTokenSerializer(serializers.Serializer):
+    token = serializers.CharField()
+    expires_in = serializers.IntegerField()
+    websocket_path = serializers.CharField()

@@ -1,0 +1,192 @@
+"""Live event delivery: the cursor shared by SSE and WebSockets, and the SSE views.
+
+A cursor delivers each event exactly once and in seq order. Live channel-layer messages carry
+copies of new events; when one is missing (a gap in seq) or too large to carry, the cursor reads
+the database, which always has them.
+"""
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+from uuid import UUID
+
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_POST
+from rest_framework import exceptions
+
+from conversations import realtime, services
+from conversations.models import Conversation, Event, Run
+from conversations.serializers import MessageCreateSerializer
+from tenants.api import error_body, flatten_errors
+from tenants.auth import Principal, authenticate_headers, read_stream_token
+from tenants.errors import ServiceError
+
+Frame = tuple[int, str]
+TERMINAL_TYPES = frozenset(Run.TERMINAL_EVENTS.values())
+CATCH_UP_BATCH = 1000
+
+
+def stored_frames(conversation_id: UUID, after: int, limit: int = CATCH_UP_BATCH) -> list[Frame]:
+    events = Event.objects.filter(conversation_id=conversation_id, seq__gt=after).order_by("seq")[:limit]
+    return [(event.seq, realtime.encode_event(event)) for event in events]
+
+
+class EventCursor:
+    def __init__(self, conversation_id: UUID, after: int) -> None:
+        self.conversation_id = conversation_id
+        self.last_seq = after
+
+    async def catch_up(self) -> list[Frame]:
+        """Every stored event after the cursor."""
+        frames: list[Frame] = []
+        while True:
+            batch = await sync_to_async(stored_frames)(self.conversation_id, self.last_seq)
+            frames += batch
+            if batch:
+                self.last_seq = batch[-1][0]
+            if len(batch) < CATCH_UP_BATCH:
+                return frames
+
+    async def receive(self, message: dict[str, Any]) -> list[Frame]:
+        """The events of a live message not yet delivered, repairing any gap from the database."""
+        if message["last_seq"] <= self.last_seq:
+            return []
+        frames = message.get("frames")
+        if frames is None or message["first_seq"] > self.last_seq + 1:
+            return await self.catch_up()
+        first = message["first_seq"]
+        fresh = [(first + i, frame) for i, frame in enumerate(frames) if first + i > self.last_seq]
+        self.last_seq = message["last_seq"]
+        return fresh
+
+
+def sse_frame(seq: int, frame: str) -> bytes:
+    return f"id: {seq}\ndata: {frame}\n\n".encode()
+
+
+def is_terminal_frame(frame: str, run_id: str) -> bool:
+    if '"type":"run.' not in frame:
+        return False
+    envelope = json.loads(frame)
+    return envelope["type"] in TERMINAL_TYPES and envelope["run_id"] == run_id
+
+
+async def follow(conversation_id: UUID, after: int, until_run: str | None = None) -> AsyncIterator[bytes]:
+    """SSE bytes for every event after `after`, live, with heartbeats; ends after `until_run`'s terminal event."""
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    group = realtime.conversation_group(conversation_id)
+    # Subscribe before reading the database, so nothing committed in between is missed.
+    await layer.group_add(group, channel)
+    cursor = EventCursor(conversation_id, after)
+    try:
+        yield b"retry: 2000\n\n"
+        frames = await cursor.catch_up()
+        while True:
+            for seq, frame in frames:
+                yield sse_frame(seq, frame)
+                if until_run and is_terminal_frame(frame, until_run):
+                    return
+            try:
+                message = await asyncio.wait_for(layer.receive(channel), settings.SSE_HEARTBEAT_SECONDS)
+            except TimeoutError:
+                yield b": heartbeat\n\n"
+                # A quiet stream also rechecks the database, in case the last broadcast was lost.
+                frames = await cursor.catch_up()
+                continue
+            frames = await cursor.receive(message) if message.get("type") == realtime.EVENTS_MESSAGE_TYPE else []
+    finally:
+        await layer.group_discard(group, channel)
+
+
+def error_response(status: int, code: str, message: str) -> JsonResponse:
+    return JsonResponse(error_body(status, code, message), status=status)
+
+
+def sse_response(stream: AsyncIterator[bytes]) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(stream, content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # nginx must not buffer a live stream
+    return response
+
+
+def _find_conversation(request: HttpRequest, tenant: str, conversation_id: UUID) -> tuple[Principal | None, Conversation]:
+    """The conversation, for an API key or a stream token (EventSource cannot send headers)."""
+    caller = authenticate_headers(request.headers)
+    conversations = Conversation.objects.filter(pk=conversation_id, tenant_id=tenant)
+    if caller is not None:
+        caller.tenant(tenant)
+        if caller.user_id:
+            conversations = conversations.for_user(caller.user_id)
+    else:
+        claims = read_stream_token(request.GET.get("token", ""))
+        if claims is None:
+            raise exceptions.NotAuthenticated("Send an API key (X-API-Key or Authorization: Bearer) or a stream token.")
+        if claims["c"] != str(conversation_id) or claims["t"] != tenant:
+            raise Conversation.DoesNotExist
+    return caller, conversations.get()
+
+
+async def _authorize(request: HttpRequest, tenant: str, conversation_id: UUID) -> tuple[Principal | None, Conversation] | HttpResponse:
+    try:
+        return await sync_to_async(_find_conversation)(request, tenant, conversation_id)
+    except exceptions.APIException as exc:
+        return error_response(exc.status_code, exc.default_code, str(exc.detail))
+    except (Conversation.DoesNotExist, Http404):
+        return error_response(404, "not_found", "Not found.")
+
+
+def _parse_after(request: HttpRequest) -> int:
+    raw = request.headers.get("Last-Event-ID") or request.GET.get("after") or "0"
+    try:
+        after = int(raw)
+    except ValueError:
+        after = -1
+    if after < 0:
+        raise ServiceError("`after` and Last-Event-ID must be a whole number of 0 or more.")
+    return after
+
+
+@require_GET
+async def event_stream(request: HttpRequest, tenant: str, conversation_id: UUID) -> HttpResponse:
+    """SSE of the conversation's events after `?after=` or `Last-Event-ID`, live; `id:` is the seq."""
+    found = await _authorize(request, tenant, conversation_id)
+    if isinstance(found, HttpResponse):
+        return found
+    _, conversation = found
+    try:
+        after = _parse_after(request)
+    except ServiceError as exc:
+        return error_response(exc.status, exc.code, exc.message)
+    return sse_response(follow(conversation.pk, after))
+
+
+@csrf_exempt
+@require_POST
+async def stream_message(request: HttpRequest, tenant: str, conversation_id: UUID) -> HttpResponse:
+    """Start a run with `{"text": …}` and stream its events as SSE until its terminal event."""
+    found = await _authorize(request, tenant, conversation_id)
+    if isinstance(found, HttpResponse):
+        return found
+    caller, conversation = found
+    try:
+        body = json.loads(request.body or b"null")
+    except ValueError as exc:
+        return error_response(400, "parse_error", f"The body is not valid JSON: {exc}.")
+    serializer = MessageCreateSerializer(data=body)
+    if not await sync_to_async(serializer.is_valid)():
+        message = "; ".join(flatten_errors(serializer.errors))
+        return JsonResponse(error_body(400, "invalid", message, serializer.errors), status=400)
+    try:
+        run = await sync_to_async(services.start_run)(
+            conversation, serializer.validated_data["text"], user_id=caller.user_id if caller else ""
+        )
+    except ServiceError as exc:
+        return error_response(exc.status, exc.code, exc.message)
+    first_seq = await Event.objects.filter(run=run).order_by("seq").values_list("seq", flat=True).afirst()
+    return sse_response(follow(conversation.pk, (first_seq or 1) - 1, until_run=str(run.pk)))

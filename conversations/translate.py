@@ -1,0 +1,165 @@
+"""Turning Agent SDK messages into the platform's events (see the envelope in ARCHITECTURE.md)."""
+
+from decimal import Decimal
+from typing import Any
+
+from claude_agent_sdk import (
+    AssistantMessage,
+    SystemMessage,
+    TextBlock,
+    ThinkingBlock,
+    ToolResultBlock,
+    ToolUseBlock,
+    UserMessage,
+)
+from claude_agent_sdk.types import StreamEvent
+
+from tenants.models import LanguageModel
+
+EventItem = tuple[str, dict[str, Any]]
+
+# Tool output can be a whole file; events stay small enough for a browser frame.
+MAX_TOOL_RESULT_CHARS = 64 * 1024
+USAGE_KEYS = ("input_tokens", "output_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens", "cache_read_tokens")
+
+
+def normalize_usage(usage: dict[str, Any]) -> dict[str, int]:
+    """Anthropic usage → our five token kinds."""
+    cache_creation = usage.get("cache_creation") or {}
+    write_1h = int(cache_creation.get("ephemeral_1h_input_tokens") or 0)
+    write_5m = cache_creation.get("ephemeral_5m_input_tokens")
+    if write_5m is None:
+        write_5m = max(int(usage.get("cache_creation_input_tokens") or 0) - write_1h, 0)
+    return {
+        "input_tokens": int(usage.get("input_tokens") or 0),
+        "output_tokens": int(usage.get("output_tokens") or 0),
+        "cache_write_5m_tokens": int(write_5m),
+        "cache_write_1h_tokens": write_1h,
+        "cache_read_tokens": int(usage.get("cache_read_input_tokens") or 0),
+    }
+
+
+def _block_data(block: Any) -> dict[str, Any] | None:
+    if isinstance(block, TextBlock):
+        return {"type": "text", "text": block.text}
+    if isinstance(block, ThinkingBlock):
+        return {"type": "thinking", "thinking": block.thinking}
+    if isinstance(block, ToolUseBlock):
+        return {"type": "tool_use", "id": block.id, "name": block.name, "input": block.input}
+    return None
+
+
+def _tool_result_content(content: Any) -> tuple[Any, bool]:
+    if isinstance(content, str):
+        return (content[:MAX_TOOL_RESULT_CHARS], len(content) > MAX_TOOL_RESULT_CHARS)
+    if isinstance(content, list):
+        text = "".join(part.get("text", "") for part in content if isinstance(part, dict))
+        return (text[:MAX_TOOL_RESULT_CHARS], len(text) > MAX_TOOL_RESULT_CHARS)
+    return ("" if content is None else str(content)[:MAX_TOOL_RESULT_CHARS], False)
+
+
+class EventTranslator:
+    """Stateful per run: it meters each model call once, from the stream's own usage figures."""
+
+    def __init__(self, model: LanguageModel) -> None:
+        self.model = model
+        self.session_id = ""
+        self._calls: dict[str, dict[str, Any]] = {}
+        self._open_call_by_parent: dict[str | None, str] = {}
+
+    def translate(self, message: Any) -> list[EventItem]:
+        if isinstance(message, StreamEvent):
+            return self._stream_event(message)
+        if isinstance(message, AssistantMessage):
+            return self._assistant(message)
+        if isinstance(message, UserMessage):
+            return self._user(message)
+        if isinstance(message, SystemMessage) and message.subtype == "init":
+            self.session_id = message.data.get("session_id", "")
+            data = message.data
+            return [
+                (
+                    "session.init",
+                    {
+                        "session_id": self.session_id,
+                        "model": data.get("model"),
+                        "tools": data.get("tools", []),
+                        "cwd": data.get("cwd"),
+                        "permission_mode": data.get("permissionMode"),
+                        "claude_code_version": data.get("claude_code_version"),
+                    },
+                )
+            ]
+        return []
+
+    def _stream_event(self, message: StreamEvent) -> list[EventItem]:
+        event = message.event
+        kind = event.get("type")
+        parent = message.parent_tool_use_id
+        if kind == "content_block_delta":
+            delta = event.get("delta", {})
+            if delta.get("type") == "text_delta":
+                return [("message.delta", {"kind": "text", "text": delta["text"], "index": event.get("index"), "parent_tool_use_id": parent})]
+            if delta.get("type") == "thinking_delta":
+                return [("message.delta", {"kind": "thinking", "text": delta["thinking"], "index": event.get("index"), "parent_tool_use_id": parent})]
+            return []
+        if kind == "message_start":
+            api_message = event.get("message", {})
+            message_id = api_message.get("id") or f"call-{len(self._calls) + 1}"
+            self._calls[message_id] = {"model": api_message.get("model"), "usage": dict(api_message.get("usage") or {})}
+            self._open_call_by_parent[parent] = message_id
+            return []
+        if kind == "message_delta":
+            message_id = self._open_call_by_parent.get(parent)
+            if message_id is None:
+                return []
+            call = self._calls[message_id]
+            call["usage"].update({k: v for k, v in (event.get("usage") or {}).items() if v is not None})
+            usage = normalize_usage(call["usage"])
+            cost = self.model.cost(call["usage"])
+            call["cost"] = cost
+            return [("usage", {"message_id": message_id, "model": self.model.pk, **usage, "cost_usd": str(cost), "parent_tool_use_id": parent})]
+        return []
+
+    def _assistant(self, message: AssistantMessage) -> list[EventItem]:
+        items: list[EventItem] = []
+        for block in message.content:
+            data = _block_data(block)
+            if data is not None:
+                items.append(
+                    ("message", {"role": "assistant", "message_id": message.message_id, "block": data, "parent_tool_use_id": message.parent_tool_use_id})
+                )
+        if message.error:
+            items.append(("message.error", {"error": message.error, "message_id": message.message_id}))
+        return items
+
+    def _user(self, message: UserMessage) -> list[EventItem]:
+        if isinstance(message.content, str):
+            return []
+        items: list[EventItem] = []
+        for block in message.content:
+            if isinstance(block, ToolResultBlock):
+                content, truncated = _tool_result_content(block.content)
+                items.append(
+                    (
+                        "tool.result",
+                        {
+                            "tool_use_id": block.tool_use_id,
+                            "content": content,
+                            "truncated": truncated,
+                            "is_error": bool(block.is_error),
+                            "parent_tool_use_id": message.parent_tool_use_id,
+                        },
+                    )
+                )
+        return items
+
+    def totals(self) -> dict[str, Any]:
+        """The run's token totals and cost, from the per-call figures metered above."""
+        totals: dict[str, Any] = dict.fromkeys(USAGE_KEYS, 0)
+        cost = Decimal(0)
+        for call in self._calls.values():
+            for key, value in normalize_usage(call["usage"]).items():
+                totals[key] += value
+            cost += call.get("cost", self.model.cost(call["usage"]))
+        return {**totals, "model_calls": len(self._calls), "cost_usd": str(cost)}

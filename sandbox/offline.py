@@ -1,0 +1,375 @@
+"""Offline model: a deterministic, scriptable stand-in for the Anthropic Messages API.
+
+It is NOT Claude. The demo (no API key) and every test point the Claude Code CLI at it with
+`ANTHROPIC_BASE_URL=<host>/offline`. Routes: `POST /v1/messages` (SSE when `"stream": true`,
+otherwise one JSON message) and `POST /v1/messages/count_tokens`.
+
+The *current turn's text* is the latest user message that has text once tool_result blocks and
+`<system-reminder>...</system-reminder>` sections are removed. Directives are `[[name args]]`
+anywhere in it (args cannot contain `]]`); the text without them is the *prompt*.
+
+- no directive: reply `Offline model (not Claude) reply: <prompt>`, about one text delta per word.
+- `[[reply TEXT]]`: the final reply is exactly TEXT.
+- `[[think TEXT]]`: a thinking block with TEXT opens the first call of the turn.
+- `[[tool NAME {json}]]`: a tool_use call of NAME with that input. Shorthands:
+  `[[bash COMMAND]]`, `[[write PATH CONTENT]]`, `[[read PATH]]`. Tools run one per model call,
+  in order; then the final reply follows. With tools, the default reply gets one line
+  `[<tool name> result] <text>` per tool result of this turn (text truncated to 2000 chars).
+- `[[slow SECONDS]]`: reply text deltas spread evenly over SECONDS (at least 20 deltas), with
+  cancellable sleeps so interrupts can land mid-reply. Streaming requests only.
+- `[[words N]]`: the reply is `word1 word2 ... wordN`, one delta per word.
+- `[[error STATUS]]` / `[[error STATUS times=N]]`: answer with HTTP STATUS and Anthropic error
+  JSON; with times=N only the first N calls of the turn fail (counted per session and turn; the
+  CLI retries 429/5xx with backoff, and a 400 about six times with fewer betas).
+- `[[usage input=N output=N cache_read=N cache_write_5m=N cache_write_1h=N]]`: exact usage
+  figures for every call of the turn (missing keys are 0).
+- `[[recall]]`: reply `Earlier turns: 1) <text>; 2) <text>` (or `Earlier turns: none`).
+
+Reply precedence: `reply`, then `words`, then `recall`, then the default. A directive with
+unreadable arguments is answered with a 400 `invalid_request_error` that names it.
+
+Without `[[usage]]`: input_tokens = max(1, len(json of messages+system) // 4), output_tokens =
+number of deltas, no cache. Ids derive from sha256 of the request body, so identical requests get
+identical answers and nothing depends on randomness or the clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import json
+import re
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+OFFLINE_LABEL = "Offline model (not Claude)"
+
+_ROUTES = ("/v1/messages", "/v1/messages/count_tokens")
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    529: "overloaded_error",
+}
+_DIRECTIVE = re.compile(
+    r"\[\[(reply|think|tool|bash|write|read|slow|words|error|usage|recall)(?:\s+(.*?))?\]\]", re.DOTALL
+)
+_REMINDER = re.compile(r"<system-reminder>.*?</system-reminder>", re.DOTALL)
+_TOOL_DIRECTIVES = {"tool", "bash", "write", "read"}
+_USAGE_KEYS = ("input", "output", "cache_read", "cache_write_5m", "cache_write_1h")
+_MIN_SLOW_DELTAS = 20
+_RESULT_LIMIT = 2000
+_MAX_ERROR_KEYS = 10_000
+# Calls seen per (session, turn), so `[[error ... times=N]]` lets the CLI's own retries succeed.
+_error_calls: OrderedDict[tuple[str, str], int] = OrderedDict()
+
+Json = dict[str, Any]
+
+
+@dataclass
+class OfflineResponse:
+    status: int
+    content_type: str
+    body: AsyncIterator[bytes]
+
+
+class DirectiveError(ValueError):
+    """A directive whose arguments cannot be understood; answered with a 400."""
+
+
+@dataclass
+class Turn:
+    text: str
+    prompt: str
+    directives: list[tuple[str, str]]
+    earlier: list[Any]  # messages before the turn's user message
+    later: list[Any]  # messages after it: this turn's tool calls and results
+
+    def directive(self, name: str) -> str | None:
+        return next((args for found, args in self.directives if found == name), None)
+
+
+@dataclass
+class Block:
+    start: Json
+    deltas: list[Json]
+    final: Json
+    pace: float = 0.0  # seconds to wait before each delta
+
+
+@dataclass
+class Usage:
+    input: int
+    output: int | None = None  # None: the number of deltas emitted
+    cache_read: int = 0
+    cache_write_5m: int = 0
+    cache_write_1h: int = 0
+
+    def as_dict(self, output: int) -> Json:
+        return {
+            "input_tokens": self.input,
+            "output_tokens": output,
+            "cache_creation_input_tokens": self.cache_write_5m + self.cache_write_1h,
+            "cache_read_input_tokens": self.cache_read,
+            "cache_creation": {
+                "ephemeral_5m_input_tokens": self.cache_write_5m,
+                "ephemeral_1h_input_tokens": self.cache_write_1h,
+            },
+        }
+
+
+async def respond(path: str, body: bytes, headers: Mapping[str, str]) -> OfflineResponse:
+    route = path.rstrip("/")
+    if route not in _ROUTES:
+        return _error(404, f"Unknown path {path}; the offline model serves {', '.join(_ROUTES)}")
+    try:
+        request = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return _error(400, f"Request body is not valid JSON: {exc}")
+    if not isinstance(request, dict) or not isinstance(request.get("messages"), list):
+        return _error(400, "Request body must be a JSON object with a `messages` list")
+    turn = _current_turn(request["messages"])
+    digest = hashlib.sha256(body).hexdigest()[:24]
+    try:
+        usage = _usage(turn, request)
+        if route == "/v1/messages/count_tokens":
+            return _json(200, {"input_tokens": usage.input})
+        failure = _failure(turn, {k.lower(): v for k, v in headers.items()})
+        if failure:
+            return _error(failure, f"{OFFLINE_LABEL}: scripted error {failure}")
+        blocks, stop_reason = _plan(turn, f"toolu_offline_{digest}")
+    except DirectiveError as exc:
+        return _error(400, f"{OFFLINE_LABEL}: bad directive: {exc}")
+    output = usage.output if usage.output is not None else sum(len(b.deltas) for b in blocks)
+    message = {
+        "id": f"msg_offline_{digest}",
+        "type": "message",
+        "role": "assistant",
+        "model": request.get("model") or "offline",
+        "content": [b.final for b in blocks],
+        "stop_reason": stop_reason,
+        "stop_sequence": None,
+        "usage": usage.as_dict(output),
+    }
+    if request.get("stream"):
+        return OfflineResponse(200, "text/event-stream", _sse(message, blocks, usage))
+    return _json(200, message)
+
+
+def _json(status: int, payload: Json) -> OfflineResponse:
+    return OfflineResponse(status, "application/json", _once(json.dumps(payload).encode()))
+
+
+def _error(status: int, message: str) -> OfflineResponse:
+    kind = _ERROR_TYPES.get(status, "api_error")
+    return _json(status, {"type": "error", "error": {"type": kind, "message": message}})
+
+
+async def _once(chunk: bytes) -> AsyncIterator[bytes]:
+    yield chunk
+
+
+def _event(kind: str, data: Json) -> bytes:
+    return f"event: {kind}\ndata: {json.dumps({'type': kind, **data})}\n\n".encode()
+
+
+async def _sse(message: Json, blocks: list[Block], usage: Usage) -> AsyncIterator[bytes]:
+    # The CLI takes input and cache figures from message_start and the final output from message_delta.
+    start = {**message, "content": [], "stop_reason": None, "usage": usage.as_dict(0)}
+    yield _event("message_start", {"message": start})
+    for index, block in enumerate(blocks):
+        yield _event("content_block_start", {"index": index, "content_block": block.start})
+        for delta in block.deltas:
+            if block.pace:
+                await asyncio.sleep(block.pace)  # a real await, so an interrupt can cancel mid-reply
+            yield _event("content_block_delta", {"index": index, "delta": delta})
+        yield _event("content_block_stop", {"index": index})
+    delta = {"stop_reason": message["stop_reason"], "stop_sequence": None}
+    yield _event("message_delta", {"delta": delta, "usage": message["usage"]})
+    yield _event("message_stop", {})
+
+
+# --- reading the conversation ---------------------------------------------------------------
+
+
+def _blocks_of(message: Any) -> list[Json]:
+    content = message.get("content") if isinstance(message, dict) else None
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}]
+    return [b for b in content or [] if isinstance(b, dict)]
+
+
+def _role_blocks(messages: list[Any], role: str) -> list[Json]:
+    return [b for m in messages if isinstance(m, dict) and m.get("role") == role for b in _blocks_of(m)]
+
+
+def _user_text(message: Any) -> str:
+    if not isinstance(message, dict) or message.get("role") != "user":
+        return ""
+    texts = [str(b.get("text", "")) for b in _blocks_of(message) if b.get("type") == "text"]
+    return _REMINDER.sub("", "\n".join(texts)).strip()
+
+
+def _current_turn(messages: list[Any]) -> Turn:
+    # Tool results and reminder-only messages belong to the turn in progress, not to a new one.
+    index = next((i for i in range(len(messages) - 1, -1, -1) if _user_text(messages[i])), -1)
+    text = _user_text(messages[index]) if index >= 0 else ""
+    directives = [(m[1], m[2] or "") for m in _DIRECTIVE.finditer(text)]
+    prompt = _DIRECTIVE.sub("", text).strip()
+    return Turn(text, prompt, directives, messages[: max(index, 0)], messages[index + 1 :])
+
+
+def _integer(raw: str, what: str) -> int:
+    try:
+        return int(raw.strip())
+    except ValueError:
+        raise DirectiveError(f"{what} expects an integer, got {raw!r}") from None
+
+
+def _usage(turn: Turn, request: Json) -> Usage:
+    args = turn.directive("usage")
+    if args is None:
+        size = len(json.dumps({"messages": request["messages"], "system": request.get("system")}))
+        return Usage(input=max(1, size // 4))
+    figures = dict.fromkeys(_USAGE_KEYS, 0)
+    for pair in args.split():
+        key, _, value = pair.partition("=")
+        if key not in figures:
+            raise DirectiveError(f"usage accepts {', '.join(_USAGE_KEYS)}, got {key!r}")
+        figures[key] = _integer(value, f"usage {key}")
+    return Usage(**figures)
+
+
+def _failure(turn: Turn, headers: Mapping[str, str]) -> int | None:
+    args = turn.directive("error")
+    if args is None:
+        return None
+    status_raw, _, times_raw = args.strip().partition(" ")
+    status = _integer(status_raw, "error")
+    if not 400 <= status <= 599:
+        raise DirectiveError(f"error expects an HTTP error status, got {status}")
+    if not times_raw:
+        return status
+    times = _integer(times_raw.strip().removeprefix("times="), "error times")
+    key = (headers.get("x-claude-code-session-id", ""), hashlib.sha256(turn.text.encode()).hexdigest())
+    calls = _error_calls.pop(key, 0) + 1
+    _error_calls[key] = calls
+    while len(_error_calls) > _MAX_ERROR_KEYS:
+        _error_calls.popitem(last=False)
+    return status if calls <= times else None
+
+
+# --- deciding what to say ---------------------------------------------------------------------
+
+
+def _tool_call(name: str, args: str) -> tuple[str, Json]:
+    if name == "bash":
+        return "Bash", {"command": args.strip(), "description": "offline model command"}
+    if name == "read":
+        return "Read", {"file_path": args.strip()}
+    if name == "write":
+        # Only the one separator is dropped, so CONTENT keeps any further whitespace.
+        path, *content = re.split(r"\s", args.lstrip(), maxsplit=1)
+        return "Write", {"file_path": path, "content": "".join(content)}
+    tool, _, raw = args.strip().partition(" ")
+    try:
+        payload = json.loads(raw or "{}")
+    except ValueError as exc:
+        raise DirectiveError(f"tool {tool} input is not JSON: {exc}") from None
+    if not tool or not isinstance(payload, dict):
+        raise DirectiveError("tool expects `[[tool NAME {json object}]]`")
+    return tool, payload
+
+
+def _tool_position(turn: Turn) -> int:
+    assistants = [m for m in turn.later if isinstance(m, dict) and m.get("role") == "assistant"]
+    return sum(1 for m in assistants if any(b.get("type") == "tool_use" for b in _blocks_of(m)))
+
+
+def _tool_results(turn: Turn) -> str:
+    calls = [b for b in _role_blocks(turn.later, "assistant") if b.get("type") == "tool_use"]
+    names = {b.get("id"): b.get("name") for b in calls}
+    lines = []
+    for block in _role_blocks(turn.later, "user"):
+        if block.get("type") != "tool_result":
+            continue
+        content = block.get("content")
+        if isinstance(content, list):
+            content = "\n".join(str(b.get("text", "")) for b in content if isinstance(b, dict))
+        name = names.get(block.get("tool_use_id"), "unknown")
+        lines.append(f"\n[{name} result] {str(content or '')[:_RESULT_LIMIT]}")
+    return "".join(lines)
+
+
+def _earlier_turns(turn: Turn) -> str:
+    texts = [t for t in map(_user_text, turn.earlier) if t]
+    return "Earlier turns: " + ("; ".join(f"{n}) {t}" for n, t in enumerate(texts, 1)) or "none")
+
+
+def _reply_text(turn: Turn) -> str:
+    reply = turn.directive("reply")
+    if reply is not None:
+        return reply
+    words = turn.directive("words")
+    if words is not None:
+        return " ".join(f"word{n}" for n in range(1, _integer(words, "words") + 1))
+    if turn.directive("recall") is not None:
+        return _earlier_turns(turn)
+    return f"{OFFLINE_LABEL} reply: {turn.prompt}{_tool_results(turn)}"
+
+
+def _pieces(text: str) -> list[str]:
+    return re.findall(r"\S+\s*|\s+", text)
+
+
+def _even_pieces(text: str, count: int) -> list[str]:
+    bounds = [len(text) * n // count for n in range(count + 1)]
+    return [text[a:b] for a, b in itertools.pairwise(bounds) if a < b]
+
+
+def _text_block(turn: Turn, text: str) -> Block:
+    pieces, pace = _pieces(text), 0.0
+    slow = turn.directive("slow")
+    if slow is not None:
+        try:
+            seconds = float(slow)
+        except ValueError:
+            raise DirectiveError(f"slow expects seconds, got {slow!r}") from None
+        if len(pieces) < _MIN_SLOW_DELTAS:
+            pieces = _even_pieces(text, _MIN_SLOW_DELTAS)
+        pace = seconds / max(1, len(pieces))
+    deltas = [{"type": "text_delta", "text": p} for p in pieces]
+    return Block({"type": "text", "text": ""}, deltas, {"type": "text", "text": text}, pace)
+
+
+def _thinking_block(text: str) -> Block:
+    signature = "offline-" + hashlib.sha256(text.encode()).hexdigest()
+    deltas: list[Json] = [{"type": "thinking_delta", "thinking": p} for p in _pieces(text)]
+    deltas.append({"type": "signature_delta", "signature": signature})
+    final = {"type": "thinking", "thinking": text, "signature": signature}
+    return Block({"type": "thinking", "thinking": "", "signature": ""}, deltas, final)
+
+
+def _tool_block(name: str, payload: Json, tool_id: str) -> Block:
+    # Several partial_json chunks, as the real API sends, so clients must really accumulate them.
+    chunks = _even_pieces(json.dumps(payload), 3)
+    deltas = [{"type": "input_json_delta", "partial_json": c} for c in chunks]
+    start = {"type": "tool_use", "id": tool_id, "name": name, "input": {}}
+    return Block(start, deltas, {**start, "input": payload})
+
+
+def _plan(turn: Turn, tool_id: str) -> tuple[list[Block], str]:
+    position = _tool_position(turn)
+    think = turn.directive("think")
+    blocks = [_thinking_block(think)] if think is not None and position == 0 else []
+    tools = [_tool_call(name, args) for name, args in turn.directives if name in _TOOL_DIRECTIVES]
+    if position < len(tools):
+        return [*blocks, _tool_block(*tools[position], tool_id)], "tool_use"
+    return [*blocks, _text_block(turn, _reply_text(turn))], "end_turn"

@@ -1,0 +1,82 @@
+from typing import Any
+
+from django.db.models import ProtectedError, QuerySet
+from rest_framework import exceptions, permissions, viewsets
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView, exception_handler as drf_exception_handler
+
+from tenants.auth import Principal
+from tenants.errors import ServiceError
+from tenants.models import LanguageModel, Tenant
+from tenants.serializers import LanguageModelSerializer, TenantSerializer
+
+
+def flatten_errors(detail: Any, prefix: str = "") -> list[str]:
+    if isinstance(detail, dict):
+        return [line for key, value in detail.items() for line in flatten_errors(value, f"{prefix}{key}." if key != "non_field_errors" else prefix)]
+    if isinstance(detail, list):
+        return [line for value in detail for line in flatten_errors(value, prefix)]
+    return [f"{prefix.rstrip('.')}: {detail}" if prefix else str(detail)]
+
+
+def error_body(status: int, code: str, message: str, fields: Any = None) -> dict[str, Any]:
+    error: dict[str, Any] = {"status": status, "code": code, "message": message}
+    if fields:
+        error["fields"] = fields
+    return {"error": error}
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """Every API error has one shape: {"error": {"status", "code", "message", "fields"?}}."""
+    if isinstance(exc, ServiceError):
+        return Response(error_body(exc.status, exc.code, exc.message), status=exc.status)
+    if isinstance(exc, ProtectedError):
+        names = sorted({type(obj)._meta.verbose_name_plural for obj in exc.protected_objects})
+        message = f"It is still used by {', '.join(names)}; deprecate or deactivate it instead of deleting."
+        return Response(error_body(409, "in_use", message), status=409)
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    detail = exc.detail if isinstance(exc, exceptions.APIException) else response.data
+    fields = detail if isinstance(exc, exceptions.ValidationError) and isinstance(detail, dict) else None
+    code = getattr(exc, "default_code", "error")
+    response.data = error_body(response.status_code, code, "; ".join(flatten_errors(detail)), fields)
+    return response
+
+
+def principal(request: Request) -> Principal:
+    user = request.user
+    assert isinstance(user, Principal)
+    return user
+
+
+class IsAdminKeyOrReadOnly(permissions.BasePermission):
+    message = "This needs an admin API key."
+
+    def has_permission(self, request: Request, view: APIView) -> bool:
+        return request.method in permissions.SAFE_METHODS or principal(request).is_admin
+
+
+class LanguageModelViewSet(viewsets.ModelViewSet):
+    """The model catalog. Tenant keys may read it; only admin keys change it."""
+
+    serializer_class = LanguageModelSerializer
+    permission_classes = [permissions.IsAuthenticated, IsAdminKeyOrReadOnly]
+    filterset_fields = ["provider", "status"]
+
+    def get_queryset(self) -> QuerySet[LanguageModel]:
+        return LanguageModel.objects.all()
+
+
+class TenantViewSet(viewsets.ModelViewSet):
+    """Tenants. A tenant key sees only its own tenant, read-only; admin keys manage all of them."""
+
+    serializer_class = TenantSerializer
+    permission_classes = [permissions.IsAuthenticated, IsAdminKeyOrReadOnly]
+    filterset_fields = ["status"]
+
+    def get_queryset(self) -> QuerySet[Tenant]:
+        tenants = Tenant.objects.all()
+        caller = principal(self.request)
+        return tenants if caller.is_admin else tenants.filter(pk=caller.tenant_id)

@@ -1,0 +1,101 @@
+"""Who is calling: API keys for REST and SSE, signed stream tokens for WebSockets."""
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.core import signing
+from django.conf import settings
+from django.http import Http404
+from rest_framework import exceptions
+from rest_framework.authentication import BaseAuthentication
+from rest_framework.request import Request
+
+from tenants.models import ApiKey, Tenant, hash_key
+
+USER_ID_MAX_LENGTH = 200
+STREAM_TOKEN_SALT = "conversations.stream-token"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The authenticated caller: an API key, seen through what it may reach."""
+
+    key: ApiKey
+    user_id: str = ""
+
+    is_authenticated = True
+
+    @property
+    def is_admin(self) -> bool:
+        return self.key.is_admin
+
+    @property
+    def tenant_id(self) -> str | None:
+        return self.key.tenant_id
+
+    def tenant(self, tenant_id: str) -> Tenant:
+        """The tenant named in a URL, or 404 when this key may not see it (exactly like a missing one)."""
+        if not self.is_admin and tenant_id != self.tenant_id:
+            raise Http404
+        try:
+            return Tenant.objects.select_related("default_model").get(pk=tenant_id)
+        except Tenant.DoesNotExist:
+            raise Http404 from None
+
+
+def raw_key_from_headers(headers: Any) -> str:
+    """The API key from `X-API-Key` or `Authorization: Bearer`, or "" when neither is present."""
+    raw = headers.get("X-API-Key") or ""
+    if not raw:
+        scheme, _, credentials = (headers.get("Authorization") or "").partition(" ")
+        if scheme.lower() == "bearer":
+            raw = credentials
+    return raw.strip()
+
+
+def user_id_from_headers(headers: Any) -> str:
+    user_id = (headers.get("X-User-ID") or "").strip()
+    if len(user_id) > USER_ID_MAX_LENGTH:
+        raise exceptions.ValidationError({"X-User-ID": f"Use at most {USER_ID_MAX_LENGTH} characters."})
+    return user_id
+
+
+def authenticate_headers(headers: Any) -> Principal | None:
+    """Resolve request headers to a Principal; None when no key was sent."""
+    raw = raw_key_from_headers(headers)
+    if not raw:
+        return None
+    key = ApiKey.objects.select_related("tenant").filter(key_hash=hash_key(raw)).first()
+    if key is None or key.is_revoked:
+        raise exceptions.AuthenticationFailed("Invalid or revoked API key.")
+    key.touch()
+    return Principal(key=key, user_id=user_id_from_headers(headers))
+
+
+class ApiKeyAuthentication(BaseAuthentication):
+    def authenticate(self, request: Request) -> tuple[Principal, ApiKey] | None:
+        principal = authenticate_headers(request.headers)
+        return None if principal is None else (principal, principal.key)
+
+    def authenticate_header(self, request: Request) -> str:
+        # Makes DRF answer 401 (not 403) when the key is missing or wrong.
+        return 'Bearer realm="api"'
+
+
+def _stream_signer() -> signing.TimestampSigner:
+    # "." keeps the token valid as a WebSocket subprotocol name, where ":" is not allowed.
+    return signing.TimestampSigner(salt=STREAM_TOKEN_SALT, sep=".")
+
+
+def make_stream_token(conversation_id: str, tenant_id: str, user_id: str = "") -> str:
+    """A short-lived token that opens one conversation's WebSocket (browsers cannot send headers)."""
+    return _stream_signer().sign_object({"c": conversation_id, "t": tenant_id, "u": user_id})
+
+
+def read_stream_token(token: str) -> dict[str, str] | None:
+    """The token's claims, or None when it is forged, malformed or older than its max age."""
+    try:
+        claims = _stream_signer().unsign_object(token, max_age=settings.STREAM_TOKEN_MAX_AGE_SECONDS)
+    except (signing.BadSignature, ValueError):
+        return None
+    return claims if isinstance(claims, dict) else None

@@ -1,0 +1,69 @@
+from collections.abc import Mapping
+from typing import Any
+
+from rest_framework import serializers
+
+from tenants.models import LanguageModel, Tenant
+
+
+class StrictSerializer(serializers.Serializer):
+    """Refuses fields it does not know, so a typo is an error instead of a silently ignored value."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            unknown = sorted(set(data) - set(self.fields))
+            if unknown:
+                allowed = ", ".join(name for name, field in self.fields.items() if not field.read_only)
+                raise serializers.ValidationError({name: [f"Unknown field. Allowed fields: {allowed}."] for name in unknown})
+        return super().to_internal_value(data)
+
+
+class StrictModelSerializer(StrictSerializer, serializers.ModelSerializer):
+    pass
+
+
+class LanguageModelSerializer(StrictModelSerializer):
+    class Meta:
+        model = LanguageModel
+        fields = [
+            "id",
+            "display_name",
+            "provider",
+            "provider_model_id",
+            "context_window",
+            "max_output_tokens",
+            "input_price",
+            "output_price",
+            "cache_write_5m_price",
+            "cache_write_1h_price",
+            "cache_read_price",
+            "status",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = ["created_at", "updated_at"]
+
+    def validate_id(self, value: str) -> str:
+        if self.instance is not None and value != self.instance.pk:
+            raise serializers.ValidationError("A model's id cannot change; create a new model instead.")
+        return value
+
+
+class TenantSerializer(StrictModelSerializer):
+    default_model = serializers.SlugRelatedField(slug_field="id", queryset=LanguageModel.objects.all())
+
+    class Meta:
+        model = Tenant
+        fields = ["id", "name", "system_prompt", "default_model", "status", "created_at", "updated_at"]
+        read_only_fields = ["created_at", "updated_at"]
+
+    def validate_id(self, value: str) -> str:
+        if self.instance is not None and value != self.instance.pk:
+            raise serializers.ValidationError("A tenant's id cannot change.")
+        return value
+
+    def validate_default_model(self, value: LanguageModel) -> LanguageModel:
+        current = self.instance.default_model_id if self.instance else None
+        if value.status != LanguageModel.Status.ACTIVE and value.pk != current:
+            raise serializers.ValidationError(f"Model '{value.pk}' is deprecated; choose an active model.")
+        return value

@@ -1,0 +1,28 @@
+from django.db import transaction
+
+from sandbox.offline import OFFLINE_LABEL
+from tenants.models import ApiKey, LanguageModel, Tenant
+
+OFFLINE_MODEL_ID = "offline"
+
+
+def ensure_offline_model() -> LanguageModel:
+    """The catalog entry of the built-in offline model, created on first use."""
+    model, _ = LanguageModel.objects.get_or_create(
+        pk=OFFLINE_MODEL_ID,
+        defaults={
+            "display_name": OFFLINE_LABEL,
+            "provider": LanguageModel.Provider.OFFLINE,
+            "provider_model_id": "offline-1",
+        },
+    )
+    return model
+
+
+@transaction.atomic
+def create_tenant_with_key(tenant_id: str, name: str, *, system_prompt: str = "", model_id: str = "") -> tuple[Tenant, str]:
+    """A tenant and its first API key; returns the raw key, which is shown once."""
+    model = LanguageModel.objects.get(pk=model_id) if model_id and model_id != OFFLINE_MODEL_ID else ensure_offline_model()
+    tenant = Tenant.objects.create(id=tenant_id, name=name, system_prompt=system_prompt, default_model=model)
+    _, raw_key = ApiKey.issue(f"{tenant_id} key", tenant=tenant)
+    return tenant, raw_key
