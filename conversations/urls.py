@@ -1,10 +1,10 @@
 from django.urls import path, re_path
-from rest_framework.routers import SimpleRouter
+from tenants.routers import OptionalSlashRouter
 
 from conversations import streams
 from conversations.api import ConversationViewSet
 
-router = SimpleRouter(trailing_slash="/?")
+router = OptionalSlashRouter()
 router.register(r"tenants/(?P<tenant>[a-z0-9][a-z0-9-]*)/conversations", ConversationViewSet, basename="conversation")
 
 conversation = "tenants/<str:tenant>/conversations/<uuid:conversation_id>"

@@ -85,9 +85,12 @@ class ModelGateway:
         reply = await offline.respond(request.path, body, request.headers)
         response = web.StreamResponse(status=reply.status, headers={"content-type": reply.content_type})
         await response.prepare(request)
-        async for chunk in reply.body:
-            await response.write(chunk)
-        await response.write_eof()
+        try:
+            async for chunk in reply.body:
+                await response.write(chunk)
+            await response.write_eof()
+        except ConnectionResetError:
+            pass  # the CLI hung up (an interrupt): nobody is left to answer
         return response
 
     async def _forward_anthropic(self, request: web.BaseRequest, body: bytes) -> web.StreamResponse:
@@ -105,9 +108,12 @@ class ModelGateway:
                     headers={k: upstream.headers[k] for k in FORWARDED_RESPONSE_HEADERS if k in upstream.headers},
                 )
                 await response.prepare(request)
-                async for chunk in upstream.content.iter_any():
-                    await response.write(chunk)
-                await response.write_eof()
+                try:
+                    async for chunk in upstream.content.iter_any():
+                        await response.write(chunk)
+                    await response.write_eof()
+                except ConnectionResetError:
+                    pass  # the CLI hung up (an interrupt); closing the upstream stops the generation
                 return response
         except aiohttp.ClientError as exc:
             logger.warning("Anthropic upstream unreachable: %s", type(exc).__name__)

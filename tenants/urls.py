@@ -1,8 +1,8 @@
-from rest_framework.routers import SimpleRouter
+from tenants.routers import OptionalSlashRouter
 
 from tenants.api import LanguageModelViewSet, TenantViewSet
 
-router = SimpleRouter(trailing_slash="/?")
+router = OptionalSlashRouter()
 router.register("models", LanguageModelViewSet, basename="model")
 router.register("tenants", TenantViewSet, basename="tenant")
 
