@@ -1,0 +1,283 @@
+"""Operator admin for the model catalog, tenants and API keys."""
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import Count, IntegerField, OuterRef, QuerySet, Subquery
+from django.db.models.functions import Coalesce
+from django.http import HttpRequest
+from django.utils import timezone
+from django.utils.html import format_html
+
+from conversations.models import Conversation, Event, Run
+from tenants.models import ApiKey, LanguageModel, Tenant
+
+
+def count_of(related: QuerySet[Any], fk_field: str) -> Coalesce:
+    """The number of `related` rows pointing at the outer row, as an annotation.
+
+    A correlated subquery rather than `Count("relation")`: counting two or three reverse relations
+    through joins multiplies their rows, which gets slow long before it gets wrong.
+    """
+    counted = (
+        related.filter(**{fk_field: OuterRef("pk")})
+        .order_by()
+        .values(fk_field)
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    return Coalesce(Subquery(counted, output_field=IntegerField()), 0)
+
+
+def drop_history_permissions(perms_needed: set[str]) -> set[str]:
+    """Deleting an owner deletes its conversations' runs and events, whose own admins are read-only.
+
+    Their admins refuse deletion so history cannot be cut out of a conversation; deleting the whole
+    owner is a different, deliberate act that the owner's delete permission already governs.
+    """
+    return perms_needed - {str(Run._meta.verbose_name), str(Event._meta.verbose_name)}
+
+
+@admin.register(LanguageModel)
+class LanguageModelAdmin(admin.ModelAdmin):
+    list_display = [
+        "id",
+        "display_name",
+        "provider",
+        "provider_model_id",
+        "input_price",
+        "output_price",
+        "cache_write_5m_price",
+        "cache_write_1h_price",
+        "cache_read_price",
+        "status",
+        "tenant_count",
+        "conversation_count",
+    ]
+    list_filter = ["provider", "status"]
+    search_fields = ["id", "display_name", "provider_model_id"]
+    actions = ["mark_deprecated", "mark_active"]
+    fieldsets = [
+        (None, {"fields": ["id", "display_name", "provider", "provider_model_id", "status"]}),
+        ("Limits", {"fields": ["context_window", "max_output_tokens"]}),
+        (
+            "Prices (USD per million tokens)",
+            {
+                "fields": [
+                    "input_price",
+                    "output_price",
+                    "cache_write_5m_price",
+                    "cache_write_1h_price",
+                    "cache_read_price",
+                ]
+            },
+        ),
+        ("Dates", {"fields": ["created_at", "updated_at"]}),
+    ]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: LanguageModel | None = None) -> list[str]:
+        # Editing a primary key in admin saves a copy under the new id instead of renaming.
+        return ["created_at", "updated_at"] + (["id"] if obj is not None else [])
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[LanguageModel]:
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                tenant_count=count_of(Tenant.objects.all(), "default_model"),
+                conversation_count=count_of(Conversation.objects.all(), "model"),
+            )
+        )
+
+    @admin.display(description="tenants", ordering="tenant_count")
+    def tenant_count(self, obj: LanguageModel) -> int:
+        return obj.tenant_count  # type: ignore[attr-defined]
+
+    @admin.display(description="conversations", ordering="conversation_count")
+    def conversation_count(self, obj: LanguageModel) -> int:
+        return obj.conversation_count  # type: ignore[attr-defined]
+
+    @admin.action(description="Mark deprecated", permissions=["change"])
+    def mark_deprecated(self, request: HttpRequest, queryset: QuerySet[LanguageModel]) -> None:
+        # Existing conversations keep their model but refuse new runs on it (services.start_run).
+        updated = queryset.update(status=LanguageModel.Status.DEPRECATED, updated_at=timezone.now())
+        self.message_user(request, f"Marked {updated} model(s) deprecated.", messages.SUCCESS)
+
+    @admin.action(description="Mark active", permissions=["change"])
+    def mark_active(self, request: HttpRequest, queryset: QuerySet[LanguageModel]) -> None:
+        updated = queryset.update(status=LanguageModel.Status.ACTIVE, updated_at=timezone.now())
+        self.message_user(request, f"Marked {updated} model(s) active.", messages.SUCCESS)
+
+
+class TenantAdminForm(forms.ModelForm):
+    class Meta:
+        model = Tenant
+        fields = "__all__"
+
+    def clean_default_model(self) -> LanguageModel:
+        model: LanguageModel = self.cleaned_data["default_model"]
+        unchanged = self.instance.pk is not None and self.instance.default_model_id == model.pk
+        # A deprecated default would let conversations be created that then refuse every message.
+        if model.status != LanguageModel.Status.ACTIVE and not unchanged:
+            raise forms.ValidationError(f"Model '{model.pk}' is deprecated; choose an active model.")
+        return model
+
+
+@admin.register(Tenant)
+class TenantAdmin(admin.ModelAdmin):
+    form = TenantAdminForm
+    list_display = [
+        "id",
+        "name",
+        "status",
+        "default_model",
+        "conversation_count",
+        "active_run_count",
+        "live_key_count",
+    ]
+    list_filter = ["status", "default_model"]
+    list_select_related = ["default_model"]
+    search_fields = ["id", "name"]
+    actions = ["activate", "deactivate"]
+    fieldsets = [
+        (None, {"fields": ["id", "name", "status"]}),
+        ("Agent", {"fields": ["default_model", "system_prompt"]}),
+        ("Dates", {"fields": ["created_at", "updated_at"]}),
+    ]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Tenant | None = None) -> list[str]:
+        # The id is in every URL and API key scope; editing it in admin would save a copy.
+        return ["created_at", "updated_at"] + (["id"] if obj is not None else [])
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Tenant]:
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                conversation_count=count_of(Conversation.objects.all(), "tenant"),
+                active_run_count=count_of(Conversation.objects.filter(active_run__isnull=False), "tenant"),
+                live_key_count=count_of(ApiKey.objects.live(), "tenant"),
+            )
+        )
+
+    @admin.display(description="conversations", ordering="conversation_count")
+    def conversation_count(self, obj: Tenant) -> int:
+        return obj.conversation_count  # type: ignore[attr-defined]
+
+    @admin.display(description="active runs", ordering="active_run_count")
+    def active_run_count(self, obj: Tenant) -> int:
+        return obj.active_run_count  # type: ignore[attr-defined]
+
+    @admin.display(description="live API keys", ordering="live_key_count")
+    def live_key_count(self, obj: Tenant) -> int:
+        return obj.live_key_count  # type: ignore[attr-defined]
+
+    @admin.action(description="Activate selected tenants", permissions=["change"])
+    def activate(self, request: HttpRequest, queryset: QuerySet[Tenant]) -> None:
+        updated = queryset.update(status=Tenant.Status.ACTIVE, updated_at=timezone.now())
+        self.message_user(request, f"Activated {updated} tenant(s).", messages.SUCCESS)
+
+    @admin.action(description="Deactivate selected tenants", permissions=["change"])
+    def deactivate(self, request: HttpRequest, queryset: QuerySet[Tenant]) -> None:
+        # Runs already under way finish; new conversations and messages are refused (services).
+        updated = queryset.update(status=Tenant.Status.INACTIVE, updated_at=timezone.now())
+        self.message_user(request, f"Deactivated {updated} tenant(s).", messages.SUCCESS)
+
+    def get_deleted_objects(self, objs: Any, request: HttpRequest) -> tuple[Any, Any, set[str], Any]:
+        deleted, model_count, perms_needed, protected = super().get_deleted_objects(objs, request)
+        return deleted, model_count, drop_history_permissions(perms_needed), protected
+
+
+class RevokedFilter(admin.SimpleListFilter):
+    title = "revoked"
+    parameter_name = "revoked"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [("no", "Live"), ("yes", "Revoked")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> QuerySet[ApiKey]:
+        if self.value() == "no":
+            return queryset.filter(revoked_at__isnull=True)
+        if self.value() == "yes":
+            return queryset.filter(revoked_at__isnull=False)
+        return queryset
+
+
+class ScopeFilter(admin.SimpleListFilter):
+    title = "scope"
+    parameter_name = "scope"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [("admin", "Admin (platform)"), ("tenant", "Tenant")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> QuerySet[ApiKey]:
+        if self.value() == "admin":
+            return queryset.filter(tenant__isnull=True)
+        if self.value() == "tenant":
+            return queryset.filter(tenant__isnull=False)
+        return queryset
+
+
+class ApiKeyAddForm(forms.ModelForm):
+    class Meta:
+        model = ApiKey
+        fields = ["name", "tenant"]
+        help_texts = {"tenant": "Leave empty for an admin key, which reaches every tenant."}
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    list_display = ["name", "scope", "prefix", "created_at", "last_used_at", "revoked"]
+    list_filter = ["tenant", RevokedFilter, ScopeFilter]
+    list_select_related = ["tenant"]
+    search_fields = ["name", "prefix", "tenant__id"]
+    actions = ["revoke_keys"]
+    # key_hash is never shown: with it, anyone reading the page could look keys up offline.
+    change_fields = ["name", "scope", "prefix", "revoked", "created_at", "last_used_at", "revoked_at"]
+    change_readonly_fields = ["scope", "prefix", "revoked", "created_at", "last_used_at", "revoked_at"]
+
+    def get_form(self, request: HttpRequest, obj: ApiKey | None = None, change: bool = False, **kwargs: Any) -> Any:
+        if obj is None:
+            kwargs["form"] = ApiKeyAddForm
+        return super().get_form(request, obj, change=change, **kwargs)
+
+    def get_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> list[str]:
+        return ["name", "tenant"] if obj is None else self.change_fields
+
+    def get_readonly_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> list[str]:
+        return [] if obj is None else self.change_readonly_fields
+
+    @admin.display(description="scope", ordering="tenant")
+    def scope(self, obj: ApiKey) -> str:
+        return "admin scope" if obj.is_admin else f"{obj.tenant} ({obj.tenant_id})"
+
+    @admin.display(description="revoked", boolean=True, ordering="revoked_at")
+    def revoked(self, obj: ApiKey) -> bool:
+        return obj.is_revoked
+
+    def save_model(self, request: HttpRequest, obj: ApiKey, form: forms.ModelForm, change: bool) -> None:
+        if change:
+            obj.save(update_fields=["name"])
+            return
+        # Only ApiKey.issue() makes keys: it alone sees the raw value, and only its hash is stored.
+        key, raw_key = ApiKey.issue(form.cleaned_data["name"], form.cleaned_data["tenant"])
+        # The admin goes on to log and redirect to `obj`; make it the issued row.
+        obj.pk, obj.prefix, obj.key_hash, obj.created_at = key.pk, key.prefix, key.key_hash, key.created_at
+        obj._state.adding, obj._state.db = False, key._state.db
+        messages.warning(
+            request,
+            format_html(
+                "API key “{}”: <code style=\"user-select: all; font-size: 1.1em\">{}</code> — "
+                "copy it now, it will not be shown again.",
+                key.name,
+                raw_key,
+            ),
+        )
+
+    @admin.action(description="Revoke selected keys", permissions=["change"])
+    def revoke_keys(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+        keys = list(queryset.live())
+        for key in keys:
+            key.revoke()
+        self.message_user(request, f"Revoked {len(keys)} key(s).", messages.SUCCESS)

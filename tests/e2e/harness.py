@@ -1,0 +1,210 @@
+"""Real processes for the end-to-end tests and the benchmark: Daphne, Celery workers, and clients.
+
+Nothing here is faked: the web server and workers are the production entry points, started as
+subprocesses against PostgreSQL and Redis, and the clients speak HTTP, SSE and WebSocket.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+from websockets.sync.client import ClientConnection, connect
+
+ROOT = Path(__file__).resolve().parents[2]
+TERMINAL = {"run.completed", "run.failed", "run.interrupted"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def database_url(db_settings: dict[str, Any]) -> str:
+    user = quote(db_settings.get("USER") or "postgres")
+    password = f":{quote(db_settings['PASSWORD'])}" if db_settings.get("PASSWORD") else ""
+    host = db_settings.get("HOST") or "127.0.0.1"
+    port = db_settings.get("PORT") or 5432
+    return f"postgres://{user}{password}@{host}:{port}/{db_settings['NAME']}"
+
+
+class Platform:
+    """Daphne and Celery workers sharing one database, Redis and run queue."""
+
+    def __init__(self, database_url: str, redis_url: str, work_dir: Path, **extra_env: str) -> None:
+        self.work_dir = work_dir
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": database_url,
+            "REDIS_URL": redis_url,
+            "CELERY_BROKER_URL": redis_url,
+            "RUN_QUEUE": f"e2e-{os.getpid()}-{self.port}",
+            "RUN_ROOT": str(work_dir / "runs"),
+            "DEBUG": "1",
+            "RUN_HEARTBEAT_SECONDS": "0.5",
+            "RUN_STALE_AFTER_SECONDS": "3",
+            "SSE_HEARTBEAT_SECONDS": "2",
+            "PYTHONUNBUFFERED": "1",
+            **extra_env,
+        }
+        self.web: subprocess.Popen[bytes] | None = None
+        self.workers: list[subprocess.Popen[bytes]] = []
+
+    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+        log = open(self.work_dir / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the process
+        # A session of its own, so a kill reaches the whole process tree (prefork children, CLIs).
+        return subprocess.Popen(args, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def start_web(self) -> None:
+        self.web = self._spawn(
+            "daphne", [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "config.asgi:application"]
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.base_url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise RuntimeError(f"Daphne did not start; see {self.work_dir / 'daphne.log'}")
+
+    def start_worker(self, name: str = "worker", concurrency: int = 2) -> subprocess.Popen[bytes]:
+        log_path = self.work_dir / f"{name}.log"
+        offset = log_path.stat().st_size if log_path.exists() else 0
+        worker = self._spawn(
+            name,
+            [
+                sys.executable, "-m", "celery", "-A", "config", "worker",
+                "-Q", self.env["RUN_QUEUE"], "-c", str(concurrency), "-n", f"{name}-{self.port}@%h",
+                "--without-gossip", "--without-mingle", "-l", "info",
+            ],
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if b"ready." in log_path.read_bytes()[offset:]:
+                self.workers.append(worker)
+                return worker
+            if worker.poll() is not None:
+                break
+            time.sleep(0.1)
+        raise RuntimeError(f"Celery worker did not start; see {log_path}")
+
+    def kill(self, process: subprocess.Popen[bytes]) -> None:
+        """SIGKILL a process and everything it started, as a crash or OOM kill would."""
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait(10)
+        if process in self.workers:
+            self.workers.remove(process)
+
+    def stop(self) -> None:
+        for process in [*self.workers, *([self.web] if self.web else [])]:
+            try:
+                os.killpg(process.pid, signal.SIGTERM)
+                process.wait(10)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                self.kill(process)
+        self.workers.clear()
+
+
+class Client:
+    """A tenant's client application: REST with its API key, plus WebSocket and SSE readers."""
+
+    def __init__(self, base_url: str, tenant: str, key: str) -> None:
+        self.base_url = base_url
+        self.tenant = tenant
+        self.http = httpx.Client(base_url=base_url, headers={"X-API-Key": key}, timeout=30)
+
+    def path(self, conversation_id: str = "", suffix: str = "") -> str:
+        base = f"/api/tenants/{self.tenant}/conversations"
+        return f"{base}/{conversation_id}{suffix}" if conversation_id else base
+
+    def create_conversation(self, **body: Any) -> str:
+        response = self.http.post(self.path(), json=body)
+        assert response.status_code == 201, response.text
+        return response.json()["id"]
+
+    def send(self, conversation_id: str, text: str) -> dict[str, Any]:
+        response = self.http.post(self.path(conversation_id, "/messages"), json={"text": text})
+        assert response.status_code == 202, response.text
+        return response.json()
+
+    def interrupt(self, conversation_id: str) -> httpx.Response:
+        return self.http.post(self.path(conversation_id, "/interrupt"))
+
+    def events(self, conversation_id: str, after: int = 0) -> list[dict[str, Any]]:
+        events: list[dict[str, Any]] = []
+        while True:
+            page = self.http.get(self.path(conversation_id, "/events"), params={"after": after, "limit": 1000}).json()
+            events += page["events"]
+            after = page["next_after"]
+            if not page["has_more"]:
+                return events
+
+    def wait_for_terminal(self, conversation_id: str, run_id: str, timeout: float = 60) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for event in self.events(conversation_id):
+                if event["run_id"] == run_id and event["type"] in TERMINAL:
+                    return event
+            time.sleep(0.1)
+        raise TimeoutError(f"run {run_id} did not end within {timeout}s")
+
+    def stream_token(self, conversation_id: str) -> str:
+        response = self.http.post(self.path(conversation_id, "/stream-token"))
+        assert response.status_code == 201, response.text
+        return response.json()["token"]
+
+    @contextmanager
+    def websocket(self, conversation_id: str, after: int = 0, token: str | None = None) -> Iterator[ClientConnection]:
+        token = token or self.stream_token(conversation_id)
+        url = self.base_url.replace("http", "ws", 1) + f"/ws/tenants/{self.tenant}/conversations/{conversation_id}/?after={after}&token={token}"
+        with connect(url, open_timeout=10, max_size=None) as socket_:
+            yield socket_
+
+    @contextmanager
+    def sse(self, conversation_id: str, after: int = 0, last_event_id: int | None = None) -> Iterator[Iterator[dict[str, Any]]]:
+        headers = {"Last-Event-ID": str(last_event_id)} if last_event_id is not None else {}
+        with self.http.stream(
+            "GET", self.path(conversation_id, "/events/stream"), params={"after": after}, headers=headers, timeout=httpx.Timeout(30, read=60)
+        ) as response:
+            assert response.status_code == 200, response.read()
+            yield sse_events(response.iter_lines())
+
+
+def sse_events(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
+    """Parse SSE lines into event envelopes, checking that `id:` equals the envelope's seq."""
+    event_id = None
+    for line in lines:
+        if line.startswith("id: "):
+            event_id = int(line[4:])
+        elif line.startswith("data: "):
+            envelope = json.loads(line[6:])
+            assert envelope["seq"] == event_id, (envelope["seq"], event_id)
+            yield envelope
+
+
+def read_ws_until_terminal(socket_: ClientConnection, run_id: str, timeout: float = 60) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        frame = json.loads(socket_.recv(timeout=max(deadline - time.monotonic(), 0.01)))
+        if "seq" not in frame:
+            continue
+        events.append(frame)
+        if frame["run_id"] == run_id and frame["type"] in TERMINAL:
+            return events
