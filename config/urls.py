@@ -4,7 +4,6 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 
-
 def healthz(request: HttpRequest) -> JsonResponse:
     """Liveness for load balancers and the test harness: the process serves requests."""
     return JsonResponse({"status": "ok"})

@@ -23,7 +23,7 @@ from tenants.errors import ServiceError
 logger = logging.getLogger(__name__)
 
 SUBPROTOCOL = "agent-events.v1"
-TOKEN_SUBPROTOCOL_PREFIX = "token."
+TOKEN_SUBPROTOCOL_PREFIX = "token."  # noqa: S105 - a protocol prefix, not a secret
 # Close codes (4000-4999 are the application's); a refusal before accept is an HTTP 403 handshake.
 CLOSE_REFUSED = 4403
 RESYNC_SECONDS = 5.0

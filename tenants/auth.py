@@ -3,8 +3,8 @@
 from dataclasses import dataclass
 from typing import Any
 
-from django.core import signing
 from django.conf import settings
+from django.core import signing
 from django.http import Http404
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication
@@ -13,7 +13,7 @@ from rest_framework.request import Request
 from tenants.models import ApiKey, Tenant, hash_key
 
 USER_ID_MAX_LENGTH = 200
-STREAM_TOKEN_SALT = "conversations.stream-token"
+STREAM_TOKEN_SALT = "conversations.stream-token"  # noqa: S105 - a signing namespace, not a secret
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ def main() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() == 1:
         sys.exit("agent_launch: the worker exited before the CLI started")
-    os.execve(spec["cli"], [spec["cli"], *sys.argv[1:]], env)
+    os.execve(spec["cli"], [spec["cli"], *sys.argv[1:]], env)  # noqa: S606 - replacing this process is the point
 
 
 if __name__ == "__main__":

@@ -1,0 +1,47 @@
+# The README's commands. Everything runs from a virtualenv in .venv, created on first use.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PORT ?= 8000
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/agent_platform
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
+TEST_ENV := DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL)
+
+.PHONY: install run worker test lint format bench migrations-check clean
+
+$(VENV)/.installed: requirements.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	touch $@
+
+install: $(VENV)/.installed
+
+# The platform on its embedded defaults (SQLite, in-process runs, offline model) or whatever .env says.
+run: install
+	$(PY) manage.py migrate --noinput -v0
+	$(PY) manage.py bootstrapdemo --base-url http://127.0.0.1:$(PORT)
+	$(PY) -m daphne -b 127.0.0.1 -p $(PORT) config.asgi:application
+
+# A run worker, for when CELERY_BROKER_URL is set.
+worker: install
+	$(VENV)/bin/celery -A config worker -l info --concurrency=$${WORKER_CONCURRENCY:-4}
+
+# The whole suite against PostgreSQL and Redis (unit, API, WebSocket, and end-to-end with real processes).
+test: install migrations-check
+	$(TEST_ENV) $(PY) -m pytest
+
+migrations-check: install
+	$(PY) manage.py makemigrations --check --dry-run
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+bench: install
+	$(TEST_ENV) $(PY) -m tests.e2e.bench
+
+clean:
+	rm -rf var db.sqlite3 db.sqlite3-*

@@ -1,0 +1,212 @@
+"""`make bench`: what the platform adds to a run, measured against the bare SDK on the same machine.
+
+Starts real Daphne and a real Celery worker on a scratch PostgreSQL database and Redis, then prints:
+POST → first event and → terminal event against the bare SDK driving the CLI directly (same
+offline model), worker → WebSocket latency per event (p50/p99), and events per second for one run.
+"""
+
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+RUNS = int(os.environ.get("BENCH_RUNS", "5"))
+WORDS = int(os.environ.get("BENCH_WORDS", "3000"))
+PACED_WORDS = 1000
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(int(len(ordered) * fraction), len(ordered) - 1)]
+
+
+def scratch_database(base_url: str) -> str:
+    """A fresh database next to the configured one, migrated."""
+    name = "agent_platform_bench"
+    admin_url = base_url.rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {name}")
+    return base_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+async def bare_sdk_run(base_url: str, prompt: str, work: Path) -> tuple[float, float]:
+    """Seconds to the first streamed text and to the result, with the SDK driving the CLI directly."""
+    from claude_agent_sdk import ClaudeAgentOptions, ResultMessage, query
+    from claude_agent_sdk.types import StreamEvent
+
+    config = Path(tempfile.mkdtemp(dir=work))
+    options = ClaudeAgentOptions(
+        model="offline-1",
+        cwd=str(config),
+        permission_mode="bypassPermissions",
+        include_partial_messages=True,
+        setting_sources=[],
+        env={
+            "ANTHROPIC_BASE_URL": base_url,
+            "ANTHROPIC_API_KEY": "bench",
+            "CLAUDE_CONFIG_DIR": str(config),
+            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+            "DISABLE_TELEMETRY": "1",
+            "DISABLE_AUTOUPDATER": "1",
+            "IS_SANDBOX": "1",
+        },
+    )
+    started = time.perf_counter()
+    first = 0.0
+    async for message in query(prompt=prompt, options=options):
+        if not first and isinstance(message, StreamEvent) and message.event.get("type") == "content_block_delta":
+            first = time.perf_counter() - started
+        if isinstance(message, ResultMessage):
+            return first, time.perf_counter() - started
+    raise RuntimeError("the bare SDK run ended without a result")
+
+
+async def serve_offline_model() -> tuple[Any, str]:
+    from aiohttp import web
+
+    from sandbox import offline
+
+    async def handle(request: web.BaseRequest) -> web.StreamResponse:
+        reply = await offline.respond(request.path, await request.read(), request.headers)
+        response = web.StreamResponse(status=reply.status, headers={"content-type": reply.content_type})
+        await response.prepare(request)
+        async for chunk in reply.body:
+            await response.write(chunk)
+        return response
+
+    runner = web.ServerRunner(web.Server(handle))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
+
+
+def platform_run(client: Any, prompt: str) -> dict[str, float]:
+    """Seconds from POST to the first event, the first streamed text, and the terminal event, seen over WebSocket."""
+    conversation = client.create_conversation()
+    marks: dict[str, float] = {}
+    with client.websocket(conversation) as ws:
+        started = time.perf_counter()
+        run = client.send(conversation, prompt)
+        marks["post_returned"] = time.perf_counter() - started
+        while True:
+            frame = json.loads(ws.recv(timeout=60))
+            if "seq" not in frame:
+                continue
+            now = time.perf_counter() - started
+            marks.setdefault("first_event", now)
+            if frame["type"] == "message.delta":
+                marks.setdefault("first_text", now)
+            if frame["type"] in ("run.completed", "run.failed", "run.interrupted"):
+                assert frame["type"] == "run.completed", frame
+                assert frame["run_id"] == run["id"]
+                marks["terminal"] = now
+                return marks
+
+
+def stream_run(client: Any, prompt: str) -> tuple[list[float], float, int]:
+    """Per-event worker→WebSocket latency (ms), text deltas per second, and their count, for one run."""
+    from datetime import datetime
+
+    conversation = client.create_conversation()
+    latencies: list[float] = []
+    with client.websocket(conversation) as ws:
+        client.send(conversation, prompt)
+        first_at = last_at = 0.0
+        count = 0
+        while True:
+            frame = json.loads(ws.recv(timeout=120))
+            received = time.time()
+            if "seq" not in frame:
+                continue
+            stored_at = datetime.fromisoformat(frame["at"].replace("Z", "+00:00")).timestamp()
+            latencies.append((received - stored_at) * 1000)
+            if frame["type"] == "message.delta":
+                count += 1
+                first_at = first_at or received
+                last_at = received
+            if frame["type"] == "run.completed":
+                return latencies, count / max(last_at - first_at, 1e-9), count
+
+
+def main() -> None:
+    base_db = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/agent_platform")
+    redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    os.environ["DATABASE_URL"] = scratch_database(base_db)
+    os.environ["REDIS_URL"] = redis_url
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    import django
+    from django.core.management import call_command
+
+    django.setup()
+    call_command("migrate", verbosity=0)
+
+    from tenants.models import ApiKey, Tenant
+    from tenants.services import ensure_offline_model
+    from tests.e2e.harness import Client, Platform
+
+    tenant = Tenant.objects.create(id="bench", name="Bench", default_model=ensure_offline_model())
+    key = ApiKey.issue("bench", tenant=tenant)[1]
+    work = Path(tempfile.mkdtemp(prefix="bench-"))
+    platform = Platform(os.environ["DATABASE_URL"], redis_url, work, RUN_HEARTBEAT_SECONDS="2")
+    platform.start_web()
+    platform.start_worker(concurrency=1)
+    client = Client(platform.base_url, tenant.pk, key)
+    prompt = "Say hello to the benchmark."
+    try:
+        platform_run(client, prompt)  # warm-up: first CLI start, imports, connections
+
+        async def bare_runs() -> list[tuple[float, float]]:
+            runner, url = await serve_offline_model()
+            try:
+                await bare_sdk_run(url, prompt, work)  # warm-up
+                return [await bare_sdk_run(url, prompt, work) for _ in range(RUNS)]
+            finally:
+                await runner.cleanup()
+
+        bare = asyncio.run(bare_runs())
+        ours = [platform_run(client, prompt) for _ in range(RUNS)]
+        # Latency at a steady 200 events/s (a fast model), throughput flat out.
+        latencies, _, _ = stream_run(client, f"[[words {PACED_WORDS}]] [[slow {PACED_WORDS / 200}]]")
+        _, events_per_second, deltas = stream_run(client, f"[[words {WORDS}]]")
+    finally:
+        platform.stop()
+
+    bare_first = statistics.median(b[0] for b in bare)
+    bare_total = statistics.median(b[1] for b in bare)
+    first_event = statistics.median(m["first_event"] for m in ours)
+    first_text = statistics.median(m["first_text"] for m in ours)
+    terminal = statistics.median(m["terminal"] for m in ours)
+    post = statistics.median(m["post_returned"] for m in ours)
+    overhead_ms = (terminal - bare_total) * 1000
+    p50, p99 = percentile(latencies, 0.5), percentile(latencies, 0.99)
+    rows = [
+        ("runs per figure (median)", f"{RUNS}"),
+        ("POST /messages returned (202)", f"{post * 1000:.1f} ms"),
+        ("POST → first event (run.queued)", f"{first_event * 1000:.1f} ms"),
+        ("POST → first streamed text", f"{first_text * 1000:.1f} ms   (bare SDK: {bare_first * 1000:.1f} ms)"),
+        ("POST → terminal event", f"{terminal * 1000:.1f} ms   (bare SDK: {bare_total * 1000:.1f} ms)"),
+        ("platform / bare SDK, whole run", f"{terminal / bare_total:.3f}x"),
+        ("platform overhead per run", f"{overhead_ms:.1f} ms   (goal < 100 ms)"),
+        ("worker → WebSocket latency p50", f"{p50:.2f} ms   (goal < 5 ms; {len(latencies)} events at 200/s)"),
+        ("worker → WebSocket latency p99", f"{p99:.2f} ms"),
+        ("events per second, one run", f"{events_per_second:,.0f}   ({deltas} text deltas)"),
+    ]
+    width = max(len(label) for label, _ in rows)
+    print("\nAgent platform benchmark (offline model, real Daphne + Celery + PostgreSQL + Redis)")
+    for label, value in rows:
+        print(f"  {label.ljust(width)}  {value}")
+    print(f"  logs: {work}")
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    main()
