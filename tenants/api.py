@@ -1,10 +1,13 @@
 from typing import Any
 
+from django.core.exceptions import PermissionDenied
 from django.db.models import ProtectedError, QuerySet
+from django.http import Http404
 from rest_framework import exceptions, permissions, viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView, exception_handler as drf_exception_handler
+from rest_framework.views import APIView
+from rest_framework.views import exception_handler as drf_exception_handler
 
 from tenants.auth import Principal
 from tenants.errors import ServiceError
@@ -35,6 +38,12 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         names = sorted({type(obj)._meta.verbose_name_plural for obj in exc.protected_objects})
         message = f"It is still used by {', '.join(names)}; deprecate or deactivate it instead of deleting."
         return Response(error_body(409, "in_use", message), status=409)
+    # Django's own exceptions become DRF's, so that their code and message are the same whatever
+    # raised them: another tenant's object and a missing one must answer the very same 404 body.
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, PermissionDenied):
+        exc = exceptions.PermissionDenied()
     response = drf_exception_handler(exc, context)
     if response is None:
         return None

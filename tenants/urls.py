@@ -1,6 +1,5 @@
-from tenants.routers import OptionalSlashRouter
-
 from tenants.api import LanguageModelViewSet, TenantViewSet
+from tenants.routers import OptionalSlashRouter
 
 router = OptionalSlashRouter()
 router.register("models", LanguageModelViewSet, basename="model")

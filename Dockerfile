@@ -1,0 +1,18 @@
+FROM python:3.11-slim-bookworm
+
+# bubblewrap and socat run agents in their sandbox (next release); tini reaps CLI children.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends bubblewrap socat tini \
+    && rm -rf /var/lib/apt/lists/*
+
+WORKDIR /app
+COPY requirements.txt .
+RUN pip install --no-cache-dir -r requirements.txt
+COPY . .
+RUN useradd --create-home --uid 10001 platform && mkdir -p /app/var && chown -R platform /app/var
+USER platform
+
+ENV PYTHONUNBUFFERED=1 DJANGO_SETTINGS_MODULE=config.settings
+EXPOSE 8000
+ENTRYPOINT ["tini", "--"]
+CMD ["daphne", "-b", "0.0.0.0", "-p", "8000", "config.asgi:application"]
