@@ -41,7 +41,13 @@ EVENT_TYPES = [
     "run.interrupted",
 ]
 TERMINAL_STATUS = {event_type: status for status, event_type in Run.TERMINAL_EVENTS.items()}
-USAGE_TOKEN_KEYS = ("input_tokens", "output_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens", "cache_read_tokens")
+USAGE_TOKEN_KEYS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_write_5m_tokens",
+    "cache_write_1h_tokens",
+    "cache_read_tokens",
+)
 
 
 def search_uuid(term: str) -> uuid.UUID | None:
@@ -121,7 +127,7 @@ def transcript_item(event: Event) -> TranscriptItem | None:
             event,
             data,
             text=str(error.get("message") or data.get("message") or ""),
-            extra={"status": TERMINAL_STATUS[event.type], "result": data.get("result") or ""},
+            extra={"status": TERMINAL_STATUS[event.type]},
         )
     if event.type == "run.started":
         return TranscriptItem("started", event, data)
@@ -233,12 +239,11 @@ class ConversationAdmin(UuidSearchMixin, admin.ModelAdmin):
         return deleted, model_count, drop_history_permissions(perms_needed), protected
 
     def delete_model(self, request: HttpRequest, obj: Conversation) -> None:
-        # The same lock as the API's delete: a run could have started since the page was checked.
-        with transaction.atomic():
-            locked = Conversation.objects.select_for_update().get(pk=obj.pk)
-            if locked.active_run_id is not None:
-                raise PermissionDenied("A run is active in this conversation; interrupt it before deleting.")
-            locked.delete()
+        # Checked again under the service's lock: a run could have started since the page was shown.
+        try:
+            services.delete_conversation(obj)
+        except ServiceError as exc:
+            raise PermissionDenied(exc.message) from exc
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Conversation]) -> None:
         with transaction.atomic():
@@ -300,7 +305,6 @@ class ConversationAdmin(UuidSearchMixin, admin.ModelAdmin):
             "change_url": reverse("admin:conversations_conversation_change", args=[conversation.pk]),
         }
         return TemplateResponse(request, "conversations/live.html", context)
-
 
 
 @admin.register(Run)

@@ -42,13 +42,14 @@ class ConversationConsumer(AsyncWebsocketConsumer):
     conversation: Conversation
     cursor: EventCursor
     user_id: str
+    can_steer: bool
 
     async def connect(self) -> None:
         access = await self._authorize()
         if access is None:
             await self.close(code=CLOSE_REFUSED)
             return
-        self.conversation, self.user_id = access
+        self.conversation, self.user_id, self.can_steer = access
         query = parse_qs(self.scope.get("query_string", b"").decode())
         try:
             after = max(int(query.get("after", ["0"])[0]), 0)
@@ -71,8 +72,9 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         if hasattr(self, "group"):
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
-    async def _authorize(self) -> tuple[Conversation, str] | None:
-        """The conversation this socket may watch and the end user it speaks for, or None to refuse."""
+    async def _authorize(self) -> tuple[Conversation, str, bool] | None:
+        """The conversation this socket may watch, the end user it speaks for, and whether it may
+        send and interrupt; None to refuse the socket."""
         kwargs = self.scope["url_route"]["kwargs"]
         tenant_id, conversation_id = kwargs["tenant"], kwargs["conversation_id"]
         headers = dict(self.scope.get("headers", []))
@@ -87,16 +89,17 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             claims = read_stream_token(token)
             if claims is None or claims["c"] != str(conversation_id) or claims["t"] != tenant_id:
                 return None
-            user_id = claims.get("u", "")
+            user_id, can_steer = claims.get("u", ""), True
         else:
             # Staff watch any conversation with their admin session; a cookie is sent cross-site,
             # so this path requires a same-origin browser.
             user = self.scope.get("user")
             if not (origin and user is not None and user.is_active and user.is_staff):
                 return None
-            user_id = ""
+            # Watching needs staff; steering someone's run needs the permission to change runs.
+            user_id, can_steer = "", await sync_to_async(user.has_perm)("conversations.change_run")
         conversation = await Conversation.objects.filter(pk=conversation_id, tenant_id=tenant_id).afirst()
-        return None if conversation is None else (conversation, user_id)
+        return None if conversation is None else (conversation, user_id, can_steer)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         try:
@@ -105,6 +108,9 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             await self._send_error("invalid_json", "Send JSON text frames, e.g. {\"type\": \"message\", \"text\": \"…\"}.")
             return
         kind = request.get("type") if isinstance(request, dict) else None
+        if kind in ("message", "interrupt") and not self.can_steer:
+            await self._send_error("forbidden", "This account may watch but not steer runs (it needs conversations.change_run).")
+            return
         try:
             if kind == "message":
                 await self._start_run(request)

@@ -28,6 +28,11 @@ WORKER_NAME = f"{socket.gethostname()}:{os.getpid()}"
 def resolve_model(tenant: Tenant, model_id: str | None) -> LanguageModel:
     """The catalog model a conversation should use: the one named, or the tenant's default."""
     if not model_id:
+        if tenant.default_model.status != LanguageModel.Status.ACTIVE:
+            raise ServiceError(
+                f"The tenant's default model '{tenant.default_model_id}' is deprecated; name an active model.",
+                code="model_deprecated",
+            )
         return tenant.default_model
     model = LanguageModel.objects.filter(pk=model_id).first()
     if model is None:
@@ -45,6 +50,15 @@ def create_conversation(
         raise Conflict(f"Tenant '{tenant.pk}' is inactive.", code="tenant_inactive")
     model = resolve_model(tenant, model_id)
     return Conversation.objects.create(tenant=tenant, user_id=user_id, model=model, title=title)
+
+
+def delete_conversation(conversation: Conversation) -> None:
+    """Delete a conversation with its runs and events; refused while a run is active in it."""
+    with transaction.atomic():
+        locked = Conversation.objects.select_for_update().get(pk=conversation.pk)
+        if locked.active_run_id is not None:
+            raise Conflict("A run is active in this conversation; interrupt it before deleting.", code="run_in_progress")
+        locked.delete()
 
 
 def start_run(conversation: Conversation, text: str, user_id: str = "") -> Run:

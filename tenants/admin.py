@@ -21,11 +21,7 @@ def count_of(related: QuerySet[Any], fk_field: str) -> Coalesce:
     through joins multiplies their rows, which gets slow long before it gets wrong.
     """
     counted = (
-        related.filter(**{fk_field: OuterRef("pk")})
-        .order_by()
-        .values(fk_field)
-        .annotate(n=Count("pk"))
-        .values("n")
+        related.filter(**{fk_field: OuterRef("pk")}).order_by().values(fk_field).annotate(n=Count("pk")).values("n")
     )
     return Coalesce(Subquery(counted, output_field=IntegerField()), 0)
 
@@ -113,7 +109,7 @@ class LanguageModelAdmin(admin.ModelAdmin):
 class TenantAdminForm(forms.ModelForm):
     class Meta:
         model = Tenant
-        fields = "__all__"
+        fields = ["id", "name", "status", "default_model", "system_prompt"]
 
     def clean_default_model(self) -> LanguageModel:
         model: LanguageModel = self.cleaned_data["default_model"]
@@ -268,7 +264,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
         messages.warning(
             request,
             format_html(
-                "API key “{}”: <code style=\"user-select: all; font-size: 1.1em\">{}</code> — "
+                'API key “{}”: <code style="user-select: all; font-size: 1.1em">{}</code> — '
                 "copy it now, it will not be shown again.",
                 key.name,
                 raw_key,
