@@ -1,7 +1,9 @@
 from django.contrib import admin
 from django.http import HttpRequest, JsonResponse
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from tenants.api import api_not_found
 
 
 def healthz(request: HttpRequest) -> JsonResponse:
@@ -16,5 +18,6 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/", include("tenants.urls")),
     path("api/", include("conversations.urls")),
+    re_path(r"^api/(?P<path>.*)$", api_not_found),
     path("offline/", include("sandbox.urls")),
 ]

@@ -76,7 +76,9 @@ class ConversationViewSet(
         user_id = principal(self.request).user_id
         return conversations.for_user(user_id) if user_id else conversations
 
-    @extend_schema(parameters=[TENANT_PARAMETER], request=ConversationCreateSerializer, responses={201: ConversationSerializer})
+    @extend_schema(
+        parameters=[TENANT_PARAMETER], request=ConversationCreateSerializer, responses={201: ConversationSerializer}
+    )
     def create(self, request: Request, tenant: str) -> Response:
         body = ConversationCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -92,7 +94,9 @@ class ConversationViewSet(
         )
         return Response(ConversationSerializer(conversation).data, status=status.HTTP_201_CREATED)
 
-    @extend_schema(parameters=[TENANT_PARAMETER], request=ConversationUpdateSerializer, responses=ConversationSerializer)
+    @extend_schema(
+        parameters=[TENANT_PARAMETER], request=ConversationUpdateSerializer, responses=ConversationSerializer
+    )
     def partial_update(self, request: Request, tenant: str, pk: str) -> Response:
         conversation = self.get_object()
         body = ConversationUpdateSerializer(conversation, data=request.data, partial=True)

@@ -60,7 +60,10 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         self.group = realtime.conversation_group(self.conversation.pk)
         # Join the group before replaying so no event committed in between is missed.
         await self.channel_layer.group_add(self.group, self.channel_name)
-        subprotocol = SUBPROTOCOL if SUBPROTOCOL in self.scope.get("subprotocols", []) else None
+        offered = self.scope.get("subprotocols", [])
+        # Browsers fail a handshake that offered subprotocols but got none back: answer ours, or
+        # else echo the token one.
+        subprotocol = SUBPROTOCOL if SUBPROTOCOL in offered else next(iter(offered), None)
         await self.accept(subprotocol=subprotocol)
         async with self.send_lock:
             await self._send_frames(await self.cursor.catch_up())
@@ -105,11 +108,13 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         try:
             request = json.loads(text_data or "")
         except ValueError:
-            await self._send_error("invalid_json", "Send JSON text frames, e.g. {\"type\": \"message\", \"text\": \"…\"}.")
+            await self._send_error("invalid_json", 'Send JSON text frames, e.g. {"type": "message", "text": "…"}.')
             return
         kind = request.get("type") if isinstance(request, dict) else None
         if kind in ("message", "interrupt") and not self.can_steer:
-            await self._send_error("forbidden", "This account may watch but not steer runs (it needs conversations.change_run).")
+            await self._send_error(
+                "forbidden", "This account may watch but not steer runs (it needs conversations.change_run)."
+            )
             return
         try:
             if kind == "message":
@@ -120,7 +125,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             elif kind == "ping":
                 await self._send_json({"type": "pong", "last_seq": self.cursor.last_seq})
             else:
-                await self._send_error("unknown_type", "Unknown frame type; use \"message\", \"interrupt\" or \"ping\".")
+                await self._send_error("unknown_type", 'Unknown frame type; use "message", "interrupt" or "ping".')
         except ServiceError as exc:
             await self._send_error(exc.code, exc.message)
 
@@ -132,6 +137,15 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         run = await sync_to_async(services.start_run)(self.conversation, body.validated_data["text"], self.user_id)
         await self._send_json({"type": "ack", "request": "message", "run": RunSerializer(run).data})
 
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        # Live events are the hot path: Channels' dispatch first runs close_old_connections on the
+        # thread-sensitive executor, which queues each frame behind any sync work in the process
+        # (tens of ms under load). Event copies need no database; repairs open their own.
+        if message["type"] == realtime.EVENTS_MESSAGE_TYPE:
+            await self.conversation_events(message)
+        else:
+            await super().dispatch(message)
+
     async def conversation_events(self, message: dict[str, Any]) -> None:
         async with self.send_lock:
             await self._send_frames(await self.cursor.receive(message))
@@ -141,7 +155,11 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         while True:
             await asyncio.sleep(RESYNC_SECONDS)
             with contextlib.suppress(Exception):
-                latest = await Conversation.objects.filter(pk=self.conversation.pk).values_list("last_seq", flat=True).afirst()
+                latest = (
+                    await Conversation.objects.filter(pk=self.conversation.pk)
+                    .values_list("last_seq", flat=True)
+                    .afirst()
+                )
                 if latest is not None and latest > self.cursor.last_seq:
                     async with self.send_lock:
                         await self._send_frames(await self.cursor.catch_up())
@@ -155,4 +173,3 @@ class ConversationConsumer(AsyncWebsocketConsumer):
 
     async def _send_error(self, code: str, message: str) -> None:
         await self._send_json({"type": "error", "error": {"code": code, "message": message}})
-

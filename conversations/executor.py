@@ -58,7 +58,9 @@ class EventWriter:
             closing = item is None
             if batch:
                 try:
-                    events = await sync_to_async(services.append_events)(self.run.conversation_id, self.run.pk, batch)
+                    events = await sync_to_async(services.append_events)(
+                        self.run.conversation_id, self.run.pk, batch, durable=False
+                    )
                     await realtime.publish_events(self.run.conversation_id, events)
                 except Exception:
                     logger.exception("Writing %d events of run %s failed", len(batch), self.run.pk)
@@ -76,7 +78,11 @@ class RunExecution:
         self.writer = EventWriter(run)
 
     async def execute(self) -> None:
-        status, result, error = Run.Status.FAILED, None, {"reason": "internal_error", "message": "The run ended unexpectedly."}
+        status, result, error = (
+            Run.Status.FAILED,
+            None,
+            {"reason": "internal_error", "message": "The run ended unexpectedly."},
+        )
         loop = asyncio.get_running_loop()
         try:
             with realtime.interrupt_callback(self.run.pk, lambda: loop.call_soon_threadsafe(self.interrupted.set)):
@@ -214,7 +220,11 @@ class RunExecution:
             return (
                 Run.Status.FAILED,
                 {"usage": usage},
-                {"reason": "model_error" if message.api_error_status else message.subtype, "message": detail, "api_status": message.api_error_status},
+                {
+                    "reason": "model_error" if message.api_error_status else message.subtype,
+                    "message": detail,
+                    "api_status": message.api_error_status,
+                },
             )
         return (
             Run.Status.COMPLETED,

@@ -61,11 +61,16 @@ async def group_send(group: str, message: dict[str, Any]) -> None:
     layer = get_channel_layer()
     if layer is None:
         return
-    if isinstance(layer, InMemoryChannelLayer) and _serving_loop not in (None, asyncio.get_running_loop()):
+    loop = _serving_loop
+    if (
+        isinstance(layer, InMemoryChannelLayer)
+        and loop is not None
+        and not loop.is_closed()
+        and loop is not asyncio.get_running_loop()
+    ):
         # The in-memory layer's queues belong to the web server's loop; a run executing on a
         # background thread of the web process must deliver there, or listeners never wake.
-        assert _serving_loop is not None
-        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(layer.group_send(group, message), _serving_loop))
+        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(layer.group_send(group, message), loop))
     else:
         await layer.group_send(group, message)
 

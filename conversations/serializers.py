@@ -32,7 +32,9 @@ class ConversationSerializer(serializers.ModelSerializer):
 
 class ConversationCreateSerializer(StrictSerializer):
     title = serializers.CharField(max_length=300, required=False, allow_blank=True, default="")
-    model = serializers.CharField(max_length=63, required=False, allow_blank=True, help_text="Defaults to the tenant's model.")
+    model = serializers.CharField(
+        max_length=63, required=False, allow_blank=True, help_text="Defaults to the tenant's model."
+    )
     user_id = serializers.CharField(
         max_length=USER_ID_MAX_LENGTH, required=False, allow_blank=True, help_text="Defaults to the X-User-ID header."
     )

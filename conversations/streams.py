@@ -12,6 +12,7 @@ from typing import Any
 from uuid import UUID
 
 from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
@@ -45,7 +46,7 @@ class EventCursor:
         """Every stored event after the cursor."""
         frames: list[Frame] = []
         while True:
-            batch = await sync_to_async(stored_frames)(self.conversation_id, self.last_seq)
+            batch = await database_sync_to_async(stored_frames)(self.conversation_id, self.last_seq)
             frames += batch
             if batch:
                 self.last_seq = batch[-1][0]
@@ -115,7 +116,9 @@ def sse_response(stream: AsyncIterator[bytes]) -> StreamingHttpResponse:
     return response
 
 
-def _find_conversation(request: HttpRequest, tenant: str, conversation_id: UUID) -> tuple[Principal | None, Conversation]:
+def _find_conversation(
+    request: HttpRequest, tenant: str, conversation_id: UUID
+) -> tuple[Principal | None, Conversation]:
     """The conversation, for an API key or a stream token (EventSource cannot send headers)."""
     caller = authenticate_headers(request.headers)
     conversations = Conversation.objects.filter(pk=conversation_id, tenant_id=tenant)
@@ -132,11 +135,13 @@ def _find_conversation(request: HttpRequest, tenant: str, conversation_id: UUID)
     return caller, conversations.get()
 
 
-async def _authorize(request: HttpRequest, tenant: str, conversation_id: UUID) -> tuple[Principal | None, Conversation] | HttpResponse:
+async def _authorize(
+    request: HttpRequest, tenant: str, conversation_id: UUID
+) -> tuple[Principal | None, Conversation] | HttpResponse:
     try:
         return await sync_to_async(_find_conversation)(request, tenant, conversation_id)
     except exceptions.APIException as exc:
-        return error_response(exc.status_code, exc.default_code, str(exc.detail))
+        return error_response(exc.status_code, exc.default_code, "; ".join(flatten_errors(exc.detail)))
     except (Conversation.DoesNotExist, Http404):
         return error_response(404, "not_found", "Not found.")
 

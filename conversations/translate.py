@@ -99,9 +99,29 @@ class EventTranslator:
         if kind == "content_block_delta":
             delta = event.get("delta", {})
             if delta.get("type") == "text_delta":
-                return [("message.delta", {"kind": "text", "text": delta["text"], "index": event.get("index"), "parent_tool_use_id": parent})]
+                return [
+                    (
+                        "message.delta",
+                        {
+                            "kind": "text",
+                            "text": delta["text"],
+                            "index": event.get("index"),
+                            "parent_tool_use_id": parent,
+                        },
+                    )
+                ]
             if delta.get("type") == "thinking_delta":
-                return [("message.delta", {"kind": "thinking", "text": delta["thinking"], "index": event.get("index"), "parent_tool_use_id": parent})]
+                return [
+                    (
+                        "message.delta",
+                        {
+                            "kind": "thinking",
+                            "text": delta["thinking"],
+                            "index": event.get("index"),
+                            "parent_tool_use_id": parent,
+                        },
+                    )
+                ]
             return []
         if kind == "message_start":
             api_message = event.get("message", {})
@@ -118,7 +138,18 @@ class EventTranslator:
             usage = normalize_usage(call["usage"])
             cost = self.model.cost(call["usage"])
             call["cost"] = cost
-            return [("usage", {"message_id": message_id, "model": self.model.pk, **usage, "cost_usd": str(cost), "parent_tool_use_id": parent})]
+            return [
+                (
+                    "usage",
+                    {
+                        "message_id": message_id,
+                        "model": self.model.pk,
+                        **usage,
+                        "cost_usd": str(cost),
+                        "parent_tool_use_id": parent,
+                    },
+                )
+            ]
         return []
 
     def _assistant(self, message: AssistantMessage) -> list[EventItem]:
@@ -127,7 +158,15 @@ class EventTranslator:
             data = _block_data(block)
             if data is not None:
                 items.append(
-                    ("message", {"role": "assistant", "message_id": message.message_id, "block": data, "parent_tool_use_id": message.parent_tool_use_id})
+                    (
+                        "message",
+                        {
+                            "role": "assistant",
+                            "message_id": message.message_id,
+                            "block": data,
+                            "parent_tool_use_id": message.parent_tool_use_id,
+                        },
+                    )
                 )
         if message.error:
             items.append(("message.error", {"error": message.error, "message_id": message.message_id}))

@@ -21,7 +21,13 @@ from tenants.models import LanguageModel
 logger = logging.getLogger(__name__)
 
 # Hop-by-hop and credential headers never cross the gateway.
-FORWARDED_REQUEST_HEADERS = ("anthropic-version", "anthropic-beta", "content-type", "x-claude-code-session-id", "accept")
+FORWARDED_REQUEST_HEADERS = (
+    "anthropic-version",
+    "anthropic-beta",
+    "content-type",
+    "x-claude-code-session-id",
+    "accept",
+)
 FORWARDED_RESPONSE_HEADERS = ("content-type", "request-id", "retry-after", "anthropic-ratelimit-requests-remaining")
 
 
@@ -77,9 +83,7 @@ class ModelGateway:
             return await self._serve_offline(request, body)
         if self.model.provider == LanguageModel.Provider.ANTHROPIC:
             return await self._forward_anthropic(request, body)
-        return error_response(
-            501, "api_error", f"Provider '{self.model.provider}' is not served by this gateway yet."
-        )
+        return error_response(501, "api_error", f"Provider '{self.model.provider}' is not served by this gateway yet.")
 
     async def _serve_offline(self, request: web.BaseRequest, body: bytes) -> web.StreamResponse:
         reply = await offline.respond(request.path, body, request.headers)
@@ -118,4 +122,3 @@ class ModelGateway:
         except aiohttp.ClientError as exc:
             logger.warning("Anthropic upstream unreachable: %s", type(exc).__name__)
             return error_response(502, "api_error", f"The model upstream is unreachable ({type(exc).__name__}).")
-

@@ -1,23 +1,15 @@
 """How a run's CLI is started: one place, so that the sandbox can take it over."""
 
-import json
-import logging
 import os
-import stat
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import claude_agent_sdk
-from django.conf import settings
-
-logger = logging.getLogger(__name__)
 
 BUNDLED_CLI = Path(claude_agent_sdk.__file__).parent / "_bundled" / "claude"
-LAUNCH_SCRIPT = Path(__file__).parent / "bin" / "agent_launch.py"
+LAUNCH_SCRIPT = Path(__file__).parent / "bin" / "agent-launch"
 UNSANDBOXED_WARNING = (
-    "This run is NOT sandboxed: the agent's tools run with the worker's own user and file system "
-    "(development only)."
+    "This run is NOT sandboxed: the agent's tools run with the worker's own user and file system (development only)."
 )
 
 
@@ -29,19 +21,6 @@ class Launch:
     env: dict[str, str]
     sandbox: str
     warning: str = ""
-
-
-def launcher_path() -> Path:
-    """An executable wrapper around the launch script, written once per RUN_ROOT."""
-    path = settings.RUN_ROOT / "bin" / "agent-launch"
-    script = f'#!/bin/sh\nexec "{sys.executable}" -I -S "{LAUNCH_SCRIPT}" "$@"\n'
-    if not path.exists() or path.read_text() != script:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(script)
-        tmp.chmod(tmp.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-        tmp.replace(path)
-    return path
 
 
 def agent_environment(*, base_url: str, token: str, model_id: str, config_dir: Path, home: Path) -> dict[str, str]:
@@ -74,10 +53,9 @@ def agent_environment(*, base_url: str, token: str, model_id: str, config_dir: P
 
 def prepare_launch(env: dict[str, str]) -> Launch:
     """The launch for one run's CLI with exactly `env` as its environment."""
-    spec = {"cli": str(BUNDLED_CLI), "env": env}
     return Launch(
-        cli_path=str(launcher_path()),
-        env={"AGENT_LAUNCH_SPEC": json.dumps(spec)},
+        cli_path=str(LAUNCH_SCRIPT),
+        env={**env, "AGENT_ENV_NAMES": " ".join(env), "AGENT_CLI": str(BUNDLED_CLI)},
         sandbox="none",
         warning=UNSANDBOXED_WARNING,
     )

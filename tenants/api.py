@@ -2,7 +2,7 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied
 from django.db.models import ProtectedError, QuerySet
-from django.http import Http404
+from django.http import Http404, HttpRequest, JsonResponse
 from rest_framework import exceptions, permissions, viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -17,7 +17,11 @@ from tenants.serializers import LanguageModelSerializer, TenantSerializer
 
 def flatten_errors(detail: Any, prefix: str = "") -> list[str]:
     if isinstance(detail, dict):
-        return [line for key, value in detail.items() for line in flatten_errors(value, f"{prefix}{key}." if key != "non_field_errors" else prefix)]
+        return [
+            line
+            for key, value in detail.items()
+            for line in flatten_errors(value, f"{prefix}{key}." if key != "non_field_errors" else prefix)
+        ]
     if isinstance(detail, list):
         return [line for value in detail for line in flatten_errors(value, prefix)]
     return [f"{prefix.rstrip('.')}: {detail}" if prefix else str(detail)]
@@ -35,7 +39,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if isinstance(exc, ServiceError):
         return Response(error_body(exc.status, exc.code, exc.message), status=exc.status)
     if isinstance(exc, ProtectedError):
-        names = sorted({type(obj)._meta.verbose_name_plural for obj in exc.protected_objects})
+        # verbose_name_plural is a lazy translation proxy, which str.join refuses.
+        names = sorted({str(type(obj)._meta.verbose_name_plural) for obj in exc.protected_objects})
         message = f"It is still used by {', '.join(names)}; deprecate or deactivate it instead of deleting."
         return Response(error_body(409, "in_use", message), status=409)
     # Django's own exceptions become DRF's, so that their code and message are the same whatever
@@ -52,6 +57,11 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     code = getattr(exc, "default_code", "error")
     response.data = error_body(response.status_code, code, "; ".join(flatten_errors(detail)), fields)
     return response
+
+
+def api_not_found(request: HttpRequest, path: str = "") -> JsonResponse:
+    """JSON 404 for any unknown /api/ path (malformed ids included), in the API's error shape."""
+    return JsonResponse(error_body(404, "not_found", "Not found."), status=404)
 
 
 def principal(request: Request) -> Principal:
@@ -86,6 +96,9 @@ class TenantViewSet(viewsets.ModelViewSet):
     filterset_fields = ["status"]
 
     def get_queryset(self) -> QuerySet[Tenant]:
+        if getattr(self, "swagger_fake_view", False):
+            # Schema generation has no caller; it only needs the model.
+            return Tenant.objects.none()
         tenants = Tenant.objects.all()
         caller = principal(self.request)
         return tenants if caller.is_admin else tenants.filter(pk=caller.tenant_id)

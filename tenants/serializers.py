@@ -14,7 +14,9 @@ class StrictSerializer(serializers.Serializer):
             unknown = sorted(set(data) - set(self.fields))
             if unknown:
                 allowed = ", ".join(name for name, field in self.fields.items() if not field.read_only)
-                raise serializers.ValidationError({name: [f"Unknown field. Allowed fields: {allowed}."] for name in unknown})
+                raise serializers.ValidationError(
+                    {name: [f"Unknown field. Allowed fields: {allowed}."] for name in unknown}
+                )
         return super().to_internal_value(data)
 
 

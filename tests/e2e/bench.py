@@ -94,6 +94,8 @@ def platform_run(client: Any, prompt: str) -> dict[str, float]:
     conversation = client.create_conversation()
     marks: dict[str, float] = {}
     with client.websocket(conversation) as ws:
+        ws.send(json.dumps({"type": "ping"}))
+        assert json.loads(ws.recv(timeout=10))["type"] == "pong"  # the socket is fully set up
         started = time.perf_counter()
         run = client.send(conversation, prompt)
         marks["post_returned"] = time.perf_counter() - started

@@ -17,7 +17,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
-def platform(django_db_setup: None, django_db_blocker: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+def platform(
+    django_db_setup: None, django_db_blocker: object, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Platform]:
     """Real Daphne and a real Celery worker on the test database, PostgreSQL and Redis."""
     if connection.vendor != "postgresql" or not settings.REDIS_URL:
         pytest.skip("end-to-end tests need DATABASE_URL (PostgreSQL) and REDIS_URL; `make test` sets both")

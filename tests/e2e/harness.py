@@ -65,11 +65,14 @@ class Platform:
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
         log = open(self.work_dir / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the process
         # A session of its own, so a kill reaches the whole process tree (prefork children, CLIs).
-        return subprocess.Popen(args, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(
+            args, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
     def start_web(self) -> None:
         self.web = self._spawn(
-            "daphne", [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "config.asgi:application"]
+            "daphne",
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "config.asgi:application"],
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -86,9 +89,22 @@ class Platform:
         worker = self._spawn(
             name,
             [
-                sys.executable, "-m", "celery", "-A", "config", "worker",
-                "-Q", self.env["RUN_QUEUE"], "-c", str(concurrency), "-n", f"{name}-{self.port}@%h",
-                "--without-gossip", "--without-mingle", "-l", "info",
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "config",
+                "worker",
+                "-Q",
+                self.env["RUN_QUEUE"],
+                "-c",
+                str(concurrency),
+                "-n",
+                f"{name}-{self.port}@%h",
+                "--without-gossip",
+                "--without-mingle",
+                "-l",
+                "info",
             ],
         )
         deadline = time.monotonic() + 60
@@ -172,15 +188,24 @@ class Client:
     @contextmanager
     def websocket(self, conversation_id: str, after: int = 0, token: str | None = None) -> Iterator[ClientConnection]:
         token = token or self.stream_token(conversation_id)
-        url = self.base_url.replace("http", "ws", 1) + f"/ws/tenants/{self.tenant}/conversations/{conversation_id}/?after={after}&token={token}"
+        url = (
+            self.base_url.replace("http", "ws", 1)
+            + f"/ws/tenants/{self.tenant}/conversations/{conversation_id}/?after={after}&token={token}"
+        )
         with connect(url, open_timeout=10, max_size=None) as socket_:
             yield socket_
 
     @contextmanager
-    def sse(self, conversation_id: str, after: int = 0, last_event_id: int | None = None) -> Iterator[Iterator[dict[str, Any]]]:
+    def sse(
+        self, conversation_id: str, after: int = 0, last_event_id: int | None = None
+    ) -> Iterator[Iterator[dict[str, Any]]]:
         headers = {"Last-Event-ID": str(last_event_id)} if last_event_id is not None else {}
         with self.http.stream(
-            "GET", self.path(conversation_id, "/events/stream"), params={"after": after}, headers=headers, timeout=httpx.Timeout(30, read=60)
+            "GET",
+            self.path(conversation_id, "/events/stream"),
+            params={"after": after},
+            headers=headers,
+            timeout=httpx.Timeout(30, read=60),
         ) as response:
             assert response.status_code == 200, response.read()
             yield sse_events(response.iter_lines())

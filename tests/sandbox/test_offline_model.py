@@ -66,11 +66,7 @@ async def stream(messages: list[dict[str, Any]], **kwargs: Any) -> list[Event]:
 
 
 def deltas(events: list[Event], kind: str) -> Iterator[dict[str, Any]]:
-    return (
-        data["delta"]
-        for name, data in events
-        if name == "content_block_delta" and data["delta"]["type"] == kind
-    )
+    return (data["delta"] for name, data in events if name == "content_block_delta" and data["delta"]["type"] == kind)
 
 
 def reply_text(events: list[Event]) -> str:
@@ -79,9 +75,7 @@ def reply_text(events: list[Event]) -> str:
 
 def tool_use(events: list[Event]) -> tuple[str, str, dict[str, Any]]:
     start = next(
-        d["content_block"]
-        for n, d in events
-        if n == "content_block_start" and d["content_block"]["type"] == "tool_use"
+        d["content_block"] for n, d in events if n == "content_block_start" and d["content_block"]["type"] == "tool_use"
     )
     partial = "".join(d["partial_json"] for d in deltas(events, "input_json_delta"))
     return start["id"], start["name"], json.loads(partial)
@@ -165,9 +159,7 @@ async def test_think_directive_streams_a_signed_thinking_block_first() -> None:
         ('[[tool Glob {"pattern": "**/*.py"}]]', "Glob", {"pattern": "**/*.py"}),
     ],
 )
-async def test_tool_directives_become_tool_use_calls(
-    directive: str, name: str, tool_input: dict[str, Any]
-) -> None:
+async def test_tool_directives_become_tool_use_calls(directive: str, name: str, tool_input: dict[str, Any]) -> None:
     events = await stream([user(f"do it {directive}")])
 
     tool_id, tool_name, streamed_input = tool_use(events)
@@ -196,18 +188,13 @@ async def test_tools_run_one_per_call_then_the_reply_carries_their_results() -> 
     assert len(list(deltas(first, "thinking_delta"))) == 1
     assert tool_use(second)[1:] == ("Read", {"file_path": "a.txt"})
     assert list(deltas(second, "thinking_delta")) == []
-    assert (
-        reply_text(final)
-        == f"{OFFLINE_LABEL} reply: list\n[Bash result] a.txt\nb.txt\n\n[Read result] {'x' * 2000}"
-    )
+    assert reply_text(final) == f"{OFFLINE_LABEL} reply: list\n[Bash result] a.txt\nb.txt\n\n[Read result] {'x' * 2000}"
     assert stop_reason(final) == "end_turn"
 
 
 @pytest.mark.asyncio
 async def test_usage_directive_reports_exact_figures_in_start_and_delta() -> None:
-    events = await stream(
-        [user("[[usage input=100 output=7 cache_read=30 cache_write_5m=5 cache_write_1h=2]] hi")]
-    )
+    events = await stream([user("[[usage input=100 output=7 cache_read=30 cache_write_5m=5 cache_write_1h=2]] hi")])
 
     start_usage = events[0][1]["message"]["usage"]
     final_usage = next(d["usage"] for n, d in events if n == "message_delta")
@@ -406,9 +393,7 @@ async def run_cli(prompt: str, base_url: str, tmp_path: Path) -> tuple[Path, lis
 @pytest.mark.asyncio
 async def test_real_cli_gets_a_reply_and_runs_a_write_tool(offline_base_url: str, tmp_path: Path) -> None:
     _, plain = await run_cli("hello from the test", offline_base_url, tmp_path / "plain")
-    cwd, tooled = await run_cli(
-        "make a file [[write hello.txt hi there]]", offline_base_url, tmp_path / "tool"
-    )
+    cwd, tooled = await run_cli("make a file [[write hello.txt hi there]]", offline_base_url, tmp_path / "tool")
 
     plain_result = plain[-1]
     assert plain_result["type"] == "result" and plain_result["is_error"] is False

@@ -20,7 +20,9 @@ class Command(BaseCommand):
         if options["tenant"]:
             tenant = Tenant.objects.filter(pk=options["tenant"]).first()
             if tenant is None:
-                raise CommandError(f"No tenant '{options['tenant']}'. Create it with: manage.py createtenant {options['tenant']}")
+                raise CommandError(
+                    f"No tenant '{options['tenant']}'. Create it with: manage.py createtenant {options['tenant']}"
+                )
         name = options["name"] or (f"{tenant.pk} key" if tenant else "admin key")
         key, raw_key = ApiKey.issue(name, tenant=tenant)
         if options["quiet"]:

@@ -14,7 +14,9 @@ class Command(BaseCommand):
         parser.add_argument("id", help="Slug id, e.g. acme.")
         parser.add_argument("--name", help="Display name (defaults to the id).")
         parser.add_argument("--system-prompt", default="", help="Appended to the agent's system prompt.")
-        parser.add_argument("--model", default="", help="Default model id from the catalog (default: the offline model).")
+        parser.add_argument(
+            "--model", default="", help="Default model id from the catalog (default: the offline model)."
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         tenant_id = options["id"]
