@@ -9,7 +9,7 @@ from uuid import UUID
 
 from asgiref.sync import sync_to_async
 from channels.layers import InMemoryChannelLayer, get_channel_layer
-from claude_agent_sdk import ClaudeAgentOptions, ClaudeSDKClient, ResultMessage
+from claude_agent_sdk import ClaudeAgentOptions, ClaudeSDKClient, ClaudeSDKError, ResultMessage
 from django.conf import settings
 
 from conversations import realtime, services
@@ -76,6 +76,9 @@ class RunExecution:
         self.translator = EventTranslator(run.model)
         self.interrupted = asyncio.Event()
         self.writer = EventWriter(run)
+        # The CLI and its gateway, closed only after the terminal event is out: the CLI takes
+        # ~60 ms to exit, which nobody waiting for the answer should pay.
+        self.resources = contextlib.AsyncExitStack()
 
     async def execute(self) -> None:
         status, result, error = (
@@ -90,6 +93,10 @@ class RunExecution:
                     status, result, error = await self._drive_agent()
         except TimeoutError:
             error = {"reason": "timeout", "message": f"The run exceeded {settings.RUN_MAX_SECONDS} seconds."}
+        except ClaudeSDKError as exc:
+            # The CLI's own words (it only ever holds the run's token, never a real credential).
+            logger.warning("Run %s: the agent failed: %s", self.run.pk, exc)
+            error = {"reason": "agent_error", "message": str(exc)[:2000]}
         except Exception as exc:
             logger.exception("Run %s failed", self.run.pk)
             error = {"reason": "internal_error", "message": f"The run failed: {type(exc).__name__}."}
@@ -98,6 +105,7 @@ class RunExecution:
             await sync_to_async(services.finish_run)(
                 self.run.pk, status, result=result, error=error, session_id=self.translator.session_id
             )
+            await self.resources.aclose()
 
     @contextlib.asynccontextmanager
     async def _watch_for_interrupts(self) -> AsyncIterator[None]:
@@ -138,51 +146,54 @@ class RunExecution:
         config_dir, home = base / "claude", base / "home"
         for path in (config_dir, home):
             path.mkdir(parents=True, exist_ok=True)
-        async with ModelGateway(self.model) as gateway:
-            launch = prepare_launch(
-                agent_environment(
-                    base_url=gateway.base_url,
-                    token=gateway.token,
-                    model_id=self.model.provider_model_id,
-                    config_dir=config_dir,
-                    home=home,
-                )
+        gateway = await self.resources.enter_async_context(ModelGateway(self.model))
+        launch = prepare_launch(
+            agent_environment(
+                base_url=gateway.base_url,
+                token=gateway.token,
+                model_id=self.model.provider_model_id,
+                config_dir=config_dir,
+                home=home,
             )
-            self.writer.emit(
-                "run.started",
-                {
-                    "model": self.model.pk,
-                    "model_display_name": self.model.display_name,
-                    "offline_model": self.model.is_offline,
-                    "sandbox": launch.sandbox,
-                    "warning": launch.warning,
-                    "resumed_session_id": self.conversation.sdk_session_id or None,
-                    "worker": services.WORKER_NAME,
-                },
-            )
-            system_prompt = self.conversation.tenant.system_prompt
-            options = ClaudeAgentOptions(
-                cli_path=launch.cli_path,
-                env=launch.env,
-                cwd=str(workspace_dir(self.conversation)),
-                model=self.model.provider_model_id,
-                system_prompt={"type": "preset", "preset": "claude_code", "append": system_prompt}
-                if system_prompt
-                else {"type": "preset", "preset": "claude_code"},
-                permission_mode="bypassPermissions",
-                include_partial_messages=True,
-                resume=self.conversation.sdk_session_id or None,
-                setting_sources=[],
-                stderr=lambda line: logger.debug("run %s cli: %s", self.run.pk, line.rstrip()),
-            )
-            client = ClaudeSDKClient(options)
-            try:
-                await client.connect()
-                await client.query(self.run.input)
-                return await self._receive_until_done_or_interrupted(client)
-            finally:
-                with contextlib.suppress(Exception):
-                    await client.disconnect()
+        )
+        self.writer.emit(
+            "run.started",
+            {
+                "model": self.model.pk,
+                "model_display_name": self.model.display_name,
+                "offline_model": self.model.is_offline,
+                "sandbox": launch.sandbox,
+                "warning": launch.warning,
+                "resumed_session_id": self.conversation.sdk_session_id or None,
+                "worker": services.WORKER_NAME,
+            },
+        )
+        system_prompt = self.conversation.tenant.system_prompt
+        options = ClaudeAgentOptions(
+            cli_path=launch.cli_path,
+            env=launch.env,
+            cwd=str(workspace_dir(self.conversation)),
+            model=self.model.provider_model_id,
+            system_prompt={"type": "preset", "preset": "claude_code", "append": system_prompt}
+            if system_prompt
+            else {"type": "preset", "preset": "claude_code"},
+            permission_mode="bypassPermissions",
+            include_partial_messages=True,
+            resume=self.conversation.sdk_session_id or None,
+            setting_sources=[],
+            stderr=lambda line: logger.debug("run %s cli: %s", self.run.pk, line.rstrip()),
+        )
+        client = ClaudeSDKClient(options)
+        self.resources.push_async_callback(self._disconnect, client)
+        await client.connect()
+        await client.query(self.run.input)
+        return await self._receive_until_done_or_interrupted(client)
+
+    async def _disconnect(self, client: ClaudeSDKClient) -> None:
+        try:
+            await client.disconnect()
+        except Exception:
+            logger.warning("Disconnecting the CLI of run %s failed", self.run.pk, exc_info=True)
 
     async def _receive_until_done_or_interrupted(self, client: ClaudeSDKClient) -> Outcome:
         receiving = asyncio.create_task(self._receive(client))
