@@ -6,7 +6,7 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/agent_platform
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 TEST_ENV := DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL)
 
-.PHONY: install run worker test lint format bench migrations-check clean
+.PHONY: install run worker test lint format bench migrations-check deploy-check clean
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -26,11 +26,16 @@ worker: install
 	$(VENV)/bin/celery -A config worker -l info --concurrency=$${WORKER_CONCURRENCY:-4}
 
 # The whole suite against PostgreSQL and Redis (unit, API, WebSocket, and end-to-end with real processes).
-test: install migrations-check
+test: install migrations-check deploy-check
 	$(TEST_ENV) $(PY) -m pytest
 
 migrations-check: install
 	$(PY) manage.py makemigrations --check --dry-run
+
+# Django's deployment checks pass for a production configuration (the one .env.example describes).
+deploy-check: install
+	DEBUG=0 SECRET_KEY=ci-only-$$(date +%s)-not-a-real-secret-key-0123456789abcdef ALLOWED_HOSTS=agents.example.com \
+	SECURE_SSL_REDIRECT=1 SECURE_HSTS_SECONDS=31536000 $(TEST_ENV) $(PY) manage.py check --deploy --fail-level WARNING
 
 lint: install
 	$(VENV)/bin/ruff check .
