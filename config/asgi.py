@@ -8,9 +8,11 @@ django_asgi_app = get_asgi_application()
 # Imported after Django is set up.
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.conf import settings  # noqa: E402
 
 from conversations import realtime  # noqa: E402
 from conversations.routing import websocket_urlpatterns  # noqa: E402
+from conversations.services import start_reaper_thread  # noqa: E402
 
 # Origins are checked by the consumer itself: browsers must match ALLOWED_HOSTS, while API clients
 # that send no Origin authenticate with a stream token.
@@ -24,4 +26,7 @@ router = ProtocolTypeRouter(
 
 async def application(scope, receive, send):  # type: ignore[no-untyped-def]
     realtime.bind_serving_loop()
+    if settings.RUN_EXECUTION == "thread":
+        # Without workers this process runs the runs, so it also reaps and redispatches them.
+        start_reaper_thread()
     await router(scope, receive, send)

@@ -131,6 +131,8 @@ RUN_EXECUTION = "celery" if CELERY_BROKER_URL else "thread"
 RUN_MAX_SECONDS = env.int("RUN_MAX_SECONDS", default=3600)
 RUN_HEARTBEAT_SECONDS = env.float("RUN_HEARTBEAT_SECONDS", default=2.0)
 RUN_STALE_AFTER_SECONDS = env.float("RUN_STALE_AFTER_SECONDS", default=10.0)
+# A queued run no worker has taken for this long is dispatched again (its task was lost).
+RUN_REDISPATCH_SECONDS = env.float("RUN_REDISPATCH_SECONDS", default=120.0)
 RUN_INTERRUPT_GRACE_SECONDS = env.float("RUN_INTERRUPT_GRACE_SECONDS", default=1.0)
 RUN_MAX_INPUT_CHARS = env.int("RUN_MAX_INPUT_CHARS", default=100_000)
 # Where each run's CLI keeps its config and session transcripts (one directory per conversation).

@@ -228,8 +228,19 @@ def finish_run(
 
 
 def reap_stale_runs() -> int:
-    """Fail running runs whose worker stopped beating (it died), so none stays running forever."""
-    cutoff = timezone.now() - timedelta(seconds=settings.RUN_STALE_AFTER_SECONDS)
+    """Fail running runs whose worker stopped beating (it died), so none stays running forever,
+    and hand queued runs that no worker took (a lost task) to a worker again."""
+    now = timezone.now()
+    unclaimed = Run.objects.filter(
+        status=Run.Status.QUEUED, heartbeat_at__lt=now - timedelta(seconds=settings.RUN_REDISPATCH_SECONDS)
+    ).values_list("pk", flat=True)
+    for run_id in unclaimed:
+        # The conditional update makes one reaper, of many, dispatch it; claim_run makes a
+        # duplicate task harmless.
+        if Run.objects.filter(pk=run_id, status=Run.Status.QUEUED).update(heartbeat_at=now):
+            logger.warning("Run %s was still queued; dispatching it again", run_id)
+            dispatch_run(run_id)
+    cutoff = now - timedelta(seconds=settings.RUN_STALE_AFTER_SECONDS)
     stale = Run.objects.filter(status=Run.Status.RUNNING, heartbeat_at__lt=cutoff).values_list("pk", "worker")
     reaped = 0
     for run_id, worker in stale:

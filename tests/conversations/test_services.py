@@ -193,12 +193,32 @@ def test_reaping_twice_ends_a_stale_run_once(conversation: Conversation, setting
     assert run.events.filter(type__in=TERMINAL_TYPES).count() == 1
 
 
-def test_reaping_leaves_queued_runs_alone(conversation: Conversation) -> None:
+def test_reaping_leaves_recently_queued_runs_alone(conversation: Conversation, monkeypatch: pytest.MonkeyPatch) -> None:
+    dispatched: list[object] = []
+    monkeypatch.setattr("conversations.services.dispatch_run", dispatched.append)
     run = start_run(conversation, "Hi")
 
     reaped = reap_stale_runs()
 
     assert reaped == 0
+    assert dispatched == []
+    assert Run.objects.get(pk=run.pk).status == Run.Status.QUEUED
+
+
+def test_reaping_dispatches_again_a_run_no_worker_took(
+    conversation: Conversation, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dispatched: list[object] = []
+    monkeypatch.setattr("conversations.services.dispatch_run", dispatched.append)
+    run = start_run(conversation, "Hi")
+    Run.objects.filter(pk=run.pk).update(
+        heartbeat_at=timezone.now() - timedelta(seconds=settings.RUN_REDISPATCH_SECONDS + 1)
+    )
+
+    reap_stale_runs()
+    reap_stale_runs()
+
+    assert dispatched == [run.pk]
     assert Run.objects.get(pk=run.pk).status == Run.Status.QUEUED
 
 

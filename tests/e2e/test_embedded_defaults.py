@@ -16,7 +16,11 @@ from tests.e2e.harness import Client, Platform, database_url, read_ws_until_term
 @pytest.fixture(scope="module")
 def embedded(platform: Platform, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     web_only = Platform(
-        database_url(connection.settings_dict), "", tmp_path_factory.mktemp("embedded"), CELERY_BROKER_URL="", REDIS_URL=""
+        database_url(connection.settings_dict),
+        "",
+        tmp_path_factory.mktemp("embedded"),
+        CELERY_BROKER_URL="",
+        REDIS_URL="",
     )
     web_only.start_web()
     yield web_only
