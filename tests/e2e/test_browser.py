@@ -1,0 +1,80 @@
+"""An operator in a real browser (headless Chromium) watches and steers a conversation live."""
+
+import os
+import shutil
+from collections.abc import Iterator
+
+import pytest
+from django.contrib.auth.models import User
+from playwright.sync_api import Browser, Page, sync_playwright
+
+from conversations.models import Conversation, Run
+from tests.e2e.harness import Client, Platform
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+
+
+@pytest.fixture(autouse=True)
+def orm_beside_playwright(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Playwright's sync API keeps an event loop running in this thread, which makes Django refuse
+    # ORM calls; the test's own ORM calls are plain synchronous ones, so they are safe here.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "1")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not shutil.which(CHROMIUM):
+        pytest.skip(f"no Chromium at {CHROMIUM} (Debian package chromium; .ci/run installs it)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-dev-shm-usage"],
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def operator_page(browser: Browser, platform: Platform, transactional_db: None) -> Iterator[Page]:
+    User.objects.create_superuser("operator", "op@example.com", "a-long-test-password")
+    context = browser.new_context(base_url=platform.base_url)
+    page = context.new_page()
+    page.goto("/admin/login/")
+    page.fill("#id_username", "operator")
+    page.fill("#id_password", "a-long-test-password")
+    page.click("input[type=submit]")
+    page.wait_for_url("**/admin/")
+    yield page
+    context.close()
+
+
+def test_an_operator_sends_a_message_and_watches_the_answer_stream_in(operator_page: Page, acme: Client) -> None:
+    page = operator_page
+    conversation = acme.create_conversation(title="watched")
+
+    page.goto(f"/admin/conversations/conversation/{conversation}/live/")
+    page.wait_for_selector("#conn:text('open')")
+    page.fill("#text", "Hello from the browser [[bash echo seen by chromium]]")
+    page.click("#send")
+    page.wait_for_selector("#run-status:text('completed')", timeout=30_000)
+
+    feed = page.inner_text("#feed")
+    assert "Hello from the browser" in feed
+    assert "[Bash result] seen by chromium" in feed
+    assert page.is_visible("#offline-badge")
+    last_seq = int(page.inner_text("#last-seq"))
+    assert last_seq == Conversation.objects.get(pk=conversation).last_seq
+
+
+def test_an_operator_interrupts_a_slow_run_from_the_browser(operator_page: Page, acme: Client) -> None:
+    page = operator_page
+    conversation = acme.create_conversation()
+    page.goto(f"/admin/conversations/conversation/{conversation}/live/")
+    page.wait_for_selector("#conn:text('open')")
+
+    run = acme.send(conversation, "[[slow 30]]")
+    page.wait_for_selector("#interrupt:not([disabled])", timeout=30_000)
+    page.click("#interrupt")
+    page.wait_for_selector("#run-status:text('interrupted')", timeout=10_000)
+
+    assert Run.objects.get(pk=run["id"]).status == Run.Status.INTERRUPTED
