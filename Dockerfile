@@ -9,6 +9,7 @@ WORKDIR /app
 COPY requirements.txt .
 RUN pip install --no-cache-dir -r requirements.txt
 COPY . .
+RUN DEBUG=0 SECRET_KEY=collectstatic-only python manage.py collectstatic --noinput -v0
 RUN useradd --create-home --uid 10001 platform && mkdir -p /app/var && chown -R platform /app/var
 USER platform
 
