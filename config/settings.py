@@ -140,6 +140,24 @@ RUN_MAX_INPUT_CHARS = env.int("RUN_MAX_INPUT_CHARS", default=100_000)
 # Where each run's CLI keeps its config and session transcripts (one directory per conversation).
 RUN_ROOT = Path(env.str("RUN_ROOT", default=str(BASE_DIR / "var" / "runs")))
 
+# --- Sandbox ------------------------------------------------------------------------------------
+# Every run's CLI runs under bubblewrap as an unprivileged uid. "unsandboxed" exists for development
+# on machines without bubblewrap and is refused with DEBUG off.
+SANDBOX_RUNNER = env.str("SANDBOX_RUNNER", default="bubblewrap")
+if SANDBOX_RUNNER not in ("bubblewrap", "unsandboxed"):
+    raise ImproperlyConfigured("SANDBOX_RUNNER must be 'bubblewrap' or 'unsandboxed'.")
+if not DEBUG and SANDBOX_RUNNER == "unsandboxed":
+    raise ImproperlyConfigured("SANDBOX_RUNNER=unsandboxed is refused when DEBUG is off: install bubblewrap.")
+SANDBOX_BWRAP = env.str("SANDBOX_BWRAP", default="bwrap")  # the bubblewrap executable (name or path)
+SANDBOX_UID = env.int("SANDBOX_UID", default=61000)  # used when the worker runs as root
+SANDBOX_MEMORY_MB = env.int("SANDBOX_MEMORY_MB", default=2048)
+SANDBOX_MAX_PROCESSES = env.int("SANDBOX_MAX_PROCESSES", default=256)
+SANDBOX_CPU_SECONDS = env.int("SANDBOX_CPU_SECONDS", default=900)
+SANDBOX_FILE_MB = env.int("SANDBOX_FILE_MB", default=1024)
+SANDBOX_TMP_MB = env.int("SANDBOX_TMP_MB", default=512)
+SANDBOX_WORKSPACE_MB = env.int("SANDBOX_WORKSPACE_MB", default=2048)
+SANDBOX_WORKSPACE_CHECK_SECONDS = env.float("SANDBOX_WORKSPACE_CHECK_SECONDS", default=1.0)
+
 # --- Model upstreams ------------------------------------------------------------------------------
 ANTHROPIC_BASE_URL = env.str("ANTHROPIC_BASE_URL", default="https://api.anthropic.com")
 ANTHROPIC_API_KEY = env.str("ANTHROPIC_API_KEY", default="")

@@ -18,6 +18,7 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/", include("tenants.urls")),
     path("api/", include("conversations.urls")),
+    path("api/", include("usage.urls")),
     re_path(r"^api/(?P<path>.*)$", api_not_found),
     path("offline/", include("sandbox.urls")),
 ]

@@ -122,7 +122,12 @@ class ConversationViewSet(
         conversation = self.get_object()
         body = MessageCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        run = services.start_run(conversation, body.validated_data["text"], user_id=principal(request).user_id)
+        run = services.start_run(
+            conversation,
+            body.validated_data["text"],
+            user_id=principal(request).user_id,
+            budget=body.validated_data.get("budget"),
+        )
         return Response(RunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(parameters=[TENANT_PARAMETER], request=None, responses={202: RunSerializer})

@@ -134,7 +134,9 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         if not await sync_to_async(body.is_valid)():
             await self._send_error("invalid", "; ".join(flatten_errors(body.errors)))
             return
-        run = await sync_to_async(services.start_run)(self.conversation, body.validated_data["text"], self.user_id)
+        run = await sync_to_async(services.start_run)(
+            self.conversation, body.validated_data["text"], self.user_id, budget=body.validated_data.get("budget")
+        )
         await self._send_json({"type": "ack", "request": "message", "run": RunSerializer(run).data})
 
     async def dispatch(self, message: dict[str, Any]) -> None:

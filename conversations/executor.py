@@ -1,9 +1,12 @@
 """Executing one run: the Agent SDK driving the CLI, its messages turned into stored, broadcast events."""
 
 import asyncio
+import collections
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -14,10 +17,20 @@ from django.conf import settings
 
 from conversations import realtime, services
 from conversations.models import Run
+from conversations.session_store import DatabaseSessionStore
 from conversations.translate import EventItem, EventTranslator
 from sandbox.gateway import ModelGateway
-from sandbox.launcher import agent_environment, prepare_launch
-from workspaces.services import conversation_dir, workspace_dir
+from sandbox.launcher import (
+    SandboxUnavailable,
+    agent_environment,
+    gateway_base_url,
+    prepare_launch,
+    prepare_place,
+    sandbox_ids,
+)
+from sandbox.limits import MB, directory_bytes
+from usage.services import run_totals
+from workspaces.services import workspace_dir
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +88,10 @@ class RunExecution:
         self.model = run.model
         self.translator = EventTranslator(run.model)
         self.interrupted = asyncio.Event()
+        # The CLI's last words, logged when it fails (never put in events: they are not for users).
+        self.cli_stderr: collections.deque[str] = collections.deque(maxlen=40)
+        # Set when the platform itself stops the run (a limit was hit): it then ends run.failed.
+        self.stop_error: dict[str, Any] | None = None
         self.writer = EventWriter(run)
         # The CLI and its gateway, closed only after the terminal event is out: the CLI takes
         # ~60 ms to exit, which nobody waiting for the answer should pay.
@@ -95,12 +112,14 @@ class RunExecution:
             error = {"reason": "timeout", "message": f"The run exceeded {settings.RUN_MAX_SECONDS} seconds."}
         except ClaudeSDKError as exc:
             # The CLI's own words (it only ever holds the run's token, never a real credential).
-            logger.warning("Run %s: the agent failed: %s", self.run.pk, exc)
+            logger.warning("Run %s: the agent failed: %s\n%s", self.run.pk, exc, "\n".join(self.cli_stderr))
             error = {"reason": "agent_error", "message": str(exc)[:2000]}
         except Exception as exc:
             logger.exception("Run %s failed", self.run.pk)
             error = {"reason": "internal_error", "message": f"The run failed: {type(exc).__name__}."}
         finally:
+            # Token totals and cost from our own metering, not from the CLI's estimate.
+            result = {**(result or {}), "usage": await sync_to_async(run_totals)(self.run.pk)}
             await self.writer.close()
             await sync_to_async(services.finish_run)(
                 self.run.pk, status, result=result, error=error, session_id=self.translator.session_id
@@ -123,6 +142,20 @@ class RunExecution:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
+    async def _watch_workspace(self, workspace: Path) -> None:
+        """Stop the run when its workspace grows past the limit (a disk filler in a tool)."""
+        limit = settings.SANDBOX_WORKSPACE_MB * MB
+        start = await asyncio.to_thread(directory_bytes, workspace)
+        while True:
+            began = time.monotonic()
+            used = await asyncio.to_thread(directory_bytes, workspace)
+            # Only growth counts: a run that starts over the limit may still clean up.
+            if used > limit and used > start:
+                self.stop("workspace_limit", f"The workspace grew to {used // MB} MB; the limit is {limit // MB} MB.")
+                return
+            # A huge tree takes long to measure: never spend more than a fifth of the time on it.
+            await asyncio.sleep(max(settings.SANDBOX_WORKSPACE_CHECK_SECONDS, 4 * (time.monotonic() - began)))
+
     async def _heartbeat(self) -> None:
         # Also the fallback for an interrupt whose channel-layer message was lost.
         while True:
@@ -142,19 +175,31 @@ class RunExecution:
                 await layer.group_discard(group, channel)
 
     async def _drive_agent(self) -> Outcome:
-        base = conversation_dir(self.conversation)
-        config_dir, home = base / "claude", base / "home"
-        for path in (config_dir, home):
-            path.mkdir(parents=True, exist_ok=True)
-        gateway = await self.resources.enter_async_context(ModelGateway(self.model))
+        try:
+            place = prepare_place(str(self.run.pk), workspace_dir(self.conversation))
+        except SandboxUnavailable as exc:
+            logger.error("Run %s cannot start: %s", self.run.pk, exc)
+            return Run.Status.FAILED, None, {"reason": "sandbox_unavailable", "message": str(exc)}
+        # Removed last, after the CLI is gone: the run's directory, cgroup and anything left in it.
+        self.resources.callback(place.remove)
+        watcher = asyncio.create_task(self._watch_workspace(place.workspace))
+        self.resources.callback(watcher.cancel)
+        gateway = await self.resources.enter_async_context(
+            ModelGateway(
+                self.run,
+                socket_path=place.gateway_socket,
+                owner=sandbox_ids(),
+                on_budget_exceeded=lambda message: self.stop("budget_exceeded", message),
+            )
+        )
         launch = prepare_launch(
+            place,
             agent_environment(
-                base_url=gateway.base_url,
+                base_url=gateway_base_url(place, gateway.base_url),
                 token=gateway.token,
                 model_id=self.model.provider_model_id,
-                config_dir=config_dir,
-                home=home,
-            )
+                config_dir=place.config_dir,
+            ),
         )
         self.writer.emit(
             "run.started",
@@ -163,6 +208,7 @@ class RunExecution:
                 "model_display_name": self.model.display_name,
                 "offline_model": self.model.is_offline,
                 "sandbox": launch.sandbox,
+                "limits": launch.limits,
                 "warning": launch.warning,
                 "resumed_session_id": self.conversation.sdk_session_id or None,
                 "worker": services.WORKER_NAME,
@@ -172,7 +218,7 @@ class RunExecution:
         options = ClaudeAgentOptions(
             cli_path=launch.cli_path,
             env=launch.env,
-            cwd=str(workspace_dir(self.conversation)),
+            cwd=launch.cwd,
             model=self.model.provider_model_id,
             system_prompt={"type": "preset", "preset": "claude_code", "append": system_prompt}
             if system_prompt
@@ -180,8 +226,11 @@ class RunExecution:
             permission_mode="bypassPermissions",
             include_partial_messages=True,
             resume=self.conversation.sdk_session_id or None,
+            # The transcript lives in the database, so the next message resumes on any worker;
+            # the CLI's config directory is per run and thrown away.
+            session_store=DatabaseSessionStore(self.conversation.pk),
             setting_sources=[],
-            stderr=lambda line: logger.debug("run %s cli: %s", self.run.pk, line.rstrip()),
+            stderr=self.cli_stderr.append,
         )
         client = ClaudeSDKClient(options)
         self.resources.push_async_callback(self._disconnect, client)
@@ -211,7 +260,19 @@ class RunExecution:
             logger.warning("Run %s did not stop on interrupt within %.1fs; killing its CLI", self.run.pk, grace)
             receiving.cancel()
             await asyncio.gather(receiving, return_exceptions=True)
-        return Run.Status.INTERRUPTED, {"reason": "interrupted", "usage": self.translator.totals()}, None
+        return self._stopped_outcome()
+
+    def stop(self, reason: str, message: str) -> None:
+        """End the run as failed because a limit was hit; the first reason wins."""
+        if self.stop_error is None:
+            logger.warning("Stopping run %s: %s", self.run.pk, message)
+            self.stop_error = {"reason": reason, "message": message}
+        self.interrupted.set()
+
+    def _stopped_outcome(self) -> Outcome:
+        if self.stop_error is not None:
+            return Run.Status.FAILED, None, self.stop_error
+        return Run.Status.INTERRUPTED, {"reason": "interrupted"}, None
 
     async def _receive(self, client: ClaudeSDKClient) -> Outcome:
         async for message in client.receive_response():
@@ -223,14 +284,13 @@ class RunExecution:
 
     def _outcome(self, message: ResultMessage) -> Outcome:
         self.translator.session_id = message.session_id or self.translator.session_id
-        usage = self.translator.totals()
         if self.interrupted.is_set():
-            return Run.Status.INTERRUPTED, {"reason": "interrupted", "usage": usage}, None
+            return self._stopped_outcome()
         if message.is_error or message.subtype != "success":
             detail = "; ".join(message.errors or []) or message.result or message.subtype
             return (
                 Run.Status.FAILED,
-                {"usage": usage},
+                None,
                 {
                     "reason": "model_error" if message.api_error_status else message.subtype,
                     "message": detail,
@@ -244,7 +304,6 @@ class RunExecution:
                 "num_turns": message.num_turns,
                 "stop_reason": message.stop_reason,
                 "session_id": message.session_id,
-                "usage": usage,
             },
             None,
         )

@@ -96,6 +96,16 @@ class Run(models.Model):
     worker = models.CharField(max_length=200, blank=True, help_text="host:pid of the process running it.")
     result = models.JSONField(null=True, blank=True)
     error = models.JSONField(null=True, blank=True)
+    budget_usd = models.DecimalField(
+        max_digits=12,
+        decimal_places=6,
+        null=True,
+        blank=True,
+        help_text="USD this run may spend on model calls; empty = unlimited",
+    )
+    budget_calls = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Model calls this run may make; empty = unlimited"
+    )
 
     objects = RunQuerySet.as_manager()
 
@@ -149,3 +159,59 @@ class Event(models.Model):
             "at": self.created_at.isoformat().replace("+00:00", "Z"),
             "data": self.data,
         }
+
+
+class SessionEntryQuerySet(models.QuerySet["SessionEntry"]):
+    def for_session(
+        self, conversation_id: uuid.UUID | str, project_key: str, session_id: str
+    ) -> "SessionEntryQuerySet":
+        """A session's main transcript and its subagents' transcripts, within one conversation."""
+        return self.filter(conversation_id=conversation_id, project_key=project_key, session_id=session_id)
+
+
+class SessionEntry(models.Model):
+    """One line of an Agent SDK session transcript, mirrored here by `DatabaseSessionStore`."""
+
+    # Not indexed alone: the constraints below lead with it.
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, related_name="session_entries", db_index=False
+    )
+    project_key = models.CharField(max_length=255, help_text="The SDK's project key: the sanitized cwd of the run.")
+    session_id = models.CharField(max_length=255)
+    subpath = models.CharField(
+        max_length=255, blank=True, help_text="Empty for the main transcript; `subagents/agent-…` for a subagent's."
+    )
+    position = models.PositiveIntegerField(help_text="Append order within its transcript.")
+    uuid = models.CharField(
+        max_length=255, blank=True, help_text="The entry's own uuid, if it has one; an entry repeating it is ignored."
+    )
+    # JSON text, not jsonb: PostgreSQL's jsonb refuses the \u0000 that tool output puts into transcripts.
+    data = models.TextField(help_text="The entry as JSON.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = SessionEntryQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["conversation_id", "project_key", "session_id", "subpath", "position"]
+        constraints = [
+            # Also the index that loads a transcript in order.
+            models.UniqueConstraint(
+                fields=["conversation", "project_key", "session_id", "subpath", "position"],
+                name="session_entry_position_unique",
+            ),
+            models.UniqueConstraint(
+                fields=["conversation", "project_key", "session_id", "subpath", "uuid"],
+                condition=~Q(uuid=""),
+                name="session_entry_uuid_unique",
+            ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["conversation", "project_key", "subpath", "session_id", "created_at"],
+                name="session_entry_listing_idx",
+            )
+        ]
+        verbose_name_plural = "session entries"
+
+    def __str__(self) -> str:
+        return f"{self.session_id}/{self.subpath or 'main'} #{self.position}"

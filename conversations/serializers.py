@@ -1,3 +1,5 @@
+from decimal import Decimal
+
 from django.conf import settings
 from rest_framework import serializers
 
@@ -46,8 +48,17 @@ class ConversationUpdateSerializer(StrictModelSerializer):
         fields = ["title", "status"]
 
 
+class BudgetSerializer(StrictSerializer):
+    usd = serializers.DecimalField(max_digits=12, decimal_places=6, min_value=Decimal(0), required=False)
+    calls = serializers.IntegerField(min_value=0, required=False)
+
+
 class MessageCreateSerializer(StrictSerializer):
     text = serializers.CharField(trim_whitespace=False)
+    budget = BudgetSerializer(
+        required=False,
+        help_text="Lowers this run's budget below the tenant's default: USD and/or model calls.",
+    )
 
     def validate_text(self, value: str) -> str:
         if not value.strip():

@@ -5,7 +5,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 from uuid import UUID
@@ -18,6 +18,7 @@ from conversations import realtime
 from conversations.models import Conversation, Event, Run
 from tenants.errors import Conflict, ServiceError
 from tenants.models import LanguageModel, Tenant
+from usage.services import effective_budget
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +64,13 @@ def delete_conversation(conversation: Conversation) -> None:
         locked.delete()
 
 
-def start_run(conversation: Conversation, text: str, user_id: str = "") -> Run:
+def start_run(
+    conversation: Conversation,
+    text: str,
+    user_id: str = "",
+    *,
+    budget: Mapping[str, Any] | None = None,
+) -> Run:
     """Store a queued Run and its `run.queued` event, then hand it to a worker once committed."""
     if not text.strip():
         raise ServiceError("The message text is empty.", code="empty_text")
@@ -89,10 +96,23 @@ def start_run(conversation: Conversation, text: str, user_id: str = "") -> Run:
                 "wait for its terminal event or interrupt it first.",
                 code="run_in_progress",
             )
-        run = Run.objects.create(conversation=locked, model=locked.model, user_id=user_id or locked.user_id, input=text)
+        budget_usd, budget_calls = effective_budget(
+            locked.tenant, (budget or {}).get("usd"), (budget or {}).get("calls")
+        )
+        run = Run.objects.create(
+            conversation=locked,
+            model=locked.model,
+            user_id=user_id or locked.user_id,
+            input=text,
+            heartbeat_at=timezone.now(),  # for a queued run: when it was handed to a worker
+            budget_usd=budget_usd,
+            budget_calls=budget_calls,
+        )
         locked.active_run = run
         locked.save(update_fields=["active_run", "updated_at"])
-        record_events(run, [("run.queued", {"input": text, "user_id": run.user_id, "model": run.model_id})])
+        budget_data = {"usd": None if budget_usd is None else str(budget_usd), "calls": budget_calls}
+        queued = {"input": text, "user_id": run.user_id, "model": run.model_id, "budget": budget_data}
+        record_events(run, [("run.queued", queued)])
         transaction.on_commit(lambda: dispatch_run(run.pk))
     conversation.active_run = run
     return run

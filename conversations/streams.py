@@ -189,7 +189,10 @@ async def stream_message(request: HttpRequest, tenant: str, conversation_id: UUI
         return JsonResponse(error_body(400, "invalid", message, serializer.errors), status=400)
     try:
         run = await sync_to_async(services.start_run)(
-            conversation, serializer.validated_data["text"], user_id=caller.user_id if caller else ""
+            conversation,
+            serializer.validated_data["text"],
+            user_id=caller.user_id if caller else "",
+            budget=serializer.validated_data.get("budget"),
         )
     except ServiceError as exc:
         return error_response(exc.status, exc.code, exc.message)

@@ -1,6 +1,6 @@
 """Turning Agent SDK messages into the platform's events (see the envelope in ARCHITECTURE.md)."""
 
-from decimal import Decimal
+import logging
 from typing import Any
 
 from claude_agent_sdk import (
@@ -16,11 +16,12 @@ from claude_agent_sdk.types import StreamEvent
 
 from tenants.models import LanguageModel
 
+logger = logging.getLogger(__name__)
+
 EventItem = tuple[str, dict[str, Any]]
 
 # Tool output can be a whole file; events stay small enough for a browser frame.
 MAX_TOOL_RESULT_CHARS = 64 * 1024
-USAGE_KEYS = ("input_tokens", "output_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens", "cache_read_tokens")
 
 
 def normalize_usage(usage: dict[str, Any]) -> dict[str, int]:
@@ -74,6 +75,10 @@ class EventTranslator:
             return self._assistant(message)
         if isinstance(message, UserMessage):
             return self._user(message)
+        if isinstance(message, SystemMessage) and message.subtype == "mirror_error":
+            # A transcript batch the session store could not save: the next resume would miss it.
+            logger.error("Session transcript not saved: %s", message.data)
+            return [("session.mirror_error", {"detail": str(message.data.get("error", ""))[:500]})]
         if isinstance(message, SystemMessage) and message.subtype == "init":
             self.session_id = message.data.get("session_id", "")
             data = message.data
@@ -137,7 +142,6 @@ class EventTranslator:
             call["usage"].update({k: v for k, v in (event.get("usage") or {}).items() if v is not None})
             usage = normalize_usage(call["usage"])
             cost = self.model.cost(call["usage"])
-            call["cost"] = cost
             return [
                 (
                     "usage",
@@ -192,13 +196,3 @@ class EventTranslator:
                     )
                 )
         return items
-
-    def totals(self) -> dict[str, Any]:
-        """The run's token totals and cost, from the per-call figures metered above."""
-        totals: dict[str, Any] = dict.fromkeys(USAGE_KEYS, 0)
-        cost = Decimal(0)
-        for call in self._calls.values():
-            for key, value in normalize_usage(call["usage"]).items():
-                totals[key] += value
-            cost += call.get("cost", self.model.cost(call["usage"]))
-        return {**totals, "model_calls": len(self._calls), "cost_usd": str(cost)}

@@ -1,22 +1,30 @@
 """The model gateway: a run's only door to a model.
 
-Each run gets its own gateway on a loopback port with its own token. The CLI talks plain Anthropic
-HTTP to it; the gateway checks the token, swaps in the real credential (or serves the offline
-model in-process) and streams the answer through chunk by chunk.
+Each run gets its own gateway, on a Unix socket in the run's private directory (bridged to
+127.0.0.1 inside the sandbox) or, unsandboxed, on a loopback port, with its own token. The CLI talks
+plain Anthropic HTTP to it; the gateway checks the token, refuses calls past the run's budget,
+swaps in the real credential (or serves the offline model in-process), streams the answer through
+chunk by chunk, and meters every call from the answer's own usage figures.
 """
 
 import hmac
 import logging
+import os
 import secrets
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from types import TracebackType
 from typing import Self
 
 import aiohttp
 from aiohttp import web
+from asgiref.sync import sync_to_async
 from django.conf import settings
 
+from conversations.models import Run
 from sandbox import offline
 from tenants.models import LanguageModel
+from usage.services import UsageTap, budget_refusal, record_usage
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +37,7 @@ FORWARDED_REQUEST_HEADERS = (
     "accept",
 )
 FORWARDED_RESPONSE_HEADERS = ("content-type", "request-id", "retry-after", "anthropic-ratelimit-requests-remaining")
+MESSAGES_PATH = "/v1/messages"
 
 
 def error_response(status: int, kind: str, message: str) -> web.Response:
@@ -45,56 +54,101 @@ def request_token(request: web.BaseRequest) -> str:
 
 
 class ModelGateway:
-    """Serves one run for as long as the `async with` block lasts; its token dies with it."""
+    """Serves one run for as long as the `async with` block lasts; its token is revoked at the end."""
 
-    def __init__(self, model: LanguageModel) -> None:
-        self.model = model
+    def __init__(
+        self,
+        run: Run,
+        socket_path: Path | None = None,
+        owner: tuple[int, int] | None = None,
+        on_budget_exceeded: Callable[[str], None] | None = None,
+    ) -> None:
+        self.run = run
+        self.model: LanguageModel = run.model
+        self.socket_path = socket_path
+        self.owner = owner
+        self.on_budget_exceeded = on_budget_exceeded
         self.token = "run_" + secrets.token_urlsafe(32)
         self.base_url = ""
         self._runner: web.ServerRunner | None = None
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> Self:
-        self._runner = web.ServerRunner(web.Server(self.handle), handle_signals=False)
+        self._runner = web.ServerRunner(web.Server(self.handle), handle_signals=False, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = self._runner.addresses[0][1]
-        self.base_url = f"http://127.0.0.1:{port}"
+        if self.socket_path is None:
+            await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+            self.base_url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
+        else:
+            # The sandbox's only door out: a socket file in the run's private directory.
+            await web.UnixSite(self._runner, str(self.socket_path)).start()
+            if self.owner and os.geteuid() == 0:
+                os.chown(self.socket_path, *self.owner)
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self.token = ""
+        self.revoke()
         if self._session is not None:
             await self._session.close()
         if self._runner is not None:
             await self._runner.cleanup()
 
+    def revoke(self) -> None:
+        """From now on every call answers 403, whoever still holds the token."""
+        self.token = ""
+
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        # A 403, not a 401: the CLI retries a 401 ten times with backoff.
-        if not self.token or not hmac.compare_digest(request_token(request), self.token):
+        # A 403, not a 401: the CLI retries a 401 ten times with backoff. Neither the token sent nor
+        # the expected one is ever logged.
+        if not self.token or not hmac.compare_digest(request_token(request).encode(), self.token.encode()):
+            logger.warning("Gateway of run %s refused a call with a wrong or revoked token", self.run.pk)
             return error_response(403, "permission_error", "Unknown or revoked run token.")
         if request.method != "POST":
             return error_response(405, "invalid_request_error", "Only POST is supported.")
         body = await request.read()
+        if request.path == MESSAGES_PATH:
+            refusal = await sync_to_async(budget_refusal)(self.run, body)
+            if refusal:
+                if self.on_budget_exceeded:
+                    self.on_budget_exceeded(refusal)
+                # 403 again: the CLI would retry a 400 or 429 and spend the run's time doing so.
+                return error_response(403, "permission_error", refusal)
         if self.model.provider == LanguageModel.Provider.OFFLINE:
-            return await self._serve_offline(request, body)
+            reply = await offline.respond(request.path, body, request.headers)
+            return await self._relay(request, reply.status, {"content-type": reply.content_type}, reply.body)
         if self.model.provider == LanguageModel.Provider.ANTHROPIC:
             return await self._forward_anthropic(request, body)
         return error_response(501, "api_error", f"Provider '{self.model.provider}' is not served by this gateway yet.")
 
-    async def _serve_offline(self, request: web.BaseRequest, body: bytes) -> web.StreamResponse:
-        reply = await offline.respond(request.path, body, request.headers)
-        response = web.StreamResponse(status=reply.status, headers={"content-type": reply.content_type})
+    async def _relay(
+        self, request: web.BaseRequest, status: int, headers: dict[str, str], chunks: AsyncIterator[bytes]
+    ) -> web.StreamResponse:
+        """Stream an answer to the CLI chunk by chunk, metering the call from the answer itself."""
+        response = web.StreamResponse(status=status, headers=headers)
         await response.prepare(request)
+        tap = UsageTap() if request.path == MESSAGES_PATH and status == 200 else None
         try:
-            async for chunk in reply.body:
+            async for chunk in chunks:
+                if tap is not None:
+                    tap.feed(chunk)
                 await response.write(chunk)
+        except ConnectionResetError:
+            pass  # the CLI hung up (an interrupt); what was streamed so far is still metered
+        except aiohttp.ClientError as exc:
+            # The upstream broke off mid-answer: the CLI sees a cut stream and retries the call.
+            logger.warning("Upstream stream of run %s broke off: %s", self.run.pk, type(exc).__name__)
+        finally:
+            if tap is not None:
+                tap.close()
+                if tap.has_usage:
+                    # Recorded before the answer ends, so the next call's budget check sees it.
+                    await sync_to_async(record_usage)(self.run.pk, tap.message_id, tap.usage)
+        try:
             await response.write_eof()
         except ConnectionResetError:
-            pass  # the CLI hung up (an interrupt): nobody is left to answer
+            pass
         return response
 
     async def _forward_anthropic(self, request: web.BaseRequest, body: bytes) -> web.StreamResponse:
@@ -107,18 +161,8 @@ class ModelGateway:
         url = settings.ANTHROPIC_BASE_URL.rstrip("/") + request.path_qs
         try:
             async with self._session.post(url, data=body, headers=headers) as upstream:
-                response = web.StreamResponse(
-                    status=upstream.status,
-                    headers={k: upstream.headers[k] for k in FORWARDED_RESPONSE_HEADERS if k in upstream.headers},
-                )
-                await response.prepare(request)
-                try:
-                    async for chunk in upstream.content.iter_any():
-                        await response.write(chunk)
-                    await response.write_eof()
-                except ConnectionResetError:
-                    pass  # the CLI hung up (an interrupt); closing the upstream stops the generation
-                return response
+                kept = {k: upstream.headers[k] for k in FORWARDED_RESPONSE_HEADERS if k in upstream.headers}
+                return await self._relay(request, upstream.status, kept, upstream.content.iter_any())
         except aiohttp.ClientError as exc:
             logger.warning("Anthropic upstream unreachable: %s", type(exc).__name__)
             return error_response(502, "api_error", f"The model upstream is unreachable ({type(exc).__name__}).")

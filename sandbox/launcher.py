@@ -1,16 +1,58 @@
-"""How a run's CLI is started: one place, so that the sandbox can take it over."""
+"""How a run's CLI is started: the one place that decides its sandbox, environment and limits."""
 
+import logging
 import os
-from dataclasses import dataclass
+import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import claude_agent_sdk
+from django.conf import settings
+
+from sandbox.limits import RunCgroup, create_run_cgroup, rlimit_args
+
+logger = logging.getLogger(__name__)
 
 BUNDLED_CLI = Path(claude_agent_sdk.__file__).parent / "_bundled" / "claude"
-LAUNCH_SCRIPT = Path(__file__).parent / "bin" / "agent-launch"
+BIN = Path(__file__).parent / "bin"
+BUBBLEWRAP, UNSANDBOXED = "bubblewrap", "unsandboxed"
+# Inside the sandbox the workspace is always /workspace. The SDK starts the CLI with this as its
+# working directory (and derives the session store's project key from it), so it must exist on the
+# host too: an empty placeholder that the sandbox mounts over.
+SANDBOX_CWD = Path("/workspace")
+BRIDGE_PORT = 8765
 UNSANDBOXED_WARNING = (
-    "This run is NOT sandboxed: the agent's tools run with the worker's own user and file system (development only)."
+    "This run is NOT sandboxed: the agent's tools run as the worker's own user with its file system "
+    "(SANDBOX_RUNNER=unsandboxed, development only)."
 )
+
+
+class SandboxUnavailable(Exception):
+    """The configured sandbox cannot run here; the message says how to fix it."""
+
+
+@dataclass
+class RunPlace:
+    """A run's private directory on the worker: the CLI's config, the gateway socket, a minimal /etc."""
+
+    root: Path
+    workspace: Path
+    kind: str
+    cgroup: RunCgroup | None = None
+
+    @property
+    def config_dir(self) -> Path:
+        return self.root / "claude"
+
+    @property
+    def gateway_socket(self) -> Path | None:
+        return self.root / "gateway" / "gateway.sock" if self.kind == BUBBLEWRAP else None
+
+    def remove(self) -> None:
+        if self.cgroup is not None:
+            self.cgroup.remove()
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
 @dataclass(frozen=True)
@@ -19,15 +61,95 @@ class Launch:
 
     cli_path: str
     env: dict[str, str]
+    cwd: str
     sandbox: str
     warning: str = ""
+    limits: dict[str, Any] = field(default_factory=dict)
 
 
-def agent_environment(*, base_url: str, token: str, model_id: str, config_dir: Path, home: Path) -> dict[str, str]:
+def sandbox_kind() -> str:
+    """The runner for new runs, or SandboxUnavailable when the configured one cannot run here."""
+    if settings.SANDBOX_RUNNER == UNSANDBOXED:
+        if not settings.DEBUG:
+            raise SandboxUnavailable("The unsandboxed runner is refused with DEBUG off; install bubblewrap.")
+        return UNSANDBOXED
+    if not shutil.which(settings.SANDBOX_BWRAP) or not shutil.which("socat"):
+        raise SandboxUnavailable(
+            "bubblewrap (bwrap) and socat are required to run agents: install the bubblewrap and socat "
+            "packages. For development only, DEBUG=1 with SANDBOX_RUNNER=unsandboxed runs without them."
+        )
+    return BUBBLEWRAP
+
+
+def sandbox_ids() -> tuple[int, int]:
+    """The host uid/gid that runs agents: a dedicated one when the worker is root, else the worker's own."""
+    if os.geteuid() == 0:
+        return settings.SANDBOX_UID, settings.SANDBOX_UID
+    return os.geteuid(), os.getegid()
+
+
+def check_reachable(path: Path, uid: int) -> None:
+    """The sandbox user must be able to reach `path`: bubblewrap opens every mount source as that user."""
+    for directory in [path, *path.parents]:
+        info = directory.stat()
+        if not (info.st_mode & 0o001 or (info.st_uid == uid and info.st_mode & 0o100)):
+            raise SandboxUnavailable(
+                f"The sandbox user (uid {uid}) cannot reach {path}: {directory} is not traversable. "
+                "Set RUN_ROOT to a directory whose parents all allow others to traverse them (chmod o+x), "
+                "e.g. /var/lib/agent-platform."
+            )
+
+
+def sandboxed_cli() -> Path:
+    """The CLI binary where the sandbox user can reach it: linked (or copied) once into RUN_ROOT."""
+    version = (BUNDLED_CLI.parent / "claude.version").read_text().split()[0]
+    path = settings.RUN_ROOT / "bin" / f"claude-{version}"
+    if not path.exists():
+        path.parent.mkdir(mode=0o711, exist_ok=True)
+        staging = path.with_suffix(f".{os.getpid()}")
+        try:
+            os.link(BUNDLED_CLI, staging)
+        except OSError:  # another file system
+            shutil.copy2(BUNDLED_CLI, staging)
+        staging.replace(path)
+    return path
+
+
+def prepare_place(run_id: str, workspace: Path) -> RunPlace:
+    """Create the run's private directory, owned so that the sandbox user can use what it must."""
+    kind = sandbox_kind()
+    runs = settings.RUN_ROOT / "runs"
+    runs.mkdir(mode=0o711, parents=True, exist_ok=True)
+    place = RunPlace(runs / run_id, workspace, kind)
+    place.config_dir.mkdir(parents=True, mode=0o700)
+    if kind == BUBBLEWRAP:
+        uid, gid = sandbox_ids()
+        check_reachable(place.root, uid)
+        check_reachable(workspace, uid)
+        if not SANDBOX_CWD.is_dir():
+            try:
+                SANDBOX_CWD.mkdir()
+            except OSError as exc:
+                raise SandboxUnavailable(f"Create an empty directory {SANDBOX_CWD} for the sandbox ({exc}).") from exc
+        gateway_dir = place.root / "gateway"
+        gateway_dir.mkdir(mode=0o700)
+        etc = place.root / "etc"
+        etc.mkdir()
+        (etc / "passwd").write_text(f"agent:x:{uid}:{gid}:agent:/home/agent:/bin/bash\n")
+        (etc / "group").write_text(f"agent:x:{gid}:\n")
+        (etc / "hosts").write_text("127.0.0.1 localhost\n::1 localhost\n")
+        if os.geteuid() == 0:
+            for path in (place.root, gateway_dir, place.config_dir, workspace):
+                os.chown(path, uid, gid)
+        place.cgroup = create_run_cgroup(run_id)
+    return place
+
+
+def agent_environment(*, base_url: str, token: str, model_id: str, config_dir: Path) -> dict[str, str]:
     """The CLI's whole environment: nothing of the worker's, and no credential but the run's token."""
-    env = {
+    return {
         "PATH": "/usr/local/bin:/usr/bin:/bin",
-        "HOME": str(home),
+        "HOME": "/home/agent",
         "LANG": "C.UTF-8",
         "TERM": "dumb",
         "CLAUDE_CONFIG_DIR": str(config_dir),
@@ -44,18 +166,59 @@ def agent_environment(*, base_url: str, token: str, model_id: str, config_dir: P
         "DISABLE_AUTOUPDATER": "1",
         "DISABLE_ERROR_REPORTING": "1",
     }
-    if os.geteuid() == 0:
-        # Unsandboxed, the CLI runs as the worker's user; as root it refuses bypassPermissions
-        # unless told it is sandboxed. The next issue runs it as an unprivileged uid instead.
-        env["IS_SANDBOX"] = "1"
-    return env
 
 
-def prepare_launch(env: dict[str, str]) -> Launch:
-    """The launch for one run's CLI with exactly `env` as its environment."""
+def gateway_base_url(place: RunPlace, tcp_url: str) -> str:
+    """Where the CLI finds the gateway: the socket's bridge inside the sandbox, or loopback TCP."""
+    return f"http://127.0.0.1:{BRIDGE_PORT}" if place.kind == BUBBLEWRAP else tcp_url
+
+
+def prepare_launch(place: RunPlace, env: dict[str, str]) -> Launch:
+    """The launch of one run's CLI with exactly `env` as its environment."""
+    if place.kind == UNSANDBOXED:
+        logger.warning("Run in %s is not sandboxed (SANDBOX_RUNNER=unsandboxed)", place.root.name)
+        if os.geteuid() == 0:
+            # As root the CLI refuses bypassPermissions unless told it is sandboxed; it is not.
+            env = {**env, "IS_SANDBOX": "1", "HOME": str(place.root)}
+        else:
+            env = {**env, "HOME": str(place.root)}
+        return Launch(
+            cli_path=str(BIN / "agent-launch"),
+            env={**env, "AGENT_ENV_NAMES": " ".join(env), "AGENT_CLI": str(BUNDLED_CLI)},
+            cwd=str(place.workspace),
+            sandbox=UNSANDBOXED,
+            warning=UNSANDBOXED_WARNING,
+            limits={"cgroup": None},
+        )
+    uid, gid = sandbox_ids()
+    cgroup = place.cgroup
+    limits = {
+        "cgroup": f"v{cgroup.version}" if cgroup else None,
+        "memory_mb": settings.SANDBOX_MEMORY_MB if cgroup else None,
+        "max_processes": settings.SANDBOX_MAX_PROCESSES if cgroup else None,
+        "cpu_seconds": settings.SANDBOX_CPU_SECONDS,
+        "file_mb": settings.SANDBOX_FILE_MB,
+        "tmp_mb": settings.SANDBOX_TMP_MB,
+        "workspace_mb": settings.SANDBOX_WORKSPACE_MB,
+    }
+    sandbox_env = {
+        "AGENT_ENV_NAMES": " ".join(env),
+        "AGENT_CLI": str(sandboxed_cli()),
+        "SANDBOX_UID": str(uid),
+        "SANDBOX_GID": str(gid),
+        "SANDBOX_WORKSPACE": str(place.workspace),
+        "SANDBOX_GATEWAY_DIR": str(place.root / "gateway"),
+        "SANDBOX_ETC": str(place.root / "etc"),
+        "SANDBOX_TMP_MB": str(settings.SANDBOX_TMP_MB),
+        "SANDBOX_RLIMITS": rlimit_args(),
+        "SANDBOX_BRIDGE_PORT": str(BRIDGE_PORT),
+        "SANDBOX_BWRAP": shutil.which(settings.SANDBOX_BWRAP) or settings.SANDBOX_BWRAP,
+        "SANDBOX_CGROUP_PROCS": " ".join(cgroup.procs_files if cgroup else []),
+    }
     return Launch(
-        cli_path=str(LAUNCH_SCRIPT),
-        env={**env, "AGENT_ENV_NAMES": " ".join(env), "AGENT_CLI": str(BUNDLED_CLI)},
-        sandbox="none",
-        warning=UNSANDBOXED_WARNING,
+        cli_path=str(BIN / "agent-sandbox"),
+        env={**env, **sandbox_env},
+        cwd=str(SANDBOX_CWD),
+        sandbox=BUBBLEWRAP,
+        limits=limits,
     )

@@ -12,6 +12,7 @@ from django.utils.html import format_html
 
 from conversations.models import Conversation, Event, Run
 from tenants.models import ApiKey, LanguageModel, Tenant
+from usage.models import UsageRecord
 
 
 def count_of(related: QuerySet[Any], fk_field: str) -> Coalesce:
@@ -27,12 +28,13 @@ def count_of(related: QuerySet[Any], fk_field: str) -> Coalesce:
 
 
 def drop_history_permissions(perms_needed: set[str]) -> set[str]:
-    """Deleting an owner deletes its conversations' runs and events, whose own admins are read-only.
+    """Deleting an owner deletes history whose own admins are read-only: runs, events, usage records.
 
-    Their admins refuse deletion so history cannot be cut out of a conversation; deleting the whole
+    Their admins refuse deletion so history cannot be cut out piece by piece; deleting the whole
     owner is a different, deliberate act that the owner's delete permission already governs.
     """
-    return perms_needed - {str(Run._meta.verbose_name), str(Event._meta.verbose_name)}
+    history = (Run, Event, UsageRecord)
+    return perms_needed - {str(model._meta.verbose_name) for model in history}
 
 
 @admin.register(LanguageModel)
@@ -109,7 +111,7 @@ class LanguageModelAdmin(admin.ModelAdmin):
 class TenantAdminForm(forms.ModelForm):
     class Meta:
         model = Tenant
-        fields = ["id", "name", "status", "default_model", "system_prompt"]
+        fields = ["id", "name", "status", "default_model", "system_prompt", "run_budget_usd", "run_budget_calls"]
 
     def clean_default_model(self) -> LanguageModel:
         model: LanguageModel = self.cleaned_data["default_model"]
@@ -128,6 +130,8 @@ class TenantAdmin(admin.ModelAdmin):
         "name",
         "status",
         "default_model",
+        "run_budget_usd",
+        "run_budget_calls",
         "conversation_count",
         "active_run_count",
         "live_key_count",
@@ -139,6 +143,13 @@ class TenantAdmin(admin.ModelAdmin):
     fieldsets = [
         (None, {"fields": ["id", "name", "status"]}),
         ("Agent", {"fields": ["default_model", "system_prompt"]}),
+        (
+            "Run budget",
+            {
+                "fields": ["run_budget_usd", "run_budget_calls"],
+                "description": "The default limits of each run; a request may set its own. Empty: unlimited.",
+            },
+        ),
         ("Dates", {"fields": ["created_at", "updated_at"]}),
     ]
 

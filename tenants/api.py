@@ -3,6 +3,7 @@ from typing import Any
 from django.core.exceptions import PermissionDenied
 from django.db.models import ProtectedError, QuerySet
 from django.http import Http404, HttpRequest, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions, permissions, viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -59,6 +60,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     return response
 
 
+@csrf_exempt  # a POST to an unknown API path is a 404, not a CSRF failure
 def api_not_found(request: HttpRequest, path: str = "") -> JsonResponse:
     """JSON 404 for any unknown /api/ path (malformed ids included), in the API's error shape."""
     return JsonResponse(error_body(404, "not_found", "Not found."), status=404)

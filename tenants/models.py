@@ -102,6 +102,22 @@ class Tenant(models.Model):
     system_prompt = models.TextField(blank=True)
     default_model = models.ForeignKey(LanguageModel, on_delete=models.PROTECT, related_name="tenants")
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.ACTIVE)
+    # The default budget of each run in this tenant (a request may override it); empty = unlimited.
+    run_budget_usd = models.DecimalField(
+        "run budget (USD)",
+        max_digits=12,
+        decimal_places=6,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0)],
+        help_text="Most a run may spend, in USD at catalog prices. Empty: unlimited.",
+    )
+    run_budget_calls = models.PositiveIntegerField(
+        "run budget (model calls)",
+        null=True,
+        blank=True,
+        help_text="Most model calls a run may make. Empty: unlimited.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -56,7 +56,17 @@ class TenantSerializer(StrictModelSerializer):
 
     class Meta:
         model = Tenant
-        fields = ["id", "name", "system_prompt", "default_model", "status", "created_at", "updated_at"]
+        fields = [
+            "id",
+            "name",
+            "system_prompt",
+            "default_model",
+            "status",
+            "run_budget_usd",
+            "run_budget_calls",
+            "created_at",
+            "updated_at",
+        ]
         read_only_fields = ["created_at", "updated_at"]
 
     def validate_id(self, value: str) -> str:

@@ -402,9 +402,10 @@ def test_subagent_calls_are_metered_separately_and_carry_their_parent(sonnet: La
     )
 
 
-def test_totals_sum_every_api_message(sonnet: LanguageModel) -> None:
+def test_each_api_message_gets_its_own_usage_event_with_its_cost(sonnet: LanguageModel) -> None:
     translator = EventTranslator(sonnet)
-    translate_all(
+
+    items = translate_all(
         translator,
         [
             message_start("msg_1", {**SPLIT_USAGE, "output_tokens": 1}),
@@ -414,19 +415,10 @@ def test_totals_sum_every_api_message(sonnet: LanguageModel) -> None:
         ],
     )
 
-    totals = translator.totals()
-
+    usage = [data for kind, data in items if kind == "usage"]
     second_call = (10 * Decimal("3") + 20 * Decimal("15") + 3000 * Decimal("0.30")) / Decimal(1_000_000)
-    assert totals == {
-        "input_tokens": 1010,
-        "output_tokens": 520,
-        "cache_write_5m_tokens": 1000,
-        "cache_write_1h_tokens": 500,
-        "cache_read_tokens": 5000,
-        "model_calls": 2,
-        "cost_usd": totals["cost_usd"],
-    }
-    assert Decimal(totals["cost_usd"]) == Decimal("0.01785") + second_call
+    assert [u["message_id"] for u in usage] == ["msg_1", "msg_2"]
+    assert [Decimal(u["cost_usd"]) for u in usage] == [Decimal("0.01785"), second_call]
 
 
 def test_a_message_delta_without_a_start_is_ignored(sonnet: LanguageModel) -> None:
@@ -435,4 +427,3 @@ def test_a_message_delta_without_a_start_is_ignored(sonnet: LanguageModel) -> No
     items = translator.translate(message_delta({"output_tokens": 5}))
 
     assert items == []
-    assert translator.totals()["model_calls"] == 0

@@ -6,10 +6,12 @@ subprocesses against PostgreSQL and Redis, and the clients speak HTTP, SSE and W
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -38,6 +40,13 @@ def database_url(db_settings: dict[str, Any]) -> str:
     return f"postgres://{user}{password}@{host}:{port}/{db_settings['NAME']}"
 
 
+def sandbox_reachable_dir() -> str:
+    """A RUN_ROOT the sandbox user can reach (pytest's own temp dirs are private to root)."""
+    path = tempfile.mkdtemp(prefix="agent-runs-")
+    os.chmod(path, 0o711)  # noqa: S103 - traversable, not listable, as a production RUN_ROOT
+    return path
+
+
 class Platform:
     """Daphne and Celery workers sharing one database, Redis and run queue."""
 
@@ -51,7 +60,7 @@ class Platform:
             "REDIS_URL": redis_url,
             "CELERY_BROKER_URL": redis_url,
             "RUN_QUEUE": f"e2e-{os.getpid()}-{self.port}",
-            "RUN_ROOT": str(work_dir / "runs"),
+            "RUN_ROOT": sandbox_reachable_dir(),
             "DEBUG": "1",
             "RUN_HEARTBEAT_SECONDS": "0.5",
             "RUN_STALE_AFTER_SECONDS": "3",
@@ -62,11 +71,11 @@ class Platform:
         self.web: subprocess.Popen[bytes] | None = None
         self.workers: list[subprocess.Popen[bytes]] = []
 
-    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+    def _spawn(self, name: str, args: list[str], **env: str) -> subprocess.Popen[bytes]:
         log = open(self.work_dir / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the process
         # A session of its own, so a kill reaches the whole process tree (prefork children, CLIs).
         return subprocess.Popen(
-            args, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            args, cwd=ROOT, env={**self.env, **env}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
 
     def start_web(self) -> None:
@@ -83,7 +92,8 @@ class Platform:
                 time.sleep(0.1)
         raise RuntimeError(f"Daphne did not start; see {self.work_dir / 'daphne.log'}")
 
-    def start_worker(self, name: str = "worker", concurrency: int = 2) -> subprocess.Popen[bytes]:
+    def start_worker(self, name: str = "worker", concurrency: int = 2, **env: str) -> subprocess.Popen[bytes]:
+        """A Celery worker; `env` overrides this worker's environment (e.g. its own RUN_ROOT)."""
         log_path = self.work_dir / f"{name}.log"
         offset = log_path.stat().st_size if log_path.exists() else 0
         worker = self._spawn(
@@ -106,6 +116,7 @@ class Platform:
                 "-l",
                 "info",
             ],
+            **env,
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -127,6 +138,10 @@ class Platform:
         if process in self.workers:
             self.workers.remove(process)
 
+    def logs(self) -> str:
+        """Everything the platform's processes have logged so far."""
+        return "".join(path.read_text(errors="replace") for path in self.work_dir.glob("*.log"))
+
     def stop(self) -> None:
         for process in [*self.workers, *([self.web] if self.web else [])]:
             try:
@@ -135,6 +150,7 @@ class Platform:
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 self.kill(process)
         self.workers.clear()
+        shutil.rmtree(self.env["RUN_ROOT"], ignore_errors=True)
 
 
 class Client:

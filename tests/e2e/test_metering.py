@@ -1,0 +1,120 @@
+"""The gateway meters every model call and enforces run budgets; a conversation continues on any worker."""
+
+import shutil
+from decimal import Decimal
+
+from conversations.models import Run
+from tenants.models import ApiKey, LanguageModel, Tenant
+from tests.e2e.harness import Client, Platform, sandbox_reachable_dir
+from usage.models import UsageRecord
+
+SCRIPTED_USAGE = "[[usage input=1200 output=300 cache_read=5000 cache_write_5m=700 cache_write_1h=100]]"
+
+
+def priced_client(platform: Platform, tenant_id: str = "priced", **tenant_fields: object) -> Client:
+    model = LanguageModel.objects.create(
+        id="offline-priced",
+        display_name="Offline model (not Claude), priced like Sonnet",
+        provider=LanguageModel.Provider.OFFLINE,
+        provider_model_id="offline-1",
+        input_price=Decimal("3"),
+        output_price=Decimal("15"),
+        cache_write_5m_price=Decimal("3.75"),
+        cache_write_1h_price=Decimal("6"),
+        cache_read_price=Decimal("0.30"),
+    )
+    tenant = Tenant.objects.create(id=tenant_id, name="Priced", default_model=model, **tenant_fields)
+    return Client(platform.base_url, tenant.pk, ApiKey.issue("e2e", tenant=tenant)[1])
+
+
+def test_usage_records_match_the_model_call_by_call_and_cost_matches_the_catalog(
+    platform: Platform, transactional_db: None
+) -> None:
+    client = priced_client(platform)
+    conversation = client.create_conversation()
+
+    run = client.send(conversation, f"Look around {SCRIPTED_USAGE} [[bash echo looked]]")
+    terminal = client.wait_for_terminal(conversation, run["id"])
+
+    records = list(UsageRecord.objects.filter(run_id=run["id"]).order_by("created_at"))
+    assert len(records) == 2  # the tool call, then the answer: each metered once
+    per_call = (
+        1200 * Decimal("3") + 300 * Decimal("15") + 700 * Decimal("3.75") + 100 * Decimal("6") + 5000 * Decimal("0.30")
+    ) / Decimal(1_000_000)
+    for record in records:
+        assert (
+            record.input_tokens,
+            record.output_tokens,
+            record.cache_read_tokens,
+            record.cache_write_5m_tokens,
+            record.cache_write_1h_tokens,
+        ) == (1200, 300, 5000, 700, 100)
+        assert record.cost_usd == per_call
+        assert record.tenant_id == "priced" and str(record.conversation_id) == conversation
+    usage = terminal["data"]["usage"]
+    assert terminal["type"] == "run.completed"
+    assert usage["model_calls"] == 2
+    assert (usage["input_tokens"], usage["output_tokens"], usage["cache_read_tokens"]) == (2400, 600, 10000)
+    assert Decimal(usage["cost_usd"]) == 2 * per_call
+    streamed = [e["data"] for e in client.events(conversation) if e["type"] == "usage"]
+    assert sorted(Decimal(u["cost_usd"]) for u in streamed) == [per_call, per_call]
+
+
+def test_a_run_over_its_call_budget_stops_at_the_gateway_with_budget_exceeded(
+    platform: Platform, transactional_db: None
+) -> None:
+    client = priced_client(platform, run_budget_calls=5)
+    conversation = client.create_conversation()
+
+    response = client.http.post(
+        client.path(conversation, "/messages"),
+        json={"text": "[[bash echo one]] [[bash echo two]] [[bash echo three]]", "budget": {"calls": 2}},
+    )
+    run = response.json()
+    terminal = client.wait_for_terminal(conversation, run["id"])
+
+    assert response.status_code == 202
+    assert terminal["type"] == "run.failed", terminal
+    assert terminal["data"]["error"]["reason"] == "budget_exceeded"
+    assert "2 model call" in terminal["data"]["error"]["message"]
+    assert UsageRecord.objects.filter(run_id=run["id"]).count() == 2
+    assert terminal["data"]["usage"]["model_calls"] == 2
+    assert Run.objects.get(pk=run["id"]).budget_calls == 2
+
+
+def test_a_run_over_its_usd_budget_stops_at_the_gateway(platform: Platform, transactional_db: None) -> None:
+    client = priced_client(platform, run_budget_usd=Decimal("0.05"))
+    conversation = client.create_conversation()
+    costly = SCRIPTED_USAGE.replace("output=300", "output=3000")  # $0.053325 per call
+
+    run = client.send(conversation, f"{costly} [[bash echo one]] [[bash echo two]]")
+    terminal = client.wait_for_terminal(conversation, run["id"])
+
+    assert terminal["type"] == "run.failed"
+    assert terminal["data"]["error"]["reason"] == "budget_exceeded"
+    # The first call was allowed (its estimate fit); its answer spent the budget, so the second
+    # call was refused at the gateway before reaching the model.
+    assert terminal["data"]["usage"]["model_calls"] == 1
+    assert Decimal(terminal["data"]["usage"]["cost_usd"]) == Decimal("0.053325")
+
+
+def test_a_conversation_started_on_one_worker_continues_on_another_with_fresh_local_state(
+    platform: Platform, transactional_db: None, acme: Client
+) -> None:
+    first_root, second_root = sandbox_reachable_dir(), sandbox_reachable_dir()
+    platform.kill(platform.workers[0])
+    first_worker = platform.start_worker("first-machine", RUN_ROOT=first_root)
+    conversation = acme.create_conversation()
+    first = acme.send(conversation, "Remember the code word: heliotrope.")
+    assert acme.wait_for_terminal(conversation, first["id"])["type"] == "run.completed"
+
+    platform.kill(first_worker)
+    shutil.rmtree(first_root)  # the first machine and everything it kept locally are gone
+    platform.start_worker("second-machine", RUN_ROOT=second_root)
+    second = acme.send(conversation, "What was the code word? [[recall]]")
+    terminal = acme.wait_for_terminal(conversation, second["id"])
+
+    assert terminal["type"] == "run.completed", terminal
+    assert terminal["data"]["result"] == "Earlier turns: 1) Remember the code word: heliotrope."
+    started = [e["data"] for e in acme.events(conversation) if e["type"] == "run.started"]
+    assert started[0]["worker"] != started[1]["worker"]

@@ -1,0 +1,99 @@
+"""The model gateway over its real Unix socket: tokens, budget refusals and metering."""
+
+import json
+import logging
+from pathlib import Path
+
+import aiohttp
+import pytest
+from asgiref.sync import sync_to_async
+
+from conversations.models import Conversation, Run
+from sandbox.gateway import ModelGateway
+from tenants.models import Tenant
+from usage.models import UsageRecord
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
+
+REQUEST = {
+    "model": "offline-1",
+    "max_tokens": 100,
+    "stream": True,
+    "messages": [{"role": "user", "content": "Hello [[usage input=10 output=5]]"}],
+}
+
+
+@pytest.fixture
+def run(tenant: Tenant) -> Run:
+    conversation = Conversation.objects.create(tenant=tenant, model=tenant.default_model)
+    return Run.objects.create(conversation=conversation, model=conversation.model, input="Hello")
+
+
+async def call(gateway: ModelGateway, token: str, body: dict | None = None) -> tuple[int, str]:
+    assert gateway.socket_path is not None
+    async with (
+        aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(gateway.socket_path))) as session,
+        session.post(
+            "http://gateway/v1/messages?beta=true", json=body or REQUEST, headers={"x-api-key": token}
+        ) as response,
+    ):
+        return response.status, await response.text()
+
+
+async def test_the_runs_token_gets_a_streamed_answer_metered_once(run: Run, tmp_path: Path) -> None:
+    async with ModelGateway(run, socket_path=tmp_path / "gateway.sock") as gateway:
+        status, body = await call(gateway, gateway.token)
+
+    records = await sync_to_async(list)(UsageRecord.objects.filter(run=run))
+    assert status == 200
+    assert "event: message_stop" in body
+    assert [(r.input_tokens, r.output_tokens) for r in records] == [(10, 5)]
+
+
+async def test_a_wrong_foreign_or_revoked_token_is_refused_with_403_and_never_logged(
+    run: Run, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with (
+        ModelGateway(run, socket_path=tmp_path / "mine.sock") as gateway,
+        ModelGateway(run, socket_path=tmp_path / "other.sock") as other,
+    ):
+        wrong = await call(gateway, "run_guessed-token")
+        other_token = other.token
+        foreign = await call(gateway, other_token)
+        missing = await call(gateway, "")
+        token = gateway.token
+        gateway.revoke()
+        revoked = await call(gateway, token)
+
+    for status, body in (wrong, foreign, missing, revoked):
+        assert status == 403
+        assert json.loads(body)["error"] == {"type": "permission_error", "message": "Unknown or revoked run token."}
+    assert token not in caplog.text and other_token not in caplog.text
+    assert "run_guessed-token" not in caplog.text
+    assert not await sync_to_async(UsageRecord.objects.filter(run=run).exists)()
+
+
+async def test_the_token_dies_with_the_gateway(run: Run, tmp_path: Path) -> None:
+    async with ModelGateway(run, socket_path=tmp_path / "gateway.sock") as gateway:
+        token = gateway.token
+
+    assert gateway.token == ""
+    with pytest.raises(aiohttp.ClientConnectionError):
+        await call(gateway, token)
+
+
+async def test_a_call_past_the_budget_is_refused_before_it_reaches_the_model(run: Run, tmp_path: Path) -> None:
+    run.budget_calls = 1
+    await sync_to_async(run.save)()
+    refusals: list[str] = []
+
+    async with ModelGateway(run, socket_path=tmp_path / "gateway.sock", on_budget_exceeded=refusals.append) as gateway:
+        first = await call(gateway, gateway.token)
+        second = await call(gateway, gateway.token)
+
+    assert first[0] == 200
+    assert second[0] == 403
+    assert "budget of 1 model call" in json.loads(second[1])["error"]["message"]
+    assert refusals and "budget" in refusals[0]
+    assert await sync_to_async(UsageRecord.objects.filter(run=run).count)() == 1

@@ -1,0 +1,85 @@
+"""Operator admin for usage records: read-only billing history with the total of what is shown."""
+
+import uuid
+from typing import Any
+
+from django.contrib import admin
+from django.db.models import Q, QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+
+from usage.models import UsageRecord
+
+
+@admin.register(UsageRecord)
+class UsageRecordAdmin(admin.ModelAdmin):
+    list_display = [
+        "created_at",
+        "tenant",
+        "user_id",
+        "model",
+        "run_id",
+        "message_id",
+        "input_tokens",
+        "output_tokens",
+        "cache_write_5m_tokens",
+        "cache_write_1h_tokens",
+        "cache_read_tokens",
+        "cost_usd",
+    ]
+    list_filter = ["tenant", "model", "created_at"]
+    list_select_related = ["tenant", "model"]
+    # Exact matches only (get_search_results): `icontains` would scan the whole billing table.
+    search_fields = ["message_id"]
+    search_help_text = "A run's full id, an end user id or a message id (msg_…), exactly."
+    # Newest first by the primary key's index, which follows creation order.
+    ordering = ["-pk"]
+    show_full_result_count = False
+    fields = [
+        "tenant",
+        "conversation",
+        "run",
+        "user_id",
+        "model",
+        "message_id",
+        "input_tokens",
+        "output_tokens",
+        "cache_write_5m_tokens",
+        "cache_write_1h_tokens",
+        "cache_read_tokens",
+        "cost_usd",
+        "created_at",
+    ]
+    readonly_fields = fields
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[UsageRecord], search_term: str
+    ) -> tuple[QuerySet[UsageRecord], bool]:
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        matches = Q(message_id=term) | Q(user_id=term)
+        try:
+            matches |= Q(run_id=uuid.UUID(term))
+        except ValueError:
+            pass  # not a run id
+        return queryset.filter(matches), False
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        response = super().changelist_view(request, extra_context)
+        # Redirects and the "invalid filter" page carry no change list to total.
+        if isinstance(response, TemplateResponse) and "cl" in (response.context_data or {}):
+            assert response.context_data is not None
+            response.context_data["usage_totals"] = response.context_data["cl"].queryset.totals()
+        return response
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        # Only the gateway records usage, once per model call.
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: UsageRecord | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: UsageRecord | None = None) -> bool:
+        # Billing history is not edited away; deleting the tenant deletes its records with it.
+        return False

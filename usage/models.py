@@ -1,0 +1,107 @@
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from django.db import models
+from django.db.models import Count, Sum
+from django.db.models.functions import Coalesce
+
+from conversations.models import Conversation, Run
+from tenants.models import LanguageModel, Tenant
+
+TOKEN_FIELDS = ("input_tokens", "output_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens", "cache_read_tokens")
+COST_PLACES = Decimal("1e-10")
+
+
+def usd(amount: Decimal | None) -> str:
+    """A cost as the API shows it: fixed-point with 10 places, never `0E-10`."""
+    return f"{(amount or Decimal(0)).quantize(COST_PLACES):f}"
+
+
+def _sums() -> dict[str, Any]:
+    # Suffixed aliases: an annotation may not share a name with a model field.
+    zero_cost = models.Value(Decimal(0), output_field=models.DecimalField(max_digits=16, decimal_places=10))
+    return {
+        **{f"{name}_sum": Coalesce(Sum(name), 0) for name in TOKEN_FIELDS},
+        "model_calls": Count("pk"),
+        "cost_usd_sum": Coalesce(Sum("cost_usd"), zero_cost),
+    }
+
+
+def usage_figures(row: dict[str, Any]) -> dict[str, Any]:
+    """An aggregated row in the API's shape: integers for tokens and calls, the cost as a string."""
+    # PostgreSQL sums bigints as numeric, hence int().
+    figures: dict[str, Any] = {name: int(row[f"{name}_sum"]) for name in TOKEN_FIELDS}
+    return {**figures, "model_calls": row["model_calls"], "cost_usd": usd(row["cost_usd_sum"])}
+
+
+class UsageRecordQuerySet(models.QuerySet["UsageRecord"]):
+    def for_tenant(self, tenant: Tenant | str) -> "UsageRecordQuerySet":
+        return self.filter(tenant=tenant)
+
+    def for_user(self, user_id: str) -> "UsageRecordQuerySet":
+        return self.filter(user_id=user_id)
+
+    def between(self, start: datetime | None, end: datetime | None) -> "UsageRecordQuerySet":
+        """Records in [start, end); a missing bound is open."""
+        records = self
+        if start is not None:
+            records = records.filter(created_at__gte=start)
+        if end is not None:
+            records = records.filter(created_at__lt=end)
+        return records
+
+    def totals(self) -> dict[str, Any]:
+        """The five token kinds, `model_calls` and `cost_usd` (a string) over these records, in one query."""
+        return usage_figures(self.order_by().aggregate(**_sums()))
+
+    def grouped(self, key: Any, by_cost: bool = False) -> "models.QuerySet[Any]":
+        """One row per value of the expression `key`, ordered by key or by cost (highest first).
+
+        Rows hold "key" and the aggregates; usage_figures() turns one into the API's shape.
+        """
+        order = ("-cost_usd_sum", "key") if by_cost else ("key",)
+        return self.order_by().values(key=key).annotate(**_sums()).order_by(*order)
+
+
+class UsageRecord(models.Model):
+    """One model call of a run, metered by the gateway and priced from the catalog when it was made.
+
+    A billing record outlives what it bills: deleting a conversation (and so its runs) keeps the
+    rows, with `conversation` and `run` set to NULL, and tenant, end user and model still on them.
+    Deleting the tenant itself deletes them, like everything else the tenant owns.
+    """
+
+    # db_index=False where a composite index below already starts with the column.
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="usage_records", db_index=False)
+    conversation = models.ForeignKey(
+        Conversation, null=True, blank=True, on_delete=models.SET_NULL, related_name="usage_records"
+    )
+    run = models.ForeignKey(
+        Run, null=True, blank=True, on_delete=models.SET_NULL, related_name="usage_records", db_index=False
+    )
+    user_id = models.CharField(max_length=200, blank=True, help_text="The tenant's end user (X-User-ID).")
+    model = models.ForeignKey(LanguageModel, on_delete=models.PROTECT, related_name="usage_records")
+    message_id = models.CharField(max_length=200, help_text="The API's message id (msg_…) of the call.")
+    input_tokens = models.PositiveBigIntegerField(default=0)
+    output_tokens = models.PositiveBigIntegerField(default=0)
+    cache_write_5m_tokens = models.PositiveBigIntegerField(default=0)
+    cache_write_1h_tokens = models.PositiveBigIntegerField(default=0)
+    cache_read_tokens = models.PositiveBigIntegerField(default=0)
+    # Prices are per million tokens with up to 6 places; 10 places keep a call's cost exact for
+    # prices of up to 4 places (0.08, 3.75: every real price list), and within 1e-10 USD otherwise.
+    cost_usd = models.DecimalField("cost (USD)", max_digits=16, decimal_places=10)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = UsageRecordQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            # A call is counted once however often the gateway (or a retry) reports it.
+            models.UniqueConstraint(fields=["run", "message_id"], name="usage_record_once_per_call"),
+        ]
+        indexes = [models.Index(fields=["tenant", "created_at"], name="usage_tenant_time_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.message_id} ({self.model_id}, ${usd(self.cost_usd)})"

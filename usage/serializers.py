@@ -1,0 +1,111 @@
+from datetime import UTC, date, datetime, time
+from typing import Any
+
+from django.utils import timezone
+from django.utils.dateparse import parse_date, parse_datetime
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from tenants.serializers import StrictSerializer
+
+GROUP_BY_CHOICES = ["day", "model", "user", "conversation"]
+MAX_GROUPS = 1000
+
+
+@extend_schema_field(OpenApiTypes.STR)
+class InstantField(serializers.Field):
+    """An ISO 8601 date (midnight UTC) or date-time; a date-time without an offset is taken as UTC."""
+
+    default_error_messages = {
+        "invalid": "Use an ISO 8601 date (2026-11-01) or date-time (2026-11-01T12:00:00Z).",
+    }
+
+    def to_internal_value(self, data: Any) -> datetime:
+        text = str(data).strip()
+        try:
+            moment = parse_datetime(text)
+            day = None if moment else parse_date(text)
+        except ValueError:  # well formed but impossible, like 2026-02-30
+            self.fail("invalid")
+        if moment is None and day is None:
+            self.fail("invalid")
+        if moment is None:
+            assert isinstance(day, date)
+            moment = datetime.combine(day, time.min)
+        return moment if timezone.is_aware(moment) else moment.replace(tzinfo=UTC)
+
+    def to_representation(self, value: datetime) -> str:
+        return value.isoformat().replace("+00:00", "Z")
+
+
+class UsageReportQuerySerializer(StrictSerializer):
+    """The report's query string. `from` is a Python keyword, hence get_fields()."""
+
+    to = InstantField(required=False, help_text="End of the window (exclusive): a date or date-time.")
+    group_by = serializers.ChoiceField(
+        choices=GROUP_BY_CHOICES, required=False, help_text="Also break the totals down by this."
+    )
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        fields = super().get_fields()
+        fields["from"] = InstantField(required=False, help_text="Start of the window (inclusive): a date or date-time.")
+        return fields
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        start, end = attrs.get("from"), attrs.get("to")
+        if start is not None and end is not None and end <= start:
+            raise serializers.ValidationError({"to": ["It must be later than `from`."]})
+        return attrs
+
+
+class UsageFiguresSerializer(serializers.Serializer):
+    input_tokens = serializers.IntegerField()
+    output_tokens = serializers.IntegerField()
+    cache_write_5m_tokens = serializers.IntegerField()
+    cache_write_1h_tokens = serializers.IntegerField()
+    cache_read_tokens = serializers.IntegerField()
+    model_calls = serializers.IntegerField()
+    cost_usd = serializers.CharField(help_text="USD at catalog prices, a decimal string with 10 places.")
+
+
+class UsageGroupSerializer(UsageFiguresSerializer):
+    key = serializers.CharField(
+        allow_null=True,
+        help_text="The day (YYYY-MM-DD), model id, end user id or conversation id; "
+        "null for the records of a deleted conversation.",
+    )
+
+
+class UsageReportSerializer(serializers.Serializer):
+    tenant = serializers.CharField()
+    user_id = serializers.CharField(help_text="With X-User-ID, the report covers only that end user.")
+    to = serializers.DateTimeField(allow_null=True)
+    group_by = serializers.CharField(allow_null=True, help_text=f"One of {', '.join(GROUP_BY_CHOICES)}, or null.")
+    totals = UsageFiguresSerializer()
+    groups = UsageGroupSerializer(many=True, help_text=f"Empty without group_by; at most {MAX_GROUPS} groups.")
+    groups_truncated = serializers.BooleanField(help_text=f"True when there were more than {MAX_GROUPS} groups.")
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        fields = super().get_fields()
+        fields["from"] = serializers.DateTimeField(allow_null=True)
+        return fields
+
+
+class UsageCallSerializer(serializers.Serializer):
+    message_id = serializers.CharField()
+    model = serializers.CharField(source="model_id")
+    input_tokens = serializers.IntegerField()
+    output_tokens = serializers.IntegerField()
+    cache_write_5m_tokens = serializers.IntegerField()
+    cache_write_1h_tokens = serializers.IntegerField()
+    cache_read_tokens = serializers.IntegerField()
+    cost_usd = serializers.DecimalField(max_digits=16, decimal_places=10)
+    created_at = serializers.DateTimeField()
+
+
+class RunUsageSerializer(serializers.Serializer):
+    run_id = serializers.UUIDField()
+    conversation = serializers.UUIDField()
+    totals = UsageFiguresSerializer()
+    calls = UsageCallSerializer(many=True, help_text="Each recorded model call, oldest first.")
