@@ -1,6 +1,6 @@
 FROM python:3.11-slim-bookworm
 
-# bubblewrap and socat run agents in their sandbox (next release); tini reaps CLI children.
+# bubblewrap and socat run agents in their sandbox; tini reaps CLI children.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends bubblewrap socat tini \
     && rm -rf /var/lib/apt/lists/*
@@ -10,7 +10,8 @@ COPY requirements.txt .
 RUN pip install --no-cache-dir -r requirements.txt
 COPY . .
 RUN DEBUG=0 SECRET_KEY=collectstatic-only python manage.py collectstatic --noinput -v0
-RUN useradd --create-home --uid 10001 platform && mkdir -p /app/var && chown -R platform /app/var
+# /workspace is the (empty) working directory the sandbox mounts each conversation's files over.
+RUN useradd --create-home --uid 10001 platform && mkdir -p /app/var /workspace && chown -R platform /app/var
 USER platform
 
 ENV PYTHONUNBUFFERED=1 DJANGO_SETTINGS_MODULE=config.settings

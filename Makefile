@@ -17,8 +17,12 @@ install: $(VENV)/.installed
 
 # The platform on its embedded defaults (SQLite, in-process runs, offline model) or whatever .env says.
 run: install
+	@command -v bwrap >/dev/null && command -v socat >/dev/null || { \
+	  echo "WARNING: bubblewrap/socat not found: agents will run UNSANDBOXED (development only)."; \
+	  echo "         Install them (apt-get install bubblewrap socat) to run agents in their sandbox."; }
 	$(PY) manage.py migrate --noinput -v0
 	$(PY) manage.py bootstrapdemo --base-url http://127.0.0.1:$(PORT)
+	$(if $(shell command -v bwrap && command -v socat),,SANDBOX_RUNNER=unsandboxed) \
 	$(PY) -m daphne -b 127.0.0.1 -p $(PORT) config.asgi:application
 
 # A run worker, for when CELERY_BROKER_URL is set.

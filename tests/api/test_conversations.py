@@ -254,7 +254,12 @@ def test_a_message_is_accepted_with_a_queued_run_and_a_first_event(tenant_key: s
     assert run["conversation"] == str(conversation.pk)
     (event,) = Event.objects.filter(conversation=conversation)
     assert (event.seq, event.type, str(event.run_id)) == (1, "run.queued", run["id"])
-    assert event.data == {"input": "What is 2+2?", "user_id": "alice", "model": "offline"}
+    assert event.data == {
+        "input": "What is 2+2?",
+        "user_id": "alice",
+        "model": "offline",
+        "budget": {"usd": None, "calls": None},
+    }
     assert str(Conversation.objects.get(pk=conversation.pk).active_run_id) == run["id"]
 
 
