@@ -1,7 +1,9 @@
 """Workflows of conversations and runs: starting, interrupting, recording events, finishing, reaping."""
 
+import contextlib
 import logging
 import os
+import shutil
 import socket
 import threading
 import time
@@ -271,6 +273,38 @@ def reap_stale_runs() -> int:
     return reaped
 
 
+def sweep_run_leftovers(min_age_seconds: float = 60.0) -> int:
+    """Remove the cgroups and private directories that runs whose worker died left on this machine.
+
+    A run removes its own when it ends; only a killed worker leaves them behind. Anything younger
+    than `min_age_seconds` is left alone, so a run that is just ending cleans up after itself.
+    """
+    from sandbox.limits import run_cgroups
+
+    runs_dir = settings.RUN_ROOT / "runs"
+    directories = {path.name: path for path in runs_dir.iterdir()} if runs_dir.is_dir() else {}
+    cgroups = run_cgroups()
+    names = set(directories) | set(cgroups)
+    run_ids = set()
+    for name in names:
+        with contextlib.suppress(ValueError):
+            run_ids.add(UUID(name))
+    unfinished = {
+        str(pk) for pk in Run.objects.filter(pk__in=run_ids, status__in=Run.UNFINISHED).values_list("pk", flat=True)
+    }
+    cutoff = time.time() - min_age_seconds
+    swept = 0
+    for name in names - unfinished:
+        if name in directories and directories[name].stat().st_mtime > cutoff:
+            continue
+        if name in cgroups:
+            cgroups[name].remove()
+        if name in directories:
+            shutil.rmtree(directories[name], ignore_errors=True)
+        swept += 1
+    return swept
+
+
 _reaper_lock = threading.Lock()
 _reaper_started = False
 
@@ -284,9 +318,13 @@ def start_reaper_thread() -> None:
         _reaper_started = True
 
     def loop() -> None:
+        next_sweep = 0.0  # at once: a worker that died on this machine may have left things behind
         while True:
             try:
                 reap_stale_runs()
+                if time.monotonic() >= next_sweep:
+                    sweep_run_leftovers()
+                    next_sweep = time.monotonic() + 60
             except Exception:
                 logger.exception("Reaping stale runs failed")
             finally:

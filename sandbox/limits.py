@@ -130,3 +130,14 @@ def _create_v1(cgroup: RunCgroup, name: str) -> None:
     with contextlib.suppress(OSError):  # absent when the kernel does no swap accounting
         (memory / "memory.memsw.limit_in_bytes").write_text(str(settings.SANDBOX_MEMORY_MB * MB))
     (pids / "pids.max").write_text(str(settings.SANDBOX_MAX_PROCESSES))
+
+
+def run_cgroups() -> dict[str, RunCgroup]:
+    """Every run cgroup on this machine, by run id."""
+    found: dict[str, RunCgroup] = {}
+    for parent in (CGROUP_ROOT / PARENT, CGROUP_ROOT / "memory" / PARENT, CGROUP_ROOT / "pids" / PARENT):
+        with contextlib.suppress(OSError):
+            for path in parent.iterdir():
+                if path.is_dir():
+                    found.setdefault(path.name, RunCgroup()).paths.append(path)
+    return found

@@ -3,6 +3,7 @@
 import threading
 from datetime import timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
@@ -13,7 +14,14 @@ from django.utils import timezone
 from pytest_django.fixtures import Settings
 
 from conversations.models import Conversation, Event, Run
-from conversations.services import append_events, claim_run, finish_run, reap_stale_runs, start_run
+from conversations.services import (
+    append_events,
+    claim_run,
+    finish_run,
+    reap_stale_runs,
+    start_run,
+    sweep_run_leftovers,
+)
 from conversations.translate import EventTranslator
 from tenants.models import LanguageModel
 
@@ -427,3 +435,26 @@ def test_a_message_delta_without_a_start_is_ignored(sonnet: LanguageModel) -> No
     items = translator.translate(message_delta({"output_tokens": 5}))
 
     assert items == []
+
+
+# --- leftovers of dead workers --------------------------------------------------------------------
+
+
+def test_sweeping_removes_what_finished_runs_left_behind_and_keeps_unfinished_ones(
+    conversation: Conversation, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings.RUN_ROOT = tmp_path
+    cgroups = tmp_path / "cgroup" / "pids" / "agent-platform"  # a v1 layout, not the host's own
+    monkeypatch.setattr("sandbox.limits.CGROUP_ROOT", tmp_path / "cgroup")
+    finished = start_run(conversation, "Hi")
+    finish_run(finished.pk, Run.Status.FAILED, error={"reason": "worker_lost", "message": "gone"})
+    unfinished = Run.objects.create(conversation=conversation, model=conversation.model, input="Hi")
+    for run_id in (finished.pk, unfinished.pk, "not-a-run"):
+        (tmp_path / "runs" / str(run_id) / "claude").mkdir(parents=True)
+        (cgroups / str(run_id)).mkdir(parents=True)
+
+    swept = sweep_run_leftovers(min_age_seconds=0)
+
+    assert swept == 2
+    assert sorted(path.name for path in (tmp_path / "runs").iterdir()) == [str(unfinished.pk)]
+    assert sorted(path.name for path in cgroups.iterdir()) == [str(unfinished.pk)]
