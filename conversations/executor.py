@@ -16,7 +16,7 @@ from claude_agent_sdk import ClaudeAgentOptions, ClaudeSDKClient, ClaudeSDKError
 from django.conf import settings
 
 from conversations import realtime, services
-from conversations.models import Run
+from conversations.models import Run, SessionEntry
 from conversations.session_store import DatabaseSessionStore
 from conversations.translate import EventItem, EventTranslator
 from sandbox.gateway import ModelGateway
@@ -201,6 +201,14 @@ class RunExecution:
                 config_dir=place.config_dir,
             ),
         )
+        resume = self.conversation.sdk_session_id or None
+        if (
+            resume
+            and not await SessionEntry.objects.filter(conversation=self.conversation, session_id=resume).aexists()
+        ):
+            # Without its transcript the CLI refuses to resume: start a new session rather than fail.
+            logger.warning("Run %s: session %s has no stored transcript; starting a new one", self.run.pk, resume)
+            resume = None
         self.writer.emit(
             "run.started",
             {
@@ -210,7 +218,7 @@ class RunExecution:
                 "sandbox": launch.sandbox,
                 "limits": launch.limits,
                 "warning": launch.warning,
-                "resumed_session_id": self.conversation.sdk_session_id or None,
+                "resumed_session_id": resume,
                 "worker": services.WORKER_NAME,
             },
         )
@@ -225,7 +233,7 @@ class RunExecution:
             else {"type": "preset", "preset": "claude_code"},
             permission_mode="bypassPermissions",
             include_partial_messages=True,
-            resume=self.conversation.sdk_session_id or None,
+            resume=resume,
             # The transcript lives in the database, so the next message resumes on any worker;
             # the CLI's config directory is per run and thrown away.
             session_store=DatabaseSessionStore(self.conversation.pk),
