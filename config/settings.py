@@ -5,6 +5,8 @@ is the embedded one: SQLite, in-memory channel layer, runs on a background threa
 process, local file storage and the offline model. `.env.example` documents each variable.
 """
 
+import hashlib
+import os
 from pathlib import Path
 
 import environ
@@ -137,8 +139,23 @@ RUN_STALE_AFTER_SECONDS = env.float("RUN_STALE_AFTER_SECONDS", default=10.0)
 RUN_REDISPATCH_SECONDS = env.float("RUN_REDISPATCH_SECONDS", default=120.0)
 RUN_INTERRUPT_GRACE_SECONDS = env.float("RUN_INTERRUPT_GRACE_SECONDS", default=1.0)
 RUN_MAX_INPUT_CHARS = env.int("RUN_MAX_INPUT_CHARS", default=100_000)
-# Where each run's CLI keeps its config and session transcripts (one directory per conversation).
-RUN_ROOT = Path(env.str("RUN_ROOT", default=str(BASE_DIR / "var" / "runs")))
+
+
+def default_run_root() -> Path:
+    """`var/runs` in the checkout, unless the sandbox user could not reach it there.
+
+    Sandboxed runs need every parent of RUN_ROOT traversable by the unprivileged sandbox uid; a
+    checkout under a private directory (a home, a `mktemp -d`) is not, so use one under /var/tmp.
+    """
+    inside = BASE_DIR / "var" / "runs"
+    if os.geteuid() != 0 or all(path.stat().st_mode & 0o001 for path in [BASE_DIR, *BASE_DIR.parents]):
+        return inside
+    digest = hashlib.sha256(str(BASE_DIR).encode()).hexdigest()[:12]
+    return Path("/var/tmp") / f"agent-platform-{digest}"  # noqa: S108 - persistent and per checkout
+
+
+# Per-run private directories and per-conversation workspaces.
+RUN_ROOT = Path(env.str("RUN_ROOT", default=str(default_run_root())))
 
 # --- Sandbox ------------------------------------------------------------------------------------
 # Every run's CLI runs under bubblewrap as an unprivileged uid. "unsandboxed" exists for development

@@ -274,7 +274,7 @@ def reap_stale_runs() -> int:
 
 
 def sweep_run_leftovers(min_age_seconds: float = 60.0) -> int:
-    """Remove the cgroups and private directories that runs whose worker died left on this machine.
+    """Remove the cgroups and private directories that finished runs whose worker died left here.
 
     A run removes its own when it ends; only a killed worker leaves them behind. Anything younger
     than `min_age_seconds` is left alone, so a run that is just ending cleans up after itself.
@@ -289,12 +289,12 @@ def sweep_run_leftovers(min_age_seconds: float = 60.0) -> int:
     for name in names:
         with contextlib.suppress(ValueError):
             run_ids.add(UUID(name))
-    unfinished = {
-        str(pk) for pk in Run.objects.filter(pk__in=run_ids, status__in=Run.UNFINISHED).values_list("pk", flat=True)
-    }
+    # Only runs this database knows as finished: cgroups are machine-wide, and another installation
+    # on the same machine may own the rest.
+    finished = Run.objects.filter(pk__in=run_ids).exclude(status__in=Run.UNFINISHED).values_list("pk", flat=True)
     cutoff = time.time() - min_age_seconds
     swept = 0
-    for name in names - unfinished:
+    for name in {str(pk) for pk in finished}:
         if name in directories and directories[name].stat().st_mtime > cutoff:
             continue
         if name in cgroups:
