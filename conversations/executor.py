@@ -189,7 +189,7 @@ class RunExecution:
                 self.run,
                 socket_path=place.gateway_socket,
                 owner=sandbox_ids(),
-                on_budget_exceeded=lambda message: self.stop("budget_exceeded", message),
+                on_refusal=self.stop,
             )
         )
         launch = prepare_launch(
@@ -199,6 +199,7 @@ class RunExecution:
                 token=gateway.token,
                 model_id=self.model.provider_model_id,
                 config_dir=place.config_dir,
+                provider=self.model.provider,
             ),
         )
         resume = self.conversation.sdk_session_id or None

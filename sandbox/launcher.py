@@ -10,7 +10,9 @@ from typing import Any
 import claude_agent_sdk
 from django.conf import settings
 
+from sandbox.gateway import RUN_PATH_PREFIX
 from sandbox.limits import RunCgroup, create_run_cgroup, rlimit_args
+from tenants.models import LanguageModel
 
 logger = logging.getLogger(__name__)
 
@@ -145,16 +147,25 @@ def prepare_place(run_id: str, workspace: Path) -> RunPlace:
     return place
 
 
-def agent_environment(*, base_url: str, token: str, model_id: str, config_dir: Path) -> dict[str, str]:
-    """The CLI's whole environment: nothing of the worker's, and no credential but the run's token."""
-    return {
+def agent_environment(
+    *,
+    base_url: str,
+    token: str,
+    model_id: str,
+    config_dir: Path,
+    provider: str = LanguageModel.Provider.ANTHROPIC,
+) -> dict[str, str]:
+    """The CLI's whole environment: nothing of the worker's, and no credential but the run's token.
+
+    A `bedrock` model's CLI speaks Bedrock HTTP to the gateway, unsigned (the gateway signs with the
+    platform's AWS credentials); any other provider's speaks Anthropic HTTP.
+    """
+    env = {
         "PATH": "/usr/local/bin:/usr/bin:/bin",
         "HOME": "/home/agent",
         "LANG": "C.UTF-8",
         "TERM": "dumb",
         "CLAUDE_CONFIG_DIR": str(config_dir),
-        "ANTHROPIC_BASE_URL": base_url,
-        "ANTHROPIC_API_KEY": token,
         "ANTHROPIC_MODEL": model_id,
         # Side calls (titles, summaries, subagents) go to the conversation's model, through the gateway.
         "ANTHROPIC_DEFAULT_SONNET_MODEL": model_id,
@@ -166,6 +177,17 @@ def agent_environment(*, base_url: str, token: str, model_id: str, config_dir: P
         "DISABLE_AUTOUPDATER": "1",
         "DISABLE_ERROR_REPORTING": "1",
     }
+    if provider == LanguageModel.Provider.BEDROCK:
+        return {
+            **env,
+            "CLAUDE_CODE_USE_BEDROCK": "1",
+            "CLAUDE_CODE_SKIP_BEDROCK_AUTH": "1",
+            # The token rides in the path: the CLI's AWS SDK call (GET /inference-profiles) sends no
+            # ANTHROPIC_CUSTOM_HEADERS, but both of its clients keep the base URL's path.
+            "ANTHROPIC_BEDROCK_BASE_URL": f"{base_url.rstrip('/')}{RUN_PATH_PREFIX}{token}",
+            "AWS_REGION": settings.AWS_REGION_NAME,
+        }
+    return {**env, "ANTHROPIC_BASE_URL": base_url, "ANTHROPIC_API_KEY": token}
 
 
 def gateway_base_url(place: RunPlace, tcp_url: str) -> str:

@@ -86,14 +86,16 @@ async def test_the_token_dies_with_the_gateway(run: Run, tmp_path: Path) -> None
 async def test_a_call_past_the_budget_is_refused_before_it_reaches_the_model(run: Run, tmp_path: Path) -> None:
     run.budget_calls = 1
     await sync_to_async(run.save)()
-    refusals: list[str] = []
+    refusals: list[tuple[str, str]] = []
 
-    async with ModelGateway(run, socket_path=tmp_path / "gateway.sock", on_budget_exceeded=refusals.append) as gateway:
+    async with ModelGateway(
+        run, socket_path=tmp_path / "gateway.sock", on_refusal=lambda *refusal: refusals.append(refusal)
+    ) as gateway:
         first = await call(gateway, gateway.token)
         second = await call(gateway, gateway.token)
 
     assert first[0] == 200
     assert second[0] == 403
     assert "budget of 1 model call" in json.loads(second[1])["error"]["message"]
-    assert refusals and "budget" in refusals[0]
+    assert [reason for reason, _ in refusals] == ["budget_exceeded"]
     assert await sync_to_async(UsageRecord.objects.filter(run=run).count)() == 1

@@ -1,0 +1,172 @@
+"""The gateway's Bedrock upstream: which calls it forwards, how it signs them, how it meters them.
+
+The CLI in Bedrock mode (`CLAUDE_CODE_USE_BEDROCK=1`, `CLAUDE_CODE_SKIP_BEDROCK_AUTH=1`) sends unsigned
+requests to the gateway: `GET /inference-profiles?type=SYSTEM_DEFINED` from its AWS SDK (an API of the
+Bedrock control plane), then `POST /model/<id>/invoke-with-response-stream` (or `/invoke`) with an
+Anthropic body. The gateway signs them with SigV4 using the platform's AWS credentials, which never
+enter the sandbox. A streamed answer is AWS event-stream framing: each `chunk` event's payload is
+`{"bytes": base64(Anthropic streaming event JSON)}`.
+"""
+
+import base64
+import binascii
+import json
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
+
+import botocore.session
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials, ReadOnlyCredentials
+from botocore.eventstream import EventStreamBuffer, EventStreamMessage, ParserError
+from botocore.exceptions import BotoCoreError
+from django.conf import settings
+
+from usage.services import UsageTap
+
+logger = logging.getLogger(__name__)
+
+# The signing name of both bedrock-runtime (invoke) and the bedrock control plane (inference profiles).
+SIGNING_NAME = "bedrock"
+PROFILES_PATH = "/inference-profiles"
+INVOKE_PATH = re.compile(r"^/model/(?P<model>.+)/(?P<action>invoke|invoke-with-response-stream)$")
+STREAMING_ACTION = "invoke-with-response-stream"
+# The only headers of the CLI's that are forwarded (and signed): never its token or Anthropic headers.
+FORWARDED_REQUEST_HEADERS = ("content-type", "accept")
+FORWARDED_RESPONSE_HEADERS = ("content-type", "x-amzn-requestid", "x-amzn-errortype", "retry-after")
+FORWARDED_RESPONSE_PREFIX = "x-amzn-bedrock-"  # invocation latency, token counts of /invoke
+
+
+@dataclass(frozen=True)
+class BedrockCall:
+    """One call the gateway makes upstream on the CLI's behalf."""
+
+    method: str
+    url: str  # percent-encoded exactly as signed; send it with yarl's `encoded=True`
+    model_id: str | None = None  # set for the model calls (`/model/<id>/invoke*`), which are metered
+    streaming: bool = False
+
+    @property
+    def is_model_call(self) -> bool:
+        return self.model_id is not None
+
+
+def bedrock_call(method: str, raw_path: str) -> BedrockCall | None:
+    """The upstream call for a request of the CLI (raw path and query), or None when it is not forwarded."""
+    path, _, query = raw_path.partition("?")
+    if method == "GET" and path.rstrip("/") == PROFILES_PATH:
+        # The query is re-encoded the way SigV4 canonicalizes it, so what is signed is what is sent.
+        canonical_query = urlencode(parse_qsl(query, keep_blank_values=True), quote_via=quote)
+        url = control_plane_url(settings.BEDROCK_BASE_URL) + PROFILES_PATH
+        return BedrockCall("GET", f"{url}?{canonical_query}" if canonical_query else url)
+    match = INVOKE_PATH.match(path)
+    if method == "POST" and match:
+        model_id = unquote(match["model"])
+        # The CLI sends the `:` of ids like `…-v1:0` raw; Bedrock wants it (and `/` of ARNs) as %XX.
+        url = f"{settings.BEDROCK_BASE_URL.rstrip('/')}/model/{quote(model_id, safe='')}/{match['action']}"
+        return BedrockCall("POST", url, model_id, match["action"] == STREAMING_ACTION)
+    return None
+
+
+def control_plane_url(runtime_url: str) -> str:
+    """Where `GET /inference-profiles` goes: the Bedrock control plane beside an AWS runtime endpoint.
+
+    `https://bedrock-runtime.<region>.amazonaws.com` serves only the model calls; the listing lives at
+    `https://bedrock.<region>.amazonaws.com`. Any other base URL (a proxy, a test double) serves both.
+    """
+    parts = urlsplit(runtime_url.rstrip("/"))
+    host = parts.hostname or ""
+    if host.startswith("bedrock-runtime") and host.endswith((".amazonaws.com", ".amazonaws.com.cn")):
+        return urlunsplit(parts._replace(netloc=parts.netloc.replace("bedrock-runtime", "bedrock", 1)))
+    return urlunsplit(parts)
+
+
+class AwsCredentials:
+    """The platform's AWS credentials: from settings, else botocore's default chain (env, config files,
+    container or instance role). The chain is looked up once and then refreshes itself (role credentials
+    expire); both may block on the instance metadata service, so call `current()` in a thread.
+    """
+
+    def __init__(self) -> None:
+        self._chain: Credentials | None = None
+
+    def current(self) -> ReadOnlyCredentials | None:
+        if settings.AWS_ACCESS_KEY_ID and settings.AWS_SECRET_ACCESS_KEY:
+            return ReadOnlyCredentials(
+                settings.AWS_ACCESS_KEY_ID, settings.AWS_SECRET_ACCESS_KEY, settings.AWS_SESSION_TOKEN or None
+            )
+        try:
+            if self._chain is None:
+                self._chain = botocore.session.Session().get_credentials()
+            frozen = self._chain.get_frozen_credentials() if self._chain is not None else None
+        except BotoCoreError as exc:  # a broken config file, a role that cannot be assumed or refreshed
+            logger.warning("AWS credentials could not be loaded: %s", exc)
+            return None
+        return frozen if frozen and frozen.access_key and frozen.secret_key else None
+
+
+def signed_headers(
+    call: BedrockCall, body: bytes, headers: Mapping[str, str], credentials: ReadOnlyCredentials
+) -> dict[str, str]:
+    """The headers to send `call` with: the forwarded ones plus SigV4's `Authorization`, `X-Amz-Date`
+    (and `X-Amz-Security-Token`), signed for the settings' region."""
+    forwarded = {name: headers[name] for name in FORWARDED_REQUEST_HEADERS if name in headers}
+    request = AWSRequest(method=call.method, url=call.url, data=body, headers=forwarded)
+    SigV4Auth(credentials, SIGNING_NAME, settings.AWS_REGION_NAME).add_auth(request)
+    return dict(request.headers.items())
+
+
+def response_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The upstream answer's headers that reach the CLI."""
+    return {
+        name: value
+        for name, value in headers.items()
+        if name.lower() in FORWARDED_RESPONSE_HEADERS or name.lower().startswith(FORWARDED_RESPONSE_PREFIX)
+    }
+
+
+class EventStreamUsageTap(UsageTap):
+    """A UsageTap for Bedrock's streamed answer: decodes its AWS event-stream frames as they pass
+    (a frame may arrive split over several chunks) and observes the Anthropic event inside each."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._frames: EventStreamBuffer | None = EventStreamBuffer()
+
+    def feed(self, chunk: bytes) -> None:
+        if self._frames is None or not chunk:
+            return
+        self._frames.add_data(chunk)
+        try:
+            for message in self._frames:
+                self._observe_frame(message)
+        except ParserError as exc:
+            # The bytes still reach the CLI unchanged; only this call's metering stops here.
+            logger.warning("Unreadable Bedrock event stream, metering stops: %s", type(exc).__name__)
+            self._frames = None
+
+    def close(self) -> None:
+        self._frames = None
+
+    def _observe_frame(self, message: EventStreamMessage) -> None:
+        headers = message.headers
+        try:
+            payload = json.loads(message.payload)
+        except ValueError:
+            return
+        if not isinstance(payload, dict):
+            return
+        if headers.get(":message-type") == "exception":
+            self.error = {"type": headers.get(":exception-type"), "message": payload.get("message")}
+            return
+        if headers.get(":event-type") != "chunk" or not isinstance(payload.get("bytes"), str):
+            return
+        try:
+            event = json.loads(base64.b64decode(payload["bytes"]))
+        except (ValueError, binascii.Error):
+            return
+        if isinstance(event, dict):
+            self.observe_event(event)
