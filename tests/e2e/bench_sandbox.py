@@ -258,8 +258,8 @@ def stamping_gateway(yielded: list[float]) -> type:
     class Stamping(ModelGateway):
         """The real gateway, noting when the model yields each chunk it relays (instrumentation only)."""
 
-        async def _relay(self, request: Any, status: int, headers: dict[str, str], chunks: Any) -> Any:
-            return await super()._relay(request, status, headers, stamped(chunks, yielded))
+        async def _relay(self, request: Any, status: int, headers: dict[str, str], chunks: Any, *rest: Any) -> Any:
+            return await super()._relay(request, status, headers, stamped(chunks, yielded), *rest)
 
     return Stamping
 
