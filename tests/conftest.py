@@ -8,11 +8,25 @@ from rest_framework.test import APIClient
 from conversations.models import Conversation
 from tenants.models import ApiKey, LanguageModel, Tenant
 from tenants.services import ensure_offline_model
+from tests.factories import SONNET_PRICES
 
 
 @pytest.fixture
 def offline_model(db: None) -> LanguageModel:
     return ensure_offline_model()
+
+
+@pytest.fixture
+def sonnet(db: None) -> LanguageModel:
+    """Claude Sonnet 4.5 at its list prices, read back so prices are the Decimals the database returns."""
+    LanguageModel.objects.create(
+        id="sonnet",
+        display_name="Claude Sonnet 4.5",
+        provider=LanguageModel.Provider.ANTHROPIC,
+        provider_model_id="claude-sonnet-4-5",
+        **SONNET_PRICES,
+    )
+    return LanguageModel.objects.get(pk="sonnet")
 
 
 @pytest.fixture

@@ -262,23 +262,6 @@ def test_claim_run_of_an_unknown_run_is_none(db: None) -> None:
 # --- LanguageModel.cost -------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def sonnet(db: None) -> LanguageModel:
-    LanguageModel.objects.create(
-        id="sonnet",
-        display_name="Claude Sonnet",
-        provider=LanguageModel.Provider.ANTHROPIC,
-        provider_model_id="claude-sonnet-4-5",
-        input_price=Decimal("3"),
-        output_price=Decimal("15"),
-        cache_write_5m_price=Decimal("3.75"),
-        cache_write_1h_price=Decimal("6"),
-        cache_read_price=Decimal("0.30"),
-    )
-    # Read back, so prices are the Decimals the database returns.
-    return LanguageModel.objects.get(pk="sonnet")
-
-
 SPLIT_USAGE = {
     "input_tokens": 1000,
     "output_tokens": 500,

@@ -6,6 +6,7 @@ from decimal import Decimal
 from conversations.models import Run
 from tenants.models import ApiKey, LanguageModel, Tenant
 from tests.e2e.harness import Client, Platform, sandbox_reachable_dir
+from tests.factories import SONNET_PRICES
 from usage.models import UsageRecord
 
 SCRIPTED_USAGE = "[[usage input=1200 output=300 cache_read=5000 cache_write_5m=700 cache_write_1h=100]]"
@@ -17,11 +18,7 @@ def priced_client(platform: Platform, tenant_id: str = "priced", **tenant_fields
         display_name="Offline model (not Claude), priced like Sonnet",
         provider=LanguageModel.Provider.OFFLINE,
         provider_model_id="offline-1",
-        input_price=Decimal("3"),
-        output_price=Decimal("15"),
-        cache_write_5m_price=Decimal("3.75"),
-        cache_write_1h_price=Decimal("6"),
-        cache_read_price=Decimal("0.30"),
+        **SONNET_PRICES,
     )
     tenant = Tenant.objects.create(id=tenant_id, name="Priced", default_model=model, **tenant_fields)
     return Client(platform.base_url, tenant.pk, ApiKey.issue("e2e", tenant=tenant)[1])

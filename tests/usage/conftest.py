@@ -27,22 +27,6 @@ def anthropic_usage(
 
 
 @pytest.fixture
-def sonnet(db: None) -> LanguageModel:
-    """Claude Sonnet 4.5 at its list prices (USD per million tokens)."""
-    return LanguageModel.objects.create(
-        id="sonnet",
-        display_name="Claude Sonnet 4.5",
-        provider=LanguageModel.Provider.ANTHROPIC,
-        provider_model_id="claude-sonnet-4-5",
-        input_price=Decimal("3"),
-        output_price=Decimal("15"),
-        cache_write_5m_price=Decimal("3.75"),
-        cache_write_1h_price=Decimal("6"),
-        cache_read_price=Decimal("0.30"),
-    )
-
-
-@pytest.fixture
 def haiku(db: None) -> LanguageModel:
     """Claude Haiku 4.5 at its list prices."""
     return LanguageModel.objects.create(
