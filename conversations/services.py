@@ -312,6 +312,8 @@ _reaper_started = False
 def start_reaper_thread() -> None:
     """Reap stale runs every few seconds from this process, once per process."""
     global _reaper_started
+    if _reaper_started:  # the common case, on every request in thread mode: no lock needed
+        return
     with _reaper_lock:
         if _reaper_started:
             return

@@ -14,7 +14,7 @@ from claude_agent_sdk import (
 )
 from claude_agent_sdk.types import StreamEvent
 
-from tenants.models import LanguageModel
+from tenants.models import LanguageModel, normalize_usage
 
 logger = logging.getLogger(__name__)
 
@@ -22,22 +22,6 @@ EventItem = tuple[str, dict[str, Any]]
 
 # Tool output can be a whole file; events stay small enough for a browser frame.
 MAX_TOOL_RESULT_CHARS = 64 * 1024
-
-
-def normalize_usage(usage: dict[str, Any]) -> dict[str, int]:
-    """Anthropic usage → our five token kinds."""
-    cache_creation = usage.get("cache_creation") or {}
-    write_1h = int(cache_creation.get("ephemeral_1h_input_tokens") or 0)
-    write_5m = cache_creation.get("ephemeral_5m_input_tokens")
-    if write_5m is None:
-        write_5m = max(int(usage.get("cache_creation_input_tokens") or 0) - write_1h, 0)
-    return {
-        "input_tokens": int(usage.get("input_tokens") or 0),
-        "output_tokens": int(usage.get("output_tokens") or 0),
-        "cache_write_5m_tokens": int(write_5m),
-        "cache_write_1h_tokens": write_1h,
-        "cache_read_tokens": int(usage.get("cache_read_input_tokens") or 0),
-    }
 
 
 def _block_data(block: Any) -> dict[str, Any] | None:
@@ -65,7 +49,7 @@ class EventTranslator:
     def __init__(self, model: LanguageModel) -> None:
         self.model = model
         self.session_id = ""
-        self._calls: dict[str, dict[str, Any]] = {}
+        self._usage: dict[str, dict[str, Any]] = {}  # raw usage of each API call, by message id
         self._open_call_by_parent: dict[str | None, str] = {}
 
     def translate(self, message: Any) -> list[EventItem]:
@@ -130,18 +114,18 @@ class EventTranslator:
             return []
         if kind == "message_start":
             api_message = event.get("message", {})
-            message_id = api_message.get("id") or f"call-{len(self._calls) + 1}"
-            self._calls[message_id] = {"model": api_message.get("model"), "usage": dict(api_message.get("usage") or {})}
+            message_id = api_message.get("id") or f"call-{len(self._usage) + 1}"
+            self._usage[message_id] = dict(api_message.get("usage") or {})
             self._open_call_by_parent[parent] = message_id
             return []
         if kind == "message_delta":
             message_id = self._open_call_by_parent.get(parent)
             if message_id is None:
                 return []
-            call = self._calls[message_id]
-            call["usage"].update({k: v for k, v in (event.get("usage") or {}).items() if v is not None})
-            usage = normalize_usage(call["usage"])
-            cost = self.model.cost(call["usage"])
+            raw = self._usage[message_id]
+            raw.update({k: v for k, v in (event.get("usage") or {}).items() if v is not None})
+            usage = normalize_usage(raw)
+            cost = self.model.cost(raw)
             return [
                 (
                     "usage",

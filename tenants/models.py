@@ -15,6 +15,23 @@ slug_validator = RegexValidator(
 PER_MILLION = Decimal(1_000_000)
 
 
+def normalize_usage(usage: dict[str, Any]) -> dict[str, int]:
+    """Anthropic usage → our five token kinds. Without the 5 min / 1 h split, cache writes count as
+    5-minute ones, as Anthropic bills them."""
+    cache_creation = usage.get("cache_creation") or {}
+    write_1h = int(cache_creation.get("ephemeral_1h_input_tokens") or 0)
+    write_5m = cache_creation.get("ephemeral_5m_input_tokens")
+    if write_5m is None:
+        write_5m = max(int(usage.get("cache_creation_input_tokens") or 0) - write_1h, 0)
+    return {
+        "input_tokens": int(usage.get("input_tokens") or 0),
+        "output_tokens": int(usage.get("output_tokens") or 0),
+        "cache_write_5m_tokens": int(write_5m),
+        "cache_write_1h_tokens": write_1h,
+        "cache_read_tokens": int(usage.get("cache_read_input_tokens") or 0),
+    }
+
+
 class LanguageModelQuerySet(models.QuerySet["LanguageModel"]):
     def usable(self) -> "LanguageModelQuerySet":
         return self.filter(status=LanguageModel.Status.ACTIVE)
@@ -71,18 +88,13 @@ class LanguageModel(models.Model):
 
     def cost(self, usage: dict[str, Any]) -> Decimal:
         """Cost in USD of one model call's usage (Anthropic usage keys), from this entry's prices."""
-        cache_creation = usage.get("cache_creation") or {}
-        cache_write_5m = cache_creation.get("ephemeral_5m_input_tokens")
-        cache_write_1h = cache_creation.get("ephemeral_1h_input_tokens") or 0
-        if cache_write_5m is None:
-            # Without the split, Anthropic bills cache writes at the 5-minute rate.
-            cache_write_5m = max(int(usage.get("cache_creation_input_tokens") or 0) - cache_write_1h, 0)
+        tokens = normalize_usage(usage)
         total = (
-            int(usage.get("input_tokens") or 0) * self.input_price
-            + int(usage.get("output_tokens") or 0) * self.output_price
-            + int(cache_write_5m) * self.cache_write_5m_price
-            + int(cache_write_1h) * self.cache_write_1h_price
-            + int(usage.get("cache_read_input_tokens") or 0) * self.cache_read_price
+            tokens["input_tokens"] * self.input_price
+            + tokens["output_tokens"] * self.output_price
+            + tokens["cache_write_5m_tokens"] * self.cache_write_5m_price
+            + tokens["cache_write_1h_tokens"] * self.cache_write_1h_price
+            + tokens["cache_read_tokens"] * self.cache_read_price
         )
         return total / PER_MILLION
 

@@ -8,8 +8,7 @@ from uuid import UUID
 from django.db import IntegrityError, transaction
 
 from conversations.models import Run
-from conversations.translate import normalize_usage
-from tenants.models import PER_MILLION, Tenant
+from tenants.models import PER_MILLION, Tenant, normalize_usage
 from usage.models import COST_PLACES, UsageRecord, usd
 
 Json = dict[str, Any]
