@@ -26,9 +26,9 @@ run: install
 	$(if $(shell command -v bwrap && command -v socat),,SANDBOX_RUNNER=unsandboxed) \
 	$(PY) -m daphne -b 127.0.0.1 -p $(PORT) config.asgi:application
 
-# A run worker, for when CELERY_BROKER_URL is set.
+# A run worker, for when CELERY_BROKER_URL is set (WORKER_CONCURRENCY runs at once, 4 by default).
 worker: install
-	$(VENV)/bin/celery -A config worker -l info --concurrency=$${WORKER_CONCURRENCY:-4}
+	$(VENV)/bin/celery -A config worker -l info
 
 # The whole suite against PostgreSQL and Redis (unit, API, WebSocket, and end-to-end with real processes).
 test: install migrations-check deploy-check

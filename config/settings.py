@@ -7,10 +7,13 @@ process, local file storage and the offline model. `.env.example` documents each
 
 import hashlib
 import os
+import socket
 from pathlib import Path
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -96,6 +99,9 @@ else:
     # Under ASGI every request runs its sync code on a fresh thread, so Django's per-thread
     # persistent connections would reconnect per request; psycopg's pool is shared by all threads.
     DATABASES["default"]["CONN_MAX_AGE"] = 0
+    # The pool checks a connection before lending it out (one round trip), so after a failover or
+    # `pg_terminate_backend` requests get live connections instead of the dead ones it still holds.
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": env.int("DB_POOL_MIN_SIZE", default=2),
         "max_size": env.int("DB_POOL_MAX_SIZE", default=20),
@@ -103,17 +109,51 @@ else:
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# --- Redis clients ---------------------------------------------------------------------------------
+# Every timeout is set here rather than inherited from redis-py, whose defaults changed between
+# releases (8.x reads with a 5 s timeout, which killed every quiet listener: channels-redis blocks
+# in BZPOPMIN for 5 s at a time).
+REDIS_CONNECT_TIMEOUT = env.float("REDIS_CONNECT_TIMEOUT", default=3.0)
+# The broker's reads (kombu polls with 1 s BRPOPs): a Redis host that vanished without closing the
+# connection is noticed after this long.
+REDIS_SOCKET_TIMEOUT = env.float("REDIS_SOCKET_TIMEOUT", default=15.0)
+# A pooled connection idle this long is PINGed before use, so one left over from before a Redis
+# restart is replaced instead of failing the command that picks it up.
+REDIS_HEALTH_CHECK_SECONDS = env.int("REDIS_HEALTH_CHECK_SECONDS", default=10)
+# The channel layer's reads have no timeout: under Python 3.11 the asyncio timeout redis-py puts
+# around each read sometimes swallowed the cancellation of a closing socket's BZPOPMIN (measured
+# here: half of the closed sockets leaked a reader). TCP keepalive probes instead: a vanished Redis
+# host fails the read after about 10 + 3 x 5 s of silence (Redis answers every 5 s when it lives).
+REDIS_KEEPALIVE_OPTIONS = {socket.TCP_KEEPIDLE: 10, socket.TCP_KEEPINTVL: 5, socket.TCP_KEEPCNT: 3}
+
 # --- Channel layer --------------------------------------------------------------------------------
 # The core Redis layer, with room for 10,000 pending messages per process instead of its default
 # 100, past which it silently drops group messages (SDK-FACTS.md). Not the pub/sub layer: measured
 # here, a message a web process publishes reaches that same process's sockets only when the next
-# message arrives (run.queued 40-60 ms late). Consumers repair any gap from the database either way.
+# message arrives (run.queued 40-60 ms late). Consumers repair any gap from the database either way,
+# and ride out a failing layer (conversations.realtime.GroupListener).
 REDIS_URL = env.str("REDIS_URL", default="")
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "capacity": env.int("CHANNEL_CAPACITY", default=10_000)},
+            "CONFIG": {
+                "hosts": [
+                    {
+                        "address": REDIS_URL,
+                        "socket_timeout": None,
+                        "socket_connect_timeout": REDIS_CONNECT_TIMEOUT,
+                        "socket_keepalive": True,
+                        "socket_keepalive_options": REDIS_KEEPALIVE_OPTIONS,
+                        "health_check_interval": REDIS_HEALTH_CHECK_SECONDS,
+                        # Two quick retries on a fresh connection (redis-py retries none for a pool
+                        # it did not make): a connection dropped by a Redis restart is replaced
+                        # unnoticed, while a Redis that is down fails fast to the callers' own backoff.
+                        "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2),
+                    }
+                ],
+                "capacity": env.int("CHANNEL_CAPACITY", default=10_000),
+            },
         }
     }
 else:
@@ -127,9 +167,23 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # A run lost with its worker is failed by the heartbeat reaper; redelivering it would start the
 # agent a second time.
 CELERY_TASK_REJECT_ON_WORKER_LOST = False
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env.int("RUN_MAX_SECONDS", default=3600) + 600}
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": env.int("RUN_MAX_SECONDS", default=3600) + 600,
+    "socket_timeout": REDIS_SOCKET_TIMEOUT,
+    "socket_connect_timeout": REDIS_CONNECT_TIMEOUT,
+    "socket_keepalive": True,
+    "health_check_interval": REDIS_HEALTH_CHECK_SECONDS,
+}
 CELERY_TASK_DEFAULT_QUEUE = env.str("RUN_QUEUE", default="runs")
+# Workers wait out a broker outage of any length (the default gives up, and exits, after 100 tries).
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+# Runs are threads: each waits on its CLI (a process of its own) and the network, so a thread per
+# run is enough and lighter than a process. Measured with Celery 5.6 as well: after a broker
+# restart the prefork pool hands new tasks only to children whose task has ended, so a message sent
+# after Redis is back waited for the longest run in flight; the thread pool starts it at once.
+CELERY_WORKER_POOL = "threads"
+CELERY_WORKER_CONCURRENCY = env.int("WORKER_CONCURRENCY", default=4)
 RUN_EXECUTION = "celery" if CELERY_BROKER_URL else "thread"
 
 RUN_MAX_SECONDS = env.int("RUN_MAX_SECONDS", default=3600)
@@ -139,6 +193,9 @@ RUN_STALE_AFTER_SECONDS = env.float("RUN_STALE_AFTER_SECONDS", default=10.0)
 RUN_REDISPATCH_SECONDS = env.float("RUN_REDISPATCH_SECONDS", default=120.0)
 RUN_INTERRUPT_GRACE_SECONDS = env.float("RUN_INTERRUPT_GRACE_SECONDS", default=1.0)
 RUN_MAX_INPUT_CHARS = env.int("RUN_MAX_INPUT_CHARS", default=100_000)
+# How long a run's worker retries a database that dropped its connection (a failover, a restart)
+# before giving the run up; its events wait in memory meanwhile.
+RUN_DATABASE_RETRY_SECONDS = env.float("RUN_DATABASE_RETRY_SECONDS", default=30.0)
 
 
 def default_run_root() -> Path:

@@ -8,14 +8,19 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.layers import get_channel_layer
+from channels.utils import await_many_dispatch
 from django.conf import settings
+from django.db import DatabaseError
 from django.http.request import validate_host
 
 from conversations import realtime, services
 from conversations.models import Conversation
 from conversations.serializers import MessageCreateSerializer, RunSerializer
-from conversations.streams import EventCursor, Frame
+from conversations.streams import EventCursor, Frame, latest_seq
 from tenants.api import flatten_errors
 from tenants.auth import read_stream_token
 from tenants.errors import ServiceError
@@ -43,6 +48,19 @@ class ConversationConsumer(AsyncWebsocketConsumer):
     cursor: EventCursor
     user_id: str
     can_steer: bool
+    listener: realtime.GroupListener
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        # AsyncConsumer.__call__, except that the channel layer is read through a GroupListener:
+        # Channels' own loop lets a layer error (Redis restarting) end the socket with 1011, while
+        # the listener waits the layer out and has the socket read the database meanwhile.
+        self.scope = scope
+        self.channel_layer = get_channel_layer(self.channel_layer_alias)
+        self.channel_name = await self.channel_layer.new_channel()
+        self.listener = realtime.GroupListener(self.channel_layer, self.channel_name)
+        self.base_send = send
+        with contextlib.suppress(StopConsumer):
+            await await_many_dispatch([receive, self.listener.receive], self.dispatch)
 
     async def connect(self) -> None:
         access = await self._authorize()
@@ -57,23 +75,21 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             after = 0
         self.cursor = EventCursor(self.conversation.pk, after)
         self.send_lock = asyncio.Lock()
-        self.group = realtime.conversation_group(self.conversation.pk)
-        # Join the group before replaying so no event committed in between is missed.
-        await self.channel_layer.group_add(self.group, self.channel_name)
+        # Join the group before replaying so no event committed in between is missed. If the layer
+        # is down, the socket still opens and reads the database until it is back.
+        await self.listener.join(realtime.conversation_group(self.conversation.pk))
         offered = self.scope.get("subprotocols", [])
         # Browsers fail a handshake that offered subprotocols but got none back: answer ours, or
         # else echo the token one.
         subprotocol = SUBPROTOCOL if SUBPROTOCOL in offered else next(iter(offered), None)
         await self.accept(subprotocol=subprotocol)
-        async with self.send_lock:
-            await self._send_frames(await self.cursor.catch_up())
+        await self._catch_up()
         self.resync = asyncio.create_task(self._resync_forever())
 
     async def disconnect(self, code: int) -> None:
         if hasattr(self, "resync"):
             self.resync.cancel()
-        if hasattr(self, "group"):
-            await self.channel_layer.group_discard(self.group, self.channel_name)
+        await self.listener.leave()
 
     async def _authorize(self) -> tuple[Conversation, str, bool] | None:
         """The conversation this socket may watch, the end user it speaks for, and whether it may
@@ -145,26 +161,38 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         # (tens of ms under load). Event copies need no database; repairs open their own.
         if message["type"] == realtime.EVENTS_MESSAGE_TYPE:
             await self.conversation_events(message)
+        elif message["type"] == realtime.LAYER_POLL_MESSAGE_TYPE:
+            if hasattr(self, "cursor"):  # polls can come before connect() has authorized the socket
+                await self._catch_up()
         else:
             await super().dispatch(message)
 
     async def conversation_events(self, message: dict[str, Any]) -> None:
         async with self.send_lock:
-            await self._send_frames(await self.cursor.receive(message))
+            try:
+                frames = await self.cursor.receive(message)
+            except DatabaseError as exc:  # a gap to repair, and the database is away: the resync retries
+                logger.warning("Conversation %s: repairing a gap failed (%s)", self.conversation.pk, exc)
+                return
+            await self._send_frames(frames)
+
+    async def _catch_up(self) -> None:
+        """Send every stored event the client has not had; the next resync retries if the database is away."""
+        async with self.send_lock:
+            try:
+                frames = await self.cursor.catch_up()
+            except DatabaseError as exc:
+                logger.warning("Conversation %s: reading its events failed (%s)", self.conversation.pk, exc)
+                return
+            await self._send_frames(frames)
 
     async def _resync_forever(self) -> None:
         # A lost broadcast is repaired at the next one; this covers the last broadcast of a run.
         while True:
             await asyncio.sleep(RESYNC_SECONDS)
-            with contextlib.suppress(Exception):
-                latest = (
-                    await Conversation.objects.filter(pk=self.conversation.pk)
-                    .values_list("last_seq", flat=True)
-                    .afirst()
-                )
-                if latest is not None and latest > self.cursor.last_seq:
-                    async with self.send_lock:
-                        await self._send_frames(await self.cursor.catch_up())
+            with contextlib.suppress(DatabaseError):
+                if await database_sync_to_async(latest_seq)(self.conversation.pk) > self.cursor.last_seq:
+                    await self._catch_up()
 
     async def _send_frames(self, frames: list[Frame]) -> None:
         for _, frame in frames:

@@ -5,18 +5,20 @@ import collections
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
-from asgiref.sync import sync_to_async
-from channels.layers import InMemoryChannelLayer, get_channel_layer
+from asgiref.sync import ThreadSensitiveContext, sync_to_async
+from channels import DEFAULT_CHANNEL_LAYER
+from channels.layers import InMemoryChannelLayer, channel_layers, get_channel_layer
 from claude_agent_sdk import ClaudeAgentOptions, ClaudeSDKClient, ClaudeSDKError, ResultMessage
 from django.conf import settings
+from django.db import DatabaseError, InterfaceError, OperationalError, connection
 
 from conversations import realtime, services
-from conversations.models import Run, SessionEntry
+from conversations.models import Event, Run, SessionEntry
 from conversations.session_store import DatabaseSessionStore
 from conversations.translate import EventItem, EventTranslator
 from sandbox.gateway import ModelGateway
@@ -36,27 +38,69 @@ logger = logging.getLogger(__name__)
 
 Outcome = tuple[str, dict[str, Any] | None, dict[str, Any] | None]
 MAX_EVENTS_PER_WRITE = 200
+# How long a closing writer waits for its last broadcasts before leaving them to the listeners'
+# database reads (the channel layer may be down).
+BROADCAST_DRAIN_SECONDS = 3.0
+T = TypeVar("T")
+
+
+def _close_connection() -> None:
+    """Give back this thread's database connection (the pool discards it if the database dropped it)."""
+    with contextlib.suppress(DatabaseError):
+        connection.close()
+
+
+async def call_database(what: str, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Call `function` on this run's database thread; when the database drops the connection (a failover,
+    `pg_terminate_backend`, a restart) retry on a new one, with backoff, for RUN_DATABASE_RETRY_SECONDS.
+
+    Only for functions that are safe to call again after a failure: read-only, or one transaction
+    whose effect the function itself checks for.
+    """
+    deadline = time.monotonic() + settings.RUN_DATABASE_RETRY_SECONDS
+    delay = 0.05
+    while True:
+        try:
+            return await sync_to_async(function)(*args, **kwargs)
+        except (OperationalError, InterfaceError) as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            logger.warning("%s failed (%s: %s); retrying on a new database connection", what, type(exc).__name__, exc)
+            await sync_to_async(_close_connection)()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
 
 class EventWriter:
-    """Persists a run's events in order and broadcasts each batch after it commits.
+    """Stores a run's events in order, then broadcasts each stored batch.
 
     Events that arrive while a write is in flight are written together in the next one, so a fast
-    stream costs one transaction per batch, not per token.
+    stream costs one transaction per batch, not per token. Broadcasting runs beside storing: a slow
+    or failing channel layer never holds up the database, which listeners repair from.
     """
 
     def __init__(self, run: Run) -> None:
         self.run = run
+        self.last_seq = 0  # of the last event this writer stored
         self._queue: asyncio.Queue[EventItem | None] = asyncio.Queue()
-        self._task = asyncio.create_task(self._write_forever())
+        self._stored: asyncio.Queue[list[Event] | None] = asyncio.Queue()
+        self._broadcast_failures = 0
+        self._writing = asyncio.create_task(self._write_forever())
+        self._broadcasting = asyncio.create_task(self._broadcast_forever())
 
     def emit(self, kind: str, data: dict[str, Any]) -> None:
         self._queue.put_nowait((kind, data))
 
     async def close(self) -> None:
-        """Write everything emitted so far, then stop."""
+        """Store everything emitted so far, broadcast it where the layer allows, then stop."""
         self._queue.put_nowait(None)
-        await self._task
+        await self._writing
+        self._stored.put_nowait(None)
+        try:
+            await asyncio.wait_for(asyncio.shield(self._broadcasting), BROADCAST_DRAIN_SECONDS)
+        except TimeoutError:
+            self._broadcasting.cancel()
+            logger.warning("Run %s: its last broadcasts did not go out in time; its events are stored", self.run.pk)
 
     async def _write_forever(self) -> None:
         closing = False
@@ -69,14 +113,64 @@ class EventWriter:
                     break
                 item = self._queue.get_nowait()
             closing = item is None
-            if batch:
-                try:
-                    events = await sync_to_async(services.append_events)(
-                        self.run.conversation_id, self.run.pk, batch, durable=False
-                    )
-                    await realtime.publish_events(self.run.conversation_id, events)
-                except Exception:
-                    logger.exception("Writing %d events of run %s failed", len(batch), self.run.pk)
+            if not batch:
+                continue
+            try:
+                events = await call_database(f"Storing {len(batch)} events of run {self.run.pk}", self._store, batch)
+            except Exception:
+                logger.exception("Storing %d events of run %s failed; they are lost", len(batch), self.run.pk)
+                continue
+            if events:
+                self.last_seq = events[-1].seq
+                self._stored.put_nowait(events)
+
+    def _store(self, batch: list[EventItem]) -> list[Event]:
+        # A connection that drops during COMMIT leaves it unknown whether the batch was stored: only
+        # this writer adds events to a running run, so any after its last one are that batch.
+        stored = list(services.events_of_run_after(self.run.pk, self.last_seq)) if self.last_seq else []
+        if stored:
+            return stored
+        return services.append_events(self.run.conversation_id, self.run.pk, batch, durable=False)
+
+    async def _broadcast_forever(self) -> None:
+        closing = False
+        while not closing:
+            events = await self._stored.get()
+            closing = events is None
+            batches = [] if events is None else [events]
+            while not self._stored.empty():  # fell behind: one message for everything stored since
+                more = self._stored.get_nowait()
+                if more is None:
+                    closing = True
+                else:
+                    batches.append(more)
+            if batches:
+                await self._broadcast([event for batch in batches for event in batch])
+
+    async def _broadcast(self, events: list[Event]) -> None:
+        try:
+            await realtime.publish_events(self.run.conversation_id, events)
+        except Exception as exc:
+            # Logged once per outage: listeners read the database until the layer is back.
+            if not self._broadcast_failures:
+                logger.warning(
+                    "Broadcasting events %d-%d of run %s failed (%s: %s); they are stored, and listeners "
+                    "read them from the database",
+                    events[0].seq,
+                    events[-1].seq,
+                    self.run.pk,
+                    type(exc).__name__,
+                    exc,
+                )
+            self._broadcast_failures += 1
+            return
+        if self._broadcast_failures:
+            logger.warning(
+                "Broadcasting events of run %s works again after %d failed broadcasts",
+                self.run.pk,
+                self._broadcast_failures,
+            )
+            self._broadcast_failures = 0
 
 
 class RunExecution:
@@ -118,23 +212,38 @@ class RunExecution:
             logger.exception("Run %s failed", self.run.pk)
             error = {"reason": "internal_error", "message": f"The run failed: {type(exc).__name__}."}
         finally:
-            # Token totals and cost from our own metering, not from the CLI's estimate.
-            result = {**(result or {}), "usage": await sync_to_async(run_totals)(self.run.pk)}
             await self.writer.close()
-            await sync_to_async(services.finish_run)(
-                self.run.pk, status, result=result, error=error, session_id=self.translator.session_id
-            )
+            await self._finish(status, result, error)
             await self.resources.aclose()
+
+    async def _finish(self, status: str, result: dict[str, Any] | None, error: dict[str, Any] | None) -> None:
+        """Write the run's one terminal event, with its totals from our own metering (not the CLI's estimate)."""
+        try:
+            usage = await call_database(f"Totalling run {self.run.pk}", run_totals, self.run.pk)
+            await call_database(
+                f"Finishing run {self.run.pk}",
+                services.finish_run,
+                self.run.pk,
+                status,
+                result={**(result or {}), "usage": usage},
+                error=error,
+                session_id=self.translator.session_id,
+            )
+        except Exception:
+            # The database stayed away: the reaper ends the run (worker_lost) once it is back.
+            logger.exception("Run %s: storing its end (%s) failed", self.run.pk, status)
 
     @contextlib.asynccontextmanager
     async def _watch_for_interrupts(self) -> AsyncIterator[None]:
         tasks = [asyncio.create_task(self._heartbeat())]
-        layer = get_channel_layer()
         # In-memory layers only work on the web server's loop; local runs get interrupts by callback.
-        if layer is not None and not isinstance(layer, InMemoryChannelLayer):
-            channel = await layer.new_channel()
-            await layer.group_add(realtime.run_control_group(self.run.pk), channel)
-            tasks.append(asyncio.create_task(self._listen_for_interrupt(layer, channel)))
+        if not isinstance(get_channel_layer(), InMemoryChannelLayer):
+            # A layer of the run's own: channels-redis lets only one event loop per layer receive,
+            # and a worker runs each run on its own thread and loop.
+            layer = channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)
+            listener = realtime.GroupListener(layer, await layer.new_channel())
+            await listener.join(realtime.run_control_group(self.run.pk))
+            tasks.append(asyncio.create_task(self._listen_for_interrupt(listener)))
         try:
             yield
         finally:
@@ -159,20 +268,25 @@ class RunExecution:
     async def _heartbeat(self) -> None:
         # Also the fallback for an interrupt whose channel-layer message was lost.
         while True:
-            if await sync_to_async(services.beat)(self.run.pk):
-                self.interrupted.set()
+            try:
+                if await sync_to_async(services.beat)(self.run.pk):
+                    self.interrupted.set()
+            except DatabaseError as exc:
+                # Beats resume on a new connection; a run silent past RUN_STALE_AFTER_SECONDS is reaped.
+                logger.warning("Run %s: heartbeat failed (%s: %s)", self.run.pk, type(exc).__name__, exc)
+                await sync_to_async(_close_connection)()
             await asyncio.sleep(settings.RUN_HEARTBEAT_SECONDS)
 
-    async def _listen_for_interrupt(self, layer: Any, channel: str) -> None:
-        group = realtime.run_control_group(self.run.pk)
+    async def _listen_for_interrupt(self, listener: realtime.GroupListener) -> None:
         try:
             while True:
-                message = await layer.receive(channel)
+                message = await listener.receive()
                 if message.get("type") == realtime.INTERRUPT_MESSAGE_TYPE:
                     self.interrupted.set()
         finally:
+            await listener.leave()
             with contextlib.suppress(Exception):
-                await layer.group_discard(group, channel)
+                await listener.layer.close_pools()
 
     async def _drive_agent(self) -> Outcome:
         try:
@@ -320,8 +434,14 @@ class RunExecution:
 
 async def execute_run(run_id: UUID | str) -> None:
     """Execute a queued run to its terminal event; does nothing when another worker took it or it ended."""
-    run = await sync_to_async(services.claim_run)(run_id)
-    if run is None:
-        logger.info("Run %s was not queued any more; skipping", run_id)
-        return
-    await RunExecution(run).execute()
+    # The run's database work takes turns on one thread of its own, with one connection, returned
+    # to the pool when the run ends; runs beside it in the process use theirs.
+    async with ThreadSensitiveContext():
+        try:
+            run = await sync_to_async(services.claim_run)(run_id)
+            if run is None:
+                logger.info("Run %s was not queued any more; skipping", run_id)
+                return
+            await RunExecution(run).execute()
+        finally:
+            await sync_to_async(_close_connection)()

@@ -125,7 +125,16 @@ def dispatch_run(run_id: UUID) -> None:
     if settings.RUN_EXECUTION == "celery":
         from conversations.tasks import execute_run_task
 
-        execute_run_task.delay(str(run_id))
+        try:
+            execute_run_task.delay(str(run_id))
+        except Exception as exc:  # the broker is down; the run is stored, queued
+            logger.error(
+                "Handing run %s to a worker failed (%s: %s); it stays queued and is dispatched again within %.0f s",
+                run_id,
+                type(exc).__name__,
+                exc,
+                settings.RUN_REDISPATCH_SECONDS,
+            )
         return
     threading.Thread(target=_execute_in_thread, args=(run_id,), name=f"run-{run_id}", daemon=True).start()
     start_reaper_thread()
@@ -189,6 +198,11 @@ def append_events(
         Event.objects.bulk_create(events)
         Conversation.objects.filter(pk=conversation_id).update(last_seq=last_seq + len(events))
     return events
+
+
+def events_of_run_after(run_id: UUID, seq: int) -> list[Event]:
+    """The events a run's worker stored after `seq` (not its `run.queued`, which start_run stores)."""
+    return list(Event.objects.filter(run_id=run_id, seq__gt=seq).exclude(type="run.queued").order_by("seq"))
 
 
 def record_events(run: Run, items: Sequence[EventItem]) -> list[Event]:

@@ -7,14 +7,16 @@ the database, which always has them.
 
 import asyncio
 import json
+import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 from uuid import UUID
 
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
-from channels.layers import get_channel_layer
 from django.conf import settings
+from django.db import DatabaseError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
@@ -27,6 +29,8 @@ from tenants.api import error_body, flatten_errors
 from tenants.auth import Principal, authenticate_headers, read_stream_token
 from tenants.errors import ServiceError
 
+logger = logging.getLogger(__name__)
+
 Frame = tuple[int, str]
 TERMINAL_TYPES = frozenset(Run.TERMINAL_EVENTS.values())
 CATCH_UP_BATCH = 1000
@@ -35,6 +39,10 @@ CATCH_UP_BATCH = 1000
 def stored_frames(conversation_id: UUID, after: int, limit: int = CATCH_UP_BATCH) -> list[Frame]:
     events = Event.objects.filter(conversation_id=conversation_id, seq__gt=after).order_by("seq")[:limit]
     return [(event.seq, realtime.encode_event(event)) for event in events]
+
+
+def latest_seq(conversation_id: UUID) -> int:
+    return Conversation.objects.filter(pk=conversation_id).values_list("last_seq", flat=True).first() or 0
 
 
 class EventCursor:
@@ -78,31 +86,42 @@ def is_terminal_frame(frame: str, run_id: str) -> bool:
 
 
 async def follow(conversation_id: UUID, after: int, until_run: str | None = None) -> AsyncIterator[bytes]:
-    """SSE bytes for every event after `after`, live, with heartbeats; ends after `until_run`'s terminal event."""
-    layer = get_channel_layer()
-    channel = await layer.new_channel()
-    group = realtime.conversation_group(conversation_id)
+    """SSE bytes for every event after `after`, live, with heartbeats; ends after `until_run`'s terminal event.
+
+    A failing channel layer does not end or stall the stream: it keeps its heartbeats and reads the
+    database until the layer is back (see GroupListener).
+    """
     # Subscribe before reading the database, so nothing committed in between is missed.
-    await layer.group_add(group, channel)
+    listener = await realtime.GroupListener.open(realtime.conversation_group(conversation_id))
     cursor = EventCursor(conversation_id, after)
+    heartbeat = settings.SSE_HEARTBEAT_SECONDS
     try:
         yield b"retry: 2000\n\n"
         frames = await cursor.catch_up()
+        written_at = time.monotonic()
         while True:
             for seq, frame in frames:
                 yield sse_frame(seq, frame)
+                written_at = time.monotonic()
                 if until_run and is_terminal_frame(frame, until_run):
                     return
+            frames = []
             try:
-                message = await asyncio.wait_for(layer.receive(channel), settings.SSE_HEARTBEAT_SECONDS)
+                message = await asyncio.wait_for(listener.receive(), heartbeat - (time.monotonic() - written_at))
             except TimeoutError:
                 yield b": heartbeat\n\n"
+                written_at = time.monotonic()
                 # A quiet stream also rechecks the database, in case the last broadcast was lost.
-                frames = await cursor.catch_up()
-                continue
-            frames = await cursor.receive(message) if message.get("type") == realtime.EVENTS_MESSAGE_TYPE else []
+                message = {"type": realtime.LAYER_POLL_MESSAGE_TYPE}
+            try:
+                if message.get("type") == realtime.EVENTS_MESSAGE_TYPE:
+                    frames = await cursor.receive(message)
+                elif message.get("type") == realtime.LAYER_POLL_MESSAGE_TYPE:
+                    frames = await cursor.catch_up()
+            except DatabaseError as exc:  # the next heartbeat or poll tries again
+                logger.warning("Conversation %s: reading its events failed (%s)", conversation_id, exc)
     finally:
-        await layer.group_discard(group, channel)
+        await listener.leave()
 
 
 def error_response(status: int, code: str, message: str) -> JsonResponse:

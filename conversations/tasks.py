@@ -1,4 +1,5 @@
 import asyncio
+import threading
 
 from celery import shared_task
 from celery.signals import worker_ready
@@ -6,19 +7,19 @@ from celery.signals import worker_ready
 from conversations.executor import execute_run
 from conversations.services import start_reaper_thread
 
-_loop: asyncio.AbstractEventLoop | None = None
+_loops = threading.local()
 
 
 def run_loop() -> asyncio.AbstractEventLoop:
-    """One event loop per worker process, reused by every run it executes.
+    """One event loop per worker thread, reused by every run that thread executes.
 
     The channel layer keeps its Redis connections per event loop; a fresh loop per run would
-    reconnect at every run's first event. Created lazily, so each prefork child gets its own.
+    reconnect at every run's first event. Runs on other threads of the worker have loops of their own.
     """
-    global _loop
-    if _loop is None or _loop.is_closed():
-        _loop = asyncio.new_event_loop()
-    return _loop
+    loop: asyncio.AbstractEventLoop | None = getattr(_loops, "loop", None)
+    if loop is None or loop.is_closed():
+        loop = _loops.loop = asyncio.new_event_loop()
+    return loop
 
 
 @shared_task(name="conversations.execute_run", ignore_result=True)

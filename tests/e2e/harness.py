@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+import redis
 from websockets.sync.client import ClientConnection, connect
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,6 +46,45 @@ def sandbox_reachable_dir() -> str:
     path = tempfile.mkdtemp(prefix="agent-runs-")
     os.chmod(path, 0o711)  # noqa: S103 - traversable, not listable, as a production RUN_ROOT
     return path
+
+
+class RedisServer:
+    """A private redis-server on a free loopback port, for tests that kill and restart Redis.
+
+    Never the shared Redis: other tests and processes rely on that one. Like a default install, it
+    keeps nothing on disk, so a restart also forgets every group membership and queued message.
+    """
+
+    def __init__(self, work_dir: Path) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.log_path = work_dir / f"redis-{self.port}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
+        self.process = subprocess.Popen(
+            ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=1)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                client.ping()
+                return
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        raise RuntimeError(f"redis-server did not start; see {self.log_path}")
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash or an OOM kill would: no goodbye to any client."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(10)
+            self.process = None
 
 
 class Platform:
