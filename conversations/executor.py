@@ -5,9 +5,9 @@ import collections
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from uuid import UUID
 
 from asgiref.sync import ThreadSensitiveContext, sync_to_async
@@ -15,10 +15,11 @@ from channels import DEFAULT_CHANNEL_LAYER
 from channels.layers import InMemoryChannelLayer, channel_layers, get_channel_layer
 from claude_agent_sdk import ClaudeAgentOptions, ClaudeSDKClient, ClaudeSDKError, ResultMessage
 from django.conf import settings
-from django.db import DatabaseError, InterfaceError, OperationalError, connection
+from django.db import DatabaseError
 
 from conversations import realtime, services
 from conversations.models import Event, Run, SessionEntry
+from conversations.reconnect import call_database, close_connection
 from conversations.session_store import DatabaseSessionStore
 from conversations.translate import EventItem, EventTranslator
 from sandbox.gateway import ModelGateway
@@ -41,34 +42,6 @@ MAX_EVENTS_PER_WRITE = 200
 # How long a closing writer waits for its last broadcasts before leaving them to the listeners'
 # database reads (the channel layer may be down).
 BROADCAST_DRAIN_SECONDS = 3.0
-T = TypeVar("T")
-
-
-def _close_connection() -> None:
-    """Give back this thread's database connection (the pool discards it if the database dropped it)."""
-    with contextlib.suppress(DatabaseError):
-        connection.close()
-
-
-async def call_database(what: str, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Call `function` on this run's database thread; when the database drops the connection (a failover,
-    `pg_terminate_backend`, a restart) retry on a new one, with backoff, for RUN_DATABASE_RETRY_SECONDS.
-
-    Only for functions that are safe to call again after a failure: read-only, or one transaction
-    whose effect the function itself checks for.
-    """
-    deadline = time.monotonic() + settings.RUN_DATABASE_RETRY_SECONDS
-    delay = 0.05
-    while True:
-        try:
-            return await sync_to_async(function)(*args, **kwargs)
-        except (OperationalError, InterfaceError) as exc:
-            if time.monotonic() + delay > deadline:
-                raise
-            logger.warning("%s failed (%s: %s); retrying on a new database connection", what, type(exc).__name__, exc)
-            await sync_to_async(_close_connection)()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 2.0)
 
 
 class EventWriter:
@@ -274,7 +247,7 @@ class RunExecution:
             except DatabaseError as exc:
                 # Beats resume on a new connection; a run silent past RUN_STALE_AFTER_SECONDS is reaped.
                 logger.warning("Run %s: heartbeat failed (%s: %s)", self.run.pk, type(exc).__name__, exc)
-                await sync_to_async(_close_connection)()
+                await sync_to_async(close_connection)()
             await asyncio.sleep(settings.RUN_HEARTBEAT_SECONDS)
 
     async def _listen_for_interrupt(self, listener: realtime.GroupListener) -> None:
@@ -444,4 +417,4 @@ async def execute_run(run_id: UUID | str) -> None:
                 return
             await RunExecution(run).execute()
         finally:
-            await sync_to_async(_close_connection)()
+            await sync_to_async(close_connection)()

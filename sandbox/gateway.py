@@ -20,11 +20,11 @@ from typing import Self
 
 import aiohttp
 from aiohttp import web
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from yarl import URL
 
 from conversations.models import Run
+from conversations.reconnect import call_database
 from sandbox import bedrock, offline
 from tenants.models import LanguageModel
 from usage.services import UsageTap, budget_refusal, record_usage
@@ -147,7 +147,7 @@ class ModelGateway:
         return error_response(501, "api_error", f"Provider '{self.model.provider}' is not served by this gateway yet.")
 
     async def _budget_refusal(self, body: bytes) -> web.Response | None:
-        refusal = await sync_to_async(budget_refusal)(self.run, body)
+        refusal = await call_database(f"Checking the budget of run {self.run.pk}", budget_refusal, self.run, body)
         if not refusal:
             return None
         return self._refuse("budget_exceeded", refusal)
@@ -193,7 +193,13 @@ class ModelGateway:
                 tap.close()
                 if tap.has_usage:
                     # Recorded before the answer ends, so the next call's budget check sees it.
-                    await sync_to_async(record_usage)(self.run.pk, tap.message_id, tap.usage)
+                    await call_database(
+                        f"Recording a model call of run {self.run.pk}",
+                        record_usage,
+                        self.run.pk,
+                        tap.message_id,
+                        tap.usage,
+                    )
         try:
             await response.write_eof()
         except ConnectionResetError:

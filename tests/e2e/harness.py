@@ -63,8 +63,10 @@ class RedisServer:
 
     def start(self) -> None:
         log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
+        executable = shutil.which("redis-server")
+        assert executable, "redis-server is not installed"
         self.process = subprocess.Popen(
-            ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no"],
+            [executable, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no"],
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
