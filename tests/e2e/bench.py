@@ -5,7 +5,9 @@ POST → first event and → terminal event against the bare SDK driving the CLI
 offline model), worker → WebSocket latency per event (p50/p99), and events per second for one run.
 Then what the sandbox costs (tests/e2e/bench_sandbox.py): bubblewrap's launch overhead against the
 unsandboxed runner, the model gateway's latency per streamed chunk, real memory per concurrent
-sandboxed session, and wall time for 10 and 20 concurrent sandboxed runs.
+sandboxed session, and wall time for 10 and 20 concurrent sandboxed runs. Then streams
+(tests/e2e/bench_streams.py): 1,000 idle WebSockets held by one Daphne for 60 s, their memory, and
+live latency beside them. `BENCH_ONLY=streams` measures only those.
 """
 
 import asyncio
@@ -175,14 +177,15 @@ def main() -> None:
 
     from tenants.models import ApiKey, Tenant
     from tenants.services import ensure_offline_model
-    from tests.e2e import bench_sandbox
+    from tests.e2e import bench_sandbox, bench_streams
     from tests.e2e.harness import Client, Platform
 
     tenant = Tenant.objects.create(id="bench", name="Bench", default_model=ensure_offline_model())
     key = ApiKey.issue("bench", tenant=tenant)[1]
     work = Path(tempfile.mkdtemp(prefix="bench-"))
+    only_streams = os.environ.get("BENCH_ONLY") == "streams"
     # In this process, before the platform starts, so that nothing else of the bench competes.
-    sandbox_in_process = bench_sandbox.in_process_figures(tenant, work)
+    sandbox_in_process = {} if only_streams else bench_sandbox.in_process_figures(tenant, work)
     # The production heartbeat and staleness: the harness's 3 s (for quick crash tests) reaps live
     # runs whose heartbeat is late while 20 CLIs saturate two cores.
     platform = Platform(
@@ -193,6 +196,10 @@ def main() -> None:
     client = Client(platform.base_url, tenant.pk, key)
     prompt = "Say hello to the benchmark."
     try:
+        if only_streams:
+            platform_run(client, prompt)  # warm-up
+            print_rows(bench_streams.rows(bench_streams.figures(platform, client, tenant)), work)
+            return
         _, url = serve_offline_model_forever()
         asyncio.run(bare_sdk_run(url, prompt, work))  # warm-ups: first CLI start, imports, connections
         platform_run(client, prompt)
@@ -204,7 +211,8 @@ def main() -> None:
         # Latency at a steady 200 events/s (a fast model), throughput flat out.
         latencies, _, _ = stream_run(client, f"[[words {PACED_WORDS}]] [[slow {PACED_WORDS / 200}]]")
         _, events_per_second, deltas = stream_run(client, f"[[words {WORDS}]]")
-        bench_sandbox.stop_worker(platform, worker)  # the next figures want one pool process per run
+        streams = bench_streams.figures(platform, client, tenant)
+        bench_sandbox.stop_worker(platform, worker)  # the next figures want a worker of their own
         sandbox_platform = bench_sandbox.platform_figures(platform, client)
     finally:
         platform.stop()
@@ -238,7 +246,12 @@ def main() -> None:
         ("worker → WebSocket latency p99", f"{p99:.2f} ms"),
         ("events per second, one run", f"{events_per_second:,.0f}   ({deltas} text deltas)"),
         *bench_sandbox.rows(sandbox_in_process, sandbox_platform),
+        *bench_streams.rows(streams),
     ]
+    print_rows(rows, work)
+
+
+def print_rows(rows: list[tuple[str, str]], work: Path) -> None:
     width = max(len(label) for label, _ in rows)
     print("\nAgent platform benchmark (offline model, real Daphne + Celery + PostgreSQL + Redis)")
     for label, value in rows:
