@@ -178,6 +178,9 @@ CELERY_TASK_DEFAULT_QUEUE = env.str("RUN_QUEUE", default="runs")
 # Workers wait out a broker outage of any length (the default gives up, and exits, after 100 tries).
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+# A run in flight when the broker connection drops keeps going: its events are in PostgreSQL, and
+# cancelling it would only redeliver it (Celery 6 changes this default).
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 # Runs are threads: each waits on its CLI (a process of its own) and the network, so a thread per
 # run is enough and lighter than a process. Measured with Celery 5.6 as well: after a broker
 # restart the prefork pool hands new tasks only to children whose task has ended, so a message sent

@@ -74,6 +74,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         except ValueError:
             after = 0
         self.cursor = EventCursor(self.conversation.pk, after)
+        self.cursor.at_rest = self.conversation.active_run_id is None
         self.send_lock = asyncio.Lock()
         # Join the group before replaying so no event committed in between is missed. If the layer
         # is down, the socket still opens and reads the database until it is back.
@@ -188,8 +189,11 @@ class ConversationConsumer(AsyncWebsocketConsumer):
 
     async def _resync_forever(self) -> None:
         # A lost broadcast is repaired at the next one; this covers the last broadcast of a run.
+        # Sockets whose conversation is at rest ask nothing, so a thousand idle ones cost no queries.
         while True:
             await asyncio.sleep(RESYNC_SECONDS)
+            if self.cursor.at_rest:
+                continue
             with contextlib.suppress(DatabaseError):
                 if await database_sync_to_async(latest_seq)(self.conversation.pk) > self.cursor.last_seq:
                     await self._catch_up()

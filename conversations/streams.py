@@ -45,10 +45,19 @@ def latest_seq(conversation_id: UUID) -> int:
     return Conversation.objects.filter(pk=conversation_id).values_list("last_seq", flat=True).first() or 0
 
 
+def frame_type(frame: str) -> str:
+    # The envelope's first string is its type (`{"seq":42,"type":"…"`); quotes inside data are escaped.
+    start = frame.index('"type":"') + 8
+    return frame[start : frame.index('"', start)]
+
+
 class EventCursor:
     def __init__(self, conversation_id: UUID, after: int) -> None:
         self.conversation_id = conversation_id
         self.last_seq = after
+        # True once the last event delivered ended its run: nothing more is due until a new run's
+        # events arrive, and a lost broadcast of those shows as a gap in the next one.
+        self.at_rest = True
 
     async def catch_up(self) -> list[Frame]:
         """Every stored event after the cursor."""
@@ -57,7 +66,7 @@ class EventCursor:
             batch = await database_sync_to_async(stored_frames)(self.conversation_id, self.last_seq)
             frames += batch
             if batch:
-                self.last_seq = batch[-1][0]
+                self._delivered(batch)
             if len(batch) < CATCH_UP_BATCH:
                 return frames
 
@@ -70,8 +79,12 @@ class EventCursor:
             return await self.catch_up()
         first = message["first_seq"]
         fresh = [(first + i, frame) for i, frame in enumerate(frames) if first + i > self.last_seq]
-        self.last_seq = message["last_seq"]
+        self._delivered(fresh)
         return fresh
+
+    def _delivered(self, frames: list[Frame]) -> None:
+        self.last_seq = frames[-1][0]
+        self.at_rest = frame_type(frames[-1][1]) in TERMINAL_TYPES
 
 
 def sse_frame(seq: int, frame: str) -> bytes:
