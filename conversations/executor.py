@@ -89,7 +89,7 @@ class EventWriter:
             if not batch:
                 continue
             try:
-                events = await call_database(f"Storing {len(batch)} events of run {self.run.pk}", self._store, batch)
+                events = await self._store(batch)
             except Exception:
                 logger.exception("Storing %d events of run %s failed; they are lost", len(batch), self.run.pk)
                 continue
@@ -97,13 +97,23 @@ class EventWriter:
                 self.last_seq = events[-1].seq
                 self._stored.put_nowait(events)
 
-    def _store(self, batch: list[EventItem]) -> list[Event]:
-        # A connection that drops during COMMIT leaves it unknown whether the batch was stored: only
-        # this writer adds events to a running run, so any after its last one are that batch.
-        stored = list(services.events_of_run_after(self.run.pk, self.last_seq)) if self.last_seq else []
-        if stored:
-            return stored
-        return services.append_events(self.run.conversation_id, self.run.pk, batch, durable=False)
+    async def _store(self, batch: list[EventItem]) -> list[Event]:
+        attempts = 0
+
+        def store() -> list[Event]:
+            nonlocal attempts
+            attempts += 1
+            if attempts > 1:
+                # The last try may have lost its connection during COMMIT, after the batch was
+                # stored: only this writer adds events to a running run, so any after its last are it.
+                stored = services.events_of_run_after(self.run.pk, self.last_seq)
+                if stored:
+                    return stored
+            return services.append_events(
+                self.run.conversation_id, self.run.pk, batch, durable=False, while_running=True
+            )
+
+        return await call_database(f"Storing {len(batch)} events of run {self.run.pk}", store)
 
     async def _broadcast_forever(self) -> None:
         closing = False

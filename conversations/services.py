@@ -174,7 +174,12 @@ def interrupt_run(conversation: Conversation) -> Run:
 
 
 def append_events(
-    conversation_id: UUID, run_id: UUID, items: Sequence[EventItem], *, durable: bool = True
+    conversation_id: UUID,
+    run_id: UUID,
+    items: Sequence[EventItem],
+    *,
+    durable: bool = True,
+    while_running: bool = False,
 ) -> list[Event]:
     """Persist events with the next gap-free seqs of their conversation. Broadcasting is the caller's job.
 
@@ -182,12 +187,18 @@ def append_events(
     its WAL reaches disk, saving a disk flush per batch. A database crash can lose the last fraction
     of a second of such events, never reorder them or leave a gap, and a run's state changes and
     terminal event are always written durably.
+
+    `while_running=True` stores nothing (and returns []) once the run has ended, so that no event
+    follows its terminal one, e.g. when the reaper ended it while its worker could not reach the
+    database. The terminal event takes the same conversation lock, so the check cannot race it.
     """
     with transaction.atomic():
         if not durable and connection.vendor == "postgresql":
             with connection.cursor() as cursor:
                 cursor.execute("SET LOCAL synchronous_commit TO OFF")
         last_seq = Conversation.objects.select_for_update().values_list("last_seq", flat=True).get(pk=conversation_id)
+        if while_running and not Run.objects.filter(pk=run_id, status=Run.Status.RUNNING).exists():
+            return []
         now = timezone.now()
         events = [
             Event(

@@ -101,6 +101,18 @@ def test_concurrent_appends_still_give_gap_free_unique_seqs(
     assert seqs(conversation) == list(range(1, 1 + 1 + 4 * 20 * 2))
 
 
+def test_a_runs_streamed_events_are_not_stored_once_it_has_ended(conversation: Conversation) -> None:
+    run = start_run(conversation, "Hi")
+    claim_run(run.pk)
+    append_events(conversation.pk, run.pk, [("message.delta", {"text": "a"})], while_running=True)
+    finish_run(run.pk, Run.Status.FAILED, error={"reason": "worker_lost", "message": "gone"})
+
+    late = append_events(conversation.pk, run.pk, [("message.delta", {"text": "b"})], while_running=True)
+
+    assert late == []
+    assert [event.type for event in run.events.order_by("seq")] == ["run.queued", "message.delta", "run.failed"]
+
+
 # --- finish_run ---------------------------------------------------------------------------------------
 
 
