@@ -195,6 +195,18 @@ class Platform:
         shutil.rmtree(self.env["RUN_ROOT"], ignore_errors=True)
 
 
+@contextmanager
+def serving(database_url: str, redis_url: str, work_dir: Path, **extra_env: str) -> Iterator[Platform]:
+    """A Platform with Daphne and one Celery worker up, stopped at the end of the block."""
+    platform = Platform(database_url, redis_url, work_dir, **extra_env)
+    try:
+        platform.start_web()
+        platform.start_worker()
+        yield platform
+    finally:
+        platform.stop()
+
+
 class Client:
     """A tenant's client application: REST with its API key, plus WebSocket and SSE readers."""
 
@@ -267,6 +279,15 @@ class Client:
         ) as response:
             assert response.status_code == 200, response.read()
             yield sse_events(response.iter_lines())
+
+
+def tenant_client(base_url: str, tenant_id: str) -> Client:
+    """A new tenant on the offline model, and its client application with a fresh API key."""
+    from tenants.models import ApiKey, Tenant
+    from tenants.services import ensure_offline_model
+
+    tenant = Tenant.objects.create(id=tenant_id, name=tenant_id.title(), default_model=ensure_offline_model())
+    return Client(base_url, tenant.pk, ApiKey.issue("e2e", tenant=tenant)[1])
 
 
 def sse_events(lines: Iterator[str]) -> Iterator[dict[str, Any]]:

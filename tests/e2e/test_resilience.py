@@ -5,16 +5,22 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from django.db import connection
 
 from conversations.models import Run
-from tenants.models import ApiKey, Tenant
-from tenants.services import ensure_offline_model
-from tests.e2e.harness import TERMINAL, Client, Platform, RedisServer, database_url, read_ws_until_terminal
+from tests.e2e.harness import (
+    TERMINAL,
+    Client,
+    Platform,
+    RedisServer,
+    database_url,
+    read_ws_until_terminal,
+    serving,
+    tenant_client,
+)
 
 QUIET_SECONDS = 30
 
@@ -119,21 +125,19 @@ def on_private_redis(
     platform: Platform, private_redis: RedisServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Platform]:
     """Daphne and a Celery worker whose channel layer and broker are the private Redis."""
-    work_dir: Path = tmp_path_factory.mktemp("private-redis")
     # Runs whose task a Redis restart lost are dispatched again after 4 s instead of 120 s.
-    own = Platform(database_url(connection.settings_dict), private_redis.url, work_dir, RUN_REDISPATCH_SECONDS="4")
-    try:
-        own.start_web()
-        own.start_worker()
+    with serving(
+        database_url(connection.settings_dict),
+        private_redis.url,
+        tmp_path_factory.mktemp("private-redis"),
+        RUN_REDISPATCH_SECONDS="4",
+    ) as own:
         yield own
-    finally:
-        own.stop()
 
 
 @pytest.fixture
 def initech(on_private_redis: Platform, transactional_db: None) -> Client:
-    tenant = Tenant.objects.create(id="initech", name="Initech", default_model=ensure_offline_model())
-    return Client(on_private_redis.base_url, tenant.pk, ApiKey.issue("e2e", tenant=tenant)[1])
+    return tenant_client(on_private_redis.base_url, "initech")
 
 
 def restart(redis_server: RedisServer, down_for: float = 3) -> None:
