@@ -8,7 +8,7 @@
   yields them and where a client (another process, like the CLI) receives them through the gateway's
   Unix socket, against the same reply consumed directly from `sandbox.offline.respond`.
 - Real memory (PSS) per concurrent sandboxed session, and wall time for 10 and 20 concurrent runs,
-  through the real platform (Daphne + a Celery worker with one pool process per run).
+  through the real platform (Daphne + a Celery worker with a thread per run).
 """
 
 import asyncio
@@ -525,7 +525,7 @@ def stop_worker(platform: Any, worker: Any) -> None:
 
 
 def platform_figures(platform: Any, client: Any) -> dict[str, Any]:
-    """Figures 3 and 4, on a worker with one pool process per run (the largest batch's size)."""
+    """Figures 3 and 4, on a worker with a thread per run (the largest batch's size)."""
     worker = platform.start_worker("pool", concurrency=max(CONCURRENT_RUNS))
     try:
         with quiet():
@@ -586,7 +586,7 @@ def rows(inproc: dict[str, Any], platform: dict[str, Any]) -> list[tuple[str, st
             f"{memory['sandbox_mb']:.0f} MB PSS   ({memory['sessions']} streaming at once, {memory['source']}, "
             f"{memory['processes']:.0f} processes each{'' if memory['overlapping'] else '; NOT all overlapping'})",
         ),
-        ("  + its worker pool process", f"{memory['worker_mb']:.0f} MB PSS"),
+        ("  + its share of the worker process", f"{memory['worker_mb']:.0f} MB PSS"),
     ]
     for wall in platform["walls"]:
         kinds = f" ({', '.join(wall['failure_kinds'])})" if wall["failures"] else ""
