@@ -64,7 +64,7 @@ def test_a_websocket_and_an_sse_stream_left_quiet_for_30_seconds_deliver_the_nex
     stored = acme.events(conversation)
     assert over_ws == stored == over_sse
     assert stored[-1]["type"] == "run.completed"
-    assert "TimeoutError" not in platform.logs()
+    assert "Timeout reading from" not in platform.logs()  # what redis-py 8 raised after 5 quiet seconds
 
 
 def test_an_interrupt_sent_15_seconds_into_a_long_run_ends_it_within_2_seconds(acme: Client) -> None:
@@ -146,12 +146,13 @@ def restart(redis_server: RedisServer, down_for: float = 3) -> None:
     redis_server.start()
 
 
-def test_redis_killed_and_restarted_mid_run_loses_no_event_for_a_client_that_stays_connected(
+def test_redis_killed_and_restarted_mid_run_loses_no_event_for_clients_that_stay_connected(
     initech: Client, private_redis: RedisServer, on_private_redis: Platform
 ) -> None:
     conversation = initech.create_conversation()
+    over_sse: list[dict[str, Any]] = []
 
-    with initech.websocket(conversation) as ws:
+    with initech.websocket(conversation) as ws, initech.sse(conversation) as sse:
         run = initech.send(conversation, "[[words 80]] [[slow 8]]")
         received = [json.loads(ws.recv(timeout=30))]
         while received[-1]["type"] != "message.delta":
@@ -162,10 +163,11 @@ def test_redis_killed_and_restarted_mid_run_loses_no_event_for_a_client_that_sta
         follow_up = initech.send(conversation, "after the restart [[reply back]]")
         received += read_ws_until_terminal(ws, follow_up["id"], timeout=10)
         took = time.monotonic() - sent_at
+        take_sse_until_terminal(sse, follow_up["id"], over_sse)
 
     stored = initech.events(conversation)
     assert seqs(received) == list(range(1, len(stored) + 1))
-    assert received == stored
+    assert received == stored == over_sse
     assert [event["run_id"] for event in terminals(stored)] == [run["id"], follow_up["id"]]
     assert stored[-1]["type"] == "run.completed" and stored[-1]["data"]["result"] == "back"
     assert took < 10, f"the next message took {took:.1f}s"
