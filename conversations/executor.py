@@ -109,9 +109,7 @@ class EventWriter:
                 stored = services.events_of_run_after(self.run.pk, self.last_seq)
                 if stored:
                     return stored
-            return services.append_events(
-                self.run.conversation_id, self.run.pk, batch, durable=False, while_running=True
-            )
+            return services.append_events(self.run.conversation_id, self.run.pk, batch, while_running=True)
 
         return await call_database(f"Storing {len(batch)} events of run {self.run.pk}", store)
 

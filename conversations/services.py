@@ -13,7 +13,7 @@ from typing import Any
 from uuid import UUID
 
 from django.conf import settings
-from django.db import close_old_connections, connection, transaction
+from django.db import close_old_connections, transaction
 from django.utils import timezone
 
 from conversations import realtime
@@ -174,28 +174,19 @@ def interrupt_run(conversation: Conversation) -> Run:
 
 
 def append_events(
-    conversation_id: UUID,
-    run_id: UUID,
-    items: Sequence[EventItem],
-    *,
-    durable: bool = True,
-    while_running: bool = False,
+    conversation_id: UUID, run_id: UUID, items: Sequence[EventItem], *, while_running: bool = False
 ) -> list[Event]:
     """Persist events with the next gap-free seqs of their conversation. Broadcasting is the caller's job.
 
-    `durable=False` is for a run's streaming events: PostgreSQL then acknowledges the commit before
-    its WAL reaches disk, saving a disk flush per batch. A database crash can lose the last fraction
-    of a second of such events, never reorder them or leave a gap, and a run's state changes and
-    terminal event are always written durably.
+    Every commit is durable, streamed deltas included: with `synchronous_commit` off, PostgreSQL
+    stopped at once (a crash, a failover) lost events that listeners had already been sent, and
+    gave their seqs to other events after the restart (measured in tests/e2e/test_postgres_restart.py).
 
     `while_running=True` stores nothing (and returns []) once the run has ended, so that no event
     follows its terminal one, e.g. when the reaper ended it while its worker could not reach the
     database. The terminal event takes the same conversation lock, so the check cannot race it.
     """
     with transaction.atomic():
-        if not durable and connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                cursor.execute("SET LOCAL synchronous_commit TO OFF")
         last_seq = Conversation.objects.select_for_update().values_list("last_seq", flat=True).get(pk=conversation_id)
         if while_running and not Run.objects.filter(pk=run_id, status=Run.Status.RUNNING).exists():
             return []

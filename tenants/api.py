@@ -1,6 +1,8 @@
+import logging
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
+from django.db import InterfaceError, OperationalError
 from django.db.models import ProtectedError, QuerySet
 from django.http import Http404, HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -14,6 +16,16 @@ from tenants.auth import Principal
 from tenants.errors import ServiceError
 from tenants.models import LanguageModel, Tenant
 from tenants.serializers import LanguageModelSerializer, TenantSerializer
+
+logger = logging.getLogger(__name__)
+
+# Answered while PostgreSQL restarts or fails over: nothing the client sent was wrong.
+DATABASE_UNAVAILABLE = (
+    503,
+    "database_unavailable",
+    "The database is unavailable for a moment; retry in a few seconds.",
+)
+RETRY_AFTER_SECONDS = "5"
 
 
 def flatten_errors(detail: Any, prefix: str = "") -> list[str]:
@@ -39,6 +51,10 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     """Every API error has one shape: {"error": {"status", "code", "message", "fields"?}}."""
     if isinstance(exc, ServiceError):
         return Response(error_body(exc.status, exc.code, exc.message), status=exc.status)
+    if isinstance(exc, (OperationalError, InterfaceError)):
+        logger.warning("Answering 503: the database failed (%s: %s)", type(exc).__name__, exc)
+        status, code, message = DATABASE_UNAVAILABLE
+        return Response(error_body(status, code, message), status=status, headers={"Retry-After": RETRY_AFTER_SECONDS})
     if isinstance(exc, ProtectedError):
         # verbose_name_plural is a lazy translation proxy, which str.join refuses.
         names = sorted({str(type(obj)._meta.verbose_name_plural) for obj in exc.protected_objects})

@@ -4,6 +4,7 @@ Nothing here is faked: the web server and workers are the production entry point
 subprocesses against PostgreSQL and Redis, and the clients speak HTTP, SSE and WebSocket.
 """
 
+import contextlib
 import json
 import os
 import shutil
@@ -20,6 +21,7 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+import psycopg
 import redis
 from websockets.sync.client import ClientConnection, connect
 
@@ -87,6 +89,53 @@ class RedisServer:
             self.process.kill()
             self.process.wait(10)
             self.process = None
+
+
+class PostgresServer:
+    """A private PostgreSQL cluster on a free loopback port, for tests that restart PostgreSQL.
+
+    Never the shared cluster: other tests and processes rely on it. Its directory belongs to the
+    `postgres` user, which runs the server when the tests run as root (PostgreSQL refuses root).
+    """
+
+    @staticmethod
+    def available() -> bool:
+        return bool(list(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))) and bool(shutil.which("runuser"))
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.bin_dir = sorted(Path("/usr/lib/postgresql").glob("*/bin"))[-1]
+        self.dir = Path(tempfile.mkdtemp(prefix="agent-pg-"))
+        self.data = self.dir / "data"
+        self.url = f"postgres://postgres@127.0.0.1:{self.port}/agent_platform"
+        if os.geteuid() == 0:
+            shutil.chown(self.dir, "postgres", "postgres")
+
+    def _run(self, *args: str) -> None:
+        command = [str(self.bin_dir / args[0]), *args[1:]]
+        if os.geteuid() == 0:
+            command = ["runuser", "-u", "postgres", "--", *command]
+        subprocess.run(command, check=True, capture_output=True, timeout=60)
+
+    def create(self) -> None:
+        """initdb, start, and an empty `agent_platform` database."""
+        self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
+        self.start()
+        with psycopg.connect(self.url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
+            conn.execute("CREATE DATABASE agent_platform")
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.dir / "server.log"), "-w", "start")
+
+    def stop(self) -> None:
+        """An immediate shutdown, as a crash or a failover: every client loses its connection."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+
+    def remove(self) -> None:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class Platform:
