@@ -142,7 +142,12 @@ def test_a_fork_bomb_and_a_4_gb_allocation_are_contained_and_the_worker_serves_t
     bomb = run_bash(acme, "timeout 5 bash -c ':(){ :|:& };:' 2>/dev/null; echo bomb-over")
     hog = run_bash(acme, "python3 -c 'b = bytearray(4 * 1024**3)' ; echo hog-exit=$?")
 
-    assert "bomb-over" in tool_output(bomb)
+    # The bomb fills the run's process limit. Its tool ends; so, now and then, does the CLI, when it
+    # needs a thread meanwhile (it aborts, exit 134). Either way only this run pays for it.
+    if bomb["type"] == "run.completed":
+        assert "bomb-over" in tool_output(bomb)
+    else:
+        assert bomb["data"]["error"]["reason"] == "agent_error", bomb
     assert "hog-exit=137" in tool_output(hog)  # killed by the run's memory limit, not the host
     assert "[Bash result] next" in tool_output(run_bash(acme, "echo next"))
 
