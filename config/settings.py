@@ -49,7 +49,7 @@ INSTALLED_APPS = [
     "sandbox",
     "usage",
     "skills",
-    "mcp",
+    "mcp_servers",
     "workspaces",
 ]
 

@@ -20,5 +20,4 @@ urlpatterns = [
     path("api/", include("conversations.urls")),
     path("api/", include("usage.urls")),
     re_path(r"^api/(?P<path>.*)$", api_not_found),
-    path("offline/", include("sandbox.urls")),
 ]
