@@ -3,7 +3,7 @@ from django.http import HttpRequest, JsonResponse
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from tenants.api import api_not_found
+from api.errors import api_not_found
 
 
 def healthz(request: HttpRequest) -> JsonResponse:

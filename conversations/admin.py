@@ -15,10 +15,10 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 
+from api.errors import ServiceError
 from conversations import services
 from conversations.models import Conversation, Event, Run
 from tenants.admin import drop_history_permissions
-from tenants.errors import ServiceError
 
 # The newest events a change page renders; a long agent run easily stores tens of thousands.
 TRANSCRIPT_MAX_EVENTS = 2000

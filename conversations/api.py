@@ -1,16 +1,15 @@
-from typing import Any
-
 import django_filters
 from django.conf import settings
 from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
-from rest_framework import mixins, status, viewsets
+from rest_framework import mixins, status
 from rest_framework.decorators import action
 from rest_framework.generics import get_object_or_404
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import ValidationError
 
+from api.viewsets import TENANT_PARAMETER, TenantScopedViewSet, principal
 from conversations import services
 from conversations.models import Conversation, Event, Run
 from conversations.serializers import (
@@ -23,21 +22,7 @@ from conversations.serializers import (
     RunSerializer,
     StreamTokenSerializer,
 )
-from tenants.api import principal
 from tenants.auth import make_stream_token
-from tenants.models import Tenant
-
-TENANT_PARAMETER = OpenApiParameter("tenant", str, OpenApiParameter.PATH, description="The tenant's id.")
-
-
-class TenantScopedViewSet(viewsets.GenericViewSet):
-    """Resolves `{tenant}` for the calling key: another tenant's URL answers 404 like a missing one."""
-
-    tenant: Tenant
-
-    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
-        super().initial(request, *args, **kwargs)
-        self.tenant = principal(request).tenant(kwargs["tenant"])
 
 
 class ConversationFilter(django_filters.FilterSet):

@@ -17,13 +17,12 @@ from django.conf import settings
 from django.db import DatabaseError
 from django.http.request import validate_host
 
+from api.errors import ServiceError, flatten_errors
 from conversations import realtime, services
 from conversations.models import Conversation
 from conversations.serializers import MessageCreateSerializer, RunSerializer
 from conversations.streams import EventCursor, Frame, latest_seq
-from tenants.api import flatten_errors
 from tenants.auth import read_stream_token
-from tenants.errors import ServiceError
 
 logger = logging.getLogger(__name__)
 

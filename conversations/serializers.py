@@ -3,9 +3,9 @@ from decimal import Decimal
 from django.conf import settings
 from rest_framework import serializers
 
+from api.serializers import StrictModelSerializer, StrictSerializer
 from conversations.models import Conversation, Event, Run
 from tenants.auth import USER_ID_MAX_LENGTH
-from tenants.serializers import StrictModelSerializer, StrictSerializer
 
 
 class ConversationSerializer(serializers.ModelSerializer):

@@ -16,9 +16,9 @@ from django.conf import settings
 from django.db import close_old_connections, transaction
 from django.utils import timezone
 
+from api.errors import Conflict, ServiceError
 from conversations import realtime
 from conversations.models import Conversation, Event, Run
-from tenants.errors import Conflict, ServiceError
 from tenants.models import LanguageModel, Tenant
 from usage.services import effective_budget
 

@@ -22,12 +22,11 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 from rest_framework import exceptions
 
+from api.errors import DATABASE_UNAVAILABLE, RETRY_AFTER_SECONDS, ServiceError, error_body, flatten_errors
 from conversations import realtime, services
 from conversations.models import Conversation, Event, Run
 from conversations.serializers import MessageCreateSerializer
-from tenants.api import DATABASE_UNAVAILABLE, RETRY_AFTER_SECONDS, error_body, flatten_errors
 from tenants.auth import Principal, authenticate_headers, read_stream_token
-from tenants.errors import ServiceError
 
 logger = logging.getLogger(__name__)
 

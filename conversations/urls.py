@@ -1,8 +1,8 @@
 from django.urls import path
 
+from api.routers import OptionalSlashRouter
 from conversations import streams
 from conversations.api import ConversationViewSet
-from tenants.routers import OptionalSlashRouter
 
 router = OptionalSlashRouter()
 router.register(r"tenants/(?P<tenant>[a-z0-9][a-z0-9-]*)/conversations", ConversationViewSet, basename="conversation")

@@ -1,5 +1,5 @@
+from api.routers import OptionalSlashRouter
 from tenants.api import LanguageModelViewSet, TenantViewSet
-from tenants.routers import OptionalSlashRouter
 
 router = OptionalSlashRouter()
 router.register("models", LanguageModelViewSet, basename="model")

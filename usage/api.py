@@ -9,9 +9,8 @@ from rest_framework.generics import get_object_or_404
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from conversations.api import TENANT_PARAMETER, TenantScopedViewSet
+from api.viewsets import TENANT_PARAMETER, TenantScopedViewSet, principal
 from conversations.models import Run
-from tenants.api import principal
 from usage.models import UsageRecord, usage_figures
 from usage.serializers import (
     MAX_GROUPS,

@@ -7,7 +7,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from tenants.serializers import StrictSerializer
+from api.serializers import StrictSerializer
 
 GROUP_BY_CHOICES = ["day", "model", "user", "conversation"]
 MAX_GROUPS = 1000

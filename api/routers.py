@@ -1,3 +1,5 @@
+"""Routes with or without a trailing slash."""
+
 from rest_framework.routers import SimpleRouter
 
 
