@@ -22,7 +22,7 @@ from conversations.models import Event, Run, SessionEntry
 from conversations.reconnect import call_database, close_connection
 from conversations.session_store import DatabaseSessionStore
 from conversations.translate import EventItem, EventTranslator
-from sandbox.gateway import ModelGateway
+from gateway.server import ModelGateway
 from sandbox.launcher import (
     SandboxUnavailable,
     agent_environment,

@@ -10,7 +10,7 @@ from typing import Any
 import claude_agent_sdk
 from django.conf import settings
 
-from sandbox.gateway import RUN_PATH_PREFIX
+from gateway.server import RUN_PATH_PREFIX
 from sandbox.limits import RunCgroup, create_run_cgroup, rlimit_args
 from tenants.models import LanguageModel
 

@@ -1,6 +1,6 @@
 from django.db import transaction
 
-from sandbox.offline import OFFLINE_LABEL
+from gateway.upstreams.offline import OFFLINE_LABEL
 from tenants.models import ApiKey, LanguageModel, Tenant
 
 OFFLINE_MODEL_ID = "offline"

@@ -96,7 +96,7 @@ def serve_offline_model_forever() -> tuple[Any, str]:
 async def serve_offline_model() -> tuple[Any, str]:
     from aiohttp import web
 
-    from sandbox import offline
+    from gateway.upstreams import offline
 
     async def handle(request: web.BaseRequest) -> web.StreamResponse:
         reply = await offline.respond(request.path, await request.read(), request.headers)

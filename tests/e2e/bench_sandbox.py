@@ -6,7 +6,7 @@
   real CLI's `--version`.
 - Gateway latency per streamed chunk: the offline model's SSE chunks timestamped where the model
   yields them and where a client (another process, like the CLI) receives them through the gateway's
-  Unix socket, against the same reply consumed directly from `sandbox.offline.respond`.
+  Unix socket, against the same reply consumed directly from `gateway.upstreams.offline.respond`.
 - Real memory (PSS) per concurrent sandboxed session, and wall time for 10 and 20 concurrent runs,
   through the real platform (Daphne + a Celery worker with a thread per run).
 """
@@ -132,7 +132,7 @@ async def timed_launch(run: Any) -> dict[str, float]:
 
 
 def first_call_gateway() -> type:
-    from sandbox.gateway import ModelGateway
+    from gateway.server import ModelGateway
 
     class FirstCall(ModelGateway):
         """The real gateway, noting when the first call reached it (instrumentation only)."""
@@ -241,8 +241,8 @@ async def stamped(chunks: AsyncIterator[bytes], yielded: list[float]) -> AsyncIt
 
 
 async def direct_stream(body: bytes) -> tuple[list[float], list[float]]:
-    """Yield and arrival times of each chunk consumed straight from `sandbox.offline.respond`."""
-    from sandbox import offline
+    """Yield and arrival times of each chunk consumed straight from `gateway.upstreams.offline.respond`."""
+    from gateway.upstreams import offline
 
     reply = await offline.respond("/v1/messages", body, {"content-type": "application/json"})
     yielded: list[float] = []
@@ -253,7 +253,7 @@ async def direct_stream(body: bytes) -> tuple[list[float], list[float]]:
 
 
 def stamping_gateway(yielded: list[float]) -> type:
-    from sandbox.gateway import ModelGateway
+    from gateway.server import ModelGateway
 
     class Stamping(ModelGateway):
         """The real gateway, noting when the model yields each chunk it relays (instrumentation only)."""

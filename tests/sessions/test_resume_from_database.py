@@ -18,8 +18,8 @@ from claude_agent_sdk.types import SessionKey
 
 from conversations.models import Conversation
 from conversations.session_store import DatabaseSessionStore
-from sandbox.offline import OFFLINE_LABEL
-from tests.sandbox.test_offline_model import offline_base_url  # noqa: F401 (a fixture)
+from gateway.upstreams.offline import OFFLINE_LABEL
+from tests.gateway.test_offline_model import offline_base_url  # noqa: F401 (a fixture)
 
 
 async def run_turn(

@@ -28,13 +28,13 @@ from botocore.credentials import Credentials
 from pytest_django.fixtures import Settings
 
 from conversations.models import Conversation, Run
-from sandbox import offline
-from sandbox.bedrock import EventStreamUsageTap, control_plane_url
-from sandbox.gateway import ModelGateway
+from gateway.metering import SSEDecoder
+from gateway.server import ModelGateway
+from gateway.upstreams import offline
+from gateway.upstreams.bedrock import EventStreamUsageTap, control_plane_url
 from sandbox.launcher import BUNDLED_CLI, agent_environment
 from tenants.models import LanguageModel, Tenant
 from usage.models import UsageRecord
-from usage.services import SSEDecoder
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 

@@ -25,7 +25,7 @@ from botocore.eventstream import EventStreamBuffer, EventStreamMessage, ParserEr
 from botocore.exceptions import BotoCoreError
 from django.conf import settings
 
-from usage.services import UsageTap
+from gateway.metering import UsageTap
 
 logger = logging.getLogger(__name__)
 

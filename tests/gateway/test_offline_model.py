@@ -14,7 +14,7 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 
-from sandbox.offline import OFFLINE_LABEL, respond
+from gateway.upstreams.offline import OFFLINE_LABEL, respond
 
 Event = tuple[str, dict[str, Any]]
 # Located without importing the SDK: the project's own `mcp` app shadows the `mcp` package it imports.

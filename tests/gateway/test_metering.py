@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from sandbox.offline import respond
+from gateway.metering import SSEDecoder, UsageTap
+from gateway.upstreams.offline import respond
 from tenants.models import LanguageModel, normalize_usage
-from usage.services import SSEDecoder, UsageTap
 
 USAGE_DIRECTIVE = "[[usage input=1200 output=300 cache_read=5000 cache_write_5m=700 cache_write_1h=100]]"
 EXPECTED_USAGE = {

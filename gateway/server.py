@@ -2,7 +2,7 @@
 
 Each run gets its own gateway, on a Unix socket in the run's private directory (bridged to
 127.0.0.1 inside the sandbox) or, unsandboxed, on a loopback port, with its own token. The CLI talks
-plain Anthropic HTTP to it, or Bedrock HTTP for a Bedrock model (see `sandbox.bedrock`); the gateway
+plain Anthropic HTTP to it, or Bedrock HTTP for a Bedrock model (see `gateway.upstreams.bedrock`); the gateway
 checks the token, refuses calls past the run's budget, swaps in the real credential (or serves the
 offline model in-process), streams the answer through chunk by chunk, and meters every call from the
 answer's own usage figures.
@@ -25,9 +25,10 @@ from yarl import URL
 
 from conversations.models import Run
 from conversations.reconnect import call_database
-from sandbox import bedrock, offline
+from gateway.metering import UsageTap
+from gateway.upstreams import bedrock, offline
 from tenants.models import LanguageModel
-from usage.services import UsageTap, budget_refusal, record_usage
+from usage.services import budget_refusal, record_usage
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from conversations.models import Conversation, Run
-from sandbox.gateway import ModelGateway
+from gateway.server import ModelGateway
 from tenants.models import Tenant
 from usage.models import UsageRecord
 
