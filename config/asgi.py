@@ -12,7 +12,7 @@ from django.conf import settings  # noqa: E402
 
 from conversations import realtime  # noqa: E402
 from conversations.routing import websocket_urlpatterns  # noqa: E402
-from conversations.services import start_reaper_thread  # noqa: E402
+from runs.dispatch import start_reaper_thread  # noqa: E402
 
 # Origins are checked by the consumer itself: browsers must match ALLOWED_HOSTS, while API clients
 # that send no Origin authenticate with a stream token.

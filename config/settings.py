@@ -46,6 +46,7 @@ INSTALLED_APPS = [
     "channels",
     "tenants",
     "conversations",
+    "runs",
     "sandbox",
     "usage",
     "skills",

@@ -16,7 +16,7 @@ def no_reaper_thread_in_the_test_process(monkeypatch: pytest.MonkeyPatch) -> Non
     """Without a broker the ASGI application starts a reaper thread in its process. In the test
     process it would outlive its test, touch the database between tests, and reap or dispatch the
     runs of the end-to-end platforms, which have reapers of their own."""
-    monkeypatch.setattr("conversations.services.start_reaper_thread", lambda: None)
+    monkeypatch.setattr("runs.dispatch.start_reaper_thread", lambda: None)
     monkeypatch.setattr("config.asgi.start_reaper_thread", lambda: None)
 
 

@@ -10,8 +10,10 @@ from django.test import Client
 from drf_spectacular.validation import validate_schema
 from rest_framework.test import APIClient
 
+from conversations.events import append_events
 from conversations.models import Conversation, Event, Run
-from conversations.services import append_events, claim_run, start_run
+from conversations.services import start_run
+from runs.lease import claim_run
 from tenants.auth import read_stream_token
 from tenants.models import LanguageModel, Tenant
 from tests.api.assertions import error_of

@@ -15,9 +15,9 @@ from pytest_django.fixtures import Settings
 
 from config.asgi import application
 from conversations.consumers import SUBPROTOCOL
+from conversations.events import append_events
 from conversations.models import Conversation, Event, Run
 from conversations.realtime import publish_events
-from conversations.services import append_events
 from tenants.auth import STREAM_TOKEN_SALT, make_stream_token
 
 # Commits are real here (the consumer reads from other threads). Runs are created straight through

@@ -3,9 +3,9 @@
 import pytest
 from asgiref.sync import sync_to_async
 
+from conversations.events import EventItem, append_events
 from conversations.models import Conversation, Event, Run
 from conversations.realtime import events_message
-from conversations.services import EventItem, append_events
 from conversations.streams import EventCursor
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]

@@ -13,16 +13,12 @@ from django.db import connection
 from django.utils import timezone
 from pytest_django.fixtures import Settings
 
+from conversations.events import append_events, finish_run
 from conversations.models import Conversation, Event, Run
-from conversations.services import (
-    append_events,
-    claim_run,
-    finish_run,
-    reap_stale_runs,
-    start_run,
-    sweep_run_leftovers,
-)
-from conversations.translate import EventTranslator
+from conversations.services import start_run
+from runs.dispatch import reap_stale_runs, sweep_run_leftovers
+from runs.lease import claim_run
+from runs.translate import EventTranslator
 from tenants.models import LanguageModel
 
 TERMINAL_TYPES = set(Run.TERMINAL_EVENTS.values())
@@ -215,7 +211,7 @@ def test_reaping_twice_ends_a_stale_run_once(conversation: Conversation, setting
 
 def test_reaping_leaves_recently_queued_runs_alone(conversation: Conversation, monkeypatch: pytest.MonkeyPatch) -> None:
     dispatched: list[object] = []
-    monkeypatch.setattr("conversations.services.dispatch_run", dispatched.append)
+    monkeypatch.setattr("runs.dispatch.dispatch_run", dispatched.append)
     run = start_run(conversation, "Hi")
 
     reaped = reap_stale_runs()
@@ -229,7 +225,7 @@ def test_reaping_dispatches_again_a_run_no_worker_took(
     conversation: Conversation, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     dispatched: list[object] = []
-    monkeypatch.setattr("conversations.services.dispatch_run", dispatched.append)
+    monkeypatch.setattr("runs.dispatch.dispatch_run", dispatched.append)
     run = start_run(conversation, "Hi")
     Run.objects.filter(pk=run.pk).update(
         heartbeat_at=timezone.now() - timedelta(seconds=settings.RUN_REDISPATCH_SECONDS + 1)

@@ -78,7 +78,7 @@ async def timed_launch(run: Any) -> dict[str, float]:
     """One run's CLI through the real launch path; seconds for its setup, to `init`, to the first model call."""
     from claude_agent_sdk import ClaudeAgentOptions, ClaudeSDKClient, ResultMessage, SystemMessage
 
-    from conversations.session_store import DatabaseSessionStore
+    from runs.session_store import DatabaseSessionStore
     from sandbox.launcher import agent_environment, gateway_base_url, prepare_launch, prepare_place, sandbox_ids
     from workspaces.services import workspace_dir
 

@@ -17,8 +17,8 @@ from claude_agent_sdk import (
 from claude_agent_sdk.types import SessionKey
 
 from conversations.models import Conversation
-from conversations.session_store import DatabaseSessionStore
 from gateway.upstreams.offline import OFFLINE_LABEL
+from runs.session_store import DatabaseSessionStore
 from tests.gateway.test_offline_model import offline_base_url  # noqa: F401 (a fixture)
 
 

@@ -12,7 +12,7 @@ from claude_agent_sdk.types import SessionKey
 from django.db import connection, connections
 
 from conversations.models import Conversation, SessionEntry
-from conversations.session_store import DatabaseSessionStore
+from runs.session_store import DatabaseSessionStore
 from tenants.models import Tenant
 
 # The store works from threads of its own, which see only committed data.

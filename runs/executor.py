@@ -17,12 +17,13 @@ from claude_agent_sdk import ClaudeAgentOptions, ClaudeSDKClient, ClaudeSDKError
 from django.conf import settings
 from django.db import DatabaseError
 
-from conversations import realtime, services
+from conversations import events, realtime
 from conversations.models import Event, Run, SessionEntry
 from conversations.reconnect import call_database, close_connection
-from conversations.session_store import DatabaseSessionStore
-from conversations.translate import EventItem, EventTranslator
 from gateway.server import ModelGateway
+from runs import lease
+from runs.session_store import DatabaseSessionStore
+from runs.translate import EventItem, EventTranslator
 from sandbox.launcher import (
     SandboxUnavailable,
     agent_environment,
@@ -106,10 +107,10 @@ class EventWriter:
             if attempts > 1:
                 # The last try may have lost its connection during COMMIT, after the batch was
                 # stored: only this writer adds events to a running run, so any after its last are it.
-                stored = services.events_of_run_after(self.run.pk, self.last_seq)
+                stored = events.events_of_run_after(self.run.pk, self.last_seq)
                 if stored:
                     return stored
-            return services.append_events(self.run.conversation_id, self.run.pk, batch, while_running=True)
+            return events.append_events(self.run.conversation_id, self.run.pk, batch, while_running=True)
 
         return await call_database(f"Storing {len(batch)} events of run {self.run.pk}", store)
 
@@ -203,7 +204,7 @@ class RunExecution:
             usage = await call_database(f"Totalling run {self.run.pk}", run_totals, self.run.pk)
             await call_database(
                 f"Finishing run {self.run.pk}",
-                services.finish_run,
+                events.finish_run,
                 self.run.pk,
                 status,
                 result={**(result or {}), "usage": usage},
@@ -250,7 +251,7 @@ class RunExecution:
         # Also the fallback for an interrupt whose channel-layer message was lost.
         while True:
             try:
-                if await sync_to_async(services.beat)(self.run.pk):
+                if await sync_to_async(lease.beat)(self.run.pk):
                     self.interrupted.set()
             except DatabaseError as exc:
                 # Beats resume on a new connection; a run silent past RUN_STALE_AFTER_SECONDS is reaped.
@@ -315,7 +316,7 @@ class RunExecution:
                 "limits": launch.limits,
                 "warning": launch.warning,
                 "resumed_session_id": resume,
-                "worker": services.WORKER_NAME,
+                "worker": lease.WORKER_NAME,
             },
         )
         system_prompt = self.conversation.tenant.system_prompt
@@ -419,7 +420,7 @@ async def execute_run(run_id: UUID | str) -> None:
     # to the pool when the run ends; runs beside it in the process use theirs.
     async with ThreadSensitiveContext():
         try:
-            run = await sync_to_async(services.claim_run)(run_id)
+            run = await sync_to_async(lease.claim_run)(run_id)
             if run is None:
                 logger.info("Run %s was not queued any more; skipping", run_id)
                 return

@@ -1,0 +1,89 @@
+"""The event log: events appended with gap-free seqs and published after commit, and a run's one
+terminal event. Shared by the API-side workflows (conversations.services) and the runs app."""
+
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+from django.db import transaction
+from django.utils import timezone
+
+from conversations import realtime
+from conversations.models import Conversation, Event, Run
+
+EventItem = tuple[str, dict[str, Any]]
+
+
+def append_events(
+    conversation_id: UUID, run_id: UUID, items: Sequence[EventItem], *, while_running: bool = False
+) -> list[Event]:
+    """Persist events with the next gap-free seqs of their conversation. Broadcasting is the caller's job.
+
+    Every commit is durable, streamed deltas included: with `synchronous_commit` off, PostgreSQL
+    stopped at once (a crash, a failover) lost events that listeners had already been sent, and
+    gave their seqs to other events after the restart (measured in tests/e2e/test_postgres_restart.py).
+
+    `while_running=True` stores nothing (and returns []) once the run has ended, so that no event
+    follows its terminal one, e.g. when the reaper ended it while its worker could not reach the
+    database. The terminal event takes the same conversation lock, so the check cannot race it.
+    """
+    with transaction.atomic():
+        last_seq = Conversation.objects.select_for_update().values_list("last_seq", flat=True).get(pk=conversation_id)
+        if while_running and not Run.objects.filter(pk=run_id, status=Run.Status.RUNNING).exists():
+            return []
+        now = timezone.now()
+        events = [
+            Event(
+                conversation_id=conversation_id, run_id=run_id, seq=last_seq + i, type=kind, data=data, created_at=now
+            )
+            for i, (kind, data) in enumerate(items, start=1)
+        ]
+        Event.objects.bulk_create(events)
+        Conversation.objects.filter(pk=conversation_id).update(last_seq=last_seq + len(events))
+    return events
+
+
+def events_of_run_after(run_id: UUID, seq: int) -> list[Event]:
+    """The events a run's worker stored after `seq` (not its `run.queued`, which start_run stores)."""
+    return list(Event.objects.filter(run_id=run_id, seq__gt=seq).exclude(type="run.queued").order_by("seq"))
+
+
+def record_events(run: Run, items: Sequence[EventItem]) -> list[Event]:
+    """Persist events and broadcast them once the surrounding transaction commits (sync call sites)."""
+    events = append_events(run.conversation_id, run.pk, items)
+    transaction.on_commit(lambda: realtime.publish_events_sync(run.conversation_id, events))
+    return events
+
+
+def finish_run(
+    run_id: UUID,
+    status: str,
+    *,
+    result: dict[str, Any] | None = None,
+    error: dict[str, Any] | None = None,
+    session_id: str = "",
+    from_statuses: Sequence[str] = Run.UNFINISHED,
+) -> Event | None:
+    """End an unfinished run with exactly one terminal event and release the conversation's lease.
+
+    Returns the terminal event, or None when the run had already ended (a racing reaper or worker).
+    """
+    terminal_type = Run.TERMINAL_EVENTS[status]
+    with transaction.atomic():
+        run = Run.objects.select_for_update().filter(pk=run_id, status__in=from_statuses).first()
+        if run is None:
+            return None
+        run.status = status
+        run.finished_at = timezone.now()
+        run.result = result
+        run.error = error
+        run.save(update_fields=["status", "finished_at", "result", "error"])
+        conversation_updates: dict[str, Any] = {"active_run": None, "updated_at": run.finished_at}
+        if session_id:
+            conversation_updates["sdk_session_id"] = session_id
+        Conversation.objects.filter(pk=run.conversation_id, active_run=run).update(**conversation_updates)
+        data = {**(result or {}), **({"error": error} if error else {})}
+        if run.started_at:
+            data["duration_ms"] = round((run.finished_at - run.started_at).total_seconds() * 1000)
+        (event,) = record_events(run, [(terminal_type, data)])
+    return event

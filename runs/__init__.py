@@ -1,0 +1,1 @@
+"""Executing runs: dispatch and the reaper, the Celery task, the executor and what it needs."""

@@ -1,0 +1,138 @@
+"""Handing runs to workers (Celery, or a thread of the web process without a broker), and the
+reaper that ends runs whose worker died and hands lost ones out again."""
+
+import contextlib
+import logging
+import shutil
+import threading
+import time
+from datetime import timedelta
+from uuid import UUID
+
+from django.conf import settings
+from django.db import close_old_connections
+from django.utils import timezone
+
+from conversations.events import finish_run
+from conversations.models import Run
+from sandbox.limits import run_cgroups
+
+logger = logging.getLogger(__name__)
+
+
+def dispatch_run(run_id: UUID) -> None:
+    """Hand a queued run to a Celery worker, or to a background thread when no broker is configured."""
+    if settings.RUN_EXECUTION == "celery":
+        from runs.tasks import execute_run_task  # the task module imports Celery's app
+
+        try:
+            execute_run_task.delay(str(run_id))
+        except Exception as exc:  # the broker is down; the run is stored, queued
+            logger.error(
+                "Handing run %s to a worker failed (%s: %s); it stays queued and is dispatched again within %.0f s",
+                run_id,
+                type(exc).__name__,
+                exc,
+                settings.RUN_REDISPATCH_SECONDS,
+            )
+        return
+    threading.Thread(target=_execute_in_thread, args=(run_id,), name=f"run-{run_id}", daemon=True).start()
+    start_reaper_thread()
+
+
+def _execute_in_thread(run_id: UUID) -> None:
+    import asyncio
+
+    from runs.executor import execute_run
+
+    try:
+        asyncio.run(execute_run(run_id))
+    finally:
+        close_old_connections()
+
+
+def reap_stale_runs() -> int:
+    """Fail running runs whose worker stopped beating (it died), so none stays running forever,
+    and hand queued runs that no worker took (a lost task) to a worker again."""
+    now = timezone.now()
+    unclaimed = Run.objects.filter(
+        status=Run.Status.QUEUED, heartbeat_at__lt=now - timedelta(seconds=settings.RUN_REDISPATCH_SECONDS)
+    ).values_list("pk", flat=True)
+    for run_id in unclaimed:
+        # The conditional update makes one reaper, of many, dispatch it; claim_run makes a
+        # duplicate task harmless.
+        if Run.objects.filter(pk=run_id, status=Run.Status.QUEUED).update(heartbeat_at=now):
+            logger.warning("Run %s was still queued; dispatching it again", run_id)
+            dispatch_run(run_id)
+    cutoff = now - timedelta(seconds=settings.RUN_STALE_AFTER_SECONDS)
+    stale = Run.objects.filter(status=Run.Status.RUNNING, heartbeat_at__lt=cutoff).values_list("pk", "worker")
+    reaped = 0
+    for run_id, worker in stale:
+        message = f"The worker running this run ({worker}) stopped responding."
+        if finish_run(run_id, Run.Status.FAILED, error={"reason": "worker_lost", "message": message}):
+            logger.warning("Reaped run %s: worker %s stopped responding", run_id, worker)
+            reaped += 1
+    return reaped
+
+
+def sweep_run_leftovers(min_age_seconds: float = 60.0) -> int:
+    """Remove the cgroups and private directories that finished runs whose worker died left here.
+
+    A run removes its own when it ends; only a killed worker leaves them behind. Anything younger
+    than `min_age_seconds` is left alone, so a run that is just ending cleans up after itself.
+    """
+    runs_dir = settings.RUN_ROOT / "runs"
+    directories = {path.name: path for path in runs_dir.iterdir()} if runs_dir.is_dir() else {}
+    cgroups = run_cgroups()
+    names = set(directories) | set(cgroups)
+    run_ids = set()
+    for name in names:
+        with contextlib.suppress(ValueError):
+            run_ids.add(UUID(name))
+    # Only runs this database knows as finished: cgroups are machine-wide, and another installation
+    # on the same machine may own the rest.
+    finished = Run.objects.filter(pk__in=run_ids).exclude(status__in=Run.UNFINISHED).values_list("pk", flat=True)
+    cutoff = time.time() - min_age_seconds
+    swept = 0
+    for name in {str(pk) for pk in finished}:
+        if name in directories and directories[name].stat().st_mtime > cutoff:
+            continue
+        if name in cgroups:
+            cgroups[name].remove()
+        if name in directories:
+            shutil.rmtree(directories[name], ignore_errors=True)
+        swept += 1
+    return swept
+
+
+_reaper_lock = threading.Lock()
+
+
+_reaper_started = False
+
+
+def start_reaper_thread() -> None:
+    """Reap stale runs every few seconds from this process, once per process."""
+    global _reaper_started
+    if _reaper_started:  # the common case, on every request in thread mode: no lock needed
+        return
+    with _reaper_lock:
+        if _reaper_started:
+            return
+        _reaper_started = True
+
+    def loop() -> None:
+        next_sweep = 0.0  # at once: a worker that died on this machine may have left things behind
+        while True:
+            try:
+                reap_stale_runs()
+                if time.monotonic() >= next_sweep:
+                    sweep_run_leftovers()
+                    next_sweep = time.monotonic() + 60
+            except Exception:
+                logger.exception("Reaping stale runs failed")
+            finally:
+                close_old_connections()
+            time.sleep(settings.RUN_HEARTBEAT_SECONDS)
+
+    threading.Thread(target=loop, name="run-reaper", daemon=True).start()

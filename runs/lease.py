@@ -1,0 +1,28 @@
+"""A worker's hold on a run: claiming it from the queue, and proving it is still alive."""
+
+import os
+import socket
+from uuid import UUID
+
+from django.utils import timezone
+
+from conversations.models import Run
+
+WORKER_NAME = f"{socket.gethostname()}:{os.getpid()}"
+
+
+def claim_run(run_id: UUID) -> Run | None:
+    """Move a queued run to running for this process; None when it was already taken or ended."""
+    now = timezone.now()
+    claimed = Run.objects.filter(pk=run_id, status=Run.Status.QUEUED).update(
+        status=Run.Status.RUNNING, started_at=now, heartbeat_at=now, worker=WORKER_NAME
+    )
+    if not claimed:
+        return None
+    return Run.objects.select_related("conversation__tenant", "model").get(pk=run_id)
+
+
+def beat(run_id: UUID) -> bool:
+    """Record that the run's worker is alive; True when an interrupt was requested meanwhile."""
+    Run.objects.filter(pk=run_id, status=Run.Status.RUNNING).update(heartbeat_at=timezone.now())
+    return Run.objects.filter(pk=run_id, interrupt_requested_at__isnull=False).exists()
