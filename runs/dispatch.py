@@ -9,6 +9,7 @@ import time
 from datetime import timedelta
 from uuid import UUID
 
+from celery import current_app
 from django.conf import settings
 from django.db import close_old_connections
 from django.utils import timezone
@@ -19,14 +20,15 @@ from sandbox.limits import run_cgroups
 
 logger = logging.getLogger(__name__)
 
+EXECUTE_RUN_TASK = "runs.execute_run"
+
 
 def dispatch_run(run_id: UUID) -> None:
     """Hand a queued run to a Celery worker, or to a background thread when no broker is configured."""
     if settings.RUN_EXECUTION == "celery":
-        from runs.tasks import execute_run_task  # the task module imports Celery's app
-
         try:
-            execute_run_task.delay(str(run_id))
+            # By name: the task's module imports the executor, which the web process does not need.
+            current_app.send_task(EXECUTE_RUN_TASK, args=[str(run_id)])
         except Exception as exc:  # the broker is down; the run is stored, queued
             logger.error(
                 "Handing run %s to a worker failed (%s: %s); it stays queued and is dispatched again within %.0f s",
