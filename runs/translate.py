@@ -14,11 +14,11 @@ from claude_agent_sdk import (
 )
 from claude_agent_sdk.types import StreamEvent
 
+from conversations.events import EventItem
 from tenants.models import LanguageModel, normalize_usage
 
 logger = logging.getLogger(__name__)
 
-EventItem = tuple[str, dict[str, Any]]
 
 # Tool output can be a whole file; events stay small enough for a browser frame.
 MAX_TOOL_RESULT_CHARS = 64 * 1024

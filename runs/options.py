@@ -1,0 +1,31 @@
+"""The Agent SDK options of a run."""
+
+from collections.abc import Callable
+
+from claude_agent_sdk import ClaudeAgentOptions
+
+from conversations.models import Run
+from runs.session_store import DatabaseSessionStore
+from sandbox.launcher import Launch
+
+
+def agent_options(run: Run, launch: Launch, *, resume: str | None, stderr: Callable[[str], None]) -> ClaudeAgentOptions:
+    """The CLI behind the sandbox launcher, in the run's workspace, on the run's model, with the tenant's prompt."""
+    system_prompt = run.conversation.tenant.system_prompt
+    return ClaudeAgentOptions(
+        cli_path=launch.cli_path,
+        env=launch.env,
+        cwd=launch.cwd,
+        model=run.model.provider_model_id,
+        system_prompt={"type": "preset", "preset": "claude_code", "append": system_prompt}
+        if system_prompt
+        else {"type": "preset", "preset": "claude_code"},
+        permission_mode="bypassPermissions",
+        include_partial_messages=True,
+        resume=resume,
+        # The transcript lives in the database, so the next message resumes on any worker;
+        # the CLI's config directory is per run and thrown away.
+        session_store=DatabaseSessionStore(run.conversation_id),
+        setting_sources=[],
+        stderr=stderr,
+    )
