@@ -18,24 +18,16 @@ from django.conf import settings
 from django.db import DatabaseError
 
 from conversations import events, realtime
-from conversations.models import Run, SessionEntry
+from conversations.models import Run
 from conversations.reconnect import call_database, close_connection
-from gateway.server import ModelGateway
 from runs import lease
 from runs.options import agent_options
+from runs.prepare import prepare_run
 from runs.translate import EventTranslator
 from runs.writer import EventWriter
-from sandbox.launcher import (
-    SandboxUnavailable,
-    agent_environment,
-    gateway_base_url,
-    prepare_launch,
-    prepare_place,
-    sandbox_ids,
-)
+from sandbox.launcher import SandboxUnavailable
 from sandbox.limits import MB, directory_bytes
 from usage.services import run_totals
-from workspaces.services import workspace_dir
 
 logger = logging.getLogger(__name__)
 
@@ -159,40 +151,13 @@ class RunExecution:
 
     async def _drive_agent(self) -> Outcome:
         try:
-            place = prepare_place(str(self.run.pk), workspace_dir(self.conversation))
+            setup = await prepare_run(self.run, self.resources, on_refusal=self.stop)
         except SandboxUnavailable as exc:
             logger.error("Run %s cannot start: %s", self.run.pk, exc)
             return Run.Status.FAILED, None, {"reason": "sandbox_unavailable", "message": str(exc)}
-        # Removed last, after the CLI is gone: the run's directory, cgroup and anything left in it.
-        self.resources.callback(place.remove)
-        watcher = asyncio.create_task(self._watch_workspace(place.workspace))
+        watcher = asyncio.create_task(self._watch_workspace(setup.place.workspace))
         self.resources.callback(watcher.cancel)
-        gateway = await self.resources.enter_async_context(
-            ModelGateway(
-                self.run,
-                socket_path=place.gateway_socket,
-                owner=sandbox_ids(),
-                on_refusal=self.stop,
-            )
-        )
-        launch = prepare_launch(
-            place,
-            agent_environment(
-                base_url=gateway_base_url(place, gateway.base_url),
-                token=gateway.token,
-                model_id=self.model.provider_model_id,
-                config_dir=place.config_dir,
-                provider=self.model.provider,
-            ),
-        )
-        resume = self.conversation.sdk_session_id or None
-        if (
-            resume
-            and not await SessionEntry.objects.filter(conversation=self.conversation, session_id=resume).aexists()
-        ):
-            # Without its transcript the CLI refuses to resume: start a new session rather than fail.
-            logger.warning("Run %s: session %s has no stored transcript; starting a new one", self.run.pk, resume)
-            resume = None
+        launch, resume = setup.launch, setup.resume
         self.writer.emit(
             "run.started",
             {

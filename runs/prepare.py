@@ -1,0 +1,70 @@
+"""Everything a run needs before its CLI starts, one call per app that provides it.
+
+A coming feature adds its call here (and its field to RunSetup): the workspace synced in, skills
+placed read-only, MCP servers, a `can_use_tool` for approvals.
+"""
+
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from conversations.models import Conversation, Run, SessionEntry
+from gateway.server import ModelGateway
+from sandbox.launcher import (
+    Launch,
+    RunPlace,
+    agent_environment,
+    gateway_base_url,
+    prepare_launch,
+    prepare_place,
+    sandbox_ids,
+)
+from workspaces.services import workspace_dir
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunSetup:
+    place: RunPlace
+    gateway: ModelGateway
+    launch: Launch
+    resume: str | None  # the SDK session the run continues, if any
+
+
+async def prepare_run(
+    run: Run, resources: contextlib.AsyncExitStack, *, on_refusal: Callable[[str, str], None]
+) -> RunSetup:
+    """The run's place, its open gateway and its launch; what must be undone goes on `resources`.
+
+    Raises SandboxUnavailable when the run cannot be isolated.
+    """
+    place = prepare_place(str(run.pk), workspace_dir(run.conversation))
+    # Removed last, after the CLI is gone: the run's directory, cgroup and anything left in it.
+    resources.callback(place.remove)
+    gateway = await resources.enter_async_context(
+        ModelGateway(run, socket_path=place.gateway_socket, owner=sandbox_ids(), on_refusal=on_refusal)
+    )
+    launch = prepare_launch(
+        place,
+        agent_environment(
+            base_url=gateway_base_url(place, gateway.base_url),
+            token=gateway.token,
+            model_id=run.model.provider_model_id,
+            config_dir=place.config_dir,
+            provider=run.model.provider,
+        ),
+    )
+    return RunSetup(place=place, gateway=gateway, launch=launch, resume=await session_to_resume(run.conversation))
+
+
+async def session_to_resume(conversation: Conversation) -> str | None:
+    """The conversation's SDK session, if its transcript is stored; without it the CLI refuses to resume."""
+    session_id = conversation.sdk_session_id or None
+    if session_id and not await SessionEntry.objects.filter(conversation=conversation, session_id=session_id).aexists():
+        logger.warning(
+            "Conversation %s: session %s has no stored transcript; starting a new one", conversation.pk, session_id
+        )
+        return None
+    return session_id
