@@ -6,7 +6,7 @@ from typing import Any
 from django.core.exceptions import PermissionDenied
 from django.db import InterfaceError, OperationalError
 from django.db.models import ProtectedError
-from django.http import Http404, HttpRequest, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions
 from rest_framework.response import Response
@@ -35,13 +35,16 @@ class Conflict(ServiceError):
 
 logger = logging.getLogger(__name__)
 
-# Answered while PostgreSQL restarts or fails over: nothing the client sent was wrong.
-DATABASE_UNAVAILABLE = (
-    503,
-    "database_unavailable",
-    "The database is unavailable for a moment; retry in a few seconds.",
-)
-RETRY_AFTER_SECONDS = "5"
+DATABASE_ERRORS = (OperationalError, InterfaceError)
+
+
+def database_unavailable(exc: Exception) -> JsonResponse:
+    """The answer while PostgreSQL restarts or fails over: nothing the client sent was wrong."""
+    logger.warning("Answering 503: the database failed (%s: %s)", type(exc).__name__, exc)
+    message = "The database is unavailable for a moment; retry in a few seconds."
+    response = JsonResponse(error_body(503, "database_unavailable", message), status=503)
+    response["Retry-After"] = "5"
+    return response
 
 
 def flatten_errors(detail: Any, prefix: str = "") -> list[str]:
@@ -63,14 +66,12 @@ def error_body(status: int, code: str, message: str, fields: Any = None) -> dict
     return {"error": error}
 
 
-def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+def exception_handler(exc: Exception, context: dict[str, Any]) -> HttpResponse | None:
     """Every API error has one shape: {"error": {"status", "code", "message", "fields"?}}."""
     if isinstance(exc, ServiceError):
         return Response(error_body(exc.status, exc.code, exc.message), status=exc.status)
-    if isinstance(exc, (OperationalError, InterfaceError)):
-        logger.warning("Answering 503: the database failed (%s: %s)", type(exc).__name__, exc)
-        status, code, message = DATABASE_UNAVAILABLE
-        return Response(error_body(status, code, message), status=status, headers={"Retry-After": RETRY_AFTER_SECONDS})
+    if isinstance(exc, DATABASE_ERRORS):
+        return database_unavailable(exc)
     if isinstance(exc, ProtectedError):
         # verbose_name_plural is a lazy translation proxy, which str.join refuses.
         names = sorted({str(type(obj)._meta.verbose_name_plural) for obj in exc.protected_objects})

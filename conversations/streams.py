@@ -16,13 +16,13 @@ from uuid import UUID
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from django.conf import settings
-from django.db import DatabaseError, InterfaceError, OperationalError
+from django.db import DatabaseError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 from rest_framework import exceptions
 
-from api.errors import DATABASE_UNAVAILABLE, RETRY_AFTER_SECONDS, ServiceError, error_body, flatten_errors
+from api.errors import DATABASE_ERRORS, ServiceError, database_unavailable, error_body, flatten_errors
 from conversations import realtime, services
 from conversations.models import Conversation, Event, Run
 from conversations.serializers import MessageCreateSerializer
@@ -140,13 +140,6 @@ def error_response(status: int, code: str, message: str) -> JsonResponse:
     return JsonResponse(error_body(status, code, message), status=status)
 
 
-def database_unavailable(exc: Exception) -> JsonResponse:
-    logger.warning("Answering 503: the database failed (%s: %s)", type(exc).__name__, exc)
-    response = error_response(*DATABASE_UNAVAILABLE)
-    response["Retry-After"] = RETRY_AFTER_SECONDS
-    return response
-
-
 def sse_response(stream: AsyncIterator[bytes]) -> StreamingHttpResponse:
     response = StreamingHttpResponse(stream, content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
@@ -182,7 +175,7 @@ async def _authorize(
         return error_response(exc.status_code, exc.default_code, "; ".join(flatten_errors(exc.detail)))
     except (Conversation.DoesNotExist, Http404):
         return error_response(404, "not_found", "Not found.")
-    except (OperationalError, InterfaceError) as exc:
+    except DATABASE_ERRORS as exc:
         return database_unavailable(exc)
 
 
@@ -237,6 +230,6 @@ async def stream_message(request: HttpRequest, tenant: str, conversation_id: UUI
         first_seq = await Event.objects.filter(run=run).order_by("seq").values_list("seq", flat=True).afirst()
     except ServiceError as exc:
         return error_response(exc.status, exc.code, exc.message)
-    except (OperationalError, InterfaceError) as exc:
+    except DATABASE_ERRORS as exc:
         return database_unavailable(exc)
     return sse_response(follow(conversation.pk, (first_seq or 1) - 1, until_run=str(run.pk)))
