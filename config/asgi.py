@@ -1,5 +1,6 @@
 import os
 
+from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, Scope
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
@@ -24,7 +25,7 @@ router = ProtocolTypeRouter(
 )
 
 
-async def application(scope, receive, send):  # type: ignore[no-untyped-def]
+async def application(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
     realtime.bind_serving_loop()
     if settings.RUN_EXECUTION == "thread":
         # Without workers this process runs the runs, so it also reaps and redispatches them.

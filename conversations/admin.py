@@ -17,7 +17,7 @@ from django.utils.html import format_html
 
 from api.errors import ServiceError
 from conversations import services
-from conversations.models import Conversation, Event, Run
+from conversations.models import Conversation, Event, Run, RunQuerySet
 from tenants.admin import drop_history_permissions
 
 # The newest events a change page renders; a long agent run easily stores tens of thousands.
@@ -93,7 +93,9 @@ def transcript_item(event: Event) -> TranscriptItem | None:
     """The transcript line for one stored event, or None for events the transcript leaves out."""
     data = event.data if isinstance(event.data, dict) else {"value": event.data}
     if event.type == "message":
-        block = data.get("block") if isinstance(data.get("block"), dict) else {}
+        block = data.get("block")
+        if not isinstance(block, dict):
+            block = {}
         block_type = block.get("type")
         if block_type == "text":
             return TranscriptItem("text", event, data, text=str(block.get("text", "")))
@@ -121,7 +123,9 @@ def transcript_item(event: Event) -> TranscriptItem | None:
         tokens = {key.removesuffix("_tokens").replace("_", " "): data.get(key, 0) for key in USAGE_TOKEN_KEYS}
         return TranscriptItem("usage", event, data, extra={"tokens": tokens, "cost_usd": data.get("cost_usd")})
     if event.type in TERMINAL_STATUS:
-        error = data.get("error") if isinstance(data.get("error"), dict) else {}
+        error = data.get("error")
+        if not isinstance(error, dict):
+            error = {}
         return TranscriptItem(
             "terminal",
             event,
@@ -194,7 +198,7 @@ class ConversationAdmin(UuidSearchMixin, admin.ModelAdmin):
     search_fields = ["title", "user_id"]
     search_help_text = "Title or user id, or a conversation's full id."
     uuid_search_fields = ("pk",)
-    fields = [
+    fields = readonly_fields = (
         "id",
         "title",
         "tenant",
@@ -206,8 +210,7 @@ class ConversationAdmin(UuidSearchMixin, admin.ModelAdmin):
         "sdk_session_id",
         "created_at",
         "updated_at",
-    ]
-    readonly_fields = fields
+    )
 
     @admin.display(description="conversation", ordering="title")
     def label(self, obj: Conversation) -> str:
@@ -326,7 +329,7 @@ class RunAdmin(UuidSearchMixin, admin.ModelAdmin):
     search_help_text = "User id, or the full id of a run or its conversation."
     uuid_search_fields = ("pk", "conversation_id")
     actions = ["interrupt_runs"]
-    fields = [
+    fields = readonly_fields = (
         "id",
         "conversation",
         "tenant",
@@ -343,8 +346,7 @@ class RunAdmin(UuidSearchMixin, admin.ModelAdmin):
         "duration",
         "result_json",
         "error_json",
-    ]
-    readonly_fields = fields
+    )
 
     @admin.display(description="tenant", ordering="conversation__tenant")
     def tenant(self, obj: Run) -> str:
@@ -378,7 +380,7 @@ class RunAdmin(UuidSearchMixin, admin.ModelAdmin):
         return request.user.has_perm("conversations.change_run")
 
     @admin.action(description="Interrupt selected runs", permissions=["interrupt"])
-    def interrupt_runs(self, request: HttpRequest, queryset: QuerySet[Run]) -> None:
+    def interrupt_runs(self, request: HttpRequest, queryset: RunQuerySet) -> None:
         interrupted = 0
         for run in queryset.unfinished().select_related("conversation"):
             if run.conversation.active_run_id != run.pk:
@@ -417,8 +419,7 @@ class EventAdmin(admin.ModelAdmin):
     # "N total" would scan it.
     ordering = ["-pk"]
     show_full_result_count = False
-    fields = ["conversation", "run", "seq", "type", "created_at", "data_json"]
-    readonly_fields = fields
+    fields = readonly_fields = ("conversation", "run", "seq", "type", "created_at", "data_json")
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[Event], search_term: str

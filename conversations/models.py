@@ -74,7 +74,7 @@ class Run(models.Model):
         INTERRUPTED = "interrupted", "Interrupted"
 
     UNFINISHED = (Status.QUEUED, Status.RUNNING)
-    TERMINAL_EVENTS = {
+    TERMINAL_EVENTS: dict[str, str] = {
         Status.COMPLETED: "run.completed",
         Status.FAILED: "run.failed",
         Status.INTERRUPTED: "run.interrupted",

@@ -107,12 +107,12 @@ def publish_events_sync(conversation_id: UUID, events: Sequence[Event]) -> None:
         )
 
 
-_interrupt_callbacks: dict[UUID, Callable[[], None]] = {}
+_interrupt_callbacks: dict[UUID, Callable[[], object]] = {}
 _interrupt_callbacks_lock = threading.Lock()
 
 
 @contextmanager
-def interrupt_callback(run_id: UUID, callback: Callable[[], None]) -> Iterator[None]:
+def interrupt_callback(run_id: UUID, callback: Callable[[], object]) -> Iterator[None]:
     """While the block runs, interrupts of this run signalled in this process call `callback` directly."""
     with _interrupt_callbacks_lock:
         _interrupt_callbacks[run_id] = callback

@@ -17,7 +17,7 @@ from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import DatabaseError
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 from rest_framework import exceptions
@@ -191,7 +191,7 @@ def _parse_after(request: HttpRequest) -> int:
 
 
 @require_GET
-async def event_stream(request: HttpRequest, tenant: str, conversation_id: UUID) -> HttpResponse:
+async def event_stream(request: HttpRequest, tenant: str, conversation_id: UUID) -> HttpResponseBase:
     """SSE of the conversation's events after `?after=` or `Last-Event-ID`, live; `id:` is the seq."""
     found = await _authorize(request, tenant, conversation_id)
     if isinstance(found, HttpResponse):
@@ -206,7 +206,7 @@ async def event_stream(request: HttpRequest, tenant: str, conversation_id: UUID)
 
 @csrf_exempt
 @require_POST
-async def stream_message(request: HttpRequest, tenant: str, conversation_id: UUID) -> HttpResponse:
+async def stream_message(request: HttpRequest, tenant: str, conversation_id: UUID) -> HttpResponseBase:
     """Start a run with `{"text": …}` and stream its events as SSE until its terminal event."""
     found = await _authorize(request, tenant, conversation_id)
     if isinstance(found, HttpResponse):

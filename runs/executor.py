@@ -53,11 +53,9 @@ class RunExecution:
         self.resources = contextlib.AsyncExitStack()
 
     async def execute(self) -> None:
-        status, result, error = (
-            Run.Status.FAILED,
-            None,
-            {"reason": "internal_error", "message": "The run ended unexpectedly."},
-        )
+        status: str = Run.Status.FAILED
+        result: dict[str, Any] | None = None
+        error: dict[str, Any] | None = {"reason": "internal_error", "message": "The run ended unexpectedly."}
         loop = asyncio.get_running_loop()
         try:
             with realtime.interrupt_callback(self.run.pk, lambda: loop.call_soon_threadsafe(self.interrupted.set)):

@@ -11,7 +11,7 @@ from conversations.models import Run
 WORKER_NAME = f"{socket.gethostname()}:{os.getpid()}"
 
 
-def claim_run(run_id: UUID) -> Run | None:
+def claim_run(run_id: UUID | str) -> Run | None:
     """Move a queued run to running for this process; None when it was already taken or ended."""
     now = timezone.now()
     claimed = Run.objects.filter(pk=run_id, status=Run.Status.QUEUED).update(

@@ -25,7 +25,8 @@ def agent_options(run: Run, launch: Launch, *, resume: str | None, stderr: Calla
         resume=resume,
         # The transcript lives in the database, so the next message resumes on any worker;
         # the CLI's config directory is per run and thrown away.
-        session_store=DatabaseSessionStore(run.conversation_id),
+        # (mypy takes the SDK protocol's optional methods, which raise NotImplementedError, for abstract ones.)
+        session_store=DatabaseSessionStore(run.conversation_id),  # type: ignore[abstract]
         setting_sources=[],
         stderr=stderr,
     )

@@ -11,7 +11,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from conversations.models import Conversation, Event, Run
-from tenants.models import ApiKey, LanguageModel, Tenant
+from tenants.models import ApiKey, ApiKeyQuerySet, LanguageModel, Tenant
 from usage.models import UsageRecord
 
 
@@ -241,19 +241,19 @@ class ApiKeyAdmin(admin.ModelAdmin):
     search_fields = ["name", "prefix", "tenant__id"]
     actions = ["revoke_keys"]
     # key_hash is never shown: with it, anyone reading the page could look keys up offline.
-    change_fields = ["name", "scope", "prefix", "revoked", "created_at", "last_used_at", "revoked_at"]
-    change_readonly_fields = ["scope", "prefix", "revoked", "created_at", "last_used_at", "revoked_at"]
+    change_fields = ("name", "scope", "prefix", "revoked", "created_at", "last_used_at", "revoked_at")
+    change_readonly_fields = ("scope", "prefix", "revoked", "created_at", "last_used_at", "revoked_at")
 
     def get_form(self, request: HttpRequest, obj: ApiKey | None = None, change: bool = False, **kwargs: Any) -> Any:
         if obj is None:
             kwargs["form"] = ApiKeyAddForm
         return super().get_form(request, obj, change=change, **kwargs)
 
-    def get_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> list[str]:
-        return ["name", "tenant"] if obj is None else self.change_fields
+    def get_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> tuple[str, ...]:
+        return ("name", "tenant") if obj is None else self.change_fields
 
-    def get_readonly_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> list[str]:
-        return [] if obj is None else self.change_readonly_fields
+    def get_readonly_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> tuple[str, ...]:
+        return () if obj is None else self.change_readonly_fields
 
     @admin.display(description="scope", ordering="tenant")
     def scope(self, obj: ApiKey) -> str:
@@ -283,7 +283,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
         )
 
     @admin.action(description="Revoke selected keys", permissions=["change"])
-    def revoke_keys(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+    def revoke_keys(self, request: HttpRequest, queryset: ApiKeyQuerySet) -> None:
         keys = list(queryset.live())
         for key in keys:
             key.revoke()

@@ -35,7 +35,7 @@ class UsageRecordAdmin(admin.ModelAdmin):
     # Newest first by the primary key's index, which follows creation order.
     ordering = ["-pk"]
     show_full_result_count = False
-    fields = [
+    fields = readonly_fields = (
         "tenant",
         "conversation",
         "run",
@@ -49,8 +49,7 @@ class UsageRecordAdmin(admin.ModelAdmin):
         "cache_read_tokens",
         "cost_usd",
         "created_at",
-    ]
-    readonly_fields = fields
+    )
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[UsageRecord], search_term: str
