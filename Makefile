@@ -53,7 +53,7 @@ format: install
 	$(VENV)/bin/ruff check --fix .
 
 bench: install
-	$(TEST_ENV) $(PY) -m tests.e2e.bench
+	$(TEST_ENV) $(PY) -m benchmarks.bench
 
 clean:
 	rm -rf var db.sqlite3 db.sqlite3-*

@@ -19,6 +19,7 @@ from api.errors import ServiceError
 from conversations import services
 from conversations.models import Conversation, Event, Run, RunQuerySet
 from tenants.admin import drop_history_permissions
+from tenants.models import TOKEN_KINDS
 
 # The newest events a change page renders; a long agent run easily stores tens of thousands.
 TRANSCRIPT_MAX_EVENTS = 2000
@@ -41,13 +42,6 @@ EVENT_TYPES = [
     "run.interrupted",
 ]
 TERMINAL_STATUS = {event_type: status for status, event_type in Run.TERMINAL_EVENTS.items()}
-USAGE_TOKEN_KEYS = (
-    "input_tokens",
-    "output_tokens",
-    "cache_write_5m_tokens",
-    "cache_write_1h_tokens",
-    "cache_read_tokens",
-)
 
 
 def search_uuid(term: str) -> uuid.UUID | None:
@@ -120,7 +114,7 @@ def transcript_item(event: Event) -> TranscriptItem | None:
             extra={"is_error": bool(data.get("is_error")), "truncated": bool(data.get("truncated"))},
         )
     if event.type == "usage":
-        tokens = {key.removesuffix("_tokens").replace("_", " "): data.get(key, 0) for key in USAGE_TOKEN_KEYS}
+        tokens = {key.removesuffix("_tokens").replace("_", " "): data.get(key, 0) for key in TOKEN_KINDS}
         return TranscriptItem("usage", event, data, extra={"tokens": tokens, "cost_usd": data.get("cost_usd")})
     if event.type in TERMINAL_STATUS:
         error = data.get("error")

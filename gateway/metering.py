@@ -103,6 +103,7 @@ class UsageTap:
         self.model: str | None = None
         self.usage: Json = {}
         self.complete = False  # message_stop seen, or a whole JSON message read
+        self.settled = False  # the usage is final: message_delta (which carries the last figures) seen
         self.error: Json | None = None  # an `error` event or error body, if the upstream sent one
         self._mode: str | None = None  # "sse" or "json", decided by the first non-blank byte
         self._sse = SSEDecoder(USAGE_EVENTS)
@@ -154,8 +155,9 @@ class UsageTap:
             usage = event.get("usage")
             if isinstance(usage, dict):
                 merge_usage(self.usage, usage)
+                self.settled = True
         elif kind == "message_stop":
-            self.complete = True
+            self.complete = self.settled = True
         elif kind == "error":
             error = event.get("error")
             self.error = error if isinstance(error, dict) else {"message": str(error)}
@@ -166,7 +168,7 @@ class UsageTap:
             self.observe_event(message)
             return
         self._observe_header(message)
-        self.complete = message.get("type") == "message"
+        self.complete = self.settled = message.get("type") == "message"
 
     def _observe_header(self, message: Json) -> None:
         if isinstance(message.get("id"), str):

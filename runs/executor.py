@@ -22,7 +22,7 @@ from conversations.models import Run
 from conversations.reconnect import call_database, close_connection
 from runs import lease
 from runs.options import agent_options
-from runs.prepare import prepare_run
+from runs.prepare import RunSetup, prepare_run
 from runs.translate import EventTranslator
 from runs.writer import EventWriter
 from sandbox.launcher import SandboxUnavailable
@@ -41,7 +41,8 @@ class RunExecution:
         self.run = run
         self.conversation = run.conversation
         self.model = run.model
-        self.translator = EventTranslator(run.model)
+        self.translator = EventTranslator()
+        self.setup: RunSetup | None = None
         self.interrupted = asyncio.Event()
         # The CLI's last words, logged when it fails (never put in events: they are not for users).
         self.cli_stderr: collections.deque[str] = collections.deque(maxlen=40)
@@ -71,9 +72,20 @@ class RunExecution:
             logger.exception("Run %s failed", self.run.pk)
             error = {"reason": "internal_error", "message": f"The run failed: {type(exc).__name__}."}
         finally:
+            await self._report_remaining_usage()
             await self.writer.close()
             await self._finish(status, result, error)
             await self.resources.aclose()
+
+    async def _report_remaining_usage(self) -> None:
+        """The `usage` events of calls the stream did not show, so the run's events add up to its bill.
+
+        An answer may still be streaming (an interrupt, a timeout): it is waited for, briefly.
+        """
+        if self.setup is not None:
+            await self.setup.gateway.calls.settled(settings.RUN_INTERRUPT_GRACE_SECONDS)
+        for kind, data in self.translator.unreported_usage():
+            self.writer.emit(kind, data)
 
     async def _finish(self, status: str, result: dict[str, Any] | None, error: dict[str, Any] | None) -> None:
         """Write the run's one terminal event, with its totals from our own metering (not the CLI's estimate)."""
@@ -149,7 +161,9 @@ class RunExecution:
 
     async def _drive_agent(self) -> Outcome:
         try:
-            setup = await prepare_run(self.run, self.resources, on_refusal=self.stop)
+            setup = self.setup = await prepare_run(
+                self.run, self.resources, on_refusal=self.stop, on_usage=self.translator.usage_recorded
+            )
         except SandboxUnavailable as exc:
             logger.error("Run %s cannot start: %s", self.run.pk, exc)
             return Run.Status.FAILED, None, {"reason": "sandbox_unavailable", "message": str(exc)}

@@ -20,6 +20,7 @@ from sandbox.launcher import (
     prepare_place,
     sandbox_ids,
 )
+from usage.models import UsageRecord
 from workspaces.services import workspace_dir
 
 logger = logging.getLogger(__name__)
@@ -34,9 +35,15 @@ class RunSetup:
 
 
 async def prepare_run(
-    run: Run, resources: contextlib.AsyncExitStack, *, on_refusal: Callable[[str, str], None]
+    run: Run,
+    resources: contextlib.AsyncExitStack,
+    *,
+    on_refusal: Callable[[str, str], None],
+    on_usage: Callable[[UsageRecord], None],
 ) -> RunSetup:
     """The run's place, its open gateway and its launch; what must be undone goes on `resources`.
+
+    `on_refusal` and `on_usage` hear from the gateway (see `gateway.calls.RunCalls`).
 
     Raises SandboxUnavailable when the run cannot be isolated.
     """
@@ -44,16 +51,16 @@ async def prepare_run(
     # Removed last, after the CLI is gone: the run's directory, cgroup and anything left in it.
     resources.callback(place.remove)
     gateway = await resources.enter_async_context(
-        ModelGateway(run, socket_path=place.gateway_socket, owner=sandbox_ids(), on_refusal=on_refusal)
+        ModelGateway(
+            run, socket_path=place.gateway_socket, owner=sandbox_ids(), on_refusal=on_refusal, on_usage=on_usage
+        )
     )
     launch = prepare_launch(
         place,
         agent_environment(
-            base_url=gateway_base_url(place, gateway.base_url),
-            token=gateway.token,
             model_id=run.model.provider_model_id,
             config_dir=place.config_dir,
-            provider=run.model.provider,
+            gateway=gateway.cli_environment(gateway_base_url(place, gateway.base_url)),
         ),
     )
     return RunSetup(place=place, gateway=gateway, launch=launch, resume=await session_to_resume(run.conversation))

@@ -15,7 +15,8 @@ from claude_agent_sdk import (
 from claude_agent_sdk.types import StreamEvent
 
 from conversations.events import EventItem
-from tenants.models import LanguageModel, normalize_usage
+from tenants.models import TOKEN_KINDS
+from usage.models import UsageRecord, usd
 
 logger = logging.getLogger(__name__)
 
@@ -43,14 +44,33 @@ def _tool_result_content(content: Any) -> tuple[Any, bool]:
     return ("" if content is None else str(content)[:MAX_TOOL_RESULT_CHARS], False)
 
 
-class EventTranslator:
-    """Stateful per run: it meters each model call once, from the stream's own usage figures."""
+def usage_event(record: UsageRecord, parent_tool_use_id: str | None) -> EventItem:
+    """The `usage` event of one model call: the gateway's record of it, so what clients see is what bills."""
+    tokens = {kind: getattr(record, kind) for kind in TOKEN_KINDS}
+    data = {"message_id": record.message_id, "model": record.model_id, **tokens, "cost_usd": usd(record.cost_usd)}
+    return ("usage", {**data, "parent_tool_use_id": parent_tool_use_id})
 
-    def __init__(self, model: LanguageModel) -> None:
-        self.model = model
+
+class EventTranslator:
+    """Stateful per run: it places each model call's `usage` event where the call ends in the stream.
+
+    The gateway hands it each call's record (`usage_recorded`) before the CLI sees the end of that
+    answer; the event goes out at the call's `message_delta`, with the agent (or subagent) that made it.
+    """
+
+    def __init__(self) -> None:
         self.session_id = ""
-        self._usage: dict[str, dict[str, Any]] = {}  # raw usage of each API call, by message id
+        self._recorded: dict[str, UsageRecord] = {}  # calls recorded, not yet reported, by message id
         self._open_call_by_parent: dict[str | None, str] = {}
+
+    def usage_recorded(self, record: UsageRecord) -> None:
+        self._recorded[record.message_id] = record
+
+    def unreported_usage(self) -> list[EventItem]:
+        """The `usage` events of recorded calls the stream never showed (cut off, or side calls), once."""
+        items = [usage_event(record, None) for record in self._recorded.values()]
+        self._recorded.clear()
+        return items
 
     def translate(self, message: Any) -> list[EventItem]:
         if isinstance(message, StreamEvent):
@@ -113,31 +133,14 @@ class EventTranslator:
                 ]
             return []
         if kind == "message_start":
-            api_message = event.get("message", {})
-            message_id = api_message.get("id") or f"call-{len(self._usage) + 1}"
-            self._usage[message_id] = dict(api_message.get("usage") or {})
-            self._open_call_by_parent[parent] = message_id
+            message_id = event.get("message", {}).get("id")
+            if isinstance(message_id, str):
+                self._open_call_by_parent[parent] = message_id
             return []
         if kind == "message_delta":
-            message_id = self._open_call_by_parent.get(parent)
-            if message_id is None:
-                return []
-            raw = self._usage[message_id]
-            raw.update({k: v for k, v in (event.get("usage") or {}).items() if v is not None})
-            usage = normalize_usage(raw)
-            cost = self.model.cost(raw)
-            return [
-                (
-                    "usage",
-                    {
-                        "message_id": message_id,
-                        "model": self.model.pk,
-                        **usage,
-                        "cost_usd": str(cost),
-                        "parent_tool_use_id": parent,
-                    },
-                )
-            ]
+            message_id = self._open_call_by_parent.pop(parent, None)
+            record = self._recorded.pop(message_id, None) if message_id else None
+            return [usage_event(record, parent)] if record else []
         return []
 
     def _assistant(self, message: AssistantMessage) -> list[EventItem]:

@@ -3,6 +3,7 @@
 import logging
 import os
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -10,9 +11,7 @@ from typing import Any
 import claude_agent_sdk
 from django.conf import settings
 
-from gateway.server import RUN_PATH_PREFIX
 from sandbox.limits import RunCgroup, create_run_cgroup, rlimit_args
-from tenants.models import LanguageModel
 
 logger = logging.getLogger(__name__)
 
@@ -147,20 +146,12 @@ def prepare_place(run_id: str, workspace: Path) -> RunPlace:
     return place
 
 
-def agent_environment(
-    *,
-    base_url: str,
-    token: str,
-    model_id: str,
-    config_dir: Path,
-    provider: str = LanguageModel.Provider.ANTHROPIC,
-) -> dict[str, str]:
+def agent_environment(*, model_id: str, config_dir: Path, gateway: Mapping[str, str]) -> dict[str, str]:
     """The CLI's whole environment: nothing of the worker's, and no credential but the run's token.
 
-    A `bedrock` model's CLI speaks Bedrock HTTP to the gateway, unsigned (the gateway signs with the
-    platform's AWS credentials); any other provider's speaks Anthropic HTTP.
+    `gateway` is what sends the CLI's model calls to the run's gateway (`ModelGateway.cli_environment`).
     """
-    env = {
+    return {
         "PATH": "/usr/local/bin:/usr/bin:/bin",
         "HOME": "/home/agent",
         "LANG": "C.UTF-8",
@@ -176,18 +167,8 @@ def agent_environment(
         "DISABLE_TELEMETRY": "1",
         "DISABLE_AUTOUPDATER": "1",
         "DISABLE_ERROR_REPORTING": "1",
+        **gateway,
     }
-    if provider == LanguageModel.Provider.BEDROCK:
-        return {
-            **env,
-            "CLAUDE_CODE_USE_BEDROCK": "1",
-            "CLAUDE_CODE_SKIP_BEDROCK_AUTH": "1",
-            # The token rides in the path: the CLI's AWS SDK call (GET /inference-profiles) sends no
-            # ANTHROPIC_CUSTOM_HEADERS, but both of its clients keep the base URL's path.
-            "ANTHROPIC_BEDROCK_BASE_URL": f"{base_url.rstrip('/')}{RUN_PATH_PREFIX}{token}",
-            "AWS_REGION": settings.AWS_REGION_NAME,
-        }
-    return {**env, "ANTHROPIC_BASE_URL": base_url, "ANTHROPIC_API_KEY": token}
 
 
 def gateway_base_url(place: RunPlace, tcp_url: str) -> str:

@@ -13,6 +13,10 @@ slug_validator = RegexValidator(
 )
 
 PER_MILLION = Decimal(1_000_000)
+# The kinds of tokens a model call is billed for, each at its own price (see LanguageModel.cost).
+TOKEN_KINDS = ("input_tokens", "output_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens", "cache_read_tokens")
+# What the built-in offline model is called wherever a person reads it: it is not Claude.
+OFFLINE_LABEL = "Offline model (not Claude)"
 
 
 def normalize_usage(usage: dict[str, Any]) -> dict[str, int]:
@@ -43,7 +47,7 @@ class LanguageModel(models.Model):
     class Provider(models.TextChoices):
         ANTHROPIC = "anthropic", "Anthropic API"
         BEDROCK = "bedrock", "AWS Bedrock"
-        OFFLINE = "offline", "Offline model (not Claude)"
+        OFFLINE = "offline", OFFLINE_LABEL
 
     class Status(models.TextChoices):
         ACTIVE = "active", "Active"

@@ -1,7 +1,6 @@
 from django.db import transaction
 
-from gateway.upstreams.offline import OFFLINE_LABEL
-from tenants.models import ApiKey, LanguageModel, Tenant
+from tenants.models import OFFLINE_LABEL, ApiKey, LanguageModel, Tenant
 
 OFFLINE_MODEL_ID = "offline"
 

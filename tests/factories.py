@@ -1,6 +1,12 @@
-"""Data shared by tests of different apps."""
+"""Data for tests of every app (factory-boy): each factory makes a valid row, given only what a test cares about."""
 
 from decimal import Decimal
+
+import factory
+from factory.django import DjangoModelFactory
+
+from conversations.models import Conversation, Run
+from tenants.models import LanguageModel, Tenant
 
 # Claude Sonnet 4.5 list prices, USD per million tokens.
 SONNET_PRICES = {
@@ -10,3 +16,53 @@ SONNET_PRICES = {
     "cache_write_1h_price": Decimal("6"),
     "cache_read_price": Decimal("0.30"),
 }
+
+
+class LanguageModelFactory(DjangoModelFactory[LanguageModel]):
+    """An Anthropic model at Sonnet's prices."""
+
+    class Meta:
+        model = LanguageModel
+        django_get_or_create = ("id",)
+
+    id = factory.Sequence(lambda n: f"model-{n}")
+    display_name = factory.LazyAttribute(lambda model: model.id.title())
+    provider = LanguageModel.Provider.ANTHROPIC
+    provider_model_id = "claude-sonnet-4-5"
+    input_price = SONNET_PRICES["input_price"]
+    output_price = SONNET_PRICES["output_price"]
+    cache_write_5m_price = SONNET_PRICES["cache_write_5m_price"]
+    cache_write_1h_price = SONNET_PRICES["cache_write_1h_price"]
+    cache_read_price = SONNET_PRICES["cache_read_price"]
+
+
+class TenantFactory(DjangoModelFactory[Tenant]):
+    class Meta:
+        model = Tenant
+        django_get_or_create = ("id",)
+
+    id = factory.Sequence(lambda n: f"tenant-{n}")
+    name = factory.LazyAttribute(lambda tenant: tenant.id.title())
+    default_model = factory.SubFactory(LanguageModelFactory)
+
+
+class ConversationFactory(DjangoModelFactory[Conversation]):
+    """A conversation on its tenant's default model."""
+
+    class Meta:
+        model = Conversation
+
+    tenant = factory.SubFactory(TenantFactory)
+    model = factory.SelfAttribute("tenant.default_model")
+
+
+class RunFactory(DjangoModelFactory[Run]):
+    """A queued run of a conversation, on the conversation's model, for the conversation's user."""
+
+    class Meta:
+        model = Run
+
+    conversation = factory.SubFactory(ConversationFactory)
+    model = factory.SelfAttribute("conversation.model")
+    user_id = factory.SelfAttribute("conversation.user_id")
+    input = "Hi"

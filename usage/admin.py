@@ -8,6 +8,7 @@ from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
+from tenants.models import TOKEN_KINDS
 from usage.models import UsageRecord
 
 
@@ -20,11 +21,7 @@ class UsageRecordAdmin(admin.ModelAdmin):
         "model",
         "run_id",
         "message_id",
-        "input_tokens",
-        "output_tokens",
-        "cache_write_5m_tokens",
-        "cache_write_1h_tokens",
-        "cache_read_tokens",
+        *TOKEN_KINDS,
         "cost_usd",
     ]
     list_filter = ["tenant", "model", "created_at"]
@@ -42,11 +39,7 @@ class UsageRecordAdmin(admin.ModelAdmin):
         "user_id",
         "model",
         "message_id",
-        "input_tokens",
-        "output_tokens",
-        "cache_write_5m_tokens",
-        "cache_write_1h_tokens",
-        "cache_read_tokens",
+        *TOKEN_KINDS,
         "cost_usd",
         "created_at",
     )

@@ -7,9 +7,8 @@ from django.db.models import Count, Sum
 from django.db.models.functions import Coalesce
 
 from conversations.models import Conversation, Run
-from tenants.models import LanguageModel, Tenant
+from tenants.models import TOKEN_KINDS, LanguageModel, Tenant
 
-TOKEN_FIELDS = ("input_tokens", "output_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens", "cache_read_tokens")
 COST_PLACES = Decimal("1e-10")
 
 
@@ -22,7 +21,7 @@ def _sums() -> dict[str, Any]:
     # Suffixed aliases: an annotation may not share a name with a model field.
     zero_cost = models.Value(Decimal(0), output_field=models.DecimalField(max_digits=16, decimal_places=10))
     return {
-        **{f"{name}_sum": Coalesce(Sum(name), 0) for name in TOKEN_FIELDS},
+        **{f"{name}_sum": Coalesce(Sum(name), 0) for name in TOKEN_KINDS},
         "model_calls": Count("pk"),
         "cost_usd_sum": Coalesce(Sum("cost_usd"), zero_cost),
     }
@@ -31,7 +30,7 @@ def _sums() -> dict[str, Any]:
 def usage_figures(row: dict[str, Any]) -> dict[str, Any]:
     """An aggregated row in the API's shape: integers for tokens and calls, the cost as a string."""
     # PostgreSQL sums bigints as numeric, hence int().
-    figures: dict[str, Any] = {name: int(row[f"{name}_sum"]) for name in TOKEN_FIELDS}
+    figures: dict[str, Any] = {name: int(row[f"{name}_sum"]) for name in TOKEN_KINDS}
     return {**figures, "model_calls": row["model_calls"], "cost_usd": usd(row["cost_usd_sum"])}
 
 

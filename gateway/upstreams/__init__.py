@@ -1,1 +1,27 @@
-"""Where a model call goes: Bedrock (SigV4-signed) or the offline model; Anthropic is the plain relay."""
+"""The gateway's upstreams, one module per provider of models (`LanguageModel.Provider`).
+
+Each module is an `Upstream`: it tells the CLI how to reach the gateway for its models, finds the run
+token in a call, and serves an authorised call. `gateway.server.UPSTREAMS` maps providers to them; a new
+provider is a new module here and one line there.
+"""
+
+from collections.abc import Mapping
+from typing import Protocol
+
+from aiohttp import web
+
+from gateway.calls import RunCalls
+
+
+class Upstream(Protocol):
+    def cli_environment(self, base_url: str, token: str) -> Mapping[str, str]:
+        """The CLI's variables that send its model calls to the gateway at `base_url` with the run's `token`."""
+        ...
+
+    def call_token(self, request: web.BaseRequest) -> str:
+        """The run token a call of the CLI carries ("" if none)."""
+        ...
+
+    async def serve(self, calls: RunCalls, request: web.BaseRequest) -> web.StreamResponse:
+        """Answer a call whose token has been checked: refuse it, or relay the model's answer, metered."""
+        ...

@@ -8,6 +8,7 @@ enter the sandbox. A streamed answer is AWS event-stream framing: each `chunk` e
 `{"bytes": base64(Anthropic streaming event JSON)}`.
 """
 
+import asyncio
 import base64
 import binascii
 import json
@@ -17,14 +18,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
+import aiohttp
 import botocore.session
+from aiohttp import web
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials, ReadOnlyCredentials
 from botocore.eventstream import EventStreamBuffer, EventStreamMessage, ParserError
 from botocore.exceptions import BotoCoreError
 from django.conf import settings
+from yarl import URL
 
+from gateway.calls import RunCalls, error_response
 from gateway.metering import UsageTap
 
 logger = logging.getLogger(__name__)
@@ -38,6 +43,72 @@ STREAMING_ACTION = "invoke-with-response-stream"
 FORWARDED_REQUEST_HEADERS = ("content-type", "accept")
 FORWARDED_RESPONSE_HEADERS = ("content-type", "x-amzn-requestid", "x-amzn-errortype", "retry-after")
 FORWARDED_RESPONSE_PREFIX = "x-amzn-bedrock-"  # invocation latency, token counts of /invoke
+# The CLI's Bedrock clients send no credential, and its AWS SDK call ignores ANTHROPIC_CUSTOM_HEADERS,
+# so a Bedrock run's token travels as the first segments of the base URL's path, which both keep.
+RUN_PATH_PREFIX = "/run-token/"
+
+
+def cli_environment(base_url: str, token: str) -> Mapping[str, str]:
+    """Bedrock mode, unsigned (the gateway signs with the platform's AWS credentials, which the CLI never sees)."""
+    return {
+        "CLAUDE_CODE_USE_BEDROCK": "1",
+        "CLAUDE_CODE_SKIP_BEDROCK_AUTH": "1",
+        "ANTHROPIC_BEDROCK_BASE_URL": f"{base_url.rstrip('/')}{RUN_PATH_PREFIX}{token}",
+        "AWS_REGION": settings.AWS_REGION_NAME,
+    }
+
+
+def call_token(request: web.BaseRequest) -> str:
+    return path_token(request.raw_path)[0]
+
+
+def path_token(raw_path: str) -> tuple[str, str]:
+    """The token of a path `/run-token/<token>/rest?query`, and `/rest?query` (the raw path, still quoted)."""
+    if not raw_path.startswith(RUN_PATH_PREFIX):
+        return "", raw_path
+    token, slash, rest = raw_path.removeprefix(RUN_PATH_PREFIX).partition("/")
+    return token, slash + rest
+
+
+async def serve(calls: RunCalls, request: web.BaseRequest) -> web.StreamResponse:
+    """Sign the CLI's Bedrock call with the platform's AWS credentials and relay the answer; only
+    model calls (`/model/<id>/invoke*`) are budget-checked and metered."""
+    call = bedrock_call(request.method, path_token(request.raw_path)[1])
+    if call is None:
+        return error_response(
+            404, "not_found_error", "The gateway forwards only Bedrock model calls and the inference-profiles listing."
+        )
+    body = await request.read()
+    if call.is_model_call:
+        if call.model_id != calls.model.provider_model_id:
+            # The usage would be priced as the run's model: another model is not the run's to call.
+            return error_response(
+                403, "permission_error", f"This run may only call model {calls.model.provider_model_id}."
+            )
+        if refusal := await calls.budget_refusal(body):
+            return refusal
+    credentials = await asyncio.to_thread(CREDENTIALS.current)
+    if credentials is None:
+        # Measured: in Bedrock mode the CLI takes a 403 for expired AWS credentials and retries it
+        # for about four minutes before it shows this message (a 400 would end the turn at once).
+        return calls.refuse(
+            "credentials_missing",
+            "The platform has no AWS credentials for Bedrock: set AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY, or give the worker an AWS role.",
+        )
+    headers = signed_headers(call, body, request.headers, credentials)
+    try:
+        async with calls.client_session().request(
+            call.method, URL(call.url, encoded=True), data=body, headers=headers
+        ) as upstream:
+            tap: UsageTap | None = None
+            if call.is_model_call and upstream.status == 200:
+                tap = EventStreamUsageTap() if call.streaming else UsageTap()
+            kept = response_headers(upstream.headers)
+            return await calls.relay(request, upstream.status, kept, upstream.content.iter_any(), tap)
+    except aiohttp.ClientError as exc:
+        logger.warning("Bedrock upstream unreachable: %s", type(exc).__name__)
+        return error_response(502, "api_error", f"The model upstream is unreachable ({type(exc).__name__}).")
 
 
 @dataclass(frozen=True)
@@ -106,6 +177,10 @@ class AwsCredentials:
             logger.warning("AWS credentials could not be loaded: %s", exc)
             return None
         return frozen if frozen and frozen.access_key and frozen.secret_key else None
+
+
+# One per process: botocore's chain refreshes role credentials itself.
+CREDENTIALS = AwsCredentials()
 
 
 def signed_headers(

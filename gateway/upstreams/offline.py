@@ -1,7 +1,7 @@
 """Offline model: a deterministic, scriptable stand-in for the Anthropic Messages API.
 
-It is NOT Claude. The demo (no API key) and every test point the Claude Code CLI at it with
-`ANTHROPIC_BASE_URL=<host>/offline`. Routes: `POST /v1/messages` (SSE when `"stream": true`,
+It is NOT Claude. The gateway serves it in-process to runs of an `offline` model (the demo, which
+needs no API key, and every test); the CLI speaks the Anthropic API to it. Routes: `POST /v1/messages` (SSE when `"stream": true`,
 otherwise one JSON message) and `POST /v1/messages/count_tokens`.
 
 The *current turn's text* is the latest user message that has text once tool_result blocks and
@@ -45,7 +45,11 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-OFFLINE_LABEL = "Offline model (not Claude)"
+from aiohttp import web
+
+from gateway.calls import RunCalls, messages_tap
+from gateway.upstreams import anthropic
+from tenants.models import OFFLINE_LABEL
 
 _ROUTES = ("/v1/messages", "/v1/messages/count_tokens")
 _ERROR_TYPES = {
@@ -161,6 +165,20 @@ async def respond(path: str, body: bytes, headers: Mapping[str, str]) -> Offline
     if request.get("stream"):
         return OfflineResponse(200, "text/event-stream", _sse(message, blocks, usage))
     return _json(200, message)
+
+
+# The CLI speaks the Anthropic API to the offline model, with the run's token as its key.
+cli_environment = anthropic.cli_environment
+call_token = anthropic.call_token
+
+
+async def serve(calls: RunCalls, request: web.BaseRequest) -> web.StreamResponse:
+    body = await calls.read_messages_call(request)
+    if isinstance(body, web.StreamResponse):
+        return body
+    reply = await respond(request.path, body, request.headers)
+    headers = {"content-type": reply.content_type}
+    return await calls.relay(request, reply.status, headers, reply.body, messages_tap(request, reply.status))
 
 
 def _json(status: int, payload: Json) -> OfflineResponse:

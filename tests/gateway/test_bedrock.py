@@ -30,7 +30,7 @@ from pytest_django.fixtures import Settings
 from conversations.models import Conversation, Run
 from gateway.metering import SSEDecoder
 from gateway.server import ModelGateway
-from gateway.upstreams import offline
+from gateway.upstreams import bedrock, offline
 from gateway.upstreams.bedrock import EventStreamUsageTap, control_plane_url
 from sandbox.launcher import BUNDLED_CLI, agent_environment
 from tenants.models import LanguageModel, Tenant
@@ -428,7 +428,7 @@ async def test_a_bedrock_agents_environment_has_the_run_token_in_the_base_url_an
     aws: Settings,
 ) -> None:
     env = agent_environment(
-        base_url="http://127.0.0.1:8765", token="run_tok", model_id=MODEL_ID, config_dir=Path("/c"), provider="bedrock"
+        model_id=MODEL_ID, config_dir=Path("/c"), gateway=bedrock.cli_environment("http://127.0.0.1:8765", "run_tok")
     )
 
     assert env["CLAUDE_CODE_USE_BEDROCK"] == env["CLAUDE_CODE_SKIP_BEDROCK_AUTH"] == "1"
@@ -455,11 +455,7 @@ async def test_the_real_cli_in_bedrock_mode_completes_a_tool_turn_through_the_ga
     async with ModelGateway(run) as gateway:  # unsandboxed: on a loopback port
         token = gateway.token
         env = agent_environment(
-            base_url=gateway.base_url,
-            token=token,
-            model_id=MODEL_ID,
-            config_dir=home / ".claude",
-            provider=LanguageModel.Provider.BEDROCK,
+            model_id=MODEL_ID, config_dir=home / ".claude", gateway=gateway.cli_environment(gateway.base_url)
         )
         # As root (the tests), the CLI refuses bypassPermissions unless told it is sandboxed.
         env |= {"HOME": str(home), "IS_SANDBOX": "1"}

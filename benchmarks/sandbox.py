@@ -92,10 +92,9 @@ async def timed_launch(run: Any) -> dict[str, float]:
             launch = prepare_launch(
                 place,
                 agent_environment(
-                    base_url=gateway_base_url(place, gateway.base_url),
-                    token=gateway.token,
                     model_id=run.model.provider_model_id,
                     config_dir=place.config_dir,
+                    gateway=gateway.cli_environment(gateway_base_url(place, gateway.base_url)),
                 ),
             )
             options = ClaudeAgentOptions(
@@ -157,6 +156,7 @@ def launcher_costs(conversation: Any, runner: str) -> dict[str, list[float]]:
     """Seconds to start and end a process through a runner's launcher: /usr/bin/true as the CLI, and the CLI's --version."""
     from django.test import override_settings
 
+    from gateway.upstreams import anthropic
     from sandbox.launcher import agent_environment, prepare_launch, prepare_place
     from workspaces.services import workspace_dir
 
@@ -164,9 +164,10 @@ def launcher_costs(conversation: Any, runner: str) -> dict[str, list[float]]:
     with override_settings(SANDBOX_RUNNER=runner):
         place = prepare_place(f"launcher-{uuid.uuid4()}", workspace_dir(conversation))
         try:
-            base = "http://127.0.0.1:9"  # nothing is called: the process ends before any request
+            # Nothing is called: the process ends before any request.
+            gateway = anthropic.cli_environment("http://127.0.0.1:9", "none")
             launch = prepare_launch(
-                place, agent_environment(base_url=base, token="none", model_id="offline-1", config_dir=place.config_dir)
+                place, agent_environment(model_id="offline-1", config_dir=place.config_dir, gateway=gateway)
             )
             for _ in range(LAUNCHER_RUNS):
                 times["true"].append(time_command([launch.cli_path], {**launch.env, "AGENT_CLI": TRUE}, launch.cwd))
@@ -253,13 +254,19 @@ async def direct_stream(body: bytes) -> tuple[list[float], list[float]]:
 
 
 def stamping_gateway(yielded: list[float]) -> type:
+    from gateway.calls import RunCalls
     from gateway.server import ModelGateway
+
+    class StampingCalls(RunCalls):
+        async def relay(self, request: Any, status: int, headers: dict[str, str], chunks: Any, *rest: Any) -> Any:
+            return await super().relay(request, status, headers, stamped(chunks, yielded), *rest)
 
     class Stamping(ModelGateway):
         """The real gateway, noting when the model yields each chunk it relays (instrumentation only)."""
 
-        async def _relay(self, request: Any, status: int, headers: dict[str, str], chunks: Any, *rest: Any) -> Any:
-            return await super()._relay(request, status, headers, stamped(chunks, yielded), *rest)
+        def __init__(self, run: Any, **kwargs: Any) -> None:
+            super().__init__(run, **kwargs)
+            self.calls = StampingCalls(run)
 
     return Stamping
 
@@ -271,7 +278,7 @@ async def gateway_stream(run: Any, socket_path: Path, body: bytes) -> tuple[list
         client = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "tests.e2e.bench_sandbox",
+            "benchmarks.sandbox",
             "gateway-client",
             str(socket_path),
             gateway.token,

@@ -70,7 +70,7 @@ async def hold_idle_sockets(urls: list[str], started: threading.Event, result: d
 
 def figures(platform: Any, client: Any, tenant: Any) -> dict[str, Any]:
     """Idle sockets alive after the quiet, memory per idle socket, and live latency while they idle."""
-    from tests.e2e.bench import percentile, stream_run
+    from benchmarks.bench import percentile, stream_run
 
     daphne = platform.web.pid
     urls = idle_conversation_urls(tenant, platform.base_url)

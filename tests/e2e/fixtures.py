@@ -1,3 +1,5 @@
+"""The running platform for end-to-end tests, wherever they live (a pytest plugin: see tests/conftest.py)."""
+
 from collections.abc import Iterator
 
 import pytest
@@ -8,8 +10,9 @@ from tests.e2e.harness import Client, Platform, database_url, serving, tenant_cl
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests of tests/e2e/ and every test on a running platform are end-to-end (`-m "not e2e"` leaves them out)."""
     for item in items:
-        if "tests/e2e/" in str(item.fspath):
+        if "tests/e2e/" in str(item.path) or "platform" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.e2e)
 
 

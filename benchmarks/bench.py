@@ -3,10 +3,10 @@
 Starts real Daphne and a real Celery worker on a scratch PostgreSQL database and Redis, then prints:
 POST → first event and → terminal event against the bare SDK driving the CLI directly (same
 offline model), worker → WebSocket latency per event (p50/p99), and events per second for one run.
-Then what the sandbox costs (tests/e2e/bench_sandbox.py): bubblewrap's launch overhead against the
+Then what the sandbox costs (benchmarks/sandbox.py): bubblewrap's launch overhead against the
 unsandboxed runner, the model gateway's latency per streamed chunk, real memory per concurrent
 sandboxed session, and wall time for 10 and 20 concurrent sandboxed runs. Then streams
-(tests/e2e/bench_streams.py): 1,000 idle WebSockets held by one Daphne for 60 s, their memory, and
+(benchmarks/streams.py): 1,000 idle WebSockets held by one Daphne for 60 s, their memory, and
 live latency beside them. `BENCH_ONLY=streams` measures only those.
 """
 
@@ -177,7 +177,8 @@ def main() -> None:
 
     from tenants.models import ApiKey, Tenant
     from tenants.services import ensure_offline_model
-    from tests.e2e import bench_sandbox, bench_streams
+    from benchmarks import sandbox as bench_sandbox
+    from benchmarks import streams as bench_streams
     from tests.e2e.harness import Client, Platform
 
     tenant = Tenant.objects.create(id="bench", name="Bench", default_model=ensure_offline_model())

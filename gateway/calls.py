@@ -1,0 +1,152 @@
+"""What the gateway does with every model call of a run, whatever the upstream: budget checks,
+refusals, and relaying the answer while metering it once."""
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+
+import aiohttp
+from aiohttp import web
+
+from conversations.models import Run
+from conversations.reconnect import call_database
+from gateway.metering import UsageTap
+from tenants.models import LanguageModel
+from usage.models import UsageRecord
+from usage.services import budget_refusal, record_usage
+
+logger = logging.getLogger(__name__)
+
+MESSAGES_PATH = "/v1/messages"
+
+
+def error_response(status: int, kind: str, message: str) -> web.Response:
+    """An error in the Anthropic API's shape, which the CLI understands whatever the upstream."""
+    return web.json_response({"type": "error", "error": {"type": kind, "message": message}}, status=status)
+
+
+class RunCalls:
+    """The model calls of one run, as its upstream serves them.
+
+    `on_refusal(reason, message)` hears of a refusal the run cannot recover from (so it ends now
+    instead of the CLI retrying for minutes); `on_usage(record)` hears of each call as it is
+    recorded, before the CLI has the end of its answer.
+    """
+
+    def __init__(
+        self,
+        run: Run,
+        *,
+        on_refusal: Callable[[str, str], None] | None = None,
+        on_usage: Callable[[UsageRecord], None] | None = None,
+    ) -> None:
+        self.run = run
+        self.model: LanguageModel = run.model
+        self.on_refusal = on_refusal
+        self.on_usage = on_usage
+        self._session: aiohttp.ClientSession | None = None
+        self._in_flight = 0
+        self._settled = asyncio.Event()
+        self._settled.set()
+
+    def client_session(self) -> aiohttp.ClientSession:
+        """The run's HTTP client for its upstream, opened on first use."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_read=600))
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def settled(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for the answers still streaming to end; False if some still are."""
+        try:
+            await asyncio.wait_for(self._settled.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    async def budget_refusal(self, body: bytes) -> web.Response | None:
+        """The refusal of a call past the run's budget, or None when the run may make it."""
+        refusal = await call_database(f"Checking the budget of run {self.run.pk}", budget_refusal, self.run, body)
+        return self.refuse("budget_exceeded", refusal) if refusal else None
+
+    def refuse(self, reason: str, message: str) -> web.Response:
+        """Refuse a call and end the run: `reason` is the run's error reason, `message` what the user reads."""
+        if self.on_refusal:
+            self.on_refusal(reason, message)
+        # 403: the CLI retries a 400 or 429 (and, in Bedrock mode, even this) while the run stops.
+        return error_response(403, "permission_error", message)
+
+    async def read_messages_call(self, request: web.BaseRequest) -> bytes | web.Response:
+        """The body of an Anthropic API call, or the refusal to answer it (wrong method, over budget)."""
+        if request.method != "POST":
+            return error_response(405, "invalid_request_error", "Only POST is supported.")
+        body = await request.read()
+        if request.path == MESSAGES_PATH and (refusal := await self.budget_refusal(body)):
+            return refusal
+        return body
+
+    async def relay(
+        self,
+        request: web.BaseRequest,
+        status: int,
+        headers: dict[str, str],
+        chunks: AsyncIterator[bytes],
+        tap: UsageTap | None,
+    ) -> web.StreamResponse:
+        """Stream an answer to the CLI chunk by chunk; with a `tap`, the call is metered from the answer itself.
+
+        The call is recorded as soon as its usage is final (`message_delta`), before the chunk that
+        says so reaches the CLI: so the next call's budget check sees it, and the run's `usage`
+        event can be the record itself. An answer cut off earlier is recorded with what it had.
+        """
+        self._in_flight += 1
+        self._settled.clear()
+        try:
+            response = web.StreamResponse(status=status, headers=headers)
+            await response.prepare(request)
+            recorded = False
+            try:
+                async for chunk in chunks:
+                    if tap is not None:
+                        tap.feed(chunk)
+                        if tap.settled and not recorded:
+                            recorded = True
+                            await self._record(tap)
+                    await response.write(chunk)
+            except ConnectionResetError:
+                pass  # the CLI hung up (an interrupt); what was streamed so far is still metered
+            except aiohttp.ClientError as exc:
+                # The upstream broke off mid-answer: the CLI sees a cut stream and retries the call.
+                logger.warning("Upstream stream of run %s broke off: %s", self.run.pk, type(exc).__name__)
+            finally:
+                if tap is not None:
+                    tap.close()
+                    if not recorded:
+                        await self._record(tap)
+            try:
+                await response.write_eof()
+            except ConnectionResetError:
+                pass
+            return response
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._settled.set()
+
+    async def _record(self, tap: UsageTap) -> None:
+        if not tap.has_usage:
+            return
+        assert tap.message_id is not None  # has_usage says so
+        record = await call_database(
+            f"Recording a model call of run {self.run.pk}", record_usage, self.run.pk, tap.message_id, tap.usage
+        )
+        if record is not None and self.on_usage:
+            self.on_usage(record)
+
+
+def messages_tap(request: web.BaseRequest, status: int) -> UsageTap | None:
+    """A meter for an Anthropic API answer: only a successful Messages call is billed."""
+    return UsageTap() if request.path == MESSAGES_PATH and status == 200 else None

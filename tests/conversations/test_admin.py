@@ -1,0 +1,167 @@
+"""The operator admin of conversations, runs and events: every page renders, transcripts, live page, interrupts."""
+
+import re
+from collections.abc import Callable
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+
+from conversations.models import Conversation, Event, Run
+from tenants.models import Tenant
+
+pytestmark = pytest.mark.django_db
+
+RAW_KEY = re.compile(r"ak_[A-Za-z0-9_-]{20,}")
+
+
+def url(name: str, *args: object) -> str:
+    return reverse(f"admin:{name}", args=args)
+
+
+# --- Conversations --------------------------------------------------------------------------------
+
+
+def test_conversation_changelist_and_change_pages_render_and_add_is_refused(
+    admin_client: Client, finished_run: Run
+) -> None:
+    conversation = finished_run.conversation
+
+    assert admin_client.get(url("conversations_conversation_changelist")).status_code == 200
+    assert admin_client.get(url("conversations_conversation_change", conversation.pk)).status_code == 200
+    assert admin_client.get(url("conversations_conversation_add")).status_code == 403
+
+
+def test_conversation_page_shows_the_transcript(admin_client: Client, finished_run: Run) -> None:
+    response = admin_client.get(url("conversations_conversation_change", finished_run.conversation_id))
+
+    page = response.content.decode()
+    assert "List the files, please." in page
+    assert "Let me look at the workspace." in page
+    assert "Tool call: Bash" in page
+    assert "&quot;command&quot;: &quot;ls -la&quot;" in page
+    assert "notes.txt" in page
+    assert "run.completed" in page
+    assert "Offline model (not Claude)" in page
+    assert "DELTA-ONLY-TOKEN" not in page
+
+
+def test_conversation_search_finds_a_conversation_by_its_exact_id(
+    admin_client: Client, conversation: Conversation, other_conversation: Conversation
+) -> None:
+    response = admin_client.get(url("conversations_conversation_changelist"), {"q": str(conversation.pk)})
+
+    assert list(response.context["cl"].result_list) == [conversation]
+
+
+def test_conversation_changelist_queries_do_not_grow_with_rows(
+    admin_client: Client,
+    tenant: Tenant,
+    other_tenant: Tenant,
+    django_assert_max_num_queries: Callable[..., object],
+) -> None:
+    for i in range(20):
+        owner = tenant if i % 2 else other_tenant
+        conversation = Conversation.objects.create(tenant=owner, model=owner.default_model, title=f"chat {i}")
+        run = Run.objects.create(conversation=conversation, model=conversation.model, input="hi")
+        conversation.active_run = run
+        conversation.save(update_fields=["active_run"])
+
+    # Session, user, the tenant and model filters' choices, two counts (filtered and total), the page.
+    with django_assert_max_num_queries(7):
+        response = admin_client.get(url("conversations_conversation_changelist"))
+
+    assert len(response.context["cl"].result_list) == 20
+
+
+def test_live_page_renders_with_the_conversation_websocket_path(
+    admin_client: Client, conversation: Conversation
+) -> None:
+    response = admin_client.get(url("conversations_conversation_live", conversation.pk))
+
+    assert response.status_code == 200
+    assert f"/ws/tenants/{conversation.tenant_id}/conversations/{conversation.pk}/" in response.content.decode()
+    assert b"Offline model (not Claude)" in response.content
+
+
+def test_live_page_requires_a_staff_login(client: Client, conversation: Conversation) -> None:
+    response = client.get(url("conversations_conversation_live", conversation.pk))
+
+    assert response.status_code == 302
+    assert reverse("admin:login") in response["Location"]
+
+
+def test_an_idle_conversation_can_be_deleted_with_its_runs_and_events(admin_client: Client, finished_run: Run) -> None:
+    response = admin_client.post(
+        url("conversations_conversation_delete", finished_run.conversation_id), {"post": "yes"}
+    )
+
+    assert response.status_code == 302
+    assert not Conversation.objects.exists()
+    assert not Event.objects.exists()
+
+
+def test_a_conversation_with_an_active_run_cannot_be_deleted(admin_client: Client, running_run: Run) -> None:
+    response = admin_client.post(url("conversations_conversation_delete", running_run.conversation_id), {"post": "yes"})
+
+    assert response.status_code == 403
+    assert Conversation.objects.filter(pk=running_run.conversation_id).exists()
+
+
+# --- Runs -----------------------------------------------------------------------------------------
+
+
+def test_run_changelist_and_change_pages_render_and_add_is_refused(admin_client: Client, finished_run: Run) -> None:
+    assert admin_client.get(url("conversations_run_changelist")).status_code == 200
+    assert admin_client.get(url("conversations_run_change", finished_run.pk)).status_code == 200
+    assert admin_client.get(url("conversations_run_add")).status_code == 403
+
+
+def test_interrupt_action_ends_a_queued_run_and_releases_the_conversation(
+    admin_client: Client, running_run: Run
+) -> None:
+    admin_client.post(
+        url("conversations_run_changelist"), {"action": "interrupt_runs", "_selected_action": [running_run.pk]}
+    )
+
+    running_run.refresh_from_db()
+    assert running_run.status == Run.Status.INTERRUPTED
+    assert Conversation.objects.get(pk=running_run.conversation_id).active_run_id is None
+    assert Event.objects.filter(run=running_run, type="run.interrupted").count() == 1
+
+
+def test_interrupt_action_reports_a_run_that_holds_no_lease(admin_client: Client, running_run: Run) -> None:
+    Conversation.objects.filter(pk=running_run.conversation_id).update(active_run=None)
+
+    response = admin_client.post(
+        url("conversations_run_changelist"),
+        {"action": "interrupt_runs", "_selected_action": [running_run.pk]},
+        follow=True,
+    )
+
+    assert "is not its conversation&#x27;s active run" in response.content.decode()
+    running_run.refresh_from_db()
+    assert running_run.status == Run.Status.QUEUED
+
+
+# --- Events ---------------------------------------------------------------------------------------
+
+
+def test_event_changelist_and_change_pages_render_and_add_is_refused(admin_client: Client, finished_run: Run) -> None:
+    event = Event.objects.filter(run=finished_run).first()
+    assert event is not None
+
+    assert admin_client.get(url("conversations_event_changelist")).status_code == 200
+    assert admin_client.get(url("conversations_event_change", event.pk)).status_code == 200
+    assert admin_client.get(url("conversations_event_add")).status_code == 403
+
+
+def test_event_search_by_conversation_id_and_type_filter(
+    admin_client: Client, finished_run: Run, other_conversation: Conversation
+) -> None:
+    response = admin_client.get(
+        url("conversations_event_changelist"), {"q": str(finished_run.conversation_id), "type": "tool.result"}
+    )
+
+    events = list(response.context["cl"].result_list)
+    assert [event.type for event in events] == ["tool.result"]
