@@ -175,10 +175,10 @@ def main() -> None:
     django.setup()
     call_command("migrate", verbosity=0)
 
-    from tenants.models import ApiKey, Tenant
-    from tenants.services import ensure_offline_model
     from benchmarks import sandbox as bench_sandbox
     from benchmarks import streams as bench_streams
+    from tenants.models import ApiKey, Tenant
+    from tenants.services import ensure_offline_model
     from tests.e2e.harness import Client, Platform
 
     tenant = Tenant.objects.create(id="bench", name="Bench", default_model=ensure_offline_model())
