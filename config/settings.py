@@ -244,8 +244,6 @@ AWS_ACCESS_KEY_ID = env.str("AWS_ACCESS_KEY_ID", default="")
 AWS_SECRET_ACCESS_KEY = env.str("AWS_SECRET_ACCESS_KEY", default="")
 AWS_SESSION_TOKEN = env.str("AWS_SESSION_TOKEN", default="")
 BEDROCK_BASE_URL = env.str("BEDROCK_BASE_URL", default=f"https://bedrock-runtime.{AWS_REGION_NAME}.amazonaws.com")
-# The catalog entry created for the demo and used when a tenant names no default model.
-DEFAULT_MODEL = env.str("DEFAULT_MODEL", default="offline")
 
 # --- File storage ---------------------------------------------------------------------------------
 AWS_STORAGE_BUCKET_NAME = env.str("AWS_STORAGE_BUCKET_NAME", default="")

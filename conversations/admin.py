@@ -17,6 +17,7 @@ from django.utils.html import format_html
 
 from api.errors import ServiceError
 from conversations import services
+from conversations.events import TERMINAL_EVENT_TYPES, EventType
 from conversations.models import Conversation, Event, Run, RunQuerySet
 from tenants.admin import drop_history_permissions
 from tenants.models import TOKEN_KINDS
@@ -24,24 +25,8 @@ from tenants.models import TOKEN_KINDS
 # The newest events a change page renders; a long agent run easily stores tens of thousands.
 TRANSCRIPT_MAX_EVENTS = 2000
 # Token-level copies of the `message` events that follow them: noise in a transcript.
-TRANSCRIPT_SKIPPED_TYPES = ("message.delta",)
-EVENT_TYPES = [
-    "run.queued",
-    "run.started",
-    "session.init",
-    "message.delta",
-    "message",
-    "message.error",
-    "tool.result",
-    "permission.request",
-    "permission.decision",
-    "usage",
-    "file.changed",
-    "run.completed",
-    "run.failed",
-    "run.interrupted",
-]
-TERMINAL_STATUS = {event_type: status for status, event_type in Run.TERMINAL_EVENTS.items()}
+TRANSCRIPT_SKIPPED_TYPES = (EventType.MESSAGE_DELTA,)
+TERMINAL_STATUS: dict[str, str] = {event_type: status for status, event_type in TERMINAL_EVENT_TYPES.items()}
 
 
 def search_uuid(term: str) -> uuid.UUID | None:
@@ -86,7 +71,7 @@ class Transcript:
 def transcript_item(event: Event) -> TranscriptItem | None:
     """The transcript line for one stored event, or None for events the transcript leaves out."""
     data = event.data if isinstance(event.data, dict) else {"value": event.data}
-    if event.type == "message":
+    if event.type == EventType.MESSAGE:
         block = data.get("block")
         if not isinstance(block, dict):
             block = {}
@@ -104,7 +89,7 @@ def transcript_item(event: Event) -> TranscriptItem | None:
                 extra={"name": block.get("name", "?"), "id": block.get("id", "")},
             )
         return TranscriptItem("other", event, data, text=pretty_json(data))
-    if event.type == "tool.result":
+    if event.type == EventType.TOOL_RESULT:
         content = data.get("content")
         return TranscriptItem(
             "tool_result",
@@ -113,7 +98,7 @@ def transcript_item(event: Event) -> TranscriptItem | None:
             text=content if isinstance(content, str) else pretty_json(content),
             extra={"is_error": bool(data.get("is_error")), "truncated": bool(data.get("truncated"))},
         )
-    if event.type == "usage":
+    if event.type == EventType.USAGE:
         tokens = {key.removesuffix("_tokens").replace("_", " "): data.get(key, 0) for key in TOKEN_KINDS}
         return TranscriptItem("usage", event, data, extra={"tokens": tokens, "cost_usd": data.get("cost_usd")})
     if event.type in TERMINAL_STATUS:
@@ -127,9 +112,9 @@ def transcript_item(event: Event) -> TranscriptItem | None:
             text=str(error.get("message") or data.get("message") or ""),
             extra={"status": TERMINAL_STATUS[event.type]},
         )
-    if event.type == "run.started":
+    if event.type == EventType.RUN_STARTED:
         return TranscriptItem("started", event, data)
-    if event.type == "run.queued":
+    if event.type == EventType.RUN_QUEUED:
         return None
     return TranscriptItem("other", event, data, text=pretty_json(data))
 
@@ -148,9 +133,9 @@ def build_transcript(conversation: Conversation, before: int | None = None) -> T
             transcripts.append(RunTranscript(run=run, user_input=run.input))
         current = transcripts[-1]
         data = event.data if isinstance(event.data, dict) else {}
-        if event.type == "run.queued":
+        if event.type == EventType.RUN_QUEUED:
             current.user_input = str(data.get("input", current.user_input))
-        if event.type == "run.started":
+        if event.type == EventType.RUN_STARTED:
             current.offline_model = bool(data.get("offline_model"))
         item = transcript_item(event)
         if item is not None:
@@ -395,7 +380,7 @@ class EventTypeFilter(admin.SimpleListFilter):
     parameter_name = "type"
 
     def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
-        return [(event_type, event_type) for event_type in EVENT_TYPES]
+        return [(event_type, event_type) for event_type in EventType]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Event]) -> QuerySet[Event]:
         return queryset.filter(type=self.value()) if self.value() else queryset

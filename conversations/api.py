@@ -57,9 +57,7 @@ class ConversationViewSet(
         if getattr(self, "swagger_fake_view", False):
             # Schema generation has no request, hence no tenant; it only needs the model.
             return Conversation.objects.none()
-        conversations = Conversation.objects.for_tenant(self.tenant)
-        user_id = principal(self.request).user_id
-        return conversations.for_user(user_id) if user_id else conversations
+        return principal(self.request).narrow(Conversation.objects.for_tenant(self.tenant))
 
     @extend_schema(
         parameters=[TENANT_PARAMETER], request=ConversationCreateSerializer, responses={201: ConversationSerializer}

@@ -2,6 +2,7 @@
 terminal event. Shared by the API-side workflows (conversations.services) and the runs app."""
 
 from collections.abc import Sequence
+from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
@@ -10,6 +11,35 @@ from django.utils import timezone
 
 from conversations import realtime
 from conversations.models import Conversation, Event, Run
+
+
+class EventType(StrEnum):
+    """Every type of event a conversation's log holds; the envelope and each type's data are in the README."""
+
+    RUN_QUEUED = "run.queued"
+    RUN_STARTED = "run.started"
+    SESSION_INIT = "session.init"
+    SESSION_MIRROR_ERROR = "session.mirror_error"
+    MESSAGE_DELTA = "message.delta"
+    MESSAGE = "message"
+    MESSAGE_ERROR = "message.error"
+    TOOL_RESULT = "tool.result"
+    PERMISSION_REQUEST = "permission.request"  # approvals (coming)
+    PERMISSION_DECISION = "permission.decision"  # approvals (coming)
+    USAGE = "usage"
+    FILE_CHANGED = "file.changed"  # workspaces on object storage (coming)
+    RUN_COMPLETED = "run.completed"
+    RUN_FAILED = "run.failed"
+    RUN_INTERRUPTED = "run.interrupted"
+
+
+# A run's one terminal event, by the status it ends in.
+TERMINAL_EVENT_TYPES = {
+    Run.Status.COMPLETED: EventType.RUN_COMPLETED,
+    Run.Status.FAILED: EventType.RUN_FAILED,
+    Run.Status.INTERRUPTED: EventType.RUN_INTERRUPTED,
+}
+TERMINAL_TYPES = frozenset(TERMINAL_EVENT_TYPES.values())
 
 EventItem = tuple[str, dict[str, Any]]
 
@@ -45,7 +75,7 @@ def append_events(
 
 def events_of_run_after(run_id: UUID, seq: int) -> list[Event]:
     """The events a run's worker stored after `seq` (not its `run.queued`, which start_run stores)."""
-    return list(Event.objects.filter(run_id=run_id, seq__gt=seq).exclude(type="run.queued").order_by("seq"))
+    return list(Event.objects.filter(run_id=run_id, seq__gt=seq).exclude(type=EventType.RUN_QUEUED).order_by("seq"))
 
 
 def record_events(run: Run, items: Sequence[EventItem]) -> list[Event]:
@@ -68,7 +98,7 @@ def finish_run(
 
     Returns the terminal event, or None when the run had already ended (a racing reaper or worker).
     """
-    terminal_type = Run.TERMINAL_EVENTS[status]
+    terminal_type = TERMINAL_EVENT_TYPES[Run.Status(status)]
     with transaction.atomic():
         run = Run.objects.select_for_update().filter(pk=run_id, status__in=from_statuses).first()
         if run is None:

@@ -11,9 +11,6 @@ class ConversationQuerySet(models.QuerySet["Conversation"]):
     def for_tenant(self, tenant: Tenant | str) -> "ConversationQuerySet":
         return self.filter(tenant=tenant)
 
-    def for_user(self, user_id: str) -> "ConversationQuerySet":
-        return self.filter(user_id=user_id)
-
 
 class Conversation(models.Model):
     class Status(models.TextChoices):
@@ -49,10 +46,6 @@ class Conversation(models.Model):
         return self.title or str(self.id)
 
     @property
-    def group_name(self) -> str:
-        return f"conversation.{self.id}"
-
-    @property
     def is_archived(self) -> bool:
         return self.status == self.Status.ARCHIVED
 
@@ -74,11 +67,6 @@ class Run(models.Model):
         INTERRUPTED = "interrupted", "Interrupted"
 
     UNFINISHED = (Status.QUEUED, Status.RUNNING)
-    TERMINAL_EVENTS: dict[str, str] = {
-        Status.COMPLETED: "run.completed",
-        Status.FAILED: "run.failed",
-        Status.INTERRUPTED: "run.interrupted",
-    }
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="runs")
@@ -122,10 +110,6 @@ class Run(models.Model):
 
     def __str__(self) -> str:
         return f"run {self.id} ({self.status})"
-
-    @property
-    def is_finished(self) -> bool:
-        return self.status not in self.UNFINISHED
 
     @property
     def duration_seconds(self) -> float | None:

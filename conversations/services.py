@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from api.errors import Conflict, ServiceError
 from conversations import realtime
-from conversations.events import finish_run, record_events
+from conversations.events import EventType, finish_run, record_events
 from conversations.models import Conversation, Run
 from runs.dispatch import dispatch_run
 from tenants.models import LanguageModel, Tenant
@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 def resolve_model(tenant: Tenant, model_id: str | None) -> LanguageModel:
     """The catalog model a conversation should use: the one named, or the tenant's default."""
     if not model_id:
-        if tenant.default_model.status != LanguageModel.Status.ACTIVE:
+        if not tenant.default_model.is_usable:
             raise ServiceError(
                 f"The tenant's default model '{tenant.default_model_id}' is deprecated; name an active model.",
                 code="model_deprecated",
@@ -32,7 +32,7 @@ def resolve_model(tenant: Tenant, model_id: str | None) -> LanguageModel:
     if model is None:
         choices = ", ".join(LanguageModel.objects.usable().values_list("id", flat=True)) or "none defined"
         raise ServiceError(f"Unknown model '{model_id}'. Choose one of: {choices}.", code="unknown_model")
-    if model.status != LanguageModel.Status.ACTIVE:
+    if not model.is_usable:
         raise ServiceError(f"Model '{model_id}' is deprecated; choose an active model.", code="model_deprecated")
     return model
 
@@ -78,7 +78,7 @@ def start_run(
             raise Conflict("This conversation is archived; unarchive it or start a new one.", code="archived")
         if not locked.tenant.is_active:
             raise Conflict(f"Tenant '{locked.tenant_id}' is inactive.", code="tenant_inactive")
-        if locked.model.status != LanguageModel.Status.ACTIVE:
+        if not locked.model.is_usable:
             raise Conflict(
                 f"This conversation's model '{locked.model_id}' is deprecated; start a new conversation.",
                 code="model_deprecated",
@@ -105,7 +105,7 @@ def start_run(
         locked.save(update_fields=["active_run", "updated_at"])
         budget_data = {"usd": None if budget_usd is None else str(budget_usd), "calls": budget_calls}
         queued = {"input": text, "user_id": run.user_id, "model": run.model_id, "budget": budget_data}
-        record_events(run, [("run.queued", queued)])
+        record_events(run, [(EventType.RUN_QUEUED, queued)])
         transaction.on_commit(lambda: dispatch_run(run.pk))
     conversation.active_run = run
     return run

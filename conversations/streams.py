@@ -24,14 +24,14 @@ from rest_framework import exceptions
 
 from api.errors import DATABASE_ERRORS, ServiceError, database_unavailable, error_body, flatten_errors
 from conversations import realtime, services
-from conversations.models import Conversation, Event, Run
+from conversations.events import TERMINAL_TYPES
+from conversations.models import Conversation, Event
 from conversations.serializers import MessageCreateSerializer
 from tenants.auth import Principal, authenticate_headers, read_stream_token
 
 logger = logging.getLogger(__name__)
 
 Frame = tuple[int, str]
-TERMINAL_TYPES = frozenset(Run.TERMINAL_EVENTS.values())
 CATCH_UP_BATCH = 1000
 
 
@@ -155,8 +155,7 @@ def _find_conversation(
     conversations = Conversation.objects.filter(pk=conversation_id, tenant_id=tenant)
     if caller is not None:
         caller.tenant(tenant)
-        if caller.user_id:
-            conversations = conversations.for_user(caller.user_id)
+        conversations = caller.narrow(conversations)
     else:
         claims = read_stream_token(request.GET.get("token", ""))
         if claims is None:

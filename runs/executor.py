@@ -18,6 +18,7 @@ from django.conf import settings
 from django.db import DatabaseError
 
 from conversations import events, realtime
+from conversations.events import EventType
 from conversations.models import Run
 from conversations.reconnect import call_database, close_connection
 from runs import lease
@@ -171,7 +172,7 @@ class RunExecution:
         self.resources.callback(watcher.cancel)
         launch, resume = setup.launch, setup.resume
         self.writer.emit(
-            "run.started",
+            EventType.RUN_STARTED,
             {
                 "model": self.model.pk,
                 "model_display_name": self.model.display_name,

@@ -1,7 +1,14 @@
 """Everything a run needs before its CLI starts, one call per app that provides it.
 
-A coming feature adds its call here (and its field to RunSetup): the workspace synced in, skills
-placed read-only, MCP servers, a `can_use_tool` for approvals.
+A coming feature adds one call here, and a field to RunSetup where the options need it:
+
+- workspaces: `sync_workspace_in(conversation, place.workspace)` before the launch, and
+  `resources.push_async_callback(sync_workspace_out, …)` just after the place, so that it runs once
+  the CLI has exited and before the run's directory is removed (`resources` unwinds last-in, first-out);
+- skills: `materialize_skills(tenant, place)`, placed read-only for the sandbox to mount;
+- MCP servers: `mcp_servers_for(tenant)`, a RunSetup field that `runs.options.agent_options` passes on;
+- approvals: `can_use_tool_for(run, …)`, likewise;
+- budgets: nothing here; the gateway asks `usage.services.budget_refusal` before every model call.
 """
 
 import contextlib

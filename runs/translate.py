@@ -14,7 +14,7 @@ from claude_agent_sdk import (
 )
 from claude_agent_sdk.types import StreamEvent
 
-from conversations.events import EventItem
+from conversations.events import EventItem, EventType
 from tenants.models import TOKEN_KINDS
 from usage.models import UsageRecord, usd
 
@@ -48,7 +48,7 @@ def usage_event(record: UsageRecord, parent_tool_use_id: str | None) -> EventIte
     """The `usage` event of one model call: the gateway's record of it, so what clients see is what bills."""
     tokens = {kind: getattr(record, kind) for kind in TOKEN_KINDS}
     data = {"message_id": record.message_id, "model": record.model_id, **tokens, "cost_usd": usd(record.cost_usd)}
-    return ("usage", {**data, "parent_tool_use_id": parent_tool_use_id})
+    return (EventType.USAGE, {**data, "parent_tool_use_id": parent_tool_use_id})
 
 
 class EventTranslator:
@@ -82,13 +82,13 @@ class EventTranslator:
         if isinstance(message, SystemMessage) and message.subtype == "mirror_error":
             # A transcript batch the session store could not save: the next resume would miss it.
             logger.error("Session transcript not saved: %s", message.data)
-            return [("session.mirror_error", {"detail": str(message.data.get("error", ""))[:500]})]
+            return [(EventType.SESSION_MIRROR_ERROR, {"detail": str(message.data.get("error", ""))[:500]})]
         if isinstance(message, SystemMessage) and message.subtype == "init":
             self.session_id = message.data.get("session_id", "")
             data = message.data
             return [
                 (
-                    "session.init",
+                    EventType.SESSION_INIT,
                     {
                         "session_id": self.session_id,
                         "model": data.get("model"),
@@ -110,7 +110,7 @@ class EventTranslator:
             if delta.get("type") == "text_delta":
                 return [
                     (
-                        "message.delta",
+                        EventType.MESSAGE_DELTA,
                         {
                             "kind": "text",
                             "text": delta["text"],
@@ -122,7 +122,7 @@ class EventTranslator:
             if delta.get("type") == "thinking_delta":
                 return [
                     (
-                        "message.delta",
+                        EventType.MESSAGE_DELTA,
                         {
                             "kind": "thinking",
                             "text": delta["thinking"],
@@ -150,7 +150,7 @@ class EventTranslator:
             if data is not None:
                 items.append(
                     (
-                        "message",
+                        EventType.MESSAGE,
                         {
                             "role": "assistant",
                             "message_id": message.message_id,
@@ -160,7 +160,7 @@ class EventTranslator:
                     )
                 )
         if message.error:
-            items.append(("message.error", {"error": message.error, "message_id": message.message_id}))
+            items.append((EventType.MESSAGE_ERROR, {"error": message.error, "message_id": message.message_id}))
         return items
 
     def _user(self, message: UserMessage) -> list[EventItem]:
@@ -172,7 +172,7 @@ class EventTranslator:
                 content, truncated = _tool_result_content(block.content)
                 items.append(
                     (
-                        "tool.result",
+                        EventType.TOOL_RESULT,
                         {
                             "tool_use_id": block.tool_use_id,
                             "content": content,

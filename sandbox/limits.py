@@ -54,13 +54,6 @@ class RunCgroup:
     def procs_files(self) -> list[str]:
         return [str(path / "cgroup.procs") for path in self.paths]
 
-    def memory_peak_bytes(self) -> int | None:
-        for path in self.paths:
-            for name in ("memory.peak", "memory.max_usage_in_bytes"):
-                with contextlib.suppress(OSError, ValueError):
-                    return int((path / name).read_text())
-        return None
-
     def remove(self) -> None:
         """Kill whatever is left in the run's cgroup and delete it."""
         for path in self.paths:

@@ -115,10 +115,7 @@ class TenantAdminForm(forms.ModelForm):
 
     def clean_default_model(self) -> LanguageModel:
         model: LanguageModel = self.cleaned_data["default_model"]
-        unchanged = self.instance.pk is not None and self.instance.default_model_id == model.pk
-        # A deprecated default would let conversations be created that then refuse every message.
-        if model.status != LanguageModel.Status.ACTIVE and not unchanged:
-            raise forms.ValidationError(f"Model '{model.pk}' is deprecated; choose an active model.")
+        model.check_usable_as_default(self.instance.default_model_id if self.instance.pk is not None else None)
         return model
 
 

@@ -1,10 +1,11 @@
 """Who is calling: API keys for REST and SSE, signed stream tokens for WebSockets."""
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.core import signing
+from django.db.models import QuerySet
 from django.http import Http404
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import exceptions
@@ -14,6 +15,7 @@ from rest_framework.request import Request
 from tenants.models import ApiKey, Tenant, hash_key
 
 USER_ID_MAX_LENGTH = 200
+Rows = TypeVar("Rows", bound=QuerySet[Any])
 STREAM_TOKEN_SALT = "conversations.stream-token"  # noqa: S105 - a signing namespace, not a secret
 
 
@@ -42,6 +44,10 @@ class Principal:
             return Tenant.objects.select_related("default_model").get(pk=tenant_id)
         except Tenant.DoesNotExist:
             raise Http404 from None
+
+    def narrow(self, rows: Rows, user_field: str = "user_id") -> Rows:
+        """With `X-User-ID`, only that end user's rows exist (its conversations, runs, usage); without, all."""
+        return rows.filter(**{user_field: self.user_id}) if self.user_id else rows
 
 
 def raw_key_from_headers(headers: Any) -> str:

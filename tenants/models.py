@@ -3,6 +3,7 @@ import secrets
 from decimal import Decimal
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 from django.utils import timezone
@@ -38,6 +39,7 @@ def normalize_usage(usage: dict[str, Any]) -> dict[str, int]:
 
 class LanguageModelQuerySet(models.QuerySet["LanguageModel"]):
     def usable(self) -> "LanguageModelQuerySet":
+        """The models `is_usable` holds for."""
         return self.filter(status=LanguageModel.Status.ACTIVE)
 
 
@@ -85,6 +87,17 @@ class LanguageModel(models.Model):
 
     def __str__(self) -> str:
         return self.display_name
+
+    @property
+    def is_usable(self) -> bool:
+        """New conversations, messages and tenant defaults may use it; a deprecated model keeps only its history."""
+        return self.status == self.Status.ACTIVE
+
+    def check_usable_as_default(self, current_default_id: str | None) -> None:
+        """A tenant's default must be usable, or conversations would be created that refuse every message;
+        a default that is already set may stay (the operator deprecated it since)."""
+        if not self.is_usable and self.pk != current_default_id:
+            raise ValidationError(f"Model '{self.pk}' is deprecated; choose an active model.")
 
     @property
     def is_offline(self) -> bool:

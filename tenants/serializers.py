@@ -55,7 +55,5 @@ class TenantSerializer(StrictModelSerializer):
         return value
 
     def validate_default_model(self, value: LanguageModel) -> LanguageModel:
-        current = self.instance.default_model_id if self.instance else None
-        if value.status != LanguageModel.Status.ACTIVE and value.pk != current:
-            raise serializers.ValidationError(f"Model '{value.pk}' is deprecated; choose an active model.")
+        value.check_usable_as_default(self.instance.default_model_id if self.instance else None)
         return value

@@ -57,10 +57,8 @@ class UsageViewSet(TenantScopedViewSet):
         query.is_valid(raise_exception=True)
         start, end = query.validated_data.get("from"), query.validated_data.get("to")
         group_by = query.validated_data.get("group_by")
-        records = UsageRecord.objects.for_tenant(self.tenant).between(start, end)
-        user_id = principal(request).user_id
-        if user_id:
-            records = records.for_user(user_id)
+        caller = principal(request)
+        records = caller.narrow(UsageRecord.objects.for_tenant(self.tenant).between(start, end))
 
         rows: list[dict[str, Any]] = []
         if group_by:
@@ -69,7 +67,7 @@ class UsageViewSet(TenantScopedViewSet):
         return Response(
             {
                 "tenant": self.tenant.pk,
-                "user_id": user_id,
+                "user_id": caller.user_id,
                 "from": start,
                 "to": end,
                 "group_by": group_by,
@@ -87,10 +85,7 @@ class UsageViewSet(TenantScopedViewSet):
     )
     def run(self, request: Request, tenant: str, run_id: str) -> Response:
         """One run's recorded usage: its totals and each model call."""
-        runs = Run.objects.for_tenant(self.tenant)
-        user_id = principal(request).user_id
-        if user_id:
-            runs = runs.filter(conversation__user_id=user_id)
+        runs = principal(request).narrow(Run.objects.for_tenant(self.tenant), "conversation__user_id")
         run = get_object_or_404(runs, pk=run_id)
         calls = UsageRecord.objects.filter(run=run).order_by("created_at", "pk")
         return Response(

@@ -38,9 +38,6 @@ class UsageRecordQuerySet(models.QuerySet["UsageRecord"]):
     def for_tenant(self, tenant: Tenant | str) -> "UsageRecordQuerySet":
         return self.filter(tenant=tenant)
 
-    def for_user(self, user_id: str) -> "UsageRecordQuerySet":
-        return self.filter(user_id=user_id)
-
     def between(self, start: datetime | None, end: datetime | None) -> "UsageRecordQuerySet":
         """Records in [start, end); a missing bound is open."""
         records = self

@@ -5,12 +5,10 @@ import threading
 import pytest
 from django.db import connection
 
-from conversations.events import append_events, finish_run
+from conversations.events import TERMINAL_TYPES, append_events, finish_run
 from conversations.models import Conversation, Event, Run
 from conversations.services import start_run
 from runs.lease import claim_run
-
-TERMINAL_TYPES = set(Run.TERMINAL_EVENTS.values())
 
 
 def seqs(conversation: Conversation) -> list[int]:

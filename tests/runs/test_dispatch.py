@@ -8,14 +8,12 @@ import pytest
 from django.utils import timezone
 from pytest_django.fixtures import Settings
 
-from conversations.events import finish_run
+from conversations.events import TERMINAL_TYPES, finish_run
 from conversations.models import Conversation, Run
 from conversations.services import start_run
 from runs.dispatch import reap_stale_runs, sweep_run_leftovers
 from runs.lease import claim_run
 from tests.factories import RunFactory
-
-TERMINAL_TYPES = set(Run.TERMINAL_EVENTS.values())
 
 
 def make_stale(run: Run, settings: Settings) -> None:
