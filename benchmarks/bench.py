@@ -264,5 +264,5 @@ def print_rows(rows: list[tuple[str, str]], work: Path) -> None:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     main()

@@ -284,7 +284,7 @@ async def gateway_stream(run: Any, socket_path: Path, body: bytes) -> tuple[list
             gateway.token,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
-            cwd=Path(__file__).resolve().parents[2],
+            cwd=Path(__file__).resolve().parents[1],
         )
         out, _ = await client.communicate(body)
         if client.returncode:
