@@ -1,16 +1,21 @@
 """One error shape for every API answer: {"error": {"status", "code", "message", "fields"?}}."""
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.db import InterfaceError, OperationalError
 from django.db.models import ProtectedError
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
+from django.views import csrf as django_csrf
+from django.views import defaults
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
+
+from api.parsers import too_large
 
 
 class ServiceError(Exception):
@@ -66,6 +71,11 @@ def error_body(status: int, code: str, message: str, fields: Any = None) -> dict
     return {"error": error}
 
 
+def json_error(status: int, code: str, message: str, fields: Any = None) -> JsonResponse:
+    """An error answer in the one shape, outside DRF (plain Django views, middleware, error views)."""
+    return JsonResponse(error_body(status, code, message, fields), status=status)
+
+
 def exception_handler(exc: Exception, context: dict[str, Any]) -> HttpResponse | None:
     """Every API error has one shape: {"error": {"status", "code", "message", "fields"?}}."""
     if isinstance(exc, ServiceError):
@@ -83,6 +93,13 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> HttpResponse |
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):
         exc = exceptions.PermissionDenied()
+    elif isinstance(exc, exceptions.UnsupportedMediaType):
+        sent = getattr(context.get("request"), "content_type", "") or "no Content-Type"
+        exc = exceptions.UnsupportedMediaType(
+            sent, f"Send the body as JSON, with Content-Type: application/json (not {sent})."
+        )
+    elif isinstance(exc, RequestDataTooBig):
+        exc = too_large()
     response = drf_exception_handler(exc, context)
     if response is None:
         return None
@@ -97,3 +114,64 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> HttpResponse |
 def api_not_found(request: HttpRequest, path: str = "") -> JsonResponse:
     """JSON 404 for any unknown /api/ path (malformed ids included), in the API's error shape."""
     return JsonResponse(error_body(404, "not_found", "Not found."), status=404)
+
+
+# Django's own error pages, in the API's shape (config/urls.py installs them); the admin keeps its HTML.
+
+
+def _for_people(request: HttpRequest) -> bool:
+    return request.path.startswith("/admin/")
+
+
+def bad_request(request: HttpRequest, exception: Exception) -> HttpResponseBase:
+    if _for_people(request):
+        return defaults.bad_request(request, exception)
+    if isinstance(exception, RequestDataTooBig):
+        error = too_large()
+        return json_error(error.status_code, error.default_code, str(error.detail))
+    return json_error(400, "bad_request", "The request is malformed.")
+
+
+def permission_denied(request: HttpRequest, exception: Exception) -> HttpResponseBase:
+    if _for_people(request):
+        return defaults.permission_denied(request, exception)
+    return json_error(403, "permission_denied", "You do not have permission to perform this action.")
+
+
+def page_not_found(request: HttpRequest, exception: Exception) -> HttpResponseBase:
+    if _for_people(request):
+        return defaults.page_not_found(request, exception)
+    return json_error(404, "not_found", "Not found.")
+
+
+def server_error(request: HttpRequest) -> HttpResponseBase:
+    if _for_people(request):
+        return defaults.server_error(request)
+    return json_error(500, "server_error", "The server failed to answer; the error is logged.")
+
+
+def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponseBase:
+    """CSRF_FAILURE_VIEW: only cookie-authenticated (admin) forms meet CSRF; the API uses keys."""
+    if _for_people(request):
+        return django_csrf.csrf_failure(request, reason)
+    return json_error(403, "csrf_failed", f"Refused as a possible cross-site request forgery: {reason}")
+
+
+def allow_methods(*methods: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """For plain Django views of the API: other methods answer a JSON 405 (and CSRF never applies)."""
+    allowed = ", ".join(methods)
+
+    def decorate(view: Callable[..., Any]) -> Callable[..., Any]:
+        async def checked(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+            if request.method not in methods:
+                response = json_error(
+                    405, "method_not_allowed", f'Method "{request.method}" not allowed; use {allowed}.'
+                )
+                response["Allow"] = allowed
+                return response
+            return await view(request, *args, **kwargs)
+
+        checked.__doc__, checked.__name__ = view.__doc__, view.__name__
+        return csrf_exempt(checked)
+
+    return decorate

@@ -21,3 +21,10 @@ urlpatterns = [
     path("api/", include("usage.urls")),
     re_path(r"^api/(?P<path>.*)$", api_not_found),
 ]
+
+# Errors Django answers itself (a body over the size limit, a path no pattern matches, a crash) in the
+# API's one error shape; the admin's pages keep their HTML.
+handler400 = "api.errors.bad_request"
+handler403 = "api.errors.permission_denied"
+handler404 = "api.errors.page_not_found"
+handler500 = "api.errors.server_error"

@@ -9,6 +9,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import ValidationError
 
+from api.filters import UtcDateTimeFilter
 from api.viewsets import TENANT_PARAMETER, TenantScopedViewSet, principal
 from conversations import services
 from conversations.models import Conversation, Event, Run
@@ -28,8 +29,8 @@ from tenants.auth import make_stream_token
 class ConversationFilter(django_filters.FilterSet):
     user_id = django_filters.CharFilter()
     status = django_filters.ChoiceFilter(choices=Conversation.Status.choices)
-    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    created_after = UtcDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = UtcDateTimeFilter(field_name="created_at", lookup_expr="lt")
 
     class Meta:
         model = Conversation

@@ -16,8 +16,10 @@ from channels.utils import await_many_dispatch
 from django.conf import settings
 from django.db import DatabaseError
 from django.http.request import validate_host
+from rest_framework import exceptions
 
 from api.errors import ServiceError, flatten_errors
+from api.parsers import load_json
 from conversations import realtime, services
 from conversations.models import Conversation
 from conversations.serializers import MessageCreateSerializer, RunSerializer
@@ -30,6 +32,7 @@ SUBPROTOCOL = "agent-events.v1"
 TOKEN_SUBPROTOCOL_PREFIX = "token."  # noqa: S105 - a protocol prefix, not a secret
 # Close codes (4000-4999 are the application's); a refusal before accept is an HTTP 403 handshake.
 CLOSE_REFUSED = 4403
+CLOSE_INVALID = 4400
 RESYNC_SECONDS = 5.0
 
 
@@ -67,24 +70,28 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_REFUSED)
             return
         self.conversation, self.user_id, self.can_steer = access
-        query = parse_qs(self.scope.get("query_string", b"").decode())
-        try:
-            after = max(int(query.get("after", ["0"])[0]), 0)
-        except ValueError:
-            after = 0
+        after = parse_after(self.scope)
+        if after is None:
+            # Accepted only to say why, as REST and SSE answer 400 for the same mistake.
+            await self.accept(subprotocol=self._subprotocol())
+            await self._send_error("invalid_after", "`after` must be a whole number of 0 or more.")
+            await self.close(code=CLOSE_INVALID)
+            return
         self.cursor = EventCursor(self.conversation.pk, after)
         self.cursor.at_rest = self.conversation.active_run_id is None
         self.send_lock = asyncio.Lock()
         # Join the group before replaying so no event committed in between is missed. If the layer
         # is down, the socket still opens and reads the database until it is back.
         await self.listener.join(realtime.conversation_group(self.conversation.pk))
-        offered = self.scope.get("subprotocols", [])
-        # Browsers fail a handshake that offered subprotocols but got none back: answer ours, or
-        # else echo the token one.
-        subprotocol = SUBPROTOCOL if SUBPROTOCOL in offered else next(iter(offered), None)
-        await self.accept(subprotocol=subprotocol)
+        await self.accept(subprotocol=self._subprotocol())
         await self._catch_up()
         self.resync = asyncio.create_task(self._resync_forever())
+
+    def _subprotocol(self) -> str | None:
+        # Browsers fail a handshake that offered subprotocols but got none back: answer ours, or
+        # else echo the token one.
+        offered = self.scope.get("subprotocols", [])
+        return SUBPROTOCOL if SUBPROTOCOL in offered else next(iter(offered), None)
 
     async def disconnect(self, code: int) -> None:
         if hasattr(self, "resync"):
@@ -122,9 +129,11 @@ class ConversationConsumer(AsyncWebsocketConsumer):
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         try:
-            request = json.loads(text_data or "")
-        except ValueError:
-            await self._send_error("invalid_json", 'Send JSON text frames, e.g. {"type": "message", "text": "…"}.')
+            request = load_json((text_data or "").encode())
+        except exceptions.ParseError as exc:
+            await self._send_error(
+                "invalid_json", f'{exc.detail} Send JSON text frames, e.g. {{"type": "message", "text": "…"}}.'
+            )
             return
         kind = request.get("type") if isinstance(request, dict) else None
         if kind in ("message", "interrupt") and not self.can_steer:
@@ -206,3 +215,18 @@ class ConversationConsumer(AsyncWebsocketConsumer):
 
     async def _send_error(self, code: str, message: str) -> None:
         await self._send_json({"type": "error", "error": {"code": code, "message": message}})
+
+
+def parse_after(scope: dict[str, Any]) -> int | None:
+    """The socket's `?after=` (0 when absent), or None when it is not a whole number of 0 or more."""
+    raw = parse_qs(scope.get("query_string", b"").decode()).get("after", ["0"])[0]
+    return int(raw) if raw.isascii() and raw.isdigit() else None
+
+
+class NoSuchSocket(AsyncWebsocketConsumer):
+    """Any other WebSocket path: the handshake is refused (HTTP 403), as an unknown conversation's is."""
+
+    channel_layer_alias = "none"  # no layer: nothing to listen to
+
+    async def connect(self) -> None:
+        await self.close()

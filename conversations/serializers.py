@@ -3,7 +3,7 @@ from decimal import Decimal
 from django.conf import settings
 from rest_framework import serializers
 
-from api.serializers import StrictModelSerializer, StrictSerializer
+from api.serializers import MAX_BIGINT, MAX_INTEGER, StrictModelSerializer, StrictSerializer
 from conversations.models import Conversation, Event, Run
 from tenants.auth import USER_ID_MAX_LENGTH
 
@@ -50,7 +50,7 @@ class ConversationUpdateSerializer(StrictModelSerializer):
 
 class BudgetSerializer(StrictSerializer):
     usd = serializers.DecimalField(max_digits=12, decimal_places=6, min_value=Decimal(0), required=False)
-    calls = serializers.IntegerField(min_value=0, required=False)
+    calls = serializers.IntegerField(min_value=0, max_value=MAX_INTEGER, required=False)
 
 
 class MessageCreateSerializer(StrictSerializer):
@@ -111,7 +111,7 @@ class EventPageSerializer(serializers.Serializer):
 
 
 class EventQuerySerializer(StrictSerializer):
-    after = serializers.IntegerField(min_value=0, default=0)
+    after = serializers.IntegerField(min_value=0, max_value=MAX_BIGINT, default=0)
     limit = serializers.IntegerField(min_value=1, max_value=1000, default=100)
 
 

@@ -18,11 +18,10 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import DatabaseError
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, JsonResponse, StreamingHttpResponse
-from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_GET, require_POST
 from rest_framework import exceptions
 
-from api.errors import DATABASE_ERRORS, ServiceError, database_unavailable, error_body, flatten_errors
+from api.errors import DATABASE_ERRORS, ServiceError, allow_methods, database_unavailable, error_body, flatten_errors
+from api.parsers import is_json, load_json, read_bounded
 from conversations import realtime, services
 from conversations.events import TERMINAL_TYPES
 from conversations.models import Conversation, Event
@@ -189,7 +188,7 @@ def _parse_after(request: HttpRequest) -> int:
     return after
 
 
-@require_GET
+@allow_methods("GET")
 async def event_stream(request: HttpRequest, tenant: str, conversation_id: UUID) -> HttpResponseBase:
     """SSE of the conversation's events after `?after=` or `Last-Event-ID`, live; `id:` is the seq."""
     found = await _authorize(request, tenant, conversation_id)
@@ -203,18 +202,23 @@ async def event_stream(request: HttpRequest, tenant: str, conversation_id: UUID)
     return sse_response(follow(conversation.pk, after))
 
 
-@csrf_exempt
-@require_POST
+@allow_methods("POST")
 async def stream_message(request: HttpRequest, tenant: str, conversation_id: UUID) -> HttpResponseBase:
     """Start a run with `{"text": …}` and stream its events as SSE until its terminal event."""
     found = await _authorize(request, tenant, conversation_id)
     if isinstance(found, HttpResponse):
         return found
     caller, conversation = found
+    if not is_json(request.content_type or ""):
+        # Also what keeps a cross-site form (text/plain) from starting runs with a stream token.
+        sent = request.content_type or "no Content-Type"
+        return error_response(
+            415, "unsupported_media_type", f"Send the body as JSON, with Content-Type: application/json (not {sent})."
+        )
     try:
-        body = json.loads(request.body or b"null")
-    except ValueError as exc:
-        return error_response(400, "parse_error", f"The body is not valid JSON: {exc}.")
+        body = load_json(read_bounded(request))
+    except exceptions.APIException as exc:
+        return error_response(exc.status_code, exc.default_code, str(exc.detail))
     serializer = MessageCreateSerializer(data=body)
     if not await sync_to_async(serializer.is_valid)():
         message = "; ".join(flatten_errors(serializer.errors))

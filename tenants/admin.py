@@ -224,10 +224,28 @@ class ScopeFilter(admin.SimpleListFilter):
 
 
 class ApiKeyAddForm(forms.ModelForm):
+    admin_scope = forms.BooleanField(
+        required=False,
+        label="Admin scope",
+        help_text="A platform admin key reaches every tenant. Tick this only to make one; leave Tenant empty then.",
+    )
+
     class Meta:
         model = ApiKey
-        fields = ["name", "tenant"]
-        help_texts = {"tenant": "Leave empty for an admin key, which reaches every tenant."}
+        fields = ["name", "tenant", "admin_scope"]
+        help_texts = {"tenant": "The tenant this key belongs to."}
+
+    def clean(self) -> dict[str, Any]:
+        # The powerful choice is an explicit one: an empty Tenant alone makes no admin key.
+        cleaned = super().clean() or {}
+        tenant, admin_scope = cleaned.get("tenant"), cleaned.get("admin_scope")
+        if tenant is None and not admin_scope:
+            self.add_error(
+                "tenant", "Choose the key's tenant, or tick Admin scope for a key that reaches every tenant."
+            )
+        if tenant is not None and admin_scope:
+            self.add_error("admin_scope", "An admin-scope key belongs to no tenant: empty Tenant, or untick this.")
+        return cleaned
 
 
 @admin.register(ApiKey)
@@ -247,7 +265,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
         return super().get_form(request, obj, change=change, **kwargs)
 
     def get_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> tuple[str, ...]:
-        return ("name", "tenant") if obj is None else self.change_fields
+        return ("name", "tenant", "admin_scope") if obj is None else self.change_fields
 
     def get_readonly_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> tuple[str, ...]:
         return () if obj is None else self.change_readonly_fields

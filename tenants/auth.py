@@ -63,7 +63,7 @@ def raw_key_from_headers(headers: Any) -> str:
 def user_id_from_headers(headers: Any) -> str:
     user_id = (headers.get("X-User-ID") or "").strip()
     if len(user_id) > USER_ID_MAX_LENGTH:
-        raise exceptions.ValidationError({"X-User-ID": f"Use at most {USER_ID_MAX_LENGTH} characters."})
+        raise exceptions.ValidationError({"X-User-ID": [f"Use at most {USER_ID_MAX_LENGTH} characters."]})
     return user_id
 
 

@@ -33,7 +33,13 @@ class InstantField(serializers.Field):
         if moment is None:
             assert isinstance(day, date)
             moment = datetime.combine(day, time.min)
-        return moment if timezone.is_aware(moment) else moment.replace(tzinfo=UTC)
+        if not timezone.is_aware(moment):
+            return moment.replace(tzinfo=UTC)
+        try:
+            # In UTC: PostgreSQL refuses offsets that Python reads (beyond ±15:59).
+            return moment.astimezone(UTC)
+        except OverflowError:  # the last hours of year 9999, say
+            self.fail("invalid")
 
     def to_representation(self, value: datetime) -> str:
         return value.isoformat().replace("+00:00", "Z")

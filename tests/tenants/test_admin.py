@@ -217,12 +217,21 @@ def test_issuing_a_key_shows_the_raw_key_once_and_stores_only_its_hash(admin_cli
     assert key.key_hash not in again
 
 
-def test_a_key_issued_without_tenant_has_admin_scope(admin_client: Client, db: None) -> None:
-    admin_client.post(url("tenants_apikey_add"), {"name": "platform", "tenant": ""})
+def test_an_admin_scope_key_is_an_explicit_choice(admin_client: Client, db: None) -> None:
+    admin_client.post(url("tenants_apikey_add"), {"name": "platform", "tenant": "", "admin_scope": "on"})
 
     key = ApiKey.objects.get()
     assert key.is_admin
     assert b"admin scope" in admin_client.get(url("tenants_apikey_changelist")).content
+
+
+def test_a_key_without_tenant_or_admin_scope_is_refused(admin_client: Client, tenant: Tenant) -> None:
+    empty = admin_client.post(url("tenants_apikey_add"), {"name": "careless", "tenant": ""})
+    both = admin_client.post(url("tenants_apikey_add"), {"name": "confused", "tenant": tenant.pk, "admin_scope": "on"})
+
+    assert b"or tick Admin scope" in empty.content
+    assert b"An admin-scope key belongs to no tenant" in both.content
+    assert not ApiKey.objects.exists()
 
 
 def test_api_key_change_form_edits_only_the_name(admin_client: Client, tenant: Tenant, other_tenant: Tenant) -> None:
