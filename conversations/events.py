@@ -23,6 +23,7 @@ class EventType(StrEnum):
     MESSAGE_DELTA = "message.delta"
     MESSAGE = "message"
     MESSAGE_ERROR = "message.error"
+    MODEL_RETRY = "model.retry"
     TOOL_RESULT = "tool.result"
     PERMISSION_REQUEST = "permission.request"  # approvals (coming)
     PERMISSION_DECISION = "permission.decision"  # approvals (coming)

@@ -83,6 +83,22 @@ class EventTranslator:
             # A transcript batch the session store could not save: the next resume would miss it.
             logger.error("Session transcript not saved: %s", message.data)
             return [(EventType.SESSION_MIRROR_ERROR, {"detail": str(message.data.get("error", ""))[:500]})]
+        if isinstance(message, SystemMessage) and message.subtype == "api_retry":
+            # The CLI waits to retry a failed model call (overloaded, rate limited, a 5xx): say so,
+            # rather than go quiet for the minutes its retries can take.
+            data = message.data
+            return [
+                (
+                    EventType.MODEL_RETRY,
+                    {
+                        "attempt": data.get("attempt"),
+                        "max_retries": data.get("max_retries"),
+                        "retry_delay_ms": data.get("retry_delay_ms"),
+                        "error_status": data.get("error_status"),
+                        "error": data.get("error"),
+                    },
+                )
+            ]
         if isinstance(message, SystemMessage) and message.subtype == "init":
             self.session_id = message.data.get("session_id", "")
             data = message.data

@@ -229,10 +229,15 @@ def _role_blocks(messages: list[Any], role: str) -> list[Json]:
 
 
 def _user_text(message: Any) -> str:
+    """The newest prompt in a user message: its last text block with more than reminders in it.
+
+    A turn that failed (a scripted error) leaves its prompt unanswered, and the CLI sends it again
+    merged into the next user message; its directives belong to that failed turn, not to this one.
+    """
     if not isinstance(message, dict) or message.get("role") != "user":
         return ""
-    texts = [str(b.get("text", "")) for b in _blocks_of(message) if b.get("type") == "text"]
-    return _REMINDER.sub("", "\n".join(texts)).strip()
+    texts = [_REMINDER.sub("", str(b.get("text", ""))).strip() for b in _blocks_of(message) if b.get("type") == "text"]
+    return next((text for text in reversed(texts) if text), "")
 
 
 def _current_turn(messages: list[Any]) -> Turn:
