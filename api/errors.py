@@ -76,6 +76,12 @@ def json_error(status: int, code: str, message: str, fields: Any = None) -> Json
     return JsonResponse(error_body(status, code, message, fields), status=status)
 
 
+def api_exception_response(exc: exceptions.APIException) -> JsonResponse:
+    """A DRF exception answered outside DRF (the SSE views), exactly as the exception handler would."""
+    fields = exc.detail if isinstance(exc, exceptions.ValidationError) and isinstance(exc.detail, dict) else None
+    return json_error(exc.status_code, exc.default_code, "; ".join(flatten_errors(exc.detail)), fields)
+
+
 def exception_handler(exc: Exception, context: dict[str, Any]) -> HttpResponse | None:
     """Every API error has one shape: {"error": {"status", "code", "message", "fields"?}}."""
     if isinstance(exc, ServiceError):

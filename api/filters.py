@@ -4,6 +4,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import django_filters
+from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django_filters.fields import IsoDateTimeField
 from django_filters.rest_framework import DjangoFilterBackend
@@ -14,12 +15,14 @@ from rest_framework.request import Request
 class UtcDateTimeField(IsoDateTimeField):
     """An ISO 8601 date-time, in UTC: any offset Python reads is fine, whatever PostgreSQL would accept."""
 
-    def strptime(self, value: str, format: str) -> datetime:
-        moment = super().strptime(value, format)
+    def to_python(self, value: Any) -> datetime | None:
+        moment = super().to_python(value)
+        if moment is None:
+            return None
         try:
             return moment.astimezone(UTC)
         except OverflowError:  # the last hours of year 9999, say
-            raise ValueError(value) from None
+            raise ValidationError(self.error_messages["invalid"], code="invalid") from None
 
 
 class UtcDateTimeFilter(django_filters.IsoDateTimeFilter):

@@ -12,8 +12,7 @@ class Pages(LimitOffsetPagination):
     max_limit = 500
 
     def get_limit(self, request: Request) -> int:
-        limit = _whole_number(request, self.limit_query_param, self.default_limit, 1, self.max_limit)
-        return min(limit, self.max_limit)
+        return _whole_number(request, self.limit_query_param, self.default_limit, 1, self.max_limit)
 
     def get_offset(self, request: Request) -> int:
         return _whole_number(request, self.offset_query_param, 0, 0, MAX_BIGINT)

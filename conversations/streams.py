@@ -20,7 +20,15 @@ from django.db import DatabaseError
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, JsonResponse, StreamingHttpResponse
 from rest_framework import exceptions
 
-from api.errors import DATABASE_ERRORS, ServiceError, allow_methods, database_unavailable, error_body, flatten_errors
+from api.errors import (
+    DATABASE_ERRORS,
+    ServiceError,
+    allow_methods,
+    api_exception_response,
+    database_unavailable,
+    error_body,
+    flatten_errors,
+)
 from api.parsers import is_json, load_json, read_bounded
 from conversations import realtime, services
 from conversations.events import TERMINAL_TYPES
@@ -170,7 +178,7 @@ async def _authorize(
     try:
         return await sync_to_async(_find_conversation)(request, tenant, conversation_id)
     except exceptions.APIException as exc:
-        return error_response(exc.status_code, exc.default_code, "; ".join(flatten_errors(exc.detail)))
+        return api_exception_response(exc)
     except (Conversation.DoesNotExist, Http404):
         return error_response(404, "not_found", "Not found.")
     except DATABASE_ERRORS as exc:
@@ -218,7 +226,7 @@ async def stream_message(request: HttpRequest, tenant: str, conversation_id: UUI
     try:
         body = load_json(read_bounded(request))
     except exceptions.APIException as exc:
-        return error_response(exc.status_code, exc.default_code, str(exc.detail))
+        return api_exception_response(exc)
     serializer = MessageCreateSerializer(data=body)
     if not await sync_to_async(serializer.is_valid)():
         message = "; ".join(flatten_errors(serializer.errors))

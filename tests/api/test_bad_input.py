@@ -291,11 +291,20 @@ def test_a_wrong_method_is_405_in_the_error_shape(api_client: APIClient, convers
     assert error_of(response, 405)["code"] == "method_not_allowed"
 
 
-def test_the_stream_endpoints_refuse_other_methods(api_client: APIClient, conversation: Conversation) -> None:
-    get_on_post_only = api_client.get(conversation_url(conversation, "/stream"))
-    post_on_get_only = api_client.post(conversation_url(conversation, "/events/stream"))
+@pytest.mark.parametrize(
+    ("method", "suffix", "allowed"),
+    [("get", "/stream", "POST"), ("post", "/events/stream", "GET"), ("delete", "/events/stream", "GET")],
+)
+def test_the_stream_endpoints_refuse_other_methods_in_json(
+    tenant_key: str, conversation: Conversation, method: str, suffix: str, allowed: str
+) -> None:
+    # A plain client: the CSRF check applies to it, as to a browser's form post.
+    client = Client(enforce_csrf_checks=True, headers={"X-API-Key": tenant_key})
 
-    assert get_on_post_only.status_code == post_on_get_only.status_code == 405
+    response = getattr(client, method)(conversation_url(conversation, suffix))
+
+    assert error_of(response, 405)["code"] == "method_not_allowed"
+    assert response["Allow"] == allowed
 
 
 def test_a_missing_run_is_404(api_client: APIClient, conversation: Conversation) -> None:
@@ -321,3 +330,139 @@ def test_an_over_long_x_user_id_is_400_naming_the_header(
         response = client.post(conversation_url(conversation, suffix), {"text": "Hi"}, content_type="application/json")
 
     assert error_of(response, 400)["message"] == "X-User-ID: Use at most 200 characters."
+    assert error_of(response, 400)["fields"] == {"X-User-ID": ["Use at most 200 characters."]}
+
+
+# --- types, sizes and characters ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("suffix", ["/messages", "/stream"])
+@pytest.mark.parametrize(
+    "text", [42, 4.2, True, ["Hi"], {"text": "Hi"}], ids=["int", "float", "bool", "list", "object"]
+)
+def test_a_message_text_that_is_not_a_string_is_400(
+    api_client: APIClient, conversation: Conversation, suffix: str, text: Any
+) -> None:
+    with nothing_created():
+        response = api_client.post(conversation_url(conversation, suffix), {"text": text}, format="json")
+
+    assert error_of(response, 400)["fields"]["text"] in (["Must be a string."], ["Not a valid string."])
+
+
+@pytest.mark.parametrize("suffix", ["/messages", "/stream"])
+def test_json_without_its_content_type_is_415_saying_what_to_send(
+    api_client: APIClient, conversation: Conversation, suffix: str
+) -> None:
+    with nothing_created():
+        response = api_client.generic("POST", conversation_url(conversation, suffix), '{"text": "hi"}', "text/plain")
+
+    error = error_of(response, 415)
+    assert "Content-Type: application/json" in error["message"] and "text/plain" in error["message"]
+
+
+@pytest.mark.parametrize("suffix", ["", "/messages", "/stream"], ids=["create", "messages", "stream"])
+def test_json_nested_too_deep_is_400(api_client: APIClient, conversation: Conversation, suffix: str) -> None:
+    path = conversation_url(conversation, suffix) if suffix else "/api/tenants/acme/conversations"
+
+    with nothing_created():
+        response = api_client.generic("POST", path, "[" * 50_000 + "]" * 50_000, "application/json")
+
+    assert error_of(response, 400)["message"] == "The JSON is nested too deeply."
+
+
+@pytest.mark.parametrize("suffix", ["/messages", "/stream"])
+def test_a_body_over_the_upload_limit_is_413(
+    api_client: APIClient, conversation: Conversation, suffix: str, settings: Settings
+) -> None:
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+
+    with nothing_created():
+        response = api_client.post(conversation_url(conversation, suffix), {"text": "x" * 2000}, format="json")
+
+    assert error_of(response, 413)["code"] == "request_too_large"
+
+
+@pytest.mark.parametrize("suffix", ["/messages", "/stream"])
+def test_nul_in_a_body_is_400(api_client: APIClient, conversation: Conversation, suffix: str) -> None:
+    with nothing_created():
+        response = api_client.generic(
+            "POST", conversation_url(conversation, suffix), '{"text": "a\\u0000b"}', "application/json"
+        )
+
+    assert "NUL" in error_of(response, 400)["message"]
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/models/a%00b", "/api/tenants/a%00b", "/api/tenants/acme/conversations?user_id=a%00b"]
+)
+def test_nul_in_a_path_or_query_is_400(admin_api_client: APIClient, tenant: Tenant, path: str) -> None:
+    assert "NUL" in error_of(admin_api_client.get(path), 400)["message"]
+
+
+def test_a_lone_surrogate_echoed_in_an_error_still_encodes(api_client: APIClient, conversation: Conversation) -> None:
+    response = api_client.generic("PATCH", conversation_url(conversation), '{"\\ud800": 1}', "application/json")
+
+    assert "\ud800" in error_of(response, 400)["message"]
+
+
+def test_a_call_budget_past_the_column_is_400(api_client: APIClient, conversation: Conversation) -> None:
+    with nothing_created():
+        response = api_client.post(
+            conversation_url(conversation, "/messages"), {"text": "Hi", "budget": {"calls": 2**31}}, format="json"
+        )
+
+    assert "budget" in error_of(response, 400)["fields"]
+
+
+def test_a_system_prompt_over_100000_characters_is_400(admin_api_client: APIClient, tenant: Tenant) -> None:
+    response = admin_api_client.patch(f"/api/tenants/{tenant.pk}", {"system_prompt": "x" * 100_001}, format="json")
+
+    assert "system_prompt" in error_of(response, 400)["fields"]
+    tenant.refresh_from_db()
+    assert tenant.system_prompt == "You help Acme's customers."
+
+
+# --- lists and their query strings --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("limit=abc", "limit"),
+        ("limit=0", "limit"),
+        ("limit=18446744073709551616", "limit"),
+        ("offset=-5", "offset"),
+        ("offset=18446744073709551616", "offset"),
+        ("colour=blue", "colour"),
+    ],
+)
+def test_bad_paging_and_unknown_parameters_on_a_list_are_400(
+    api_client: APIClient, tenant: Tenant, query: str, field: str
+) -> None:
+    response = api_client.get(f"/api/tenants/{tenant.pk}/conversations?{query}")
+
+    assert field in error_of(response, 400)["fields"]
+
+
+def test_a_limit_over_the_most_is_400_naming_the_range(api_client: APIClient, conversation: Conversation) -> None:
+    response = api_client.get(f"/api/tenants/{conversation.tenant_id}/conversations?limit=501")
+
+    assert error_of(response, 400)["fields"] == {"limit": ["Must be a whole number from 1 to 500."]}
+
+
+@pytest.mark.parametrize("offset", ["-20:56", "+15:59", "Z"])
+def test_a_date_filter_with_any_offset_python_reads_is_answered(
+    api_client: APIClient, conversation: Conversation, offset: str
+) -> None:
+    response = api_client.get(
+        f"/api/tenants/{conversation.tenant_id}/conversations", {"created_after": f"2026-01-01T00:00:00{offset}"}
+    )
+
+    assert response.status_code == 200 and response.json()["count"] == 1
+
+
+def test_list_filters_do_not_apply_to_a_lookup(api_client: APIClient, conversation: Conversation) -> None:
+    response = api_client.get(conversation_url(conversation, "/runs?status=archived"))
+    detail = api_client.get(conversation_url(conversation) + "?status=archived")
+
+    assert response.status_code == 200 and detail.status_code == 200
