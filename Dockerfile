@@ -17,4 +17,5 @@ USER platform
 ENV PYTHONUNBUFFERED=1 DJANGO_SETTINGS_MODULE=config.settings
 EXPOSE 8000
 ENTRYPOINT ["tini", "--"]
-CMD ["daphne", "-b", "0.0.0.0", "-p", "8000", "config.asgi:application"]
+# config.serve is Daphne with stream tokens kept out of its access log.
+CMD ["python", "-m", "config.serve", "-b", "0.0.0.0", "-p", "8000", "config.asgi:application"]

@@ -24,7 +24,7 @@ run: install
 	$(PY) manage.py migrate --noinput -v0
 	$(PY) manage.py bootstrapdemo --base-url http://127.0.0.1:$(PORT)
 	$(if $(shell command -v bwrap && command -v socat),,SANDBOX_RUNNER=unsandboxed) \
-	$(PY) -m daphne -b 127.0.0.1 -p $(PORT) config.asgi:application
+	$(PY) -m config.serve -b 127.0.0.1 -p $(PORT) config.asgi:application
 
 # A run worker, for when CELERY_BROKER_URL is set (WORKER_CONCURRENCY runs at once, 4 by default).
 worker: install
@@ -38,9 +38,11 @@ migrations-check: install
 	$(PY) manage.py makemigrations --check --dry-run
 
 # Django's deployment checks pass for a production configuration (the one .env.example describes).
+DEPLOY_ENV := DEBUG=0 SECRET_KEY=ci-only-$$(date +%s)-not-a-real-secret-key-0123456789abcdef ALLOWED_HOSTS=agents.example.com \
+	SECURE_SSL_REDIRECT=1 SECURE_HSTS_SECONDS=31536000 $(TEST_ENV)
 deploy-check: install
-	DEBUG=0 SECRET_KEY=ci-only-$$(date +%s)-not-a-real-secret-key-0123456789abcdef ALLOWED_HOSTS=agents.example.com \
-	SECURE_SSL_REDIRECT=1 SECURE_HSTS_SECONDS=31536000 $(TEST_ENV) $(PY) manage.py check --deploy --fail-level WARNING
+	$(DEPLOY_ENV) $(PY) manage.py collectstatic --noinput -v0
+	$(DEPLOY_ENV) $(PY) manage.py check --deploy --fail-level WARNING
 
 lint: install
 	$(VENV)/bin/ruff check .

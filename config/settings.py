@@ -45,6 +45,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "channels",
+    "api",
     "tenants",
     "conversations",
     "runs",
@@ -278,7 +279,7 @@ WEBSOCKET_ALLOWED_ORIGINS = env.list("WEBSOCKET_ALLOWED_ORIGINS", default=[])
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["tenants.auth.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "api.schema.ApiSchema",
     "DEFAULT_FILTER_BACKENDS": ["api.filters.StrictFilterBackend"],
     "DEFAULT_PAGINATION_CLASS": "api.pagination.Pages",
     "EXCEPTION_HANDLER": "api.errors.exception_handler",
@@ -294,6 +295,19 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # The SSE endpoints are plain Django views, described by the app that serves them.
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "conversations.schema.add_stream_endpoints",
+    ],
+    "TAGS": [
+        {"name": "conversations", "description": "A tenant's conversations with the agent."},
+        {"name": "runs", "description": "Messages start runs; follow, list and interrupt them."},
+        {"name": "events", "description": "Every step of a run, stored in order: pages, SSE, WebSocket tokens."},
+        {"name": "usage", "description": "Tokens and cost of each model call, as billed."},
+        {"name": "models", "description": "The model catalog and its prices (platform admin keys change it)."},
+        {"name": "tenants", "description": "Organisations (platform admin keys only)."},
+    ],
     # Swagger UI from our own static files: self-hosted installs may have no internet.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",

@@ -1,9 +1,10 @@
 from django.contrib import admin
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
 from django.urls import include, path, re_path
 
 from api.docs import DocsView, SchemaView
-from api.errors import api_not_found
+from api.errors import allow_methods, api_not_found
 
 
 def healthz(request: HttpRequest) -> JsonResponse:
@@ -11,7 +12,14 @@ def healthz(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"status": "ok"})
 
 
+@allow_methods("GET", "HEAD")
+async def home(request: HttpRequest) -> HttpResponse:
+    """Where a first visit lands (and the admin's "View site"): what this is, and the way in."""
+    return render(request, "home.html")
+
+
 urlpatterns = [
+    path("", home, name="home"),
     path("healthz", healthz),
     path("admin/", admin.site.urls),
     path("api/schema/", SchemaView.as_view(), name="schema"),

@@ -66,8 +66,8 @@ def concrete(route: str, samples: dict[str, str]) -> str:
 def assert_json_error_or_success(response: HttpResponse, what: str) -> None:
     assert response.status_code < 500, (what, response.status_code, response.content[:300])
     content_type = response.get("Content-Type", "")
-    # Only the API docs page is HTML, and only when it is served.
-    html_page = response.status_code < 400 and response.request["PATH_INFO"] == "/api/docs/"
+    # Only the pages for people are HTML (the front page, the API docs), and only when they are served.
+    html_page = response.status_code < 400 and response.request["PATH_INFO"] in ("/", "/api/docs/")
     assert html_page or "html" not in content_type, (what, response.status_code, content_type)
     if response.status_code >= 400:
         assert content_type.startswith("application/json"), (what, response.status_code, content_type)

@@ -172,7 +172,7 @@ class Platform:
     def start_web(self) -> None:
         self.web = self._spawn(
             "daphne",
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "config.asgi:application"],
+            [sys.executable, "-m", "config.serve", "-b", "127.0.0.1", "-p", str(self.port), "config.asgi:application"],
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

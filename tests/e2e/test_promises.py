@@ -4,8 +4,11 @@ conversation, retries are announced, and an interrupted run's figures are what i
 import json
 import time
 from decimal import Decimal
+from uuid import uuid4
 
-from tests.e2e.harness import Client, read_ws_until_terminal
+import httpx
+
+from tests.e2e.harness import Client, Platform, read_ws_until_terminal
 
 
 def test_a_scripted_error_fails_its_own_turn_only(acme: Client) -> None:
@@ -58,3 +61,19 @@ def test_an_interrupted_run_shows_what_it_is_billed(acme: Client) -> None:
     assert len(usage_events) == billed["totals"]["model_calls"]
     assert sum(Decimal(u["cost_usd"]) for u in usage_events) == Decimal(billed["totals"]["cost_usd"])
     assert sum(u["input_tokens"] for u in usage_events) == billed["totals"]["input_tokens"]
+
+
+def test_stream_tokens_stay_out_of_the_access_log(acme: Client, platform: Platform) -> None:
+    conversation = acme.create_conversation()
+    token = acme.stream_token(conversation)
+
+    # Answered at once (another conversation's path), so Daphne logs the request line right away.
+    response = httpx.get(
+        f"{platform.base_url}{acme.path(str(uuid4()), '/events/stream')}", params={"token": token, "after": 0}
+    )
+    time.sleep(0.5)
+
+    assert response.status_code == 404
+    logs = platform.logs()
+    assert "/events/stream?token=[redacted]&after=0" in logs
+    assert token not in logs

@@ -273,6 +273,6 @@ def test_the_usage_endpoints_are_in_the_openapi_schema(db: None) -> None:
     schema = yaml.safe_load(Client().get("/api/schema/").content)
 
     report = schema["paths"]["/api/tenants/{tenant}/usage/"]["get"]
-    assert {p["name"] for p in report["parameters"]} == {"tenant", "from", "to", "group_by"}
+    assert {p["name"] for p in report["parameters"]} == {"tenant", "from", "to", "group_by", "X-User-ID"}
     assert set(schema["components"]["schemas"]["UsageReport"]["properties"]) >= {"from", "to", "totals", "groups"}
     assert "get" in schema["paths"]["/api/tenants/{tenant}/usage/runs/{run_id}/"]

@@ -1,0 +1,67 @@
+"""The README's curl and WebSocket examples, run as written and in the README's order, against a running
+platform. Only the address changes: the README's `localhost:8000` is this test's platform."""
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tenants.services import create_tenant_with_key
+from tests.e2e.harness import ROOT, Platform
+
+BLOCK = re.compile(r"```(sh|python)\n(.*?)```", re.DOTALL)
+
+
+def examples() -> list[tuple[str, str]]:
+    """The README's code blocks that talk to a running platform (curl or a WebSocket), in order."""
+    text = (ROOT / "README.md").read_text()
+    return [
+        (language, code)
+        for language, code in BLOCK.findall(text)
+        if "localhost:8000" in code or ("127.0.0.1:8000" in code and ("curl" in code or "websockets" in code))
+    ]
+
+
+def at(platform: Platform, code: str) -> str:
+    address = platform.base_url.removeprefix("http://")
+    return code.replace("localhost:8000", address).replace("127.0.0.1:8000", address)
+
+
+def test_the_readmes_examples_run_as_written(platform: Platform, transactional_db: None, tmp_path: Path) -> None:
+    _, key = create_tenant_with_key("demo", "Demo tenant")
+    blocks = examples()
+    shell = [at(platform, code) for language, code in blocks if language == "sh"]
+    python = [at(platform, code) for language, code in blocks if language == "python"]
+    assert len(shell) >= 2 and len(python) == 1, blocks
+
+    # The shell examples share one shell, as a reader's terminal would; `C` is what the first exports.
+    script = "\n".join(shell).replace("export KEY=ak_...", "#") + '\necho\necho "C=$C"\n'
+    ran = subprocess.run(
+        ["/bin/bash", "-c", script], env={**os.environ, "KEY": key}, capture_output=True, text=True, timeout=120
+    )
+    output = ran.stdout
+    conversation = re.search(r"^C=([0-9a-f-]{36})$", output, re.MULTILINE)
+    assert conversation, (output, ran.stderr)
+    assert '"type":"message.delta"' in output, output
+    assert "hi from the agent" in output and '"type":"run.completed"' in output, output
+    assert '{"events":[' in output and '"has_more":false' in output, output  # the events page
+    # The run's own stream from seq 1, then the live stream resumed after Last-Event-ID 2.
+    assert output.count("\nid: 2\n") == 1 and output.count("\nid: 3\n") == 2, output
+    assert '{"error":{"status":409' in output, output  # nothing left to interrupt
+
+    started = time.monotonic()
+    ran = subprocess.run(
+        [sys.executable, "-c", python[0]],
+        env={**os.environ, "KEY": key, "C": conversation[1]},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    elapsed = time.monotonic() - started
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.rstrip().endswith("run.completed"), ran.stdout
+    assert "[Bash result]" in ran.stdout, ran.stdout  # this run's reply, not the earlier run's
+    assert "hi from the agent" not in ran.stdout, ran.stdout
+    assert elapsed < 5, f"the example took {elapsed:.1f}s"  # its close handshake included
