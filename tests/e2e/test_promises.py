@@ -2,6 +2,7 @@
 conversation, retries are announced, and an interrupted run's figures are what it is billed."""
 
 import json
+import re
 import time
 from decimal import Decimal
 from uuid import uuid4
@@ -61,6 +62,13 @@ def test_an_interrupted_run_shows_what_it_is_billed(acme: Client) -> None:
     assert len(usage_events) == billed["totals"]["model_calls"]
     assert sum(Decimal(u["cost_usd"]) for u in usage_events) == Decimal(billed["totals"]["cost_usd"])
     assert sum(u["input_tokens"] for u in usage_events) == billed["totals"]["input_tokens"]
+    # One way to write a cost, wherever it appears: fixed point, 10 places.
+    costs = [u["cost_usd"] for u in usage_events] + [
+        terminal["data"]["usage"]["cost_usd"],
+        billed["totals"]["cost_usd"],
+    ]
+    costs += [call["cost_usd"] for call in billed["calls"]]
+    assert all(re.fullmatch(r"\d+\.\d{10}", cost) for cost in costs), costs
 
 
 def test_stream_tokens_stay_out_of_the_access_log(acme: Client, platform: Platform) -> None:
