@@ -239,6 +239,13 @@ SANDBOX_TMP_MB = env.int("SANDBOX_TMP_MB", default=512)
 SANDBOX_WORKSPACE_MB = env.int("SANDBOX_WORKSPACE_MB", default=2048)
 SANDBOX_WORKSPACE_CHECK_SECONDS = env.float("SANDBOX_WORKSPACE_CHECK_SECONDS", default=1.0)
 
+# --- Workspaces -----------------------------------------------------------------------------------
+# A conversation's files live in the default storage; a run syncs them in before its CLI starts, and
+# out every WORKSPACE_SYNC_SECONDS while it runs and once more when it ends, whatever the ending.
+WORKSPACE_SYNC_SECONDS = env.float("WORKSPACE_SYNC_SECONDS", default=5.0)
+WORKSPACE_FILE_MB = env.int("WORKSPACE_FILE_MB", default=100)  # a bigger file is not saved (file.skipped)
+WORKSPACE_MAX_FILES = env.int("WORKSPACE_MAX_FILES", default=10_000)
+
 # --- Model upstreams ------------------------------------------------------------------------------
 ANTHROPIC_BASE_URL = env.str("ANTHROPIC_BASE_URL", default="https://api.anthropic.com")
 ANTHROPIC_API_KEY = env.str("ANTHROPIC_API_KEY", default="")

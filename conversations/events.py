@@ -28,7 +28,8 @@ class EventType(StrEnum):
     PERMISSION_REQUEST = "permission.request"  # approvals (coming)
     PERMISSION_DECISION = "permission.decision"  # approvals (coming)
     USAGE = "usage"
-    FILE_CHANGED = "file.changed"  # workspaces on object storage (coming)
+    FILE_CHANGED = "file.changed"
+    FILE_SKIPPED = "file.skipped"
     RUN_COMPLETED = "run.completed"
     RUN_FAILED = "run.failed"
     RUN_INTERRUPTED = "run.interrupted"

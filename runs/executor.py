@@ -29,6 +29,7 @@ from runs.writer import EventWriter
 from sandbox.launcher import SandboxUnavailable
 from sandbox.limits import MB, directory_bytes
 from usage.services import run_totals
+from workspaces.services import RunWorkspace
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ class RunExecution:
         self.model = run.model
         self.translator = EventTranslator()
         self.setup: RunSetup | None = None
+        self.saver: asyncio.Task[None] | None = None
         self.interrupted = asyncio.Event()
         # The CLI's last words, logged when it fails (never put in events: they are not for users).
         self.cli_stderr: collections.deque[str] = collections.deque(maxlen=40)
@@ -73,10 +75,35 @@ class RunExecution:
             logger.exception("Run %s failed", self.run.pk)
             error = {"reason": "internal_error", "message": f"The run failed: {type(exc).__name__}."}
         finally:
+            await self._sync_workspace_out()
             await self._report_remaining_usage()
             await self.writer.close()
             await self._finish(status, result, error)
             await self.resources.aclose()
+
+    async def _sync_workspace_out(self) -> None:
+        """Save the workspace once more, whatever the ending: its `file.changed` events precede the terminal one."""
+        if self.setup is None:
+            return
+        if self.saver is not None:  # no periodic save may come after this one
+            self.saver.cancel()
+            await asyncio.gather(self.saver, return_exceptions=True)
+        try:
+            for kind, data in await self.setup.workspace.sync_out():
+                self.writer.emit(kind, data)
+        except Exception:
+            # The periodic saves so far stand; the next run on this conversation syncs from storage.
+            logger.exception("Run %s: saving its workspace failed", self.run.pk)
+
+    async def _save_workspace_periodically(self, workspace: RunWorkspace) -> None:
+        """Bounds what a killed worker loses: at most the last WORKSPACE_SYNC_SECONDS of writes."""
+        while True:
+            await asyncio.sleep(settings.WORKSPACE_SYNC_SECONDS)
+            try:
+                for kind, data in await workspace.sync_out():
+                    self.writer.emit(kind, data)
+            except Exception:
+                logger.exception("Run %s: saving its workspace failed; trying again", self.run.pk)
 
     async def _report_remaining_usage(self) -> None:
         """The `usage` events of calls the stream did not show, so the run's events add up to its bill.
@@ -170,6 +197,7 @@ class RunExecution:
             return Run.Status.FAILED, None, {"reason": "sandbox_unavailable", "message": str(exc)}
         watcher = asyncio.create_task(self._watch_workspace(setup.place.workspace))
         self.resources.callback(watcher.cancel)
+        self.saver = asyncio.create_task(self._save_workspace_periodically(setup.workspace))
         launch, resume = setup.launch, setup.resume
         self.writer.emit(
             EventType.RUN_STARTED,

@@ -2,9 +2,8 @@
 
 A coming feature adds one call here, and a field to RunSetup where the options need it:
 
-- workspaces: `sync_workspace_in(conversation, place.workspace)` before the launch, and
-  `resources.push_async_callback(sync_workspace_out, …)` just after the place, so that it runs once
-  the CLI has exited and before the run's directory is removed (`resources` unwinds last-in, first-out);
+- workspaces: `RunWorkspace.sync_in()` fills /workspace from storage before the launch (here); the
+  executor calls `sync_out()` every WORKSPACE_SYNC_SECONDS and at every ending;
 - skills: `materialize_skills(tenant, place)`, placed read-only for the sandbox to mount;
 - MCP servers: `mcp_servers_for(tenant)`, a RunSetup field that `runs.options.agent_options` passes on;
 - approvals: `can_use_tool_for(run, …)`, likewise;
@@ -13,6 +12,7 @@ A coming feature adds one call here, and a field to RunSetup where the options n
 
 import contextlib
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -28,7 +28,7 @@ from sandbox.launcher import (
     sandbox_ids,
 )
 from usage.models import UsageRecord
-from workspaces.services import workspace_dir
+from workspaces.services import RunWorkspace, workspace_dir
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class RunSetup:
     place: RunPlace
+    workspace: RunWorkspace
     gateway: ModelGateway
     launch: Launch
     resume: str | None  # the SDK session the run continues, if any
@@ -57,6 +58,8 @@ async def prepare_run(
     place = prepare_place(str(run.pk), workspace_dir(run.conversation))
     # Removed last, after the CLI is gone: the run's directory, cgroup and anything left in it.
     resources.callback(place.remove)
+    workspace = RunWorkspace(run, place.workspace, owner=sandbox_ids() if os.geteuid() == 0 else None)
+    await workspace.sync_in()
     gateway = await resources.enter_async_context(
         ModelGateway(
             run, socket_path=place.gateway_socket, owner=sandbox_ids(), on_refusal=on_refusal, on_usage=on_usage
@@ -70,7 +73,13 @@ async def prepare_run(
             gateway=gateway.cli_environment(gateway_base_url(place, gateway.base_url)),
         ),
     )
-    return RunSetup(place=place, gateway=gateway, launch=launch, resume=await session_to_resume(run.conversation))
+    return RunSetup(
+        place=place,
+        workspace=workspace,
+        gateway=gateway,
+        launch=launch,
+        resume=await session_to_resume(run.conversation),
+    )
 
 
 async def session_to_resume(conversation: Conversation) -> str | None:

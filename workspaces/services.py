@@ -1,20 +1,188 @@
-"""Where a conversation's files live while its runs execute."""
+"""A conversation's workspace: its files in storage, versioned, and synced around every run."""
 
+import asyncio
+import hashlib
+import logging
+import mimetypes
+import shutil
+import tempfile
 from pathlib import Path
+from typing import IO, Any
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.db import transaction
+from django.db.models import Max
 
-from conversations.models import Conversation
+from conversations.events import EventItem, EventType
+from conversations.models import Conversation, Run
+from workspaces import storage
+from workspaces.models import WorkspaceFile
+from workspaces.sync import Change, Limits, Manifest, place_tree, scan
+
+logger = logging.getLogger(__name__)
+
+MB = 1024 * 1024
 
 
 def workspace_dir(conversation: Conversation) -> Path:
     """The conversation's files on this worker: the directory a run sees as `/workspace`.
 
-    The one place that decides it, so that keeping workspaces in object storage between runs
-    (a later step) changes only this function.
+    A cache of what storage holds: each run first makes it match the stored tree (sync in).
     """
     root = settings.RUN_ROOT / "workspaces"
     root.mkdir(mode=0o711, parents=True, exist_ok=True)  # the sandbox user passes through, never lists
     path = root / str(conversation.pk)
     path.mkdir(exist_ok=True)
     return path
+
+
+def limits() -> Limits:
+    return Limits(
+        file_bytes=settings.WORKSPACE_FILE_MB * MB,
+        total_bytes=settings.SANDBOX_WORKSPACE_MB * MB,
+        files=settings.WORKSPACE_MAX_FILES,
+    )
+
+
+def current_tree(conversation: Conversation) -> dict[str, str]:
+    """Path → sha256 of the conversation's files as they are now."""
+    return dict(WorkspaceFile.objects.filter(conversation=conversation).current().values_list("path", "sha256"))
+
+
+def record_changes(
+    conversation: Conversation, run: Run | None, changes: list[Change], source: str
+) -> list[WorkspaceFile]:
+    """Store each change as the next version of its path (a deletion too)."""
+    if not changes:
+        return []
+    with transaction.atomic():
+        # Versions of one conversation are numbered one writer at a time.
+        Conversation.objects.select_for_update(no_key=True).filter(pk=conversation.pk).values("pk").get()
+        paths = [change.path for change in changes]
+        latest = dict(
+            WorkspaceFile.objects.filter(conversation=conversation, path__in=paths)
+            .values("path")
+            .annotate(version=Max("version"))
+            .values_list("path", "version")
+        )
+        versions = [
+            WorkspaceFile(
+                conversation=conversation,
+                path=change.path,
+                version=latest.get(change.path, 0) + 1,
+                size=change.size,
+                sha256=change.sha256,
+                content_type=(mimetypes.guess_type(change.path)[0] or "application/octet-stream")
+                if change.change != "deleted"
+                else "",
+                source=source,
+                run=run,
+                deleted=change.change == "deleted",
+            )
+            for change in changes
+        ]
+        return WorkspaceFile.objects.bulk_create(versions)
+
+
+def file_changed(version: WorkspaceFile, change: str) -> EventItem:
+    data = {"path": version.path, "version": version.version, "size": version.size, "sha256": version.sha256}
+    return (EventType.FILE_CHANGED, {**data, "change": change})
+
+
+class RunWorkspace:
+    """A run's /workspace: filled from storage before the CLI starts, saved back while it runs and at its end."""
+
+    def __init__(self, run: Run, directory: Path, owner: tuple[int, int] | None) -> None:
+        self.run = run
+        self.conversation = run.conversation
+        self.directory = directory
+        self.owner = owner
+        self.manifest = Manifest.load(settings.RUN_ROOT / "workspaces" / f"{self.conversation.pk}.manifest.json")
+        self.limits = limits()
+        self._saving = asyncio.Lock()
+        self._reported: dict[str, str] = {}  # skipped paths already told about, with why
+
+    async def sync_in(self) -> None:
+        """Make the directory hold the conversation's stored tree, exactly."""
+        tree = await sync_to_async(current_tree)(self.conversation)
+        await asyncio.to_thread(
+            place_tree,
+            self.directory,
+            tree,
+            self.manifest,
+            lambda sha256: storage.open_blob(self.conversation, sha256),
+            self.owner,
+        )
+        await asyncio.to_thread(self.manifest.save)
+
+    async def sync_out(self) -> list[EventItem]:
+        """Save what changed since the last sync as new versions; the `file.changed` (and `file.skipped`) events."""
+        async with self._saving:
+            staging = Path(tempfile.mkdtemp(prefix="sync-", dir=_staging_root()))
+            try:
+                found = await asyncio.to_thread(scan, self.directory, self.manifest, self.limits, staging)
+                await asyncio.to_thread(self._upload, found.changes)
+                versions = await sync_to_async(record_changes)(
+                    self.conversation, self.run, found.changes, WorkspaceFile.Source.AGENT
+                )
+                await asyncio.to_thread(self.manifest.save)
+            finally:
+                await asyncio.to_thread(shutil.rmtree, staging, True)
+        items = [file_changed(version, change.change) for version, change in zip(versions, found.changes, strict=True)]
+        for path, reason in found.skipped.items():
+            if self._reported.get(path) != reason:
+                self._reported[path] = reason
+                items.append((EventType.FILE_SKIPPED, {"path": path, "reason": reason}))
+        return items
+
+    def _upload(self, changes: list[Change]) -> None:
+        for change in changes:
+            if change.staged:
+                with open(change.staged, "rb") as content:
+                    storage.put_blob(self.conversation, change.sha256, content)
+
+
+def _staging_root() -> Path:
+    root = settings.RUN_ROOT / "staging"
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return root
+
+
+def save_file(
+    conversation: Conversation, path: str, content: IO[bytes], *, source: str, run: Run | None = None
+) -> WorkspaceFile:
+    """Store an uploaded file as the next version of `path`."""
+    staging = _staging_root()
+    with tempfile.NamedTemporaryFile(dir=staging) as copy:
+        digest = hashlib.sha256()
+        size = 0
+        while chunk := content.read(MB):
+            size += len(chunk)
+            digest.update(chunk)
+            copy.write(chunk)
+        copy.flush()
+        copy.seek(0)
+        storage.put_blob(conversation, digest.hexdigest(), copy)
+    change = Change(path, "modified", size, digest.hexdigest())
+    (version,) = record_changes(conversation, run, [change], source)
+    return version
+
+
+def delete_file(conversation: Conversation, path: str) -> WorkspaceFile:
+    (version,) = record_changes(conversation, None, [Change(path, "deleted")], WorkspaceFile.Source.USER)
+    return version
+
+
+def delete_stored_files(tenant_id: str, conversation_id: Any = None) -> None:
+    """Remove a conversation's (or, without one, a whole tenant's) contents from storage."""
+    prefix = (
+        storage.conversation_prefix(tenant_id, conversation_id)
+        if conversation_id is not None
+        else storage.tenant_prefix(tenant_id)
+    )
+    try:
+        storage.delete_prefix(prefix)
+    except Exception:
+        # The rows are gone either way; what is left in storage is found by its prefix.
+        logger.exception("Deleting the stored files under %s failed", prefix)

@@ -152,6 +152,7 @@ class Platform:
             "CELERY_BROKER_URL": redis_url,
             "RUN_QUEUE": f"e2e-{os.getpid()}-{self.port}",
             "RUN_ROOT": sandbox_reachable_dir(),
+            "MEDIA_ROOT": str(work_dir / "media"),
             "DEBUG": "1",
             "RUN_HEARTBEAT_SECONDS": "0.5",
             "RUN_STALE_AFTER_SECONDS": "3",

@@ -1,0 +1,62 @@
+"""Where workspace contents live: the default storage (a local folder, or S3 through django-storages).
+
+Contents are stored once per conversation under their SHA-256, so versions that did not change
+share a blob, and a conversation or a tenant is deleted by its prefix:
+`tenants/<tenant>/conversations/<conversation>/blobs/<sha256>`.
+"""
+
+import shutil
+from pathlib import Path
+from typing import IO
+
+from django.core.files import File
+from django.core.files.storage import FileSystemStorage, Storage, storages
+
+from conversations.models import Conversation
+
+
+def storage() -> Storage:
+    return storages["default"]
+
+
+def conversation_prefix(tenant_id: str, conversation_id: object) -> str:
+    return f"tenants/{tenant_id}/conversations/{conversation_id}/"
+
+
+def tenant_prefix(tenant_id: str) -> str:
+    return f"tenants/{tenant_id}/"
+
+
+def blob_key(conversation: Conversation, sha256: str) -> str:
+    return f"{conversation_prefix(conversation.tenant_id, conversation.pk)}blobs/{sha256}"
+
+
+def put_blob(conversation: Conversation, sha256: str, content: IO[bytes]) -> None:
+    """Store a content under its checksum, unless it is stored already."""
+    key = blob_key(conversation, sha256)
+    if not storage().exists(key):
+        # The key is final: a storage that renames on collision (FileSystemStorage) would break it.
+        saved = storage().save(key, File(content))
+        if saved != key:
+            storage().delete(saved)
+
+
+def open_blob(conversation: Conversation, sha256: str) -> IO[bytes]:
+    return storage().open(blob_key(conversation, sha256), "rb")
+
+
+def delete_prefix(prefix: str) -> None:
+    """Remove every object under `prefix` (a conversation's or a tenant's)."""
+    backend = storage()
+    if isinstance(backend, FileSystemStorage):
+        shutil.rmtree(Path(backend.path(prefix)), ignore_errors=True)
+        return
+    bucket = getattr(backend, "bucket", None)
+    if bucket is not None:  # S3: one listing and batched deletes, however many objects
+        bucket.objects.filter(Prefix=prefix).delete()
+        return
+    directories, files = backend.listdir(prefix)
+    for name in files:
+        backend.delete(prefix + name)
+    for name in directories:
+        delete_prefix(f"{prefix}{name}/")
