@@ -62,6 +62,8 @@ def tag_of(path: str) -> str:
     """The resource a path is about, as the docs group operations."""
     if "/usage" in path:
         return "usage"
+    if "/files" in path:
+        return "files"
     if "/events" in path or path.endswith("/stream-token/"):
         return "events"
     if any(part in path for part in ("/runs", "/messages", "/interrupt", "/stream")):

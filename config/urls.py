@@ -27,6 +27,7 @@ urlpatterns = [
     path("api/", include("tenants.urls")),
     path("api/", include("conversations.urls")),
     path("api/", include("usage.urls")),
+    path("api/", include("workspaces.urls")),
     re_path(r"^api/(?P<path>.*)$", api_not_found),
 ]
 

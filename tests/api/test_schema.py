@@ -55,7 +55,8 @@ def test_bodies_are_json_only_and_operations_are_tagged_by_resource(schema: dict
     tags = {}
     for path, method, operation in operations(schema):
         if "requestBody" in operation:
-            assert set(operation["requestBody"]["content"]) == {"application/json"}, (method, path)
+            uploads = {"multipart/form-data"} if path.endswith("/files/") else {"application/json"}
+            assert set(operation["requestBody"]["content"]) == uploads, (method, path)
         tags[f"{method} {path}"] = operation["tags"]
     assert tags["post /api/tenants/{tenant}/conversations/{id}/messages/"] == ["runs"]
     assert tags["get /api/tenants/{tenant}/conversations/"] == ["conversations"]

@@ -1,0 +1,111 @@
+"""A conversation's files over REST, on the local storage of the embedded defaults."""
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from pytest_django.fixtures import Settings
+from rest_framework.test import APIClient
+
+from conversations.models import Conversation
+from tests.api.assertions import error_of
+from workspaces.models import WorkspaceFile
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def media(settings: Settings, tmp_path: Path) -> Path:
+    settings.MEDIA_ROOT = tmp_path / "media"
+    return settings.MEDIA_ROOT
+
+
+def files_url(conversation: Conversation, suffix: str = "") -> str:
+    return f"/api/tenants/{conversation.tenant_id}/conversations/{conversation.pk}/files{suffix}"
+
+
+def upload(
+    client: APIClient, conversation: Conversation, content: bytes, name: str = "notes.txt", **fields: str
+) -> Any:
+    body = {"file": SimpleUploadedFile(name, content), **fields}
+    return client.post(files_url(conversation), body, format="multipart")
+
+
+def test_upload_list_read_replace_and_delete_a_file(api_client: APIClient, conversation: Conversation) -> None:
+    first = upload(api_client, conversation, b"first draft", path="docs/brief.md")
+    second = upload(api_client, conversation, b"second draft", path="docs/brief.md")
+    tree = api_client.get(files_url(conversation)).json()
+    current = api_client.get(files_url(conversation, "/docs/brief.md"))
+    old = api_client.get(files_url(conversation, "/docs/brief.md"), {"version": 1})
+    deleted = api_client.delete(files_url(conversation, "/docs/brief.md"))
+    history = api_client.get(files_url(conversation, "/docs/brief.md/versions")).json()
+
+    assert first.status_code == second.status_code == 201
+    assert (first.json()["version"], second.json()["version"]) == (1, 2)
+    assert [(f["path"], f["version"], f["size"], f["source"]) for f in tree] == [("docs/brief.md", 2, 12, "user")]
+    assert b"".join(current.streaming_content) == b"second draft"
+    assert b"".join(old.streaming_content) == b"first draft"
+    assert deleted.status_code == 204
+    assert api_client.get(files_url(conversation)).json() == []
+    assert error_of(api_client.get(files_url(conversation, "/docs/brief.md")), 404)
+    assert [(v["version"], v["deleted"]) for v in history] == [(3, True), (2, False), (1, False)]
+
+
+def test_a_file_is_stored_once_per_content(api_client: APIClient, conversation: Conversation, media: Path) -> None:
+    upload(api_client, conversation, b"same", path="a.txt")
+    upload(api_client, conversation, b"same", path="b.txt")
+
+    blobs = list((media / "tenants" / "acme" / "conversations" / str(conversation.pk) / "blobs").iterdir())
+    assert len(blobs) == 1 and blobs[0].read_bytes() == b"same"
+
+
+@pytest.mark.parametrize("path", ["../escape.txt", "/etc/passwd", "a//b", "x" * 1025, "a/./b"])
+def test_a_bad_path_is_400_saying_what_to_use(api_client: APIClient, conversation: Conversation, path: str) -> None:
+    error = error_of(upload(api_client, conversation, b"x", path=path), 400)
+
+    assert "path" in error["fields"]
+    assert not WorkspaceFile.objects.exists()
+
+
+def test_an_upload_over_the_file_limit_is_413(
+    api_client: APIClient, conversation: Conversation, settings: Settings
+) -> None:
+    settings.WORKSPACE_FILE_MB = 1
+
+    error = error_of(upload(api_client, conversation, b"x" * (1024 * 1024 + 1)), 413)
+
+    assert "WORKSPACE_FILE_MB" in error["message"]
+
+
+def test_json_instead_of_multipart_is_415(api_client: APIClient, conversation: Conversation) -> None:
+    response = api_client.post(files_url(conversation), {"file": "x"}, format="json")
+
+    assert error_of(response, 415)
+
+
+def test_another_tenants_or_users_files_do_not_exist(
+    api_client: APIClient, other_api_client: APIClient, tenant_key: str, conversation: Conversation
+) -> None:
+    upload(api_client, conversation, b"secret", path="s.txt")
+    bob = APIClient(HTTP_X_API_KEY=tenant_key, HTTP_X_USER_ID="bob")  # the conversation is alice's
+
+    for client in (other_api_client, bob):
+        assert error_of(client.get(files_url(conversation)), 404)
+        assert error_of(client.get(files_url(conversation, "/s.txt")), 404)
+        assert error_of(client.get(files_url(conversation, "/s.txt/versions")), 404)
+        assert error_of(client.delete(files_url(conversation, "/s.txt")), 404)
+        assert error_of(upload(client, conversation, b"x"), 404)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_deleting_the_conversation_removes_its_stored_files(
+    api_client: APIClient, conversation: Conversation, media: Path
+) -> None:
+    upload(api_client, conversation, b"gone soon")
+    folder = media / "tenants" / "acme" / "conversations" / str(conversation.pk)
+    assert folder.exists()
+
+    assert api_client.delete(f"/api/tenants/acme/conversations/{conversation.pk}").status_code == 204
+
+    assert not folder.exists()
