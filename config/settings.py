@@ -257,7 +257,11 @@ BEDROCK_BASE_URL = env.str("BEDROCK_BASE_URL", default=f"https://bedrock-runtime
 
 # --- File storage ---------------------------------------------------------------------------------
 AWS_STORAGE_BUCKET_NAME = env.str("AWS_STORAGE_BUCKET_NAME", default="")
-AWS_S3_ENDPOINT_URL = env.str("AWS_S3_ENDPOINT_URL", default="") or None
+AWS_S3_ENDPOINT_URL = env.str("AWS_S3_ENDPOINT_URL", default="") or None  # any S3 protocol service
+AWS_S3_REGION_NAME = env.str("AWS_S3_REGION_NAME", default=AWS_REGION_NAME)
+# Keys of their own for storage (else AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, else botocore's chain).
+AWS_S3_ACCESS_KEY_ID = env.str("AWS_S3_ACCESS_KEY_ID", default="") or AWS_ACCESS_KEY_ID
+AWS_S3_SECRET_ACCESS_KEY = env.str("AWS_S3_SECRET_ACCESS_KEY", default="") or AWS_SECRET_ACCESS_KEY
 MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(BASE_DIR / "var" / "media")))
 STORAGES = {
     "default": (

@@ -91,6 +91,67 @@ class RedisServer:
             self.process = None
 
 
+class S3Server:
+    """moto's S3 in server mode on a free loopback port: the storage code talks to it over HTTP, as to AWS."""
+
+    BUCKET = "agent-platform-e2e"
+
+    def __init__(self, work_dir: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = work_dir / f"s3-{self.port}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The platform's settings for this S3 (made-up keys: moto accepts any)."""
+        return {
+            "AWS_STORAGE_BUCKET_NAME": self.BUCKET,
+            "AWS_S3_ENDPOINT_URL": self.url,
+            "AWS_S3_ACCESS_KEY_ID": "e2e-access-key",
+            "AWS_S3_SECRET_ACCESS_KEY": "e2e-secret-key",
+            "AWS_S3_REGION_NAME": "us-east-1",
+        }
+
+    def start(self) -> None:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                self.client().create_bucket(Bucket=self.BUCKET)
+                return
+            except Exception:  # not listening yet
+                time.sleep(0.1)
+        raise RuntimeError(f"moto's S3 did not start; see {self.log_path}")
+
+    def client(self) -> Any:
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.url,
+            aws_access_key_id="e2e-access-key",
+            aws_secret_access_key="e2e-secret-key",
+            region_name="us-east-1",
+        )
+
+    def objects(self, prefix: str = "") -> list[str]:
+        listing = self.client().list_objects_v2(Bucket=self.BUCKET, Prefix=prefix)
+        return [item["Key"] for item in listing.get("Contents", [])]
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(10)
+            self.process = None
+
+
 class PostgresServer:
     """A private PostgreSQL cluster on a free loopback port, for tests that restart PostgreSQL.
 
