@@ -1,15 +1,18 @@
 import django_filters
 from django.conf import settings
+from django.db import transaction
 from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, status
 from rest_framework.decorators import action
 from rest_framework.generics import get_object_or_404
+from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import ValidationError
 
 from api.filters import UtcDateTimeFilter
+from api.parsers import JSONParser
 from api.viewsets import TENANT_PARAMETER, TenantScopedViewSet, principal
 from conversations import services
 from conversations.models import Conversation, Event, Run
@@ -20,10 +23,12 @@ from conversations.serializers import (
     EventPageSerializer,
     EventQuerySerializer,
     MessageCreateSerializer,
+    MessageWithFilesSerializer,
     RunSerializer,
     StreamTokenSerializer,
 )
 from tenants.auth import make_stream_token
+from workspaces import services as workspace_services
 
 
 class ConversationFilter(django_filters.FilterSet):
@@ -99,11 +104,21 @@ class ConversationViewSet(
     def perform_destroy(self, instance: Conversation) -> None:
         services.delete_conversation(instance)
 
-    @extend_schema(parameters=[TENANT_PARAMETER], request=MessageCreateSerializer, responses={202: RunSerializer})
-    @action(detail=True, methods=["post"])
+    @extend_schema(
+        parameters=[TENANT_PARAMETER],
+        request={"application/json": MessageCreateSerializer, "multipart/form-data": MessageWithFilesSerializer},
+        responses={202: RunSerializer},
+    )
+    @action(detail=True, methods=["post"], parser_classes=[JSONParser, MultiPartParser])
     def messages(self, request: Request, tenant: str, pk: str) -> Response:
-        """Send the end user's message: starts a run and answers 202 at once; follow its events."""
+        """Send the end user's message: starts a run and answers 202 at once; follow its events.
+
+        As multipart, the message may bring files (`file`, repeated): they are stored in the
+        conversation's workspace before the run starts, and the agent is told their paths.
+        """
         conversation = self.get_object()
+        if request.content_type.startswith("multipart/"):
+            return self._message_with_files(request, conversation)
         body = MessageCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         run = services.start_run(
@@ -112,6 +127,22 @@ class ConversationViewSet(
             user_id=principal(request).user_id,
             budget=body.validated_data.get("budget"),
         )
+        return Response(RunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
+
+    def _message_with_files(self, request: Request, conversation: Conversation) -> Response:
+        data = {"text": request.POST.get("text"), "file": request.FILES.getlist("file")}
+        unknown = sorted((set(request.POST) | set(request.FILES)) - {"text", "file"})
+        if unknown:
+            raise ValidationError({name: ["Unknown field. Allowed fields: text, file."] for name in unknown})
+        body = MessageWithFilesSerializer(data={k: v for k, v in data.items() if v})
+        body.is_valid(raise_exception=True)
+        with transaction.atomic():
+            attached = workspace_services.attach_files(conversation, body.validated_data.get("file", []))
+            run = services.start_run(
+                conversation,
+                workspace_services.with_attachments(body.validated_data["text"], attached),
+                user_id=principal(request).user_id,
+            )
         return Response(RunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(parameters=[TENANT_PARAMETER], request=None, responses={202: RunSerializer})

@@ -70,6 +70,16 @@ class MessageCreateSerializer(StrictSerializer):
         return value
 
 
+class MessageWithFilesSerializer(StrictSerializer):
+    """A message as multipart: its text and the files it brings (each lands in /workspace under its name)."""
+
+    text = serializers.CharField(trim_whitespace=False)
+    file = serializers.ListField(child=serializers.FileField(), required=False, help_text="One or more files.")
+
+    def validate_text(self, value: str) -> str:
+        return MessageCreateSerializer().validate_text(value)
+
+
 class RunSerializer(serializers.ModelSerializer):
     conversation = serializers.UUIDField(source="conversation_id", read_only=True)
     model = serializers.CharField(source="model_id", read_only=True)

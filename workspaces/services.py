@@ -13,12 +13,14 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Max
+from rest_framework import exceptions
 
+from api.parsers import BodyTooLarge
 from conversations.events import EventItem, EventType
 from conversations.models import Conversation, Run
 from workspaces import storage
 from workspaces.models import WorkspaceFile
-from workspaces.sync import Change, Limits, Manifest, place_tree, scan
+from workspaces.sync import Change, Limits, Manifest, place_tree, scan, valid_path
 
 logger = logging.getLogger(__name__)
 
@@ -167,6 +169,25 @@ def save_file(
     change = Change(path, "modified", size, digest.hexdigest())
     (version,) = record_changes(conversation, run, [change], source)
     return version
+
+
+def attach_files(conversation: Conversation, uploads: list[Any]) -> list[WorkspaceFile]:
+    """Store a message's files in the workspace, each under its own name (refused: a name that is no path)."""
+    limit = settings.WORKSPACE_FILE_MB * MB
+    for upload in uploads:
+        if reason := valid_path(upload.name or ""):
+            raise exceptions.ValidationError({"file": [f"{upload.name!r}: {reason}"]})
+        if upload.size > limit:
+            raise BodyTooLarge(f"{upload.name!r} is {upload.size:,} bytes; the limit is {limit:,} (WORKSPACE_FILE_MB).")
+    return [save_file(conversation, upload.name, upload, source=WorkspaceFile.Source.USER) for upload in uploads]
+
+
+def with_attachments(text: str, attached: list[WorkspaceFile]) -> str:
+    """The message as the agent reads it: its text, then where the files it brought are."""
+    if not attached:
+        return text
+    listing = "\n".join(f"- /workspace/{version.path} ({version.size:,} bytes)" for version in attached)
+    return f"{text}\n\nThe user attached these files:\n{listing}"
 
 
 def delete_file(conversation: Conversation, path: str) -> WorkspaceFile:

@@ -55,8 +55,12 @@ def test_bodies_are_json_only_and_operations_are_tagged_by_resource(schema: dict
     tags = {}
     for path, method, operation in operations(schema):
         if "requestBody" in operation:
-            uploads = {"multipart/form-data"} if path.endswith("/files/") else {"application/json"}
-            assert set(operation["requestBody"]["content"]) == uploads, (method, path)
+            # Bodies are JSON; files come as multipart, alone or with a message.
+            expected = {
+                "/files/": {"multipart/form-data"},
+                "/messages/": {"application/json", "multipart/form-data"},
+            }.get(path[path.rfind("/", 0, -1) :], {"application/json"})
+            assert set(operation["requestBody"]["content"]) == expected, (method, path)
         tags[f"{method} {path}"] = operation["tags"]
     assert tags["post /api/tenants/{tenant}/conversations/{id}/messages/"] == ["runs"]
     assert tags["get /api/tenants/{tenant}/conversations/"] == ["conversations"]

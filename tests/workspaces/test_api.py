@@ -109,3 +109,33 @@ def test_deleting_the_conversation_removes_its_stored_files(
     assert api_client.delete(f"/api/tenants/acme/conversations/{conversation.pk}").status_code == 204
 
     assert not folder.exists()
+
+
+def test_a_message_brings_files_that_are_stored_before_its_run_and_named_to_the_agent(
+    api_client: APIClient, conversation: Conversation
+) -> None:
+    body = {
+        "text": "Summarise these",
+        "file": [SimpleUploadedFile("a.csv", b"x,y\n1,2\n"), SimpleUploadedFile("b.md", b"# B")],
+    }
+
+    response = api_client.post(f"/api/tenants/acme/conversations/{conversation.pk}/messages", body, format="multipart")
+
+    assert response.status_code == 202, response.content
+    run = conversation.runs.get()
+    assert run.input == (
+        "Summarise these\n\nThe user attached these files:\n- /workspace/a.csv (8 bytes)\n- /workspace/b.md (3 bytes)"
+    )
+    assert [(f.path, f.source) for f in WorkspaceFile.objects.current().order_by("path")] == [
+        ("a.csv", "user"),
+        ("b.md", "user"),
+    ]
+
+
+def test_a_refused_message_stores_none_of_its_files(api_client: APIClient, conversation: Conversation) -> None:
+    body = {"text": "   ", "file": [SimpleUploadedFile("a.csv", b"x")]}
+
+    response = api_client.post(f"/api/tenants/acme/conversations/{conversation.pk}/messages", body, format="multipart")
+
+    assert error_of(response, 400)["fields"] == {"text": ["The message text is empty."]}
+    assert not WorkspaceFile.objects.exists()
