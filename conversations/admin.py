@@ -187,9 +187,15 @@ class ConversationAdmin(UuidSearchMixin, admin.ModelAdmin):
         "active_run",
         "last_seq",
         "sdk_session_id",
+        "files",
         "created_at",
         "updated_at",
     )
+
+    @admin.display(description="files")
+    def files(self, obj: Conversation) -> str:
+        changelist = reverse("admin:workspaces_workspacefile_changelist")
+        return format_html('<a href="{}?q={}">{} file version(s)</a>', changelist, obj.pk, obj.files.count())
 
     @admin.display(description="conversation", ordering="title")
     def label(self, obj: Conversation) -> str:

@@ -139,3 +139,19 @@ def test_a_refused_message_stores_none_of_its_files(api_client: APIClient, conve
 
     assert error_of(response, 400)["fields"] == {"text": ["The message text is empty."]}
     assert not WorkspaceFile.objects.exists()
+
+
+def test_the_admin_lists_a_conversations_file_versions_and_downloads_them(
+    api_client: APIClient, admin_client: Any, conversation: Conversation
+) -> None:
+    upload(api_client, conversation, b"v1", path="docs/a.md")
+    upload(api_client, conversation, b"version two", path="docs/a.md")
+    second = WorkspaceFile.objects.get(version=2)
+
+    page = admin_client.get(f"/admin/conversations/conversation/{conversation.pk}/change/")
+    listing = admin_client.get(f"/admin/workspaces/workspacefile/?q={conversation.pk}")
+    download = admin_client.get(f"/admin/workspaces/workspacefile/{second.pk}/download/")
+
+    assert b"2 file version(s)" in page.content
+    assert listing.status_code == 200 and listing.content.count(b"docs/a.md") >= 2
+    assert b"".join(download.streaming_content) == b"version two"
