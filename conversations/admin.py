@@ -21,6 +21,7 @@ from conversations.events import TERMINAL_EVENT_TYPES, EventType
 from conversations.models import Conversation, Event, Run, RunQuerySet
 from tenants.admin import drop_history_permissions
 from tenants.models import TOKEN_KINDS
+from workspaces.models import WorkspaceFile
 
 # The newest events a change page renders; a long agent run easily stores tens of thousands.
 TRANSCRIPT_MAX_EVENTS = 2000
@@ -195,7 +196,12 @@ class ConversationAdmin(UuidSearchMixin, admin.ModelAdmin):
     @admin.display(description="files")
     def files(self, obj: Conversation) -> str:
         changelist = reverse("admin:workspaces_workspacefile_changelist")
-        return format_html('<a href="{}?q={}">{} file version(s)</a>', changelist, obj.pk, obj.files.count())
+        return format_html(
+            '<a href="{}?q={}">{} file version(s)</a>',
+            changelist,
+            obj.pk,
+            WorkspaceFile.objects.filter(conversation=obj).count(),
+        )
 
     @admin.display(description="conversation", ordering="title")
     def label(self, obj: Conversation) -> str:
