@@ -25,6 +25,12 @@ from workspaces.sync import Change, Limits, Manifest, place_tree, scan, valid_pa
 logger = logging.getLogger(__name__)
 
 MB = 1024 * 1024
+# The folder of files the agent hands to the user: what it writes there is `presented`.
+PRESENTED_FOLDER = "outputs"
+WORKSPACE_PROMPT = (
+    "Your working directory, /workspace, holds this conversation's files; they are kept between messages. "
+    f"To hand a file to the user, save it under /workspace/{PRESENTED_FOLDER}/."
+)
 
 
 def workspace_dir(conversation: Conversation) -> Path:
@@ -80,6 +86,7 @@ def record_changes(
                 else "",
                 source=source,
                 run=run,
+                presented=source == WorkspaceFile.Source.AGENT and change.path.startswith(f"{PRESENTED_FOLDER}/"),
                 deleted=change.change == "deleted",
             )
             for change in changes

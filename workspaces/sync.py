@@ -73,6 +73,7 @@ class Manifest:
             return cls(location)
 
     def save(self) -> None:
+        self.location.parent.mkdir(parents=True, exist_ok=True)
         staging = self.location.with_suffix(".tmp")
         staging.write_text(json.dumps({path: asdict(seen) for path, seen in self.entries.items()}))
         staging.replace(self.location)
