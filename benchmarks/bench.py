@@ -177,6 +177,7 @@ def main() -> None:
 
     from benchmarks import sandbox as bench_sandbox
     from benchmarks import streams as bench_streams
+    from benchmarks import workspaces as bench_workspaces
     from tenants.models import ApiKey, Tenant
     from tenants.services import ensure_offline_model
     from tests.e2e.harness import Client, Platform
@@ -184,9 +185,14 @@ def main() -> None:
     tenant = Tenant.objects.create(id="bench", name="Bench", default_model=ensure_offline_model())
     key = ApiKey.issue("bench", tenant=tenant)[1]
     work = Path(tempfile.mkdtemp(prefix="bench-"))
-    only_streams = os.environ.get("BENCH_ONLY") == "streams"
+    only = os.environ.get("BENCH_ONLY", "")
+    only_streams = only == "streams"
+    if only == "workspaces":
+        print_rows(bench_workspaces.rows(bench_workspaces.figures(tenant, work)), work)
+        return
     # In this process, before the platform starts, so that nothing else of the bench competes.
     sandbox_in_process = {} if only_streams else bench_sandbox.in_process_figures(tenant, work)
+    workspace_figures = {} if only_streams else bench_workspaces.figures(tenant, work)
     # The production heartbeat and staleness: the harness's 3 s (for quick crash tests) reaps live
     # runs whose heartbeat is late while 20 CLIs saturate two cores.
     platform = Platform(
@@ -251,6 +257,7 @@ def main() -> None:
         ("events per second, one run", f"{events_per_second:,.0f}   ({deltas} text deltas)"),
         *bench_sandbox.rows(sandbox_in_process, sandbox_platform),
         *bench_streams.rows(streams),
+        *bench_workspaces.rows(workspace_figures),
     ]
     print_rows(rows, work)
 
