@@ -6,6 +6,7 @@ import logging
 import mimetypes
 import shutil
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
 
@@ -25,6 +26,7 @@ from workspaces.sync import Change, Limits, Manifest, place_tree, scan, valid_pa
 logger = logging.getLogger(__name__)
 
 MB = 1024 * 1024
+TRANSFERS = 16  # storage requests in flight at once, each way
 # The folder of files the agent hands to the user: what it writes there is `presented`.
 PRESENTED_FOLDER = "outputs"
 WORKSPACE_PROMPT = (
@@ -122,6 +124,7 @@ class RunWorkspace:
             self.manifest,
             lambda sha256: storage.open_blob(self.conversation, sha256),
             self.owner,
+            TRANSFERS,
         )
         await asyncio.to_thread(self.manifest.save)
 
@@ -146,10 +149,13 @@ class RunWorkspace:
         return items
 
     def _upload(self, changes: list[Change]) -> None:
-        for change in changes:
-            if change.staged:
-                with open(change.staged, "rb") as content:
-                    storage.put_blob(self.conversation, change.sha256, content)
+        def upload(change: Change) -> None:
+            with open(change.staged, "rb") as content:
+                storage.put_blob(self.conversation, change.sha256, content)
+
+        # Many small files are many requests: a few at a time hide each one's round trip.
+        with ThreadPoolExecutor(max_workers=TRANSFERS) as transfers:
+            list(transfers.map(upload, [change for change in changes if change.staged]))
 
 
 def _staging_root() -> Path:

@@ -32,13 +32,15 @@ def blob_key(conversation: Conversation, sha256: str) -> str:
 
 
 def put_blob(conversation: Conversation, sha256: str, content: IO[bytes]) -> None:
-    """Store a content under its checksum, unless it is stored already."""
+    """Store a content under its checksum (storing it again changes nothing: one request on S3)."""
     key = blob_key(conversation, sha256)
-    if not storage().exists(key):
-        # The key is final: a storage that renames on collision (FileSystemStorage) would break it.
-        saved = storage().save(key, File(content))
-        if saved != key:
-            storage().delete(saved)
+    backend = storage()
+    # The key is final: a storage that renames on collision (FileSystemStorage) must not save again.
+    if isinstance(backend, FileSystemStorage) and backend.exists(key):
+        return
+    saved = backend.save(key, File(content))
+    if saved != key:  # a concurrent save of the same content won the name
+        backend.delete(saved)
 
 
 def open_blob(conversation: Conversation, sha256: str) -> IO[bytes]:

@@ -14,6 +14,7 @@ import os
 import stat
 import tempfile
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO
@@ -229,6 +230,7 @@ def place_tree(
     manifest: Manifest,
     open_content: ContentOpener,
     owner: tuple[int, int] | None,
+    transfers: int = 1,
 ) -> None:
     """Make `workspace` hold exactly `tree` (path → sha256): fetch what differs, remove what is not in it."""
     kept: dict[str, Seen] = {}
@@ -250,9 +252,14 @@ def place_tree(
                 kept[path] = seen
             else:
                 _remove(root, path, directory=False)
-        for path, sha256 in tree.items():
-            if path not in kept:
-                kept[path] = _write(root, path, sha256, open_content, owner)
+        missing = sorted(path for path in tree if path not in kept)
+        # Directories first, one at a time; then the contents, `transfers` at a time.
+        for parent in sorted({path.rpartition("/")[0] for path in missing} - {""}):
+            with _directory_at(root, parent, create=True, owner=owner):
+                pass
+        with ThreadPoolExecutor(max_workers=max(1, transfers)) as pool:
+            written = pool.map(lambda path: _write(root, path, tree[path], open_content, owner), missing)
+            kept.update(zip(missing, written, strict=True))
     manifest.entries = kept
 
 
