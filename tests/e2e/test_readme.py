@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from tenants.services import create_tenant_with_key
-from tests.e2e.harness import ROOT, Platform
+from tests.e2e.harness import ROOT, Client, Platform
 
 BLOCK = re.compile(r"```(sh|python)\n(.*?)```", re.DOTALL)
 
@@ -39,7 +39,12 @@ def test_the_readmes_examples_run_as_written(platform: Platform, transactional_d
     # The shell examples share one shell, as a reader's terminal would; `C` is what the first exports.
     script = "\n".join(shell).replace("export KEY=ak_...", "#") + '\necho\necho "C=$C"\n'
     ran = subprocess.run(
-        ["/bin/bash", "-c", script], env={**os.environ, "KEY": key}, capture_output=True, text=True, timeout=120
+        ["/bin/bash", "-c", script],
+        env={**os.environ, "KEY": key},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,  # where the examples' own files (scores.csv) go
     )
     output = ran.stdout
     conversation = re.search(r"^C=([0-9a-f-]{36})$", output, re.MULTILINE)
@@ -50,6 +55,15 @@ def test_the_readmes_examples_run_as_written(platform: Platform, transactional_d
     # The run's own stream from seq 1, then the live stream resumed after Last-Event-ID 2.
     assert output.count("\nid: 2\n") == 1 and output.count("\nid: 3\n") == 2, output
     assert '{"error":{"status":409' in output, output  # nothing left to interrupt
+    assert '"path":"data/scores.csv"' in output and '"path":"scores.csv"' in output, output  # the files
+    assert '"path":"outputs/summary.txt"' in output and "done\n" in output, output
+
+    # A reader waits for the file example's run before the next example's message; so does this test.
+    client = Client(platform.base_url, "demo", key)
+    deadline = time.monotonic() + 30
+    while client.http.get(client.path(conversation[1])).json()["active_run"]:
+        assert time.monotonic() < deadline, "the file example's run did not end"
+        time.sleep(0.2)
 
     started = time.monotonic()
     ran = subprocess.run(
