@@ -31,6 +31,7 @@ class WorkspaceFilesViewSet(TenantScopedViewSet):
     """`/api/tenants/{t}/conversations/{c}/files`: what the conversation's /workspace holds, version by version."""
 
     serializer_class = WorkspaceFileSerializer
+    queryset = WorkspaceFile.objects.none()  # for the schema only: every action reads its conversation's files
     pagination_class = None
 
     def conversation(self) -> Conversation:

@@ -155,3 +155,15 @@ def test_the_admin_lists_a_conversations_file_versions_and_downloads_them(
     assert b"2 file version(s)" in page.content
     assert listing.status_code == 200 and listing.content.count(b"docs/a.md") >= 2
     assert b"".join(download.streaming_content) == b"version two"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_deleting_the_tenant_removes_all_its_stored_files(
+    api_client: APIClient, admin_api_client: APIClient, conversation: Conversation, media: Path
+) -> None:
+    upload(api_client, conversation, b"the tenant's")
+    assert (media / "tenants" / "acme").exists()
+
+    assert admin_api_client.delete("/api/tenants/acme").status_code == 204
+
+    assert not (media / "tenants" / "acme").exists()
