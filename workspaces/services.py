@@ -26,7 +26,7 @@ from workspaces.sync import Change, Limits, Manifest, place_tree, scan, valid_pa
 logger = logging.getLogger(__name__)
 
 MB = 1024 * 1024
-TRANSFERS = 16  # storage requests in flight at once, each way
+TRANSFERS = 10  # storage requests in flight at once, each way (botocore pools 10 connections)
 # The folder of files the agent hands to the user: what it writes there is `presented`.
 PRESENTED_FOLDER = "outputs"
 WORKSPACE_PROMPT = (
@@ -151,7 +151,7 @@ class RunWorkspace:
     def _upload(self, changes: list[Change]) -> None:
         def upload(change: Change) -> None:
             with open(change.staged, "rb") as content:
-                storage.put_blob(self.conversation, change.sha256, content)
+                storage.put_blob(self.conversation, change.sha256, content, change.size)
 
         # Many small files are many requests: a few at a time hide each one's round trip.
         with ThreadPoolExecutor(max_workers=TRANSFERS) as transfers:

@@ -7,12 +7,14 @@ share a blob, and a conversation or a tenant is deleted by its prefix:
 
 import shutil
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from django.core.files import File
 from django.core.files.storage import FileSystemStorage, Storage, storages
 
 from conversations.models import Conversation
+
+SINGLE_REQUEST_BYTES = 8 * 1024 * 1024  # above this, uploads go in parts (django-storages, s3transfer)
 
 
 def storage() -> Storage:
@@ -31,10 +33,21 @@ def blob_key(conversation: Conversation, sha256: str) -> str:
     return f"{conversation_prefix(conversation.tenant_id, conversation.pk)}blobs/{sha256}"
 
 
-def put_blob(conversation: Conversation, sha256: str, content: IO[bytes]) -> None:
-    """Store a content under its checksum (storing it again changes nothing: one request on S3)."""
+def _bucket(backend: Storage) -> Any:
+    """The S3 bucket behind the storage when its keys are ours as they are (no `location` prefix), else None."""
+    bucket = getattr(backend, "bucket", None)
+    return bucket if bucket is not None and not getattr(backend, "location", "") else None
+
+
+def put_blob(conversation: Conversation, sha256: str, content: IO[bytes], size: int = -1) -> None:
+    """Store a content under its checksum (storing it again changes nothing)."""
     key = blob_key(conversation, sha256)
     backend = storage()
+    bucket = _bucket(backend)
+    if bucket is not None and 0 <= size <= SINGLE_REQUEST_BYTES:
+        # One request: django-storages' save goes through s3transfer, which costs more than a small PUT.
+        bucket.meta.client.put_object(Bucket=bucket.name, Key=key, Body=content.read())
+        return
     # The key is final: a storage that renames on collision (FileSystemStorage) must not save again.
     if isinstance(backend, FileSystemStorage) and backend.exists(key):
         return
@@ -44,7 +57,14 @@ def put_blob(conversation: Conversation, sha256: str, content: IO[bytes]) -> Non
 
 
 def open_blob(conversation: Conversation, sha256: str) -> IO[bytes]:
-    return storage().open(blob_key(conversation, sha256), "rb")
+    """The content, streamed (on S3, straight from the GET's body)."""
+    key = blob_key(conversation, sha256)
+    backend = storage()
+    bucket = _bucket(backend)
+    if bucket is not None:
+        body: IO[bytes] = bucket.Object(key).get()["Body"]
+        return body
+    return backend.open(key, "rb")
 
 
 def delete_prefix(prefix: str) -> None:

@@ -155,3 +155,15 @@ def test_a_run_stopped_by_its_budget_keeps_its_files(acme: Client) -> None:
 
     assert terminal["type"] == "run.failed" and terminal["data"]["error"]["reason"] == "budget_exceeded"
     assert acme.http.get(files_url(acme, conversation, "/budget.txt")).content == b"spent"
+
+
+def test_deleting_a_conversation_empties_its_prefix_in_the_bucket(acme: Client, s3: S3Server) -> None:
+    conversation = acme.create_conversation()
+    acme.http.post(files_url(acme, conversation), files={"file": ("a.txt", b"a")})
+    acme.http.post(files_url(acme, conversation), files={"file": ("b.txt", b"b")})
+    prefix = f"tenants/acme/conversations/{conversation}/"
+    assert len(s3.objects(prefix)) == 2
+
+    assert acme.http.delete(acme.path(conversation)).status_code == 204
+
+    assert s3.objects(prefix) == []
