@@ -54,6 +54,7 @@ INSTALLED_APPS = [
     "skills",
     "mcp_servers",
     "workspaces",
+    "chat",
 ]
 
 MIDDLEWARE = [
@@ -288,7 +289,8 @@ SSE_HEARTBEAT_SECONDS = env.float("SSE_HEARTBEAT_SECONDS", default=15.0)
 WEBSOCKET_ALLOWED_ORIGINS = env.list("WEBSOCKET_ALLOWED_ORIGINS", default=[])
 
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["tenants.auth.ApiKeyAuthentication"],
+    # An API key, else the chat page's session of one end user (chat.auth).
+    "DEFAULT_AUTHENTICATION_CLASSES": ["tenants.auth.ApiKeyAuthentication", "chat.auth.ChatSessionAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "api.schema.ApiSchema",
     "DEFAULT_FILTER_BACKENDS": ["api.filters.StrictFilterBackend"],

@@ -5,6 +5,7 @@ from django.urls import include, path, re_path
 
 from api.docs import DocsView, SchemaView
 from api.errors import allow_methods, api_not_found
+from chat.urls import api_urlpatterns as chat_api_urlpatterns
 
 
 def healthz(request: HttpRequest) -> JsonResponse:
@@ -28,6 +29,8 @@ urlpatterns = [
     path("api/", include("conversations.urls")),
     path("api/", include("usage.urls")),
     path("api/", include("workspaces.urls")),
+    path("api/", include(chat_api_urlpatterns)),
+    path("chat/", include("chat.urls")),
     re_path(r"^api/(?P<path>.*)$", api_not_found),
 ]
 

@@ -21,20 +21,22 @@ STREAM_TOKEN_SALT = "conversations.stream-token"  # noqa: S105 - a signing names
 
 @dataclass(frozen=True)
 class Principal:
-    """The authenticated caller: an API key, seen through what it may reach."""
+    """The authenticated caller, seen through what it may reach: an API key (and the end user its
+    `X-User-ID` names), or an end user's chat session, which reaches one tenant as one user."""
 
-    key: ApiKey
+    key: ApiKey | None = None
     user_id: str = ""
+    session_tenant_id: str | None = None
 
     is_authenticated = True
 
     @property
     def is_admin(self) -> bool:
-        return self.key.is_admin
+        return self.key is not None and self.key.is_admin
 
     @property
     def tenant_id(self) -> str | None:
-        return self.key.tenant_id
+        return self.key.tenant_id if self.key is not None else self.session_tenant_id
 
     def tenant(self, tenant_id: str) -> Tenant:
         """The tenant named in a URL, or 404 when this key may not see it (exactly like a missing one)."""
@@ -80,7 +82,7 @@ def authenticate_headers(headers: Any) -> Principal | None:
 
 
 class ApiKeyAuthentication(BaseAuthentication):
-    def authenticate(self, request: Request) -> tuple[Principal, ApiKey] | None:
+    def authenticate(self, request: Request) -> tuple[Principal, ApiKey | None] | None:
         principal = authenticate_headers(request.headers)
         return None if principal is None else (principal, principal.key)
 

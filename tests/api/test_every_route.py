@@ -45,8 +45,8 @@ def routes(patterns: list[Any] | None = None, prefix: str = "") -> Iterator[str]
     """Each route of the URL conf as written (`api/^tenants/(?P<tenant>…)/usage/?$`), the admin's aside."""
     for pattern in get_resolver().url_patterns if patterns is None else patterns:
         route = prefix + str(pattern.pattern)
-        if route.startswith("admin/"):
-            continue  # pages for people, in HTML by design
+        if route.startswith(("admin/", "chat/")):
+            continue  # pages for people, in HTML by design (a refused chat link gets a page that says so)
         if isinstance(pattern, URLResolver):
             yield from routes(pattern.url_patterns, route)
         elif isinstance(pattern, URLPattern):

@@ -1,10 +1,13 @@
 """The running platform for end-to-end tests, wherever they live (a pytest plugin: see tests/conftest.py)."""
 
+import os
+import shutil
 from collections.abc import Iterator
 
 import pytest
 from django.conf import settings
 from django.db import connection
+from playwright.sync_api import Browser, sync_playwright
 
 from tests.e2e.harness import Client, Platform, database_url, serving, tenant_client
 
@@ -38,3 +41,27 @@ def acme(platform: Platform, transactional_db: None) -> Client:
 @pytest.fixture
 def globex(platform: Platform, transactional_db: None) -> Client:
     return tenant_client(platform.base_url, "globex")
+
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+
+
+@pytest.fixture
+def orm_beside_playwright(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Playwright's sync API keeps an event loop running in this thread, which makes Django refuse
+    # ORM calls; the test's own ORM calls are plain synchronous ones, so they are safe here.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "1")
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    """Debian's headless Chromium, driven by Playwright."""
+    if not shutil.which(CHROMIUM):
+        pytest.skip(f"no Chromium at {CHROMIUM} (Debian package chromium; .ci/run installs it)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-dev-shm-usage"],
+        )
+        yield browser
+        browser.close()

@@ -1,0 +1,53 @@
+"""`POST /api/tenants/{t}/chat-links`: a tenant's backend gets a link that opens the chat for one end user."""
+
+from datetime import timedelta
+
+from django.utils import timezone
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from api.serializers import StrictSerializer
+from api.viewsets import TENANT_PARAMETER, TenantScopedViewSet, principal
+from chat.links import ChatGrant, make_link_token
+from conversations.models import Conversation
+from tenants.auth import USER_ID_MAX_LENGTH
+
+
+class ChatLinkRequestSerializer(StrictSerializer):
+    user_id = serializers.CharField(max_length=USER_ID_MAX_LENGTH, help_text="The end user the chat is for.")
+    conversation = serializers.UUIDField(required=False, help_text="Open only this conversation (the user's own).")
+    expires_in = serializers.IntegerField(
+        min_value=60, max_value=7 * 24 * 3600, default=3600, help_text="Seconds the link stays valid (60 s to 7 days)."
+    )
+
+
+class ChatLinkSerializer(serializers.Serializer):
+    url = serializers.URLField(help_text="Open it in the end user's browser; it carries no API key.")
+    expires_at = serializers.DateTimeField()
+
+
+class ChatLinkViewSet(TenantScopedViewSet):
+    queryset = Conversation.objects.none()  # for the schema only
+
+    @extend_schema(
+        parameters=[TENANT_PARAMETER], request=ChatLinkRequestSerializer, responses={201: ChatLinkSerializer}
+    )
+    def create(self, request: Request, tenant: str) -> Response:
+        """A short-lived signed link to the chat page for one end user of this tenant."""
+        body = ChatLinkRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        caller, user_id = principal(request), body.validated_data["user_id"]
+        if caller.user_id and caller.user_id != user_id:
+            raise serializers.ValidationError({"user_id": ["It differs from the X-User-ID header."]})
+        conversation = body.validated_data.get("conversation")
+        if conversation is not None:
+            owned = Conversation.objects.for_tenant(self.tenant).filter(pk=conversation, user_id=user_id)
+            if not owned.exists():
+                raise serializers.ValidationError({"conversation": ["No such conversation of this user."]})
+        expires_in = body.validated_data["expires_in"]
+        grant = ChatGrant(self.tenant.pk, user_id, str(conversation) if conversation else None)
+        url = request.build_absolute_uri(f"/chat/open/{make_link_token(grant, expires_in)}")
+        expires_at = timezone.now() + timedelta(seconds=expires_in)
+        return Response({"url": url, "expires_at": expires_at}, status=status.HTTP_201_CREATED)

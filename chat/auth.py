@@ -1,0 +1,50 @@
+"""The chat page's session: an end user of one tenant, opened by a chat link (or by staff)."""
+
+from typing import Any
+
+from django.http import HttpRequest
+from rest_framework import exceptions
+from rest_framework.authentication import BaseAuthentication, CSRFCheck
+from rest_framework.request import Request
+
+from chat.links import ChatGrant
+from tenants.auth import Principal
+
+SESSION_KEY = "chat"
+
+
+def start_session(request: HttpRequest, grant: ChatGrant) -> None:
+    request.session.cycle_key()  # a new session id: nothing of an earlier visitor carries over
+    request.session[SESSION_KEY] = {"t": grant.tenant_id, "u": grant.user_id, "c": grant.conversation_id}
+
+
+def session_grant(request: HttpRequest) -> ChatGrant | None:
+    claims = request.session.get(SESSION_KEY)
+    if not isinstance(claims, dict):
+        return None
+    return ChatGrant(claims["t"], claims["u"], claims.get("c"))
+
+
+class ChatSessionAuthentication(BaseAuthentication):
+    """API requests from the chat page: the session's user in the session's tenant, never anyone else.
+
+    Only when no API key was sent; unsafe methods need the CSRF token, as any cookie session does.
+    """
+
+    def authenticate(self, request: Request) -> tuple[Principal, None] | None:
+        grant = session_grant(request._request)
+        if grant is None:
+            return None
+        self._enforce_csrf(request)
+        return Principal(user_id=grant.user_id, session_tenant_id=grant.tenant_id), None
+
+    @staticmethod
+    def _enforce_csrf(request: Request) -> None:
+        def no_view(request: HttpRequest) -> Any:
+            return None
+
+        check = CSRFCheck(no_view)
+        check.process_request(request._request)
+        reason = check.process_view(request._request, no_view, (), {})
+        if reason:
+            raise exceptions.PermissionDenied(f"CSRF failed: {reason}")

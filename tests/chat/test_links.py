@@ -1,0 +1,107 @@
+"""Chat links open a session for one end user of one tenant, and that session reaches nothing else."""
+
+import re
+import time
+from unittest import mock
+
+import pytest
+from django.test import Client
+from rest_framework.test import APIClient
+
+from chat.links import ChatGrant, make_link_token
+from conversations.models import Conversation
+from tests.api.assertions import error_of
+
+pytestmark = pytest.mark.django_db
+
+
+def chat_link(api_client: APIClient, **body: object) -> str:
+    response = api_client.post("/api/tenants/acme/chat-links", {"user_id": "alice", **body}, format="json")
+    assert response.status_code == 201, response.content
+    return response.json()["url"]
+
+
+def opened(url: str) -> Client:
+    browser = Client(enforce_csrf_checks=True)
+    response = browser.get(url.removeprefix("http://testserver"))
+    assert response.status_code == 302 and response["Location"] == "/chat/"
+    return browser
+
+
+def test_a_link_opens_the_page_with_a_strict_content_security_policy(
+    api_client: APIClient, conversation: Conversation
+) -> None:
+    browser = opened(chat_link(api_client))
+
+    page = browser.get("/chat/")
+
+    assert page.status_code == 200 and b'data-user="alice"' in page.content
+    policy = page["Content-Security-Policy"]
+    assert "script-src 'self'" in policy and "unsafe-inline" not in policy.split("style-src")[0]
+    assert not re.search(rb"<script(?![^>]*\bsrc=)", page.content)  # no inline script at all
+
+
+def test_the_session_sees_its_users_conversations_only(
+    api_client: APIClient, conversation: Conversation, other_conversation: Conversation
+) -> None:
+    bobs = Conversation.objects.create(tenant=conversation.tenant, model=conversation.model, user_id="bob")
+    browser = opened(chat_link(api_client))
+
+    listed = browser.get("/api/tenants/acme/conversations").json()["results"]
+    bob = browser.get(f"/api/tenants/acme/conversations/{bobs.pk}")
+    globex = browser.get(f"/api/tenants/globex/conversations/{other_conversation.pk}")
+    spoofed = browser.get("/api/tenants/acme/conversations", HTTP_X_USER_ID="bob").json()["results"]
+
+    assert [c["id"] for c in listed] == [str(conversation.pk)]
+    assert bob.status_code == globex.status_code == 404
+    assert [c["id"] for c in spoofed] == [str(conversation.pk)]  # the session's user, whatever the header says
+
+
+def test_the_sessions_writes_need_the_csrf_token(api_client: APIClient, conversation: Conversation) -> None:
+    browser = opened(chat_link(api_client))
+    browser.get("/chat/")
+    path = f"/api/tenants/acme/conversations/{conversation.pk}/stream-token"
+
+    without = browser.post(path)
+    with_token = browser.post(path, HTTP_X_CSRFTOKEN=browser.cookies["csrftoken"].value)
+
+    assert error_of(without, 403)["message"].startswith("CSRF failed")
+    assert with_token.status_code == 201
+
+
+@pytest.mark.parametrize("kind", ["tampered", "expired", "garbage"])
+def test_a_bad_link_is_refused_with_a_clear_page(api_client: APIClient, conversation: Conversation, kind: str) -> None:
+    url = chat_link(api_client).removeprefix("http://testserver")
+    if kind == "tampered":
+        url = url[:-3] + ("aaa" if not url.endswith("aaa") else "bbb")
+    elif kind == "expired":
+        with mock.patch("django.core.signing.time.time", return_value=time.time() - 120):
+            url = "/chat/open/" + make_link_token(ChatGrant("acme", "alice"), 60)  # valid for 60 s, 120 s ago
+    else:
+        url = "/chat/open/not-a-link"
+
+    response = Client().get(url)
+
+    assert response.status_code == 403
+    assert b"expired or is not valid" in response.content
+    assert Client().get("/chat/").status_code == 401
+
+
+def test_a_link_for_one_conversation_cannot_name_another_users(
+    api_client: APIClient, conversation: Conversation
+) -> None:
+    bobs = Conversation.objects.create(tenant=conversation.tenant, model=conversation.model, user_id="bob")
+
+    response = api_client.post(
+        "/api/tenants/acme/chat-links", {"user_id": "alice", "conversation": str(bobs.pk)}, format="json"
+    )
+    forged = Client().get("/chat/open/" + make_link_token(ChatGrant("acme", "alice", str(bobs.pk)), 600))
+
+    assert "conversation" in error_of(response, 400)["fields"]
+    assert forged.status_code == 404
+
+
+def test_another_tenants_key_cannot_make_links_here(other_api_client: APIClient, tenant: object) -> None:
+    response = other_api_client.post("/api/tenants/acme/chat-links", {"user_id": "mallory"}, format="json")
+
+    assert error_of(response, 404)
