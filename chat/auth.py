@@ -2,7 +2,9 @@
 
 from typing import Any
 
+from django.conf import settings
 from django.http import HttpRequest
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, CSRFCheck
 from rest_framework.request import Request
@@ -48,3 +50,18 @@ class ChatSessionAuthentication(BaseAuthentication):
         reason = check.process_view(request._request, no_view, (), {})
         if reason:
             raise exceptions.PermissionDenied(f"CSRF failed: {reason}")
+
+
+class ChatSessionScheme(OpenApiAuthenticationExtension):
+    """Describes the chat page's session in the OpenAPI schema (a cookie, plus X-CSRFToken on writes)."""
+
+    target_class = ChatSessionAuthentication
+    name = "ChatSession"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
+        return {
+            "type": "apiKey",
+            "in": "cookie",
+            "name": settings.SESSION_COOKIE_NAME,
+            "description": "The chat page's session of one end user, opened by a chat link; writes need X-CSRFToken.",
+        }
