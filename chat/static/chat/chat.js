@@ -225,6 +225,7 @@
     ws.onopen = () => {
       retries = 0;
       $("connection").textContent = "";
+      app.dataset.connected = "true";
     };
     ws.onmessage = (message) => {
       const frame = JSON.parse(message.data);
@@ -232,7 +233,9 @@
       else if (frame.type === "error") showError(frame.error.message);
     };
     ws.onclose = () => {
-      if (socket === ws) reconnectLater(conversation);
+      if (socket !== ws) return;
+      delete app.dataset.connected;
+      reconnectLater(conversation);
     };
   }
 
@@ -373,6 +376,8 @@
     if (rest.length) await open(rest[0]);
     else await newConversation();
   });
+  // A dropped connection, on demand (the browser tests cut the socket mid-run with it).
+  document.addEventListener("cut-socket", () => socket && socket.close());
   document.addEventListener("visibilitychange", () => {
     // A laptop waking up: make sure the socket is alive; a dead one reconnects from the last seq.
     if (document.visibilityState === "visible" && current && (!socket || socket.readyState > WebSocket.OPEN)) {

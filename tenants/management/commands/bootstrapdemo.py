@@ -5,6 +5,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
+from chat.links import ChatGrant, make_link_token
 from tenants.models import ApiKey, Tenant, hash_key
 from tenants.services import create_tenant_with_key, ensure_offline_model
 
@@ -40,6 +41,8 @@ class Command(BaseCommand):
         key_file.write_text(raw_key + "\n")
         os.chmod(key_file, 0o600)
         base = options["base_url"]
+        # The chat page for the demo's end user, as a tenant's backend would hand it out (valid a week).
+        chat_link = f"{base}/chat/open/{make_link_token(ChatGrant('demo', 'demo-user'), 7 * 24 * 3600)}"
         self.stdout.write(
             f"""
 Demo tenant '{tenant.pk}' on model '{tenant.default_model_id}' ({tenant.default_model}).
@@ -49,6 +52,7 @@ API key: {raw_key}   (kept in {key_file}; the same on every `make run`)
   curl -s -X POST {base}/api/tenants/demo/conversations -H "X-API-Key: $KEY" -H 'Content-Type: application/json' -d '{{}}'
   curl -s -X POST {base}/api/tenants/demo/conversations/<id>/stream -H "X-API-Key: $KEY" -H 'Content-Type: application/json' -d '{{"text": "Hello [[bash echo hi]]"}}'
 
+Chat (as the demo's end user): {chat_link}
 API docs: {base}/api/docs/   Admin: {base}/admin/ (manage.py createsuperuser)
 """
         )

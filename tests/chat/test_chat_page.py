@@ -1,0 +1,101 @@
+"""An end user in a real browser (Debian's headless Chromium, driven by Playwright) chats through a chat link."""
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, expect
+
+from tests.e2e.harness import Client, Platform
+
+pytestmark = pytest.mark.usefixtures("orm_beside_playwright")
+
+
+@pytest.fixture
+def chat(browser: Browser, platform: Platform, acme: Client) -> Iterator[Page]:
+    link = acme.http.post(f"/api/tenants/{acme.tenant}/chat-links", json={"user_id": "alice"}).json()["url"]
+    context = browser.new_context(base_url=platform.base_url, accept_downloads=True)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(link)
+    page.wait_for_url("**/chat/")
+    expect(page.locator("#app[data-connected='true']")).to_have_count(1, timeout=15_000)
+    yield page
+    context.close()
+    assert errors == []
+
+
+def send(page: Page, text: str) -> None:
+    page.fill("#text", text)
+    page.press("#text", "Enter")
+
+
+def test_a_message_streams_in_with_its_bash_tool_block(chat: Page) -> None:
+    send(chat, "Look around [[bash echo seen by the chat]]")
+
+    expect(chat.locator(".status[data-state='completed']")).to_have_count(1, timeout=30_000)
+    tool = chat.locator("details.tool")
+    expect(tool.locator("summary")).to_contain_text("Bash")
+    tool.locator("summary").click()
+    expect(tool.locator(".result")).to_contain_text("seen by the chat")
+    expect(chat.locator(".assistant").last).to_contain_text("Offline model (not Claude) reply")
+    expect(chat.locator(".user")).to_have_text(re.compile("Look around"))
+
+
+def test_stop_ends_a_slow_run(chat: Page) -> None:
+    send(chat, "[[slow 30]]")
+    expect(chat.locator("#stop")).to_be_visible(timeout=15_000)
+    expect(chat.locator(".assistant")).not_to_have_count(0, timeout=15_000)
+
+    chat.click("#stop")
+
+    expect(chat.locator(".status[data-state='interrupted']")).to_have_count(1, timeout=10_000)
+    expect(chat.locator("#stop")).to_be_hidden()
+
+
+def test_an_agents_html_is_rendered_inert(chat: Page) -> None:
+    reply = (
+        "<script>window.pwned = 1</script> <img src=x onerror='window.pwned = 2'>\n\n"
+        "[click](javascript:window.pwned=3) **bold**"
+    )
+    send(chat, f"[[reply {reply}]]")
+
+    expect(chat.locator(".status[data-state='completed']")).to_have_count(1, timeout=30_000)
+    answer = chat.locator(".assistant").last
+    expect(answer.locator("strong")).to_have_text("bold")
+    assert answer.locator("script").count() == 0
+    assert answer.locator("img[onerror]").count() == 0
+    assert chat.locator("a[href^='javascript']").count() == 0
+    for link in answer.locator("a").all():
+        link.click()
+    assert chat.evaluate("window.pwned") is None
+
+
+def test_an_attached_file_is_read_by_the_agent_and_its_file_downloads(chat: Page, tmp_path: Path) -> None:
+    attachment = tmp_path / "notes.txt"
+    attachment.write_text("attached for the agent")
+    chat.set_input_files("#attach", str(attachment))
+    send(chat, "Read it [[bash cat notes.txt && mkdir -p outputs && echo from-the-agent > outputs/answer.txt]]")
+
+    expect(chat.locator(".status[data-state='completed']")).to_have_count(1, timeout=30_000)
+    chat.locator("details.tool summary").click()
+    expect(chat.locator("details.tool .result")).to_contain_text("attached for the agent")
+    chat.click("#files summary")
+    link = chat.locator("#file-list a", has_text="outputs/answer.txt")
+    expect(link).to_be_visible(timeout=10_000)
+    with chat.expect_download() as download:
+        link.click()
+    assert Path(download.value.path()).read_text() == "from-the-agent\n"
+
+
+def test_the_page_resumes_a_cut_socket_with_the_whole_text_and_no_duplicate(chat: Page) -> None:
+    send(chat, "[[words 60]] [[slow 4]]")
+    expect(chat.locator(".assistant")).not_to_have_count(0, timeout=15_000)
+
+    chat.evaluate("document.dispatchEvent(new Event('cut-socket'))")  # the page's test hook: close the socket
+    expect(chat.locator(".status[data-state='completed']")).to_have_count(1, timeout=30_000)
+
+    words = chat.locator(".assistant").last.inner_text().split()
+    assert words == [f"word{n}" for n in range(1, 61)]
