@@ -111,7 +111,16 @@ class LanguageModelAdmin(admin.ModelAdmin):
 class TenantAdminForm(forms.ModelForm):
     class Meta:
         model = Tenant
-        fields = ["id", "name", "status", "default_model", "system_prompt", "run_budget_usd", "run_budget_calls"]
+        fields = [
+            "id",
+            "name",
+            "status",
+            "default_model",
+            "system_prompt",
+            "run_budget_usd",
+            "run_budget_calls",
+            "chat_shows_cost",
+        ]
 
     def clean_default_model(self) -> LanguageModel:
         model: LanguageModel = self.cleaned_data["default_model"]
@@ -140,6 +149,7 @@ class TenantAdmin(admin.ModelAdmin):
     fieldsets = [
         (None, {"fields": ["id", "name", "status"]}),
         ("Agent", {"fields": ["default_model", "system_prompt"]}),
+        ("Chat page", {"fields": ["chat_shows_cost"]}),
         (
             "Run budget",
             {

@@ -148,6 +148,9 @@ class Tenant(models.Model):
         blank=True,
         help_text="Most model calls a run may make. Empty: unlimited.",
     )
+    chat_shows_cost = models.BooleanField(
+        default=False, help_text="The chat page shows its end users what each run cost."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

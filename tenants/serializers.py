@@ -44,6 +44,7 @@ class TenantSerializer(StrictModelSerializer):
             "status",
             "run_budget_usd",
             "run_budget_calls",
+            "chat_shows_cost",
             "created_at",
             "updated_at",
         ]

@@ -438,8 +438,11 @@ def test_the_openapi_schema_is_served_and_valid(db: None) -> None:
 def test_the_schema_documents_the_api_key_and_the_list_filters(db: None) -> None:
     schema = yaml.safe_load(Client().get("/api/schema/").content)
 
-    (scheme,) = schema["components"]["securitySchemes"].values()
+    schemes = schema["components"]["securitySchemes"]
+    assert set(schemes) == {"ApiKey", "ChatSession"}
+    scheme, session = schemes["ApiKey"], schemes["ChatSession"]
     assert (scheme["type"], scheme["in"], scheme["name"]) == ("apiKey", "header", "X-API-Key")
+    assert (session["type"], session["in"], session["name"]) == ("apiKey", "cookie", "sessionid")
     list_operation = schema["paths"]["/api/tenants/{tenant}/conversations/"]["get"]
     parameters = {parameter["name"] for parameter in list_operation["parameters"]}
     assert {"user_id", "status", "created_after", "created_before", "limit", "offset"} <= parameters

@@ -194,7 +194,8 @@
   function finish(view, text, state, data) {
     view.text = null;
     const usage = data.usage;
-    const cost = usage && Number(usage.cost_usd) > 0 ? `$${Number(usage.cost_usd).toFixed(4)}` : "";
+    const showsCost = app.dataset.showsCost === "true";
+    const cost = showsCost && usage && Number(usage.cost_usd) > 0 ? `$${Number(usage.cost_usd).toFixed(4)}` : "";
     setStatus(view, [text, cost].filter(Boolean).join(" · "), state);
     if (activeRun === view.root.dataset.run) setActive(null);
   }
