@@ -99,3 +99,19 @@ def test_the_page_resumes_a_cut_socket_with_the_whole_text_and_no_duplicate(chat
 
     words = chat.locator(".assistant").last.inner_text().split()
     assert words == [f"word{n}" for n in range(1, 61)]
+
+
+def test_conversations_are_made_renamed_and_archived_from_the_keyboard(chat: Page) -> None:
+    chat.fill("#title", "Holiday plans")
+    chat.press("#title", "Tab")  # a change commits the new title
+    expect(chat.locator("#conversations button[aria-current]")).to_have_text("Holiday plans", timeout=10_000)
+
+    chat.locator("#new-conversation").focus()
+    chat.keyboard.press("Enter")
+    expect(chat.locator("#conversations button")).to_have_count(2, timeout=10_000)
+    expect(chat.locator("#text")).to_be_focused()  # a new conversation is ready to type in
+
+    chat.locator("#archive").focus()
+    chat.keyboard.press("Enter")
+    expect(chat.locator("#conversations button")).to_have_count(1, timeout=10_000)
+    expect(chat.locator("#conversations button")).to_have_text("Holiday plans")

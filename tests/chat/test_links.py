@@ -105,3 +105,15 @@ def test_another_tenants_key_cannot_make_links_here(other_api_client: APIClient,
     response = other_api_client.post("/api/tenants/acme/chat-links", {"user_id": "mallory"}, format="json")
 
     assert error_of(response, 404)
+
+
+def test_staff_open_any_tenants_chat_and_others_are_sent_to_log_in(
+    admin_client: Client, other_conversation: Conversation
+) -> None:
+    opened_by_staff = admin_client.get("/chat/staff/globex")
+    page = admin_client.get("/chat/")
+    anonymous = Client().get("/chat/staff/globex")
+
+    assert opened_by_staff.status_code == 302 and opened_by_staff["Location"] == "/chat/"
+    assert page.status_code == 200 and b'data-tenant="globex"' in page.content and b"staff:admin" in page.content
+    assert anonymous.status_code == 302 and anonymous["Location"].startswith("/admin/login/")
