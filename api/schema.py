@@ -64,6 +64,8 @@ def tag_of(path: str) -> str:
         return "usage"
     if "/files" in path:
         return "files"
+    if "/skills" in path:
+        return "skills"
     if "/events" in path or path.endswith("/stream-token/"):
         return "events"
     if any(part in path for part in ("/runs", "/messages", "/interrupt", "/stream")):

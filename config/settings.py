@@ -318,6 +318,7 @@ SPECTACULAR_SETTINGS = {
         {"name": "runs", "description": "Messages start runs; follow, list and interrupt them."},
         {"name": "events", "description": "Every step of a run, stored in order: pages, SSE, WebSocket tokens."},
         {"name": "files", "description": "A conversation's workspace: its files, version by version."},
+        {"name": "skills", "description": "A tenant's Agent Skills, version by version."},
         {"name": "usage", "description": "Tokens and cost of each model call, as billed."},
         {"name": "models", "description": "The model catalog and its prices (platform admin keys change it)."},
         {"name": "tenants", "description": "Organisations (platform admin keys only)."},

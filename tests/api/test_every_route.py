@@ -83,6 +83,7 @@ def samples(conversation: Conversation, finished_run: Run) -> dict[str, str]:
         "tenant": conversation.tenant_id,
         "conversation_id": str(conversation.pk),
         "run_id": str(finished_run.pk),
+        "name": "no-such-skill",
         "path": "nothing/here",
     }
 

@@ -58,6 +58,8 @@ def test_bodies_are_json_only_and_operations_are_tagged_by_resource(schema: dict
             # Bodies are JSON; files come as multipart, alone or with a message.
             expected = {
                 "/files/": {"multipart/form-data"},
+                "/skills/": {"multipart/form-data"},
+                "/versions/": {"multipart/form-data"},
                 "/messages/": {"application/json", "multipart/form-data"},
             }.get(path[path.rfind("/", 0, -1) :], {"application/json"})
             assert set(operation["requestBody"]["content"]) == expected, (method, path)
