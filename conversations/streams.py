@@ -17,7 +17,7 @@ from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import DatabaseError
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, JsonResponse, StreamingHttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
 from rest_framework import exceptions
 
 from api.errors import (
@@ -26,8 +26,8 @@ from api.errors import (
     allow_methods,
     api_exception_response,
     database_unavailable,
-    error_body,
     flatten_errors,
+    json_error,
 )
 from api.parsers import is_json, load_json, read_bounded
 from conversations import realtime, services
@@ -143,10 +143,6 @@ async def follow(conversation_id: UUID, after: int, until_run: str | None = None
         await listener.leave()
 
 
-def error_response(status: int, code: str, message: str) -> JsonResponse:
-    return JsonResponse(error_body(status, code, message), status=status)
-
-
 def sse_response(stream: AsyncIterator[bytes]) -> StreamingHttpResponse:
     response = StreamingHttpResponse(stream, content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
@@ -180,7 +176,7 @@ async def _authorize(
     except exceptions.APIException as exc:
         return api_exception_response(exc)
     except (Conversation.DoesNotExist, Http404):
-        return error_response(404, "not_found", "Not found.")
+        return json_error(404, "not_found", "Not found.")
     except DATABASE_ERRORS as exc:
         return database_unavailable(exc)
 
@@ -206,7 +202,7 @@ async def event_stream(request: HttpRequest, tenant: str, conversation_id: UUID)
     try:
         after = _parse_after(request)
     except ServiceError as exc:
-        return error_response(exc.status, exc.code, exc.message)
+        return json_error(exc.status, exc.code, exc.message)
     return sse_response(follow(conversation.pk, after))
 
 
@@ -220,7 +216,7 @@ async def stream_message(request: HttpRequest, tenant: str, conversation_id: UUI
     if not is_json(request.content_type or ""):
         # Also what keeps a cross-site form (text/plain) from starting runs with a stream token.
         sent = request.content_type or "no Content-Type"
-        return error_response(
+        return json_error(
             415, "unsupported_media_type", f"Send the body as JSON, with Content-Type: application/json (not {sent})."
         )
     try:
@@ -230,7 +226,7 @@ async def stream_message(request: HttpRequest, tenant: str, conversation_id: UUI
     serializer = MessageCreateSerializer(data=body)
     if not await sync_to_async(serializer.is_valid)():
         message = "; ".join(flatten_errors(serializer.errors))
-        return JsonResponse(error_body(400, "invalid", message, serializer.errors), status=400)
+        return json_error(400, "invalid", message, serializer.errors)
     try:
         run = await sync_to_async(services.start_run)(
             conversation,
@@ -240,7 +236,7 @@ async def stream_message(request: HttpRequest, tenant: str, conversation_id: UUI
         )
         first_seq = await Event.objects.filter(run=run).order_by("seq").values_list("seq", flat=True).afirst()
     except ServiceError as exc:
-        return error_response(exc.status, exc.code, exc.message)
+        return json_error(exc.status, exc.code, exc.message)
     except DATABASE_ERRORS as exc:
         return database_unavailable(exc)
     return sse_response(follow(conversation.pk, (first_seq or 1) - 1, until_run=str(run.pk)))

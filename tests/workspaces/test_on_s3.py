@@ -9,7 +9,15 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
-from tests.e2e.harness import Client, Platform, S3Server, database_url, sandbox_reachable_dir, tenant_client
+from tests.e2e.harness import (
+    Client,
+    Platform,
+    S3Server,
+    database_url,
+    sandbox_reachable_dir,
+    serving,
+    tenant_client,
+)
 from workspaces.models import WorkspaceFile
 
 
@@ -24,18 +32,15 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
 @pytest.fixture(scope="module")
 def stored(platform: Platform, s3: S3Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     """A platform whose workspaces live in the S3 server, saving a running workspace every second."""
-    serving = Platform(
+    with serving(
         database_url(connection.settings_dict),
         settings.REDIS_URL,
         tmp_path_factory.mktemp("stored"),
         WORKSPACE_SYNC_SECONDS="1",
         SANDBOX_FILE_MB="3000",  # so that the agent can make its 2 GB sparse file
         **s3.env,
-    )
-    serving.start_web()
-    serving.start_worker()
-    yield serving
-    serving.stop()
+    ) as stored_platform:
+        yield stored_platform
 
 
 @pytest.fixture
