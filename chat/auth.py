@@ -5,8 +5,7 @@ from typing import Any
 from django.conf import settings
 from django.http import HttpRequest
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
-from rest_framework import exceptions
-from rest_framework.authentication import BaseAuthentication, CSRFCheck
+from rest_framework.authentication import SessionAuthentication
 from rest_framework.request import Request
 
 from chat.links import ChatGrant
@@ -27,7 +26,7 @@ def session_grant(request: HttpRequest) -> ChatGrant | None:
     return ChatGrant(claims["t"], claims["u"], claims.get("c"))
 
 
-class ChatSessionAuthentication(BaseAuthentication):
+class ChatSessionAuthentication(SessionAuthentication):
     """API requests from the chat page: the session's user in the session's tenant, never anyone else.
 
     Only when no API key was sent; unsafe methods need the CSRF token, as any cookie session does.
@@ -37,19 +36,8 @@ class ChatSessionAuthentication(BaseAuthentication):
         grant = session_grant(request._request)
         if grant is None:
             return None
-        self._enforce_csrf(request)
+        self.enforce_csrf(request)  # DRF's check for cookie sessions
         return Principal(user_id=grant.user_id, session_tenant_id=grant.tenant_id), None
-
-    @staticmethod
-    def _enforce_csrf(request: Request) -> None:
-        def no_view(request: HttpRequest) -> Any:
-            return None
-
-        check = CSRFCheck(no_view)
-        check.process_request(request._request)
-        reason = check.process_view(request._request, no_view, (), {})
-        if reason:
-            raise exceptions.PermissionDenied(f"CSRF failed: {reason}")
 
 
 class ChatSessionScheme(OpenApiAuthenticationExtension):

@@ -123,31 +123,17 @@ class EventTranslator:
         parent = message.parent_tool_use_id
         if kind == "content_block_delta":
             delta = event.get("delta", {})
-            if delta.get("type") == "text_delta":
-                return [
-                    (
-                        EventType.MESSAGE_DELTA,
-                        {
-                            "kind": "text",
-                            "text": delta["text"],
-                            "index": event.get("index"),
-                            "parent_tool_use_id": parent,
-                        },
-                    )
-                ]
-            if delta.get("type") == "thinking_delta":
-                return [
-                    (
-                        EventType.MESSAGE_DELTA,
-                        {
-                            "kind": "thinking",
-                            "text": delta["thinking"],
-                            "index": event.get("index"),
-                            "parent_tool_use_id": parent,
-                        },
-                    )
-                ]
-            return []
+            # A text or thinking delta: (kind, the delta's key holding its text).
+            found = {"text_delta": ("text", "text"), "thinking_delta": ("thinking", "thinking")}.get(delta.get("type"))
+            if found is None:
+                return []
+            data = {
+                "kind": found[0],
+                "text": delta[found[1]],
+                "index": event.get("index"),
+                "parent_tool_use_id": parent,
+            }
+            return [(EventType.MESSAGE_DELTA, data)]
         if kind == "message_start":
             message_id = event.get("message", {}).get("id")
             if isinstance(message_id, str):

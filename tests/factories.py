@@ -17,6 +17,15 @@ SONNET_PRICES = {
     "cache_read_price": Decimal("0.30"),
 }
 
+# One model call's usage as the API reports it, with the cache writes split by lifetime.
+SPLIT_USAGE = {
+    "input_tokens": 1000,
+    "output_tokens": 500,
+    "cache_creation_input_tokens": 1500,
+    "cache_creation": {"ephemeral_5m_input_tokens": 1000, "ephemeral_1h_input_tokens": 500},
+    "cache_read_input_tokens": 2000,
+}
+
 
 class LanguageModelFactory(DjangoModelFactory[LanguageModel]):
     """An Anthropic model at Sonnet's prices."""

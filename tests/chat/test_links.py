@@ -62,10 +62,12 @@ def test_the_sessions_writes_need_the_csrf_token(api_client: APIClient, conversa
     browser.get("/chat/")
     path = f"/api/tenants/acme/conversations/{conversation.pk}/stream-token"
 
-    without = browser.post(path)
-    with_token = browser.post(path, HTTP_X_CSRFTOKEN=browser.cookies["csrftoken"].value)
+    without = browser.post(path, content_type="application/json")
+    with_token = browser.post(
+        path, content_type="application/json", HTTP_X_CSRFTOKEN=browser.cookies["csrftoken"].value
+    )
 
-    assert error_of(without, 403)["message"].startswith("CSRF failed")
+    assert error_of(without, 403)["message"].startswith("CSRF Failed")
     assert with_token.status_code == 201
 
 

@@ -10,17 +10,9 @@ from claude_agent_sdk.types import StreamEvent
 from conversations.models import Run
 from runs.translate import EventTranslator
 from tenants.models import LanguageModel
-from tests.factories import RunFactory
+from tests.factories import SPLIT_USAGE, RunFactory
 from usage.models import UsageRecord
 from usage.services import record_usage
-
-SPLIT_USAGE = {
-    "input_tokens": 1000,
-    "output_tokens": 500,
-    "cache_creation_input_tokens": 1500,
-    "cache_creation": {"ephemeral_5m_input_tokens": 1000, "ephemeral_1h_input_tokens": 500},
-    "cache_read_input_tokens": 2000,
-}
 
 
 @pytest.fixture

@@ -3,17 +3,9 @@
 from decimal import Decimal
 
 from tenants.models import LanguageModel
+from tests.factories import SPLIT_USAGE
 
 # --- LanguageModel.cost -------------------------------------------------------------------------------
-
-
-SPLIT_USAGE = {
-    "input_tokens": 1000,
-    "output_tokens": 500,
-    "cache_creation_input_tokens": 1500,
-    "cache_creation": {"ephemeral_5m_input_tokens": 1000, "ephemeral_1h_input_tokens": 500},
-    "cache_read_input_tokens": 2000,
-}
 
 
 def test_cost_prices_each_of_the_five_token_kinds(sonnet: LanguageModel) -> None:
