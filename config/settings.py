@@ -247,6 +247,11 @@ WORKSPACE_SYNC_SECONDS = env.float("WORKSPACE_SYNC_SECONDS", default=5.0)
 WORKSPACE_FILE_MB = env.int("WORKSPACE_FILE_MB", default=100)  # a bigger file is not saved (file.skipped)
 WORKSPACE_MAX_FILES = env.int("WORKSPACE_MAX_FILES", default=10_000)
 
+# --- Skills -------------------------------------------------------------------------------------
+# Each worker keeps the skill versions its runs had, expanded under RUN_ROOT/skills by checksum; past
+# SKILL_CACHE_MB the least recently used are dropped (a run that has them placed keeps its copy).
+SKILL_CACHE_MB = env.int("SKILL_CACHE_MB", default=2048)
+
 # --- Model upstreams ------------------------------------------------------------------------------
 ANTHROPIC_BASE_URL = env.str("ANTHROPIC_BASE_URL", default="https://api.anthropic.com")
 ANTHROPIC_API_KEY = env.str("ANTHROPIC_API_KEY", default="")

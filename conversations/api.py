@@ -80,6 +80,7 @@ class ConversationViewSet(
             user_id=header_user or body_user,
             model_id=body.validated_data.get("model"),
             title=body.validated_data["title"],
+            skills=body.validated_data.get("skills"),
         )
         return Response(ConversationSerializer(conversation).data, status=status.HTTP_201_CREATED)
 
@@ -90,6 +91,10 @@ class ConversationViewSet(
         conversation = self.get_object()
         body = ConversationUpdateSerializer(conversation, data=request.data, partial=True)
         body.is_valid(raise_exception=True)
+        if body.validated_data.get("skills") is not None:
+            body.validated_data["skills"] = services.checked_skills(
+                self.tenant, body.validated_data["skills"], "skills"
+            )
         body.save()
         return Response(ConversationSerializer(conversation).data)
 
@@ -126,6 +131,8 @@ class ConversationViewSet(
             body.validated_data["text"],
             user_id=principal(request).user_id,
             budget=body.validated_data.get("budget"),
+            skills=body.validated_data.get("skills"),
+            preferred_skills=body.validated_data.get("preferred_skills", ()),
         )
         return Response(RunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
 

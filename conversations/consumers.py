@@ -160,7 +160,12 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             await self._send_error("invalid", "; ".join(flatten_errors(body.errors)))
             return
         run = await sync_to_async(services.start_run)(
-            self.conversation, body.validated_data["text"], self.user_id, budget=body.validated_data.get("budget")
+            self.conversation,
+            body.validated_data["text"],
+            self.user_id,
+            budget=body.validated_data.get("budget"),
+            skills=body.validated_data.get("skills"),
+            preferred_skills=body.validated_data.get("preferred_skills", ()),
         )
         await self._send_json({"type": "ack", "request": "message", "run": RunSerializer(run).data})
 

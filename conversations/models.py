@@ -24,6 +24,9 @@ class Conversation(models.Model):
     title = models.CharField(max_length=300, blank=True)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.ACTIVE)
     sdk_session_id = models.CharField(max_length=100, blank=True, help_text="The Agent SDK session to resume.")
+    skills = models.JSONField(
+        null=True, blank=True, help_text="The skills (names) its runs may use; empty = all the tenant's enabled ones."
+    )
     # The last event seq handed out; bumped under a row lock so seq stays gap-free.
     last_seq = models.PositiveBigIntegerField(default=0)
     # The lease: the one run that may be queued or running in this conversation.
@@ -93,6 +96,12 @@ class Run(models.Model):
     )
     budget_calls = models.PositiveIntegerField(
         null=True, blank=True, help_text="Model calls this run may make; empty = unlimited"
+    )
+    skills = models.JSONField(
+        null=True, blank=True, help_text="The message's choice of skills (names); empty = the conversation's."
+    )
+    preferred_skills = models.JSONField(
+        default=list, blank=True, help_text="Skills the agent is told to use first for this message."
     )
 
     objects = RunQuerySet.as_manager()

@@ -1,4 +1,5 @@
 from decimal import Decimal
+from typing import Any
 
 from django.conf import settings
 from rest_framework import serializers
@@ -23,6 +24,7 @@ class ConversationSerializer(serializers.ModelSerializer):
             "model",
             "title",
             "status",
+            "skills",
             "session_id",
             "active_run",
             "last_seq",
@@ -30,6 +32,11 @@ class ConversationSerializer(serializers.ModelSerializer):
             "updated_at",
         ]
         read_only_fields = fields
+
+
+def skill_names(**kwargs: Any) -> serializers.ListField:
+    """A list of skill names (checked against the tenant's skills by the service)."""
+    return serializers.ListField(child=serializers.CharField(max_length=64), max_length=200, **kwargs)
 
 
 class ConversationCreateSerializer(StrictSerializer):
@@ -40,12 +47,23 @@ class ConversationCreateSerializer(StrictSerializer):
     user_id = serializers.CharField(
         max_length=USER_ID_MAX_LENGTH, required=False, allow_blank=True, help_text="Defaults to the X-User-ID header."
     )
+    skills = skill_names(
+        required=False,
+        allow_null=True,
+        help_text="The skills (names) its runs may use; omitted or null: all the tenant's enabled ones.",
+    )
 
 
 class ConversationUpdateSerializer(StrictModelSerializer):
+    skills = skill_names(
+        required=False,
+        allow_null=True,
+        help_text="The skills (names) its runs may use; null: all the tenant's enabled ones.",
+    )
+
     class Meta:
         model = Conversation
-        fields = ["title", "status"]
+        fields = ["title", "status", "skills"]
 
 
 class BudgetSerializer(StrictSerializer):
@@ -58,6 +76,14 @@ class MessageCreateSerializer(StrictSerializer):
     budget = BudgetSerializer(
         required=False,
         help_text="Lowers this run's budget below the tenant's default: USD and/or model calls.",
+    )
+    skills = skill_names(
+        required=False,
+        allow_null=True,
+        help_text="Narrows the conversation's skills for this message (names); omitted: the conversation's.",
+    )
+    preferred_skills = skill_names(
+        required=False, help_text="Skills (names) added for this message, which the agent is told to use first."
     )
 
     def validate_text(self, value: str) -> str:

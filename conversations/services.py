@@ -1,7 +1,7 @@
 """API-side workflows: creating and deleting conversations, starting and interrupting runs."""
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from django.conf import settings
@@ -13,6 +13,8 @@ from conversations import realtime
 from conversations.events import EventType, finish_run, record_events
 from conversations.models import Conversation, Run
 from runs.dispatch import dispatch_run
+from skills.archive import SkillProblem
+from skills.services import check_command, check_selection
 from tenants.models import LanguageModel, Tenant
 from usage.services import effective_budget
 
@@ -38,12 +40,26 @@ def resolve_model(tenant: Tenant, model_id: str | None) -> LanguageModel:
 
 
 def create_conversation(
-    tenant: Tenant, *, user_id: str = "", model_id: str | None = None, title: str = ""
+    tenant: Tenant,
+    *,
+    user_id: str = "",
+    model_id: str | None = None,
+    title: str = "",
+    skills: Sequence[str] | None = None,
 ) -> Conversation:
     if not tenant.is_active:
         raise Conflict(f"Tenant '{tenant.pk}' is inactive.", code="tenant_inactive")
     model = resolve_model(tenant, model_id)
-    return Conversation.objects.create(tenant=tenant, user_id=user_id, model=model, title=title)
+    chosen = None if skills is None else checked_skills(tenant, skills, "skills")
+    return Conversation.objects.create(tenant=tenant, user_id=user_id, model=model, title=title, skills=chosen)
+
+
+def checked_skills(tenant: Tenant, names: Sequence[str], field: str) -> list[str]:
+    """The skills an end user chose, or a 400 that names the one to fix and the choices."""
+    try:
+        return check_selection(tenant, names, field)
+    except SkillProblem as problem:
+        raise ServiceError(str(problem), code="unknown_skill") from None
 
 
 def delete_conversation(conversation: Conversation) -> None:
@@ -63,8 +79,14 @@ def start_run(
     user_id: str = "",
     *,
     budget: Mapping[str, Any] | None = None,
+    skills: Sequence[str] | None = None,
+    preferred_skills: Sequence[str] = (),
 ) -> Run:
-    """Store a queued Run and its `run.queued` event, then hand it to a worker once committed."""
+    """Store a queued Run and its `run.queued` event, then hand it to a worker once committed.
+
+    `skills` narrows the conversation's skills for this message; `preferred_skills` are added and the
+    agent is told to use them first; a text that starts with `/name` invokes that skill.
+    """
     if not text.strip():
         raise ServiceError("The message text is empty.", code="empty_text")
     if len(text) > settings.RUN_MAX_INPUT_CHARS:
@@ -89,6 +111,12 @@ def start_run(
                 "wait for its terminal event or interrupt it first.",
                 code="run_in_progress",
             )
+        chosen = None if skills is None else checked_skills(locked.tenant, skills, "skills")
+        preferred = checked_skills(locked.tenant, preferred_skills, "preferred_skills")
+        try:
+            check_command(locked.tenant, text)
+        except SkillProblem as problem:
+            raise ServiceError(str(problem), code="unknown_command") from None
         budget_usd, budget_calls = effective_budget(
             locked.tenant, (budget or {}).get("usd"), (budget or {}).get("calls")
         )
@@ -100,11 +128,20 @@ def start_run(
             heartbeat_at=timezone.now(),  # for a queued run: when it was handed to a worker
             budget_usd=budget_usd,
             budget_calls=budget_calls,
+            skills=chosen,
+            preferred_skills=preferred,
         )
         locked.active_run = run
         locked.save(update_fields=["active_run", "updated_at"])
         budget_data = {"usd": None if budget_usd is None else str(budget_usd), "calls": budget_calls}
-        queued = {"input": text, "user_id": run.user_id, "model": run.model_id, "budget": budget_data}
+        queued = {
+            "input": text,
+            "user_id": run.user_id,
+            "model": run.model_id,
+            "budget": budget_data,
+            "skills": chosen,
+            "preferred_skills": preferred,
+        }
         record_events(run, [(EventType.RUN_QUEUED, queued)])
         transaction.on_commit(lambda: dispatch_run(run.pk))
     conversation.active_run = run

@@ -28,6 +28,8 @@ from runs.translate import EventTranslator
 from runs.writer import EventWriter
 from sandbox.launcher import SandboxUnavailable
 from sandbox.limits import MB, directory_bytes
+from skills.placement import SkillsUnavailable
+from skills.services import SLASH_COMMAND, RunSkills
 from usage.services import run_totals
 from workspaces.services import RunWorkspace
 
@@ -195,6 +197,9 @@ class RunExecution:
         except SandboxUnavailable as exc:
             logger.error("Run %s cannot start: %s", self.run.pk, exc)
             return Run.Status.FAILED, None, {"reason": "sandbox_unavailable", "message": str(exc)}
+        except SkillsUnavailable as exc:
+            logger.error("Run %s cannot start: %s", self.run.pk, exc)
+            return Run.Status.FAILED, None, {"reason": "skills_unavailable", "message": str(exc)}
         watcher = asyncio.create_task(self._watch_workspace(setup.place.workspace))
         self.resources.callback(watcher.cancel)
         self.saver = asyncio.create_task(self._save_workspace_periodically(setup.workspace))
@@ -210,13 +215,15 @@ class RunExecution:
                 "warning": launch.warning,
                 "resumed_session_id": resume,
                 "worker": lease.WORKER_NAME,
+                "skills": setup.skills.summary(),
+                "preferred_skills": setup.skills.preferred,
             },
         )
-        options = agent_options(self.run, launch, resume=resume, stderr=self.cli_stderr.append)
+        options = agent_options(self.run, launch, setup.skills, resume=resume, stderr=self.cli_stderr.append)
         client = ClaudeSDKClient(options)
         self.resources.push_async_callback(self._disconnect, client)
         await client.connect()
-        await client.query(self.run.input)
+        await client.query(user_message(self.run.input, setup.skills))
         return await self._receive_until_done_or_interrupted(client)
 
     async def _disconnect(self, client: ClaudeSDKClient) -> None:
@@ -288,6 +295,20 @@ class RunExecution:
             },
             None,
         )
+
+
+async def user_message(text: str, skills: RunSkills) -> AsyncIterator[dict[str, Any]]:
+    """The message as the CLI gets it: `/name` runs the skill it names (the API let only the run's slash-command
+    skills through); any other text that starts with '/' is delivered as written, never as one of the CLI's
+    own commands (/init, /compact, …), which are not for end users."""
+    command = SLASH_COMMAND.match(text)
+    invokes_skill = command is not None and any(
+        version.skill.name == command[1] and version.skill.slash_command for version in skills.versions
+    )
+    message: dict[str, Any] = {"type": "user", "message": {"role": "user", "content": text}, "parent_tool_use_id": None}
+    if text.lstrip().startswith("/") and not invokes_skill:
+        message["client_composed"] = True
+    yield message
 
 
 async def execute_run(run_id: UUID | str) -> None:

@@ -7,12 +7,17 @@ from claude_agent_sdk import ClaudeAgentOptions
 from conversations.models import Run
 from runs.session_store import DatabaseSessionStore
 from sandbox.launcher import Launch
+from skills.services import RunSkills
 from workspaces.services import WORKSPACE_PROMPT
 
 
-def agent_options(run: Run, launch: Launch, *, resume: str | None, stderr: Callable[[str], None]) -> ClaudeAgentOptions:
-    """The CLI behind the sandbox launcher, in the run's workspace, on the run's model, with the tenant's prompt."""
-    system_prompt = "\n\n".join(part for part in (WORKSPACE_PROMPT, run.conversation.tenant.system_prompt) if part)
+def agent_options(
+    run: Run, launch: Launch, skills: RunSkills, *, resume: str | None, stderr: Callable[[str], None]
+) -> ClaudeAgentOptions:
+    """The CLI behind the sandbox launcher, in the run's workspace, on the run's model, with the tenant's
+    prompt, and with exactly the run's skills."""
+    parts = (WORKSPACE_PROMPT, run.conversation.tenant.system_prompt, preferred_skills_prompt(skills.preferred))
+    system_prompt = "\n\n".join(part for part in parts if part)
     return ClaudeAgentOptions(
         cli_path=launch.cli_path,
         env=launch.env,
@@ -26,6 +31,19 @@ def agent_options(run: Run, launch: Launch, *, resume: str | None, stderr: Calla
         # the CLI's config directory is per run and thrown away.
         # (mypy takes the SDK protocol's optional methods, which raise NotImplementedError, for abstract ones.)
         session_store=DatabaseSessionStore(run.conversation_id),  # type: ignore[abstract]
-        setting_sources=[],
+        # "user" settings are the run's own config dir, where the sandbox mounts the run's skills;
+        # the CLI's built-in skills stay out of the model's listing.
+        setting_sources=["user"],
+        skills=[version.skill.name for version in skills.versions],
         stderr=stderr,
+    )
+
+
+def preferred_skills_prompt(names: list[str]) -> str:
+    if not names:
+        return ""
+    listed = ", ".join(f"`{name}`" for name in names)
+    return (
+        f"For this message the user asks you to use these skills first, with the Skill tool, "
+        f"wherever they apply: {listed}."
     )

@@ -4,17 +4,21 @@ A coming feature adds one call here, and a field to RunSetup where the options n
 
 - workspaces: `RunWorkspace.sync_in()` fills /workspace from storage before the launch (here); the
   executor calls `sync_out()` every WORKSPACE_SYNC_SECONDS and at every ending;
-- skills: `materialize_skills(tenant, place)`, placed read-only for the sandbox to mount;
+- skills: `run_skills(…)` chooses them, `place_skills(…)` links them from the worker's cache into the
+  place, and the sandbox mounts them read-only where the CLI finds them;
 - MCP servers: `mcp_servers_for(tenant)`, a RunSetup field that `runs.options.agent_options` passes on;
 - approvals: `can_use_tool_for(run, …)`, likewise;
 - budgets: nothing here; the gateway asks `usage.services.budget_refusal` before every model call.
 """
 
+import asyncio
 import contextlib
 import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from asgiref.sync import sync_to_async
 
 from conversations.models import Conversation, Run, SessionEntry
 from gateway.server import ModelGateway
@@ -27,6 +31,8 @@ from sandbox.launcher import (
     prepare_place,
     sandbox_ids,
 )
+from skills.placement import place_skills
+from skills.services import RunSkills, run_skills
 from usage.models import UsageRecord
 from workspaces.services import RunWorkspace, workspace_dir
 
@@ -40,6 +46,7 @@ class RunSetup:
     gateway: ModelGateway
     launch: Launch
     resume: str | None  # the SDK session the run continues, if any
+    skills: RunSkills
 
 
 async def prepare_run(
@@ -53,13 +60,16 @@ async def prepare_run(
 
     `on_refusal` and `on_usage` hear from the gateway (see `gateway.calls.RunCalls`).
 
-    Raises SandboxUnavailable when the run cannot be isolated.
+    Raises SandboxUnavailable when the run cannot be isolated, SkillsUnavailable when its skills'
+    files cannot be had.
     """
     place = prepare_place(str(run.pk), workspace_dir(run.conversation))
     # Removed last, after the CLI is gone: the run's directory, cgroup and anything left in it.
     resources.callback(place.remove)
     workspace = RunWorkspace(run, place.workspace, owner=sandbox_ids() if os.geteuid() == 0 else None)
     await workspace.sync_in()
+    skills = await sync_to_async(skills_of)(run)
+    await asyncio.to_thread(place_skills, skills.versions, place.skills_dir)
     gateway = await resources.enter_async_context(
         ModelGateway(
             run, socket_path=place.gateway_socket, owner=sandbox_ids(), on_refusal=on_refusal, on_usage=on_usage
@@ -79,7 +89,13 @@ async def prepare_run(
         gateway=gateway,
         launch=launch,
         resume=await session_to_resume(run.conversation),
+        skills=skills,
     )
+
+
+def skills_of(run: Run) -> RunSkills:
+    conversation = run.conversation
+    return run_skills(conversation.tenant, conversation.skills, run.skills, run.preferred_skills, run.input)
 
 
 async def session_to_resume(conversation: Conversation) -> str | None:

@@ -112,6 +112,7 @@ class EventTranslator:
                         "cwd": data.get("cwd"),
                         "permission_mode": data.get("permissionMode"),
                         "claude_code_version": data.get("claude_code_version"),
+                        "skills": data.get("skills", []),
                     },
                 )
             ]

@@ -1,5 +1,6 @@
 """How a run's CLI is started: the one place that decides its sandbox, environment and limits."""
 
+import contextlib
 import logging
 import os
 import shutil
@@ -47,12 +48,20 @@ class RunPlace:
         return self.root / "claude"
 
     @property
+    def skills_dir(self) -> Path:
+        """The run's skills, where the CLI finds them: mounted read-only over `<config dir>/skills` in the sandbox."""
+        return self.root / "skills" if self.kind == BUBBLEWRAP else self.config_dir / "skills"
+
+    @property
     def gateway_socket(self) -> Path | None:
         return self.root / "gateway" / "gateway.sock" if self.kind == BUBBLEWRAP else None
 
     def remove(self) -> None:
         if self.cgroup is not None:
             self.cgroup.remove()
+        for directory, _, _ in os.walk(self.root):  # read-only folders (the skills') cannot be emptied
+            with contextlib.suppress(OSError):
+                Path(directory).chmod(0o755)
         shutil.rmtree(self.root, ignore_errors=True)
 
 
@@ -164,6 +173,8 @@ def agent_environment(*, model_id: str, config_dir: Path, gateway: Mapping[str, 
         "ANTHROPIC_DEFAULT_OPUS_MODEL": model_id,
         "CLAUDE_CODE_SUBAGENT_MODEL": model_id,
         "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        # The CLI's own skills (code review, data viz, …) are not the tenant's: only the run's are listed.
+        "CLAUDE_CODE_DISABLE_BUNDLED_SKILLS": "1",
         "DISABLE_TELEMETRY": "1",
         "DISABLE_AUTOUPDATER": "1",
         "DISABLE_ERROR_REPORTING": "1",
@@ -212,6 +223,7 @@ def prepare_launch(place: RunPlace, env: dict[str, str]) -> Launch:
         "SANDBOX_WORKSPACE": str(place.workspace),
         "SANDBOX_GATEWAY_DIR": str(place.root / "gateway"),
         "SANDBOX_ETC": str(place.root / "etc"),
+        "SANDBOX_SKILLS": str(place.skills_dir),
         "SANDBOX_TMP_MB": str(settings.SANDBOX_TMP_MB),
         "SANDBOX_RLIMITS": rlimit_args(),
         "SANDBOX_BRIDGE_PORT": str(BRIDGE_PORT),

@@ -1,9 +1,16 @@
-"""A tenant's skills over REST: `/api/tenants/{t}/skills`."""
+"""A tenant's skills over REST: `/api/tenants/{t}/skills`.
+
+A tenant key sees its tenant's skills and the platform skills granted to it (read-only: operators
+manage those in the admin); another tenant's skills answer 404.
+"""
 
 import builtins
+import mimetypes
 from typing import Any
 
-from drf_spectacular.utils import extend_schema
+from django.http import FileResponse, StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions, serializers, status
 from rest_framework.decorators import action
 from rest_framework.generics import get_object_or_404
@@ -27,6 +34,9 @@ class SkillVersionSerializer(serializers.ModelSerializer):
 
 class SkillSerializer(StrictModelSerializer):
     current_version = SkillVersionSerializer(read_only=True)
+    platform = serializers.BooleanField(
+        source="is_platform", read_only=True, help_text="A platform skill granted to the tenant (read-only here)."
+    )
 
     class Meta:
         model = Skill
@@ -37,11 +47,12 @@ class SkillSerializer(StrictModelSerializer):
             "enabled",
             "user_selectable",
             "slash_command",
+            "platform",
             "current_version",
             "created_at",
             "updated_at",
         ]
-        read_only_fields = ["name", "description", "current_version", "created_at", "updated_at"]
+        read_only_fields = ["name", "description", "platform", "current_version", "created_at", "updated_at"]
 
 
 class SkillUploadSerializer(serializers.Serializer):
@@ -66,6 +77,12 @@ def read_upload(request: Request) -> archive.SkillContent:
         raise exceptions.ValidationError({"skill": [str(problem)]}) from None
 
 
+NUMBER_PARAMETER = OpenApiParameter("number", int, OpenApiParameter.PATH, description="The version's number.")
+FILE_PATH_PARAMETER = OpenApiParameter(
+    "path", str, OpenApiParameter.PATH, description="The file's path in the skill's folder."
+)
+
+
 class SkillViewSet(TenantScopedViewSet):
     """The tenant's Agent Skills; another tenant's answer 404."""
 
@@ -80,10 +97,22 @@ class SkillViewSet(TenantScopedViewSet):
         return [JSONParser()]
 
     def skills(self) -> Any:
-        return Skill.objects.filter(tenant=self.tenant).select_related("current_version")
+        """The tenant's own and its granted platform skills; where names meet, its own."""
+        rows = Skill.objects.available_to(self.tenant).select_related("current_version")
+        shadowed = Skill.objects.filter(tenant=self.tenant).values("name")
+        return rows.exclude(tenant__isnull=True, name__in=shadowed)
 
-    def skill(self) -> Skill:
-        return get_object_or_404(self.skills(), name=self.kwargs["name"])
+    def skill(self, *, to_change: bool = False) -> Skill:
+        skill = get_object_or_404(self.skills(), name=self.kwargs["name"])
+        if to_change and skill.is_platform:
+            raise exceptions.PermissionDenied(
+                f"{skill.name!r} is a platform skill: the platform's operators manage it. "
+                "Leave it out of a conversation with `skills` to not use it."
+            )
+        return skill
+
+    def version(self) -> SkillVersion:
+        return get_object_or_404(self.skill().versions.select_related("skill"), number=self.kwargs["number"])
 
     @extend_schema(parameters=[TENANT_PARAMETER], responses=SkillSerializer(many=True))
     def list(self, request: Request, tenant: str) -> Response:
@@ -110,14 +139,15 @@ class SkillViewSet(TenantScopedViewSet):
     @extend_schema(parameters=[TENANT_PARAMETER], request=SkillSerializer, responses=SkillSerializer)
     def partial_update(self, request: Request, tenant: str, name: str) -> Response:
         """Change the title, or whether the skill is enabled, user-selectable or a slash command."""
-        body = SkillSerializer(self.skill(), data=request.data, partial=True)
+        body = SkillSerializer(self.skill(to_change=True), data=request.data, partial=True)
         body.is_valid(raise_exception=True)
         body.save()
         return Response(body.data)
 
     @extend_schema(parameters=[TENANT_PARAMETER], responses={204: None})
     def destroy(self, request: Request, tenant: str, name: str) -> Response:
-        self.skill().delete()
+        """Delete the skill with every version and stored file; runs under way keep their copy."""
+        self.skill(to_change=True).delete()
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(
@@ -128,9 +158,9 @@ class SkillViewSet(TenantScopedViewSet):
     @action(detail=True, methods=["get", "post"])
     def versions(self, request: Request, tenant: str, name: str) -> Response:
         """Every version, newest first; POST uploads the next one, which becomes current."""
-        skill = self.skill()
         if request.method == "GET":
-            return Response(SkillVersionSerializer(skill.versions.all(), many=True).data)
+            return Response(SkillVersionSerializer(self.skill().versions.all(), many=True).data)
+        skill = self.skill(to_change=True)
         content = read_upload(request)
         try:
             version = services.add_version(skill, content, uploaded_by=_uploader(request))
@@ -138,12 +168,53 @@ class SkillViewSet(TenantScopedViewSet):
             raise exceptions.ValidationError({"skill": [str(problem)]}) from None
         return Response(SkillVersionSerializer(version).data, status=status.HTTP_201_CREATED)
 
+    @extend_schema(parameters=[TENANT_PARAMETER, NUMBER_PARAMETER], responses=SkillVersionSerializer)
+    @action(detail=True, methods=["get"], url_path=r"versions/(?P<number>[0-9]{1,9})")
+    def version_detail(self, request: Request, tenant: str, name: str, number: str) -> Response:
+        """One version: its files (path, size, sha256) and who uploaded it."""
+        return Response(SkillVersionSerializer(self.version()).data)
+
+    @extend_schema(
+        parameters=[TENANT_PARAMETER, NUMBER_PARAMETER],
+        responses={(200, "application/zip"): OpenApiResponse(OpenApiTypes.BINARY, description="`<name>/…` as a zip.")},
+    )
+    @action(detail=True, methods=["get"], url_path=r"versions/(?P<number>[0-9]{1,9})/download")
+    def download(self, request: Request, tenant: str, name: str, number: str) -> StreamingHttpResponse:
+        """The version as a zip of its folder, ready to upload again (here or elsewhere)."""
+        version = self.version()
+        response = StreamingHttpResponse(services.version_zip(version), content_type="application/zip")
+        response["Content-Disposition"] = f'attachment; filename="{version.skill.name}-v{version.number}.zip"'
+        return response
+
+    @extend_schema(
+        parameters=[TENANT_PARAMETER, NUMBER_PARAMETER, FILE_PATH_PARAMETER],
+        responses={(200, "application/octet-stream"): OpenApiResponse(OpenApiTypes.BINARY, description="The file.")},
+    )
+    @action(detail=True, methods=["get"], url_path=r"versions/(?P<number>[0-9]{1,9})/files/(?P<path>.+)")
+    def file(self, request: Request, tenant: str, name: str, number: str, path: str) -> FileResponse:
+        """One file of the version, by its path in the skill's folder (e.g. `scripts/extract.py`)."""
+        version = self.version()
+        entry = next((entry for entry in version.files if entry["path"] == path), None)
+        if entry is None:
+            raise exceptions.NotFound(f"Version {version.number} of {version.skill.name!r} has no file {path!r}.")
+        content_type = mimetypes.guess_type(path)[0] or "application/octet-stream"
+        return FileResponse(
+            services.open_file(version, entry), filename=path.rsplit("/", 1)[-1], content_type=content_type
+        )
+
+    @extend_schema(parameters=[TENANT_PARAMETER, NUMBER_PARAMETER], request=None, responses=SkillSerializer)
+    @action(detail=True, methods=["post"], url_path=r"versions/(?P<number>[0-9]{1,9})/make-current")
+    def make_current(self, request: Request, tenant: str, name: str, number: str) -> Response:
+        """Run this version from the next run on (an older one, to undo an upload)."""
+        self.skill(to_change=True)
+        return Response(SkillSerializer(services.make_current(self.version())).data)
+
     @extend_schema(parameters=[TENANT_PARAMETER], responses=SkillSerializer(many=True))
     @action(detail=False, methods=["get"], url_path="slash-commands")
     def slash_commands(self, request: Request, tenant: str) -> Response:
         """What an end user may type as `/name`: the enabled skills marked as slash commands."""
-        commands = self.skills().filter(enabled=True, slash_command=True)
-        return Response(SkillSerializer(commands, many=True).data)
+        commands = [skill for skill in services.enabled_skills(self.tenant).values() if skill.slash_command]
+        return Response(SkillSerializer(sorted(commands, key=lambda s: s.name), many=True).data)
 
 
 def _uploader(request: Request) -> str:

@@ -8,6 +8,7 @@ leaves the skill's folder. Then each entry is read with a bound, in case its hea
 import re
 import stat
 import zipfile
+from collections.abc import Set
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -31,6 +32,7 @@ class SkillProblem(ValueError):
 class SkillFile:
     path: str
     content: bytes
+    executable: bool = False  # placed runnable in the sandbox: marked so in the zip, or starts with `#!`
 
 
 @dataclass(frozen=True)
@@ -68,16 +70,21 @@ def from_zip(upload: IO[bytes]) -> SkillContent:
                     f"more than {MAX_RATIO}-fold is refused (a zip bomb?)."
                 )
         files = []
+        executables = {entry.filename for entry in entries if (entry.external_attr >> 16) & 0o111}
         for entry in entries:
             with archive.open(entry) as source:
                 content = source.read(entry.file_size + 1)
             if len(content) != entry.file_size:
                 raise SkillProblem(f"{entry.filename!r} is not the size its header says.")
             files.append((entry.filename, content))
-    return from_files(_without_common_folder(files))
+    folder = _common_folder(files)
+    return from_files(
+        [(path.removeprefix(folder), content) for path, content in files],
+        executables={path.removeprefix(folder) for path in executables},
+    )
 
 
-def from_files(files: list[tuple[str, bytes]]) -> SkillContent:
+def from_files(files: list[tuple[str, bytes]], executables: Set[str] = frozenset()) -> SkillContent:
     """Checked files (relative path, content) of a skill, with its name and description from `SKILL.md`."""
     if len(files) > MAX_FILES:
         raise SkillProblem(f"A skill may have at most {MAX_FILES} files; this one has {len(files)}.")
@@ -94,7 +101,7 @@ def from_files(files: list[tuple[str, bytes]]) -> SkillContent:
                 content.decode("utf-8")
             except UnicodeDecodeError:
                 raise SkillProblem(f"{path!r} is not UTF-8 text.") from None
-        checked[path] = SkillFile(path, content)
+        checked[path] = SkillFile(path, content, executable=path in executables or content.startswith(b"#!"))
     if "SKILL.md" not in checked:
         raise SkillProblem("A skill needs a SKILL.md at its root (beside its scripts/ and references/).")
     name, description = front_matter(checked["SKILL.md"].content.decode("utf-8"))
@@ -120,9 +127,9 @@ def front_matter(text: str) -> tuple[str, str]:
     return name, description.strip()
 
 
-def _without_common_folder(files: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
-    """`my-skill/SKILL.md, my-skill/scripts/x` → `SKILL.md, scripts/x` (a zipped folder, as usual)."""
+def _common_folder(files: list[tuple[str, bytes]]) -> str:
+    """`my-skill/` for `my-skill/SKILL.md, my-skill/scripts/x` (a zipped folder, as usual), else ""."""
     tops = {path.split("/", 1)[0] for path, _ in files}
-    if len(tops) == 1 and all("/" in path for path, _ in files) and not any(p == "SKILL.md" for p, _ in files):
-        return [(path.split("/", 1)[1], content) for path, content in files]
-    return files
+    if len(tops) == 1 and all("/" in path for path, _ in files):
+        return f"{tops.pop()}/"
+    return ""

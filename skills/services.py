@@ -1,28 +1,31 @@
-"""Storing skills: each file once per checksum under `tenants/<t>/skills/<name>/files/`, a version as its list."""
+"""Storing skills and choosing a run's: files once per checksum under the skill's prefix, a version as its list."""
 
 import hashlib
 import io
 import json
+import re
+import zipfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
-from django.core.files import File
-from django.core.files.storage import storages
 from django.db import transaction
 from django.db.models import Max
 
 from skills.archive import SkillContent, SkillProblem
 from skills.models import Skill, SkillVersion
 from tenants.models import Tenant
+from workspaces.storage import open_object, put_object
+
+# `/name` or `/name arguments`: how a message invokes a skill.
+SLASH_COMMAND = re.compile(r"^/([a-z0-9][a-z0-9-]{0,63})(?:\s|$)")
 
 
-def file_key(skill: Skill, sha256: str) -> str:
-    return f"tenants/{skill.tenant_id}/skills/{skill.name}/files/{sha256}"
-
-
-def create_skill(tenant: Tenant, content: SkillContent, uploaded_by: str) -> Skill:
-    """A new skill of the tenant with its first version; refused when the name is taken."""
+def create_skill(tenant: Tenant | None, content: SkillContent, uploaded_by: str) -> Skill:
+    """A new skill of the tenant (a platform skill without one) with its first version; refused when the name is taken."""
     with transaction.atomic():
         if Skill.objects.filter(tenant=tenant, name=content.name).exists():
-            raise SkillProblem(f"The tenant already has a skill named {content.name!r}; upload a new version of it.")
+            owner = "The tenant" if tenant else "The platform"
+            raise SkillProblem(f"{owner} already has a skill named {content.name!r}; upload a new version of it.")
         skill = Skill.objects.create(tenant=tenant, name=content.name, description=content.description)
         add_version(skill, content, uploaded_by)
     return Skill.objects.select_related("current_version").get(pk=skill.pk)
@@ -33,13 +36,17 @@ def add_version(skill: Skill, content: SkillContent, uploaded_by: str) -> SkillV
     if content.name != skill.name:
         raise SkillProblem(f"SKILL.md names {content.name!r}; this skill is {skill.name!r}.")
     listing = []
-    backend = storages["default"]
     for skill_file in content.files:
         sha256 = hashlib.sha256(skill_file.content).hexdigest()
-        key = file_key(skill, sha256)
-        if not backend.exists(key):
-            backend.save(key, File(io.BytesIO(skill_file.content)))
-        listing.append({"path": skill_file.path, "size": len(skill_file.content), "sha256": sha256})
+        put_object(skill.file_key(sha256), io.BytesIO(skill_file.content), len(skill_file.content))
+        listing.append(
+            {
+                "path": skill_file.path,
+                "size": len(skill_file.content),
+                "sha256": sha256,
+                "executable": skill_file.executable,
+            }
+        )
     with transaction.atomic():
         locked = Skill.objects.select_for_update().get(pk=skill.pk)
         number = (locked.versions.aggregate(last=Max("number"))["last"] or 0) + 1
@@ -56,3 +63,111 @@ def add_version(skill: Skill, content: SkillContent, uploaded_by: str) -> SkillV
         locked.description = content.description
         locked.save(update_fields=["current_version", "description", "updated_at"])
     return version
+
+
+def make_current(version: SkillVersion) -> Skill:
+    """Run this version again from now on (an older one, to undo an upload)."""
+    with transaction.atomic():
+        skill = Skill.objects.select_for_update().get(pk=version.skill_id)
+        skill.current_version = version
+        skill.description = version.description
+        skill.save(update_fields=["current_version", "description", "updated_at"])
+    return Skill.objects.select_related("current_version").get(pk=skill.pk)
+
+
+def open_file(version: SkillVersion, entry: dict[str, object]) -> io.BufferedIOBase:
+    return open_object(version.skill.file_key(str(entry["sha256"])))  # type: ignore[return-value]
+
+
+def version_zip(version: SkillVersion) -> Iterator[bytes]:
+    """The version as a zip of its folder (`<name>/SKILL.md`, …), as it was uploaded."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for entry in version.files:
+            info = zipfile.ZipInfo(f"{version.skill.name}/{entry['path']}", date_time=(1980, 1, 1, 0, 0, 0))
+            info.external_attr = (0o100755 if entry.get("executable") else 0o100644) << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            with open_file(version, entry) as source:
+                archive.writestr(info, source.read())
+    yield buffer.getvalue()
+
+
+# --- A run's skills -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunSkills:
+    """What a run gets: the versions placed in its sandbox, and those the agent is told to use first."""
+
+    versions: list[SkillVersion]
+    preferred: list[str]
+
+    def summary(self) -> list[dict[str, object]]:
+        return [{"name": v.skill.name, "version": v.number, "platform": v.skill.is_platform} for v in self.versions]
+
+
+def enabled_skills(tenant: Tenant) -> dict[str, Skill]:
+    """The tenant's usable skills by name: its own enabled ones, and the enabled platform skills granted to it
+    (its own win a name they share)."""
+    found: dict[str, Skill] = {}
+    rows = (
+        Skill.objects.available_to(tenant)
+        .filter(enabled=True, current_version__isnull=False)
+        .select_related("current_version")
+    )
+    for skill in sorted(rows, key=lambda s: s.tenant_id is not None):  # platform first, the tenant's own over them
+        found[skill.name] = skill
+    return found
+
+
+def check_selection(tenant: Tenant, names: Iterable[str], what: str) -> list[str]:
+    """Names of enabled skills the tenant's end users may choose, or SkillProblem naming what to fix."""
+    available = enabled_skills(tenant)
+    chosen = list(dict.fromkeys(names))
+    for name in chosen:
+        skill = available.get(name)
+        if skill is None:
+            choices = ", ".join(sorted(n for n, s in available.items() if s.user_selectable)) or "none"
+            raise SkillProblem(f"{what}: no enabled skill is named {name!r}. Choose from: {choices}.")
+        if not skill.user_selectable:
+            raise SkillProblem(f"{what}: the skill {name!r} is not one end users choose; it is always on.")
+    return chosen
+
+
+def check_command(tenant: Tenant, text: str) -> None:
+    """A message that starts with `/name` must name one of the tenant's enabled slash-command skills."""
+    match = SLASH_COMMAND.match(text)
+    if match is None:
+        return
+    skill = enabled_skills(tenant).get(match[1])
+    if skill is None or not skill.slash_command:
+        commands = sorted(f"/{n}" for n, s in enabled_skills(tenant).items() if s.slash_command)
+        raise SkillProblem(
+            f"/{match[1]} is not a command here. Commands: {', '.join(commands) or 'none'}. "
+            "To send text that starts with '/', put a space before it."
+        )
+
+
+def run_skills(
+    tenant: Tenant,
+    conversation_choice: list[str] | None,
+    message_choice: list[str] | None,
+    preferred: list[str],
+    text: str,
+) -> RunSkills:
+    """The skills a run gets: the enabled ones end users cannot choose, always; of the others, the message's
+    choice, else the conversation's, else all; plus the preferred ones and a `/name` the message invokes.
+
+    A name that is no longer enabled (a choice stored before the skill was disabled) is left out."""
+    available = enabled_skills(tenant)
+    choice = message_choice if message_choice is not None else conversation_choice
+    wanted = set(available) if choice is None else {*choice, *preferred}
+    command = SLASH_COMMAND.match(text)
+    if command is not None:
+        wanted.add(command[1])
+    chosen = [skill for name, skill in sorted(available.items()) if name in wanted or not skill.user_selectable]
+    versions = [skill.current_version for skill in chosen if skill.current_version is not None]
+    for version, skill in zip(versions, chosen, strict=True):
+        version.skill = skill  # already loaded
+    names = {skill.name for skill in chosen}
+    return RunSkills(versions, [name for name in preferred if name in names])

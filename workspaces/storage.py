@@ -41,7 +41,16 @@ def _bucket(backend: Storage) -> Any:
 
 def put_blob(conversation: Conversation, sha256: str, content: IO[bytes], size: int = -1) -> None:
     """Store a content under its checksum (storing it again changes nothing)."""
-    key = blob_key(conversation, sha256)
+    put_object(blob_key(conversation, sha256), content, size)
+
+
+def open_blob(conversation: Conversation, sha256: str) -> IO[bytes]:
+    """The content, streamed (on S3, straight from the GET's body)."""
+    return open_object(blob_key(conversation, sha256))
+
+
+def put_object(key: str, content: IO[bytes], size: int = -1) -> None:
+    """Store `content` at a key named by its checksum, so that storing it again changes nothing."""
     backend = storage()
     bucket = _bucket(backend)
     if bucket is not None and 0 <= size <= SINGLE_REQUEST_BYTES:
@@ -56,9 +65,8 @@ def put_blob(conversation: Conversation, sha256: str, content: IO[bytes], size: 
         backend.delete(saved)
 
 
-def open_blob(conversation: Conversation, sha256: str) -> IO[bytes]:
-    """The content, streamed (on S3, straight from the GET's body)."""
-    key = blob_key(conversation, sha256)
+def open_object(key: str) -> IO[bytes]:
+    """A stored object, streamed (on S3, straight from the GET's body)."""
     backend = storage()
     bucket = _bucket(backend)
     if bucket is not None:
@@ -68,7 +76,7 @@ def open_blob(conversation: Conversation, sha256: str) -> IO[bytes]:
 
 
 def delete_prefix(prefix: str) -> None:
-    """Remove every object under `prefix` (a conversation's or a tenant's)."""
+    """Remove every object under `prefix` (a conversation's, a tenant's, a skill's)."""
     backend = storage()
     if isinstance(backend, FileSystemStorage):
         shutil.rmtree(Path(backend.path(prefix)), ignore_errors=True)

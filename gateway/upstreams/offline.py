@@ -12,7 +12,10 @@ anywhere in it (args cannot contain `]]`); the text without them is the *prompt*
 - `[[reply TEXT]]`: the final reply is exactly TEXT.
 - `[[think TEXT]]`: a thinking block with TEXT opens the first call of the turn.
 - `[[tool NAME {json}]]`: a tool_use call of NAME with that input. Shorthands:
-  `[[bash COMMAND]]`, `[[write PATH CONTENT]]`, `[[read PATH]]`. Tools run one per model call,
+  `[[bash COMMAND]]`, `[[write PATH CONTENT]]`, `[[read PATH]]`, and `[[skill NAME ARGS]]` (the
+  `Skill` tool: the CLI loads the skill's SKILL.md, whose body becomes the turn's text, so the
+  directives written in it run next, with `${CLAUDE_SKILL_DIR}` and `$ARGUMENTS` filled in by the
+  CLI). Tools run one per model call,
   in order; then the final reply follows. With tools, the default reply gets one line
   `[<tool name> result] <text>` per tool result of this turn (text truncated to 2000 chars).
 - `[[slow SECONDS]]`: reply text deltas spread evenly over SECONDS (at least 20 deltas), with
@@ -63,10 +66,10 @@ _ERROR_TYPES = {
     529: "overloaded_error",
 }
 _DIRECTIVE = re.compile(
-    r"\[\[(reply|think|tool|bash|write|read|slow|words|error|usage|recall)(?:\s+(.*?))?\]\]", re.DOTALL
+    r"\[\[(reply|think|tool|bash|write|read|skill|slow|words|error|usage|recall)(?:\s+(.*?))?\]\]", re.DOTALL
 )
 _REMINDER = re.compile(r"<system-reminder>.*?</system-reminder>", re.DOTALL)
-_TOOL_DIRECTIVES = {"tool", "bash", "write", "read"}
+_TOOL_DIRECTIVES = {"tool", "bash", "write", "read", "skill"}
 _USAGE_KEYS = ("input", "output", "cache_read", "cache_write_5m", "cache_write_1h")
 _MIN_SLOW_DELTAS = 20
 _RESULT_LIMIT = 2000
@@ -297,6 +300,11 @@ def _tool_call(name: str, args: str) -> tuple[str, Json]:
         return "Bash", {"command": args.strip(), "description": "offline model command"}
     if name == "read":
         return "Read", {"file_path": args.strip()}
+    if name == "skill":
+        skill, _, skill_args = args.strip().partition(" ")
+        if not skill:
+            raise DirectiveError("skill expects `[[skill NAME ARGS]]`")
+        return "Skill", {"skill": skill, **({"args": skill_args.strip()} if skill_args.strip() else {})}
     if name == "write":
         # Only the one separator is dropped, so CONTENT keeps any further whitespace.
         path, *content = re.split(r"\s", args.lstrip(), maxsplit=1)
