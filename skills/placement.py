@@ -37,7 +37,7 @@ def cache_root() -> Path:
 
 def place_skills(versions: list[SkillVersion], target: Path) -> None:
     """Give `target` (which must not exist) one read-only folder per skill, linked from the worker's cache."""
-    target.mkdir(mode=0o755)
+    target.mkdir(mode=0o755, parents=True)
     for version in versions:
         _link_tree(cached_version(version), target / version.skill.name)
     target.chmod(READ_ONLY_DIR)
@@ -52,9 +52,10 @@ def cached_version(version: SkillVersion) -> Path:
         return path
     root.mkdir(mode=0o711, parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=root, prefix=f".{version.sha256[:16]}-"))
+    label = f"Skill {version.skill.name!r} v{version.number}"  # loads the skill here, not in the threads
     try:
         with ThreadPoolExecutor(min(FETCH_THREADS, len(version.files) or 1)) as pool:
-            for _ in pool.map(lambda entry: _fetch(version, entry, staging), version.files):
+            for _ in pool.map(lambda entry: _fetch(version, entry, staging, label), version.files):
                 pass
         _seal(staging)
         try:
@@ -87,7 +88,7 @@ def prune_cache(keep: Path) -> None:
         total -= size
 
 
-def _fetch(version: SkillVersion, entry: dict[str, object], staging: Path) -> None:
+def _fetch(version: SkillVersion, entry: dict[str, object], staging: Path, label: str) -> None:
     destination = staging / str(entry["path"])
     destination.parent.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
@@ -97,13 +98,9 @@ def _fetch(version: SkillVersion, entry: dict[str, object], staging: Path) -> No
                 digest.update(chunk)
                 sink.write(chunk)
     except FileNotFoundError:
-        raise SkillsUnavailable(
-            f"Skill {version.skill.name!r} v{version.number}: {entry['path']} is missing from storage."
-        ) from None
+        raise SkillsUnavailable(f"{label}: {entry['path']} is missing from storage.") from None
     if digest.hexdigest() != entry["sha256"]:
-        raise SkillsUnavailable(
-            f"Skill {version.skill.name!r} v{version.number}: {entry['path']} does not match its checksum."
-        )
+        raise SkillsUnavailable(f"{label}: {entry['path']} does not match its checksum.")
     destination.chmod(RUNNABLE_FILE if entry.get("executable") else READ_ONLY_FILE)
 
 
@@ -116,13 +113,13 @@ def _link_tree(source: Path, target: Path) -> None:
         made.append(inside)
         for name in names:
             os.link(Path(directory) / name, inside / name)
-    for directory in reversed(made):
-        directory.chmod(READ_ONLY_DIR)
+    for folder in reversed(made):
+        folder.chmod(READ_ONLY_DIR)
 
 
 def _seal(root: Path) -> None:
-    for directory, _, _ in os.walk(root, topdown=False):
-        Path(directory).chmod(READ_ONLY_DIR)
+    for folder, _, _ in os.walk(root, topdown=False):
+        Path(folder).chmod(READ_ONLY_DIR)
 
 
 def _files(root: Path) -> Iterator[Path]:

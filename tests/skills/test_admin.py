@@ -225,7 +225,9 @@ def test_saving_the_change_form_without_an_upload_keeps_the_current_version(
 ) -> None:
     skill = make_skill(tenant, versions=2)
 
-    response = admin_client.post(url("skills_skill_change", skill.pk), change_form(skill, enabled="", slash_command="on"))
+    response = admin_client.post(
+        url("skills_skill_change", skill.pk), change_form(skill, enabled="", slash_command="on")
+    )
 
     assert response.status_code == 302, form_errors(response)
     skill.refresh_from_db()
@@ -374,7 +376,7 @@ def test_another_skills_version_is_404(
     assert skill.current_version is not None and skill.current_version.number == 2
 
 
-def test_staff_who_may_only_view_skills_can_neither_download_nor_make_current(
+def test_staff_who_may_only_view_skills_see_them_but_neither_download_nor_make_current(
     client: Client, django_user_model: type[User], tenant: Tenant, make_skill: Callable[..., Skill]
 ) -> None:
     skill = make_skill(tenant, versions=2)
@@ -383,9 +385,11 @@ def test_staff_who_may_only_view_skills_can_neither_download_nor_make_current(
     viewer.user_permissions.add(Permission.objects.get(codename="view_skill"))
     client.force_login(viewer)
 
+    page = client.get(url("skills_skill_change", skill.pk))
     download = client.get(url("skills_skill_version_zip", skill.pk, first.pk))
     make_current = client.post(url("skills_skill_make_current", skill.pk, first.pk))
 
+    assert page.status_code == 200
     assert (download.status_code, make_current.status_code) == (403, 403)
     skill.refresh_from_db()
     assert skill.current_version is not None and skill.current_version.number == 2

@@ -131,7 +131,8 @@ def test_a_skill_laid_out_like_the_public_examples_runs_unchanged_and_as_a_slash
     upload(acme, CSV_REPORT, slash_command=True)
     conversation = acme.create_conversation()
     stored = acme.http.post(
-        acme.path(conversation, "/files"), files={"file": ("sales.csv", b"item,amount\ntea,2.50\ncake,4.25\n", "text/csv")}
+        acme.path(conversation, "/files"),
+        files={"file": ("sales.csv", b"item,amount\ntea,2.50\ncake,4.25\n", "text/csv")},
     )
     assert stored.status_code == 201, stored.text
 
@@ -139,7 +140,9 @@ def test_a_skill_laid_out_like_the_public_examples_runs_unchanged_and_as_a_slash
     reply = "".join(delta["text"] for delta in of_type(events, "message.delta"))
     assert "Base directory for this skill:" in reply and "# CSV report" in reply
 
-    events = run(acme, conversation, "[[bash python3 $CLAUDE_CONFIG_DIR/skills/csv-report/scripts/report.py sales.csv]]")
+    events = run(
+        acme, conversation, "[[bash python3 $CLAUDE_CONFIG_DIR/skills/csv-report/scripts/report.py sales.csv]]"
+    )
     assert of_type(events, "tool.result")[0]["content"] == "2 rows; total 6.75"
 
 
@@ -165,4 +168,3 @@ def test_selection_preference_and_commands_shape_the_run(acme: Client) -> None:
     events = run(acme, conversation, " /init please")
     reply = "".join(delta["text"] for delta in of_type(events, "message.delta"))
     assert reply == "Offline model (not Claude) reply: /init please"
-
