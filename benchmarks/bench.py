@@ -7,7 +7,8 @@ Then what the sandbox costs (benchmarks/sandbox.py): bubblewrap's launch overhea
 unsandboxed runner, the model gateway's latency per streamed chunk, real memory per concurrent
 sandboxed session, and wall time for 10 and 20 concurrent sandboxed runs. Then streams
 (benchmarks/streams.py): 1,000 idle WebSockets held by one Daphne for 60 s, their memory, and
-live latency beside them. `BENCH_ONLY=streams` measures only those.
+live latency beside them. Workspaces (benchmarks/workspaces.py) and skills (benchmarks/skills.py):
+sync and placement figures against S3 (moto). `BENCH_ONLY=streams|workspaces|skills` measures one part.
 """
 
 import asyncio
@@ -176,6 +177,7 @@ def main() -> None:
     call_command("migrate", verbosity=0)
 
     from benchmarks import sandbox as bench_sandbox
+    from benchmarks import skills as bench_skills
     from benchmarks import streams as bench_streams
     from benchmarks import workspaces as bench_workspaces
     from tenants.models import ApiKey, Tenant
@@ -190,9 +192,13 @@ def main() -> None:
     if only == "workspaces":
         print_rows(bench_workspaces.rows(bench_workspaces.figures(tenant, work)), work)
         return
+    if only == "skills":
+        print_rows(bench_skills.rows(bench_skills.figures(tenant, work)), work)
+        return
     # In this process, before the platform starts, so that nothing else of the bench competes.
     sandbox_in_process = {} if only_streams else bench_sandbox.in_process_figures(tenant, work)
     workspace_figures = {} if only_streams else bench_workspaces.figures(tenant, work)
+    skill_figures = {} if only_streams else bench_skills.figures(tenant, work)
     # The production heartbeat and staleness: the harness's 3 s (for quick crash tests) reaps live
     # runs whose heartbeat is late while 20 CLIs saturate two cores.
     platform = Platform(
@@ -258,6 +264,7 @@ def main() -> None:
         *bench_sandbox.rows(sandbox_in_process, sandbox_platform),
         *bench_streams.rows(streams),
         *bench_workspaces.rows(workspace_figures),
+        *bench_skills.rows(skill_figures),
     ]
     print_rows(rows, work)
 

@@ -27,22 +27,9 @@ def figures(tenant: Any, work: Path) -> dict[str, float]:
 
     s3 = S3Server(work)
     s3.start()
-    storage = {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": {"bucket_name": s3.BUCKET}}
-    s3_settings = {
-        "STORAGES": {
-            "default": storage,
-            "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-        },
-        "AWS_S3_ENDPOINT_URL": s3.url,
-        "AWS_S3_ACCESS_KEY_ID": s3.env["AWS_S3_ACCESS_KEY_ID"],
-        "AWS_S3_SECRET_ACCESS_KEY": s3.env["AWS_S3_SECRET_ACCESS_KEY"],
-        "AWS_S3_REGION_NAME": "us-east-1",
-        "RUN_ROOT": work / "workspace-runs",
-        "WORKSPACE_FILE_MB": 200,
-    }
     results: dict[str, float] = {}
     try:
-        with override_settings(**s3_settings):
+        with override_settings(**s3_settings(s3), RUN_ROOT=work / "workspace-runs", WORKSPACE_FILE_MB=200):
             for name, make in (("small", _small_files), ("large", _large_file)):
                 conversation = Conversation.objects.create(tenant=tenant, model=tenant.default_model)
                 run = Run.objects.create(conversation=conversation, model=conversation.model, input="bench")
@@ -62,6 +49,21 @@ def figures(tenant: Any, work: Path) -> dict[str, float]:
     finally:
         s3.stop()
     return results
+
+
+def s3_settings(s3: Any) -> dict[str, Any]:
+    """Settings that put the default storage on the S3 protocol server `s3` (tests.e2e.harness.S3Server)."""
+    storage = {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": {"bucket_name": s3.BUCKET}}
+    return {
+        "STORAGES": {
+            "default": storage,
+            "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+        },
+        "AWS_S3_ENDPOINT_URL": s3.url,
+        "AWS_S3_ACCESS_KEY_ID": s3.env["AWS_S3_ACCESS_KEY_ID"],
+        "AWS_S3_SECRET_ACCESS_KEY": s3.env["AWS_S3_SECRET_ACCESS_KEY"],
+        "AWS_S3_REGION_NAME": "us-east-1",
+    }
 
 
 def _small_files(directory: Path) -> None:

@@ -23,7 +23,8 @@ from skills.services import open_file
 
 logger = logging.getLogger(__name__)
 
-FETCH_THREADS = 8
+FETCH_THREADS = 4  # per version
+VERSION_THREADS = 4
 READ_ONLY_DIR, READ_ONLY_FILE, RUNNABLE_FILE = 0o555, 0o444, 0o555
 
 
@@ -38,8 +39,12 @@ def cache_root() -> Path:
 def place_skills(versions: list[SkillVersion], target: Path) -> None:
     """Give `target` (which must not exist) one read-only folder per skill, linked from the worker's cache."""
     target.mkdir(mode=0o755, parents=True)
-    for version in versions:
-        _link_tree(cached_version(version), target / version.skill.name)
+    skills = [version.skill for version in versions]  # loaded here, not in the threads
+    # Versions new to this worker are fetched side by side (a cold start is bound by storage round trips).
+    with ThreadPoolExecutor(min(VERSION_THREADS, len(versions) or 1)) as pool:
+        cached = list(pool.map(cached_version, versions))
+    for skill, source in zip(skills, cached, strict=True):
+        _link_tree(source, target / skill.name)
     target.chmod(READ_ONLY_DIR)
 
 
