@@ -57,6 +57,7 @@ def test_the_readmes_examples_run_as_written(platform: Platform, transactional_d
     assert '{"error":{"status":409' in output, output  # nothing left to interrupt
     assert '"path":"data/scores.csv"' in output and '"path":"scores.csv"' in output, output  # the files
     assert '"path":"outputs/summary.txt"' in output and "done\n" in output, output
+    assert '"name":"greet"' in output and '"content":"hello, Ada"' in output, output  # the skill, run as /greet
     assert re.search(r'\{"url":"http://[^"]+/chat/open/[^"]+","expires_at":', output), output  # a chat link
 
     # A reader waits for the file example's run before the next example's message; so does this test.
