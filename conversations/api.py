@@ -130,9 +130,7 @@ class ConversationViewSet(
             conversation,
             body.validated_data["text"],
             user_id=principal(request).user_id,
-            budget=body.validated_data.get("budget"),
-            skills=body.validated_data.get("skills"),
-            preferred_skills=body.validated_data.get("preferred_skills", ()),
+            **body.run_options(),
         )
         return Response(RunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
 

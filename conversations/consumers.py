@@ -163,9 +163,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             self.conversation,
             body.validated_data["text"],
             self.user_id,
-            budget=body.validated_data.get("budget"),
-            skills=body.validated_data.get("skills"),
-            preferred_skills=body.validated_data.get("preferred_skills", ()),
+            **body.run_options(),
         )
         await self._send_json({"type": "ack", "request": "message", "run": RunSerializer(run).data})
 

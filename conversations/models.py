@@ -25,7 +25,7 @@ class Conversation(models.Model):
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.ACTIVE)
     sdk_session_id = models.CharField(max_length=100, blank=True, help_text="The Agent SDK session to resume.")
     skills = models.JSONField(
-        null=True, blank=True, help_text="The skills (names) its runs may use; empty = all the tenant's enabled ones."
+        null=True, blank=True, help_text="The skills (names) its runs may use; null = all the tenant's enabled ones."
     )
     # The last event seq handed out; bumped under a row lock so seq stays gap-free.
     last_seq = models.PositiveBigIntegerField(default=0)
@@ -98,7 +98,7 @@ class Run(models.Model):
         null=True, blank=True, help_text="Model calls this run may make; empty = unlimited"
     )
     skills = models.JSONField(
-        null=True, blank=True, help_text="The message's choice of skills (names); empty = the conversation's."
+        null=True, blank=True, help_text="The message's choice of skills (names); null = the conversation's."
     )
     preferred_skills = models.JSONField(
         default=list, blank=True, help_text="Skills the agent is told to use first for this message."

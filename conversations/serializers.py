@@ -86,6 +86,15 @@ class MessageCreateSerializer(StrictSerializer):
         required=False, help_text="Skills (names) added for this message, which the agent is told to use first."
     )
 
+    def run_options(self) -> dict[str, Any]:
+        """The message's options for `services.start_run`, once validated."""
+        data = self.validated_data
+        return {
+            "budget": data.get("budget"),
+            "skills": data.get("skills"),
+            "preferred_skills": data.get("preferred_skills", ()),
+        }
+
     def validate_text(self, value: str) -> str:
         if not value.strip():
             raise serializers.ValidationError("The message text is empty.")

@@ -232,7 +232,7 @@ async def stream_message(request: HttpRequest, tenant: str, conversation_id: UUI
             conversation,
             serializer.validated_data["text"],
             user_id=caller.user_id if caller else "",
-            budget=serializer.validated_data.get("budget"),
+            **serializer.run_options(),
         )
         first_seq = await Event.objects.filter(run=run).order_by("seq").values_list("seq", flat=True).afirst()
     except ServiceError as exc:

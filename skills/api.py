@@ -190,7 +190,7 @@ class SkillViewSet(TenantScopedViewSet):
         parameters=[TENANT_PARAMETER, NUMBER_PARAMETER, FILE_PATH_PARAMETER],
         responses={(200, "application/octet-stream"): OpenApiResponse(OpenApiTypes.BINARY, description="The file.")},
     )
-    @action(detail=True, methods=["get"], url_path=r"versions/(?P<number>[0-9]{1,9})/files/(?P<path>.+)")
+    @action(detail=True, methods=["get"], url_path=r"versions/(?P<number>[0-9]{1,9})/files/(?P<path>.+?)")
     def file(self, request: Request, tenant: str, name: str, number: str, path: str) -> FileResponse:
         """One file of the version, by its path in the skill's folder (e.g. `scripts/extract.py`)."""
         version = self.version()

@@ -13,7 +13,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='conversation',
             name='skills',
-            field=models.JSONField(blank=True, help_text="The skills (names) its runs may use; empty = all the tenant's enabled ones.", null=True),
+            field=models.JSONField(blank=True, help_text="The skills (names) its runs may use; null = all the tenant's enabled ones.", null=True),
         ),
         migrations.AddField(
             model_name='run',
@@ -23,6 +23,6 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='run',
             name='skills',
-            field=models.JSONField(blank=True, help_text="The message's choice of skills (names); empty = the conversation's.", null=True),
+            field=models.JSONField(blank=True, help_text="The message's choice of skills (names); null = the conversation's.", null=True),
         ),
     ]

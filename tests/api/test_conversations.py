@@ -261,6 +261,8 @@ def test_a_message_is_accepted_with_a_queued_run_and_a_first_event(tenant_key: s
         "user_id": "alice",
         "model": "offline",
         "budget": {"usd": None, "calls": None},
+        "skills": None,
+        "preferred_skills": [],
     }
     assert str(Conversation.objects.get(pk=conversation.pk).active_run_id) == run["id"]
 

@@ -4,6 +4,7 @@ error shape (or a refused handshake), never HTML and never a server error."""
 import json
 import re
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
@@ -18,6 +19,8 @@ from django.urls import URLPattern, URLResolver, get_resolver
 
 from config.asgi import application
 from conversations.models import Conversation, Run
+from skills.archive import from_files
+from skills.services import create_skill
 from tenants.auth import make_stream_token
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -78,13 +81,17 @@ def assert_json_error_or_success(response: HttpResponse, what: str) -> None:
 
 
 @pytest.fixture
-def samples(conversation: Conversation, finished_run: Run) -> dict[str, str]:
+def samples(conversation: Conversation, finished_run: Run, settings: Any, tmp_path: Path) -> dict[str, str]:
+    settings.MEDIA_ROOT = tmp_path / "media"
+    skill_md = b"---\nname: sample\ndescription: A skill whose routes are walked.\n---\nBe helpful.\n"
+    create_skill(conversation.tenant, from_files([("SKILL.md", skill_md)]), "test")
     return {
         "tenant": conversation.tenant_id,
         "conversation_id": str(conversation.pk),
         "run_id": str(finished_run.pk),
-        "name": "no-such-skill",
-        "path": "nothing/here",
+        "name": "sample",
+        "number": "1",
+        "path": "SKILL.md",
     }
 
 
