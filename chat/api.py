@@ -4,12 +4,12 @@ from datetime import timedelta
 
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema
-from rest_framework import serializers, status
+from rest_framework import permissions, serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from api.serializers import StrictSerializer
-from api.viewsets import TENANT_PARAMETER, TenantScopedViewSet, principal
+from api.viewsets import TENANT_PARAMETER, ApiKeyRequired, TenantScopedViewSet, principal
 from chat.links import ChatGrant, make_link_token
 from conversations.models import Conversation
 from tenants.auth import USER_ID_MAX_LENGTH
@@ -30,6 +30,7 @@ class ChatLinkSerializer(serializers.Serializer):
 
 class ChatLinkViewSet(TenantScopedViewSet):
     queryset = Conversation.objects.none()  # for the schema only
+    permission_classes = [permissions.IsAuthenticated, ApiKeyRequired]
 
     @extend_schema(
         parameters=[TENANT_PARAMETER], request=ChatLinkRequestSerializer, responses={201: ChatLinkSerializer}

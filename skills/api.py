@@ -11,7 +11,7 @@ from typing import Any
 from django.http import FileResponse, StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework import exceptions, serializers, status
+from rest_framework import exceptions, permissions, serializers, status
 from rest_framework.decorators import action
 from rest_framework.generics import get_object_or_404
 from rest_framework.parsers import MultiPartParser
@@ -20,7 +20,7 @@ from rest_framework.response import Response
 
 from api.parsers import JSONParser
 from api.serializers import StrictModelSerializer
-from api.viewsets import TENANT_PARAMETER, TenantScopedViewSet, principal
+from api.viewsets import TENANT_PARAMETER, ApiKeyRequiredToChange, TenantScopedViewSet, principal
 from skills import archive, services
 from skills.models import Skill, SkillVersion
 
@@ -88,6 +88,8 @@ class SkillViewSet(TenantScopedViewSet):
 
     serializer_class = SkillSerializer
     queryset = Skill.objects.none()  # for the schema only
+    # End users (the chat page) may see the skills, and the commands they can type; changes are the backend's.
+    permission_classes = [permissions.IsAuthenticated, ApiKeyRequiredToChange]
     lookup_field = "name"
     pagination_class = None
 

@@ -3,7 +3,7 @@ from rest_framework import permissions, viewsets
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
-from api.viewsets import principal
+from api.viewsets import ApiKeyRequired, principal
 from tenants.models import LanguageModel, Tenant
 from tenants.serializers import LanguageModelSerializer, TenantSerializer
 
@@ -19,7 +19,7 @@ class LanguageModelViewSet(viewsets.ModelViewSet):
     """The model catalog. Tenant keys may read it; only admin keys change it."""
 
     serializer_class = LanguageModelSerializer
-    permission_classes = [permissions.IsAuthenticated, IsAdminKeyOrReadOnly]
+    permission_classes = [permissions.IsAuthenticated, ApiKeyRequired, IsAdminKeyOrReadOnly]
     filterset_fields = ["provider", "status"]
 
     def get_queryset(self) -> QuerySet[LanguageModel]:
@@ -30,7 +30,7 @@ class TenantViewSet(viewsets.ModelViewSet):
     """Tenants. A tenant key sees only its own tenant, read-only; admin keys manage all of them."""
 
     serializer_class = TenantSerializer
-    permission_classes = [permissions.IsAuthenticated, IsAdminKeyOrReadOnly]
+    permission_classes = [permissions.IsAuthenticated, ApiKeyRequired, IsAdminKeyOrReadOnly]
     filterset_fields = ["status"]
 
     def get_queryset(self) -> QuerySet[Tenant]:

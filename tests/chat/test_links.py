@@ -2,14 +2,19 @@
 
 import re
 import time
+from pathlib import Path
 from unittest import mock
 
 import pytest
 from django.test import Client
+from pytest_django.fixtures import Settings
 from rest_framework.test import APIClient
 
 from chat.links import ChatGrant, make_link_token
 from conversations.models import Conversation
+from skills.archive import from_files
+from skills.models import Skill
+from skills.services import create_skill
 from tests.api.assertions import error_of
 
 pytestmark = pytest.mark.django_db
@@ -69,6 +74,28 @@ def test_the_sessions_writes_need_the_csrf_token(api_client: APIClient, conversa
 
     assert error_of(without, 403)["message"].startswith("CSRF Failed")
     assert with_token.status_code == 201
+
+
+def test_the_session_reads_the_skills_but_the_backends_business_needs_an_api_key(
+    api_client: APIClient, conversation: Conversation, settings: Settings, tmp_path: Path
+) -> None:
+    settings.MEDIA_ROOT = tmp_path
+    skill_md = b"---\nname: greet\ndescription: Greets.\n---\nSay hello.\n"
+    create_skill(conversation.tenant, from_files([("SKILL.md", skill_md)]), "test")
+    Skill.objects.update(slash_command=True)
+    browser = opened(chat_link(api_client))
+    browser.get("/chat/")
+    csrf = {"HTTP_X_CSRFTOKEN": browser.cookies["csrftoken"].value}
+
+    commands = browser.get("/api/tenants/acme/skills/slash-commands")
+    changed = browser.patch("/api/tenants/acme/skills/greet", {"enabled": False}, "application/json", **csrf)
+    deleted = browser.delete("/api/tenants/acme/skills/greet", **csrf)
+    link = browser.post("/api/tenants/acme/chat-links", {"user_id": "alice"}, "application/json", **csrf)
+
+    assert [command["name"] for command in commands.json()] == ["greet"]
+    for refused in (changed, deleted, link, browser.get("/api/tenants/acme"), browser.get("/api/models")):
+        assert "needs an API key" in error_of(refused, 403)["message"]
+    assert Skill.objects.get().enabled
 
 
 @pytest.mark.parametrize("kind", ["tampered", "expired", "garbage"])
