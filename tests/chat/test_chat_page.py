@@ -1,6 +1,8 @@
 """An end user in a real browser (Debian's headless Chromium, driven by Playwright) chats through a chat link."""
 
+import io
 import re
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -115,3 +117,38 @@ def test_conversations_are_made_renamed_and_archived_from_the_keyboard(chat: Pag
     chat.keyboard.press("Enter")
     expect(chat.locator("#conversations button")).to_have_count(1, timeout=10_000)
     expect(chat.locator("#conversations button")).to_have_text("Holiday plans")
+
+
+GREET = """---
+name: greet
+description: Greets people by name with the script beside this file.
+---
+[[bash python3 ${CLAUDE_SKILL_DIR}/scripts/greet.py $ARGUMENTS]]
+"""
+
+
+def test_slash_commands_are_offered_as_you_type_and_run_their_skill(chat: Page, acme: Client) -> None:
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.writestr("greet/SKILL.md", GREET)
+        zipped.writestr("greet/scripts/greet.py", "import sys\nprint('hello,', *sys.argv[1:])\n")
+    skills = f"/api/tenants/{acme.tenant}/skills"
+    assert acme.http.post(skills, files={"archive": ("greet.zip", archive.getvalue())}).status_code == 201
+    acme.http.patch(f"{skills}/greet", json={"slash_command": True, "title": "Greeter"})
+    chat.reload()
+    expect(chat.locator("#app[data-connected='true']")).to_have_count(1, timeout=15_000)
+
+    chat.fill("#text", "/gr")
+    expect(chat.locator("#commands li")).to_have_text(["/greetGreeter"])
+    chat.press("#text", "Enter")  # picks the command rather than sending
+    expect(chat.locator("#text")).to_have_value("/greet ")
+    chat.locator("#text").press_sequentially("Ada")
+    chat.press("#text", "Enter")
+
+    expect(chat.locator(".status[data-state='completed']")).to_have_count(1, timeout=30_000)
+    bash = chat.locator("details.tool").last
+    bash.locator("summary").click()
+    expect(bash.locator(".result")).to_have_text("hello, Ada")
+
+    send(chat, "/nope")
+    expect(chat.locator(".error").last).to_contain_text("/nope is not a command here. Commands: /greet.")

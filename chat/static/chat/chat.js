@@ -320,6 +320,43 @@
     $("file-count").textContent = files.length ? `(${files.length})` : "";
   }
 
+  // --- slash commands: the tenant's skills an end user may invoke as /name -------------------------
+
+  let commands = [];
+  let suggested = [];
+
+  async function loadCommands() {
+    commands = await call("GET", `/api/tenants/${tenant}/skills/slash-commands`).catch(() => []);
+  }
+
+  function suggest() {
+    const typed = $("text").value.match(/^\/([a-z0-9-]*)$/);
+    suggested = typed ? commands.filter((command) => command.name.startsWith(typed[1])) : [];
+    const list = $("commands");
+    list.replaceChildren(
+      ...suggested.map((command, index) => {
+        const item = element("li", "");
+        item.setAttribute("role", "option");
+        item.setAttribute("aria-selected", String(index === 0));
+        item.append(element("strong", "", `/${command.name}`), element("span", "", command.title || command.description));
+        // mousedown, not click: the textarea keeps its focus.
+        item.addEventListener("mousedown", (event) => {
+          event.preventDefault();
+          pick(command);
+        });
+        return item;
+      }),
+    );
+    list.hidden = suggested.length === 0;
+  }
+
+  function pick(command) {
+    $("text").value = `/${command.name} `;
+    suggested = [];
+    $("commands").hidden = true;
+    $("text").focus();
+  }
+
   // --- sending -----------------------------------------------------------------------------------
 
   async function send(event) {
@@ -354,8 +391,15 @@
   // --- wiring ------------------------------------------------------------------------------------
 
   $("composer").addEventListener("submit", send);
+  $("text").addEventListener("input", suggest);
   $("text").addEventListener("keydown", (event) => {
-    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+    if ((event.key === "Enter" || event.key === "Tab") && suggested.length && !event.isComposing) {
+      event.preventDefault();
+      pick(suggested[0]);
+    } else if (event.key === "Escape" && suggested.length) {
+      suggested = [];
+      $("commands").hidden = true;
+    } else if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
       event.preventDefault();
       $("composer").requestSubmit();
     }
@@ -386,6 +430,7 @@
     }
   });
 
+  loadCommands();
   (async () => {
     const conversations = await loadConversations();
     if (conversations.length) await open(conversations[0]);
