@@ -7,6 +7,7 @@ import re
 import zipfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import IO
 
 from django.db import transaction
 from django.db.models import Max
@@ -75,8 +76,9 @@ def make_current(version: SkillVersion) -> Skill:
     return Skill.objects.select_related("current_version").get(pk=skill.pk)
 
 
-def open_file(version: SkillVersion, entry: dict[str, object]) -> io.BufferedIOBase:
-    return open_object(version.skill.file_key(str(entry["sha256"])))  # type: ignore[return-value]
+def open_file(version: SkillVersion, entry: dict[str, object]) -> IO[bytes]:
+    """One file of the version (an entry of its `files`), streamed from storage."""
+    return open_object(version.skill.file_key(str(entry["sha256"])))
 
 
 def version_zip(version: SkillVersion) -> Iterator[bytes]:
