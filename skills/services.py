@@ -165,11 +165,12 @@ def run_skills(
     choice = message_choice if message_choice is not None else conversation_choice
     wanted = set(available) if choice is None else {*choice, *preferred}
     command = SLASH_COMMAND.match(text)
-    if command is not None:
+    if command is not None and command[1] in available and available[command[1]].slash_command:
         wanted.add(command[1])
-    chosen = [skill for name, skill in sorted(available.items()) if name in wanted or not skill.user_selectable]
-    versions = [skill.current_version for skill in chosen if skill.current_version is not None]
-    for version, skill in zip(versions, chosen, strict=True):
-        version.skill = skill  # already loaded
-    names = {skill.name for skill in chosen}
+    versions = []
+    for name, skill in sorted(available.items()):
+        if (name in wanted or not skill.user_selectable) and skill.current_version is not None:
+            skill.current_version.skill = skill  # already loaded: no query per version
+            versions.append(skill.current_version)
+    names = {version.skill.name for version in versions}
     return RunSkills(versions, [name for name in preferred if name in names])

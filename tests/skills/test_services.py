@@ -50,6 +50,8 @@ def test_a_run_gets_the_enabled_skills_narrowed_by_the_message_then_the_conversa
     assert names(tenant, conversation=["alpha"], message=["beta"]) == ["beta", "policy"]
     assert names(tenant, conversation=["alpha"], message=[]) == ["policy"]
     assert names(tenant, conversation=[], preferred=["beta"]) == ["beta", "policy"]
+    assert names(tenant, conversation=[], text="/alpha now") == ["policy"]  # not a command
+    Skill.objects.filter(name="alpha").update(slash_command=True)
     assert names(tenant, conversation=[], text="/alpha now") == ["alpha", "policy"]
     # A choice stored before the skill was disabled places nothing.
     assert names(tenant, conversation=["gamma"]) == ["policy"]
