@@ -252,6 +252,17 @@ WORKSPACE_MAX_FILES = env.int("WORKSPACE_MAX_FILES", default=10_000)
 # SKILL_CACHE_MB the least recently used are dropped (a run that has them placed keeps its copy).
 SKILL_CACHE_MB = env.int("SKILL_CACHE_MB", default=2048)
 
+# --- MCP servers ----------------------------------------------------------------------------------
+# Fernet keys for the secrets vault, newest first (the first encrypts, all decrypt; `manage.py
+# rotate_secrets` moves every secret to the first). Empty: one key derived from SECRET_KEY.
+SECRETS_KEYS = env.list("SECRETS_KEYS", default=[])
+# Programs a stdio MCP server may run inside the sandbox: name → absolute path (installed by the
+# operator, visible in the sandbox's read-only /usr). Nothing else runs as a stdio server.
+MCP_STDIO_COMMANDS = env.dict("MCP_STDIO_COMMANDS", default={})
+# Private or loopback networks MCP and OpenAPI servers may reach anyway, e.g. 127.0.0.2/32 for tests or
+# 10.1.0.0/16 for an internal tool; everything else private is refused (mcp_servers/egress.py).
+MCP_ALLOWED_NETWORKS = env.list("MCP_ALLOWED_NETWORKS", default=[])
+
 # --- Model upstreams ------------------------------------------------------------------------------
 ANTHROPIC_BASE_URL = env.str("ANTHROPIC_BASE_URL", default="https://api.anthropic.com")
 ANTHROPIC_API_KEY = env.str("ANTHROPIC_API_KEY", default="")

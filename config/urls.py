@@ -30,6 +30,7 @@ urlpatterns = [
     path("api/", include("usage.urls")),
     path("api/", include("workspaces.urls")),
     path("api/", include("skills.urls")),
+    path("api/", include("mcp_servers.urls")),
     path("api/", include(chat_api_urlpatterns)),
     path("chat/", include("chat.urls")),
     re_path(r"^api/(?P<path>.*)$", api_not_found),

@@ -81,6 +81,7 @@ class ConversationViewSet(
             model_id=body.validated_data.get("model"),
             title=body.validated_data["title"],
             skills=body.validated_data.get("skills"),
+            mcp_servers=body.validated_data.get("mcp_servers"),
         )
         return Response(ConversationSerializer(conversation).data, status=status.HTTP_201_CREATED)
 

@@ -30,6 +30,7 @@ class EventType(StrEnum):
     USAGE = "usage"
     FILE_CHANGED = "file.changed"
     FILE_SKIPPED = "file.skipped"
+    FILE_PRESENTED = "file.presented"
     RUN_COMPLETED = "run.completed"
     RUN_FAILED = "run.failed"
     RUN_INTERRUPTED = "run.interrupted"

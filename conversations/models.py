@@ -27,6 +27,9 @@ class Conversation(models.Model):
     skills = models.JSONField(
         null=True, blank=True, help_text="The skills (names) its runs may use; null = all the tenant's enabled ones."
     )
+    mcp_servers = models.JSONField(
+        null=True, blank=True, help_text="The MCP servers (names) its runs get; null = all the tenant's enabled ones."
+    )
     # The last event seq handed out; bumped under a row lock so seq stays gap-free.
     last_seq = models.PositiveBigIntegerField(default=0)
     # The lease: the one run that may be queued or running in this conversation.
@@ -102,6 +105,9 @@ class Run(models.Model):
     )
     preferred_skills = models.JSONField(
         default=list, blank=True, help_text="Skills the agent is told to use first for this message."
+    )
+    mcp_servers = models.JSONField(
+        null=True, blank=True, help_text="The message's choice of MCP servers (names); null = the conversation's."
     )
 
     objects = RunQuerySet.as_manager()

@@ -25,6 +25,7 @@ class ConversationSerializer(serializers.ModelSerializer):
             "title",
             "status",
             "skills",
+            "mcp_servers",
             "session_id",
             "active_run",
             "last_seq",
@@ -35,7 +36,7 @@ class ConversationSerializer(serializers.ModelSerializer):
 
 
 def skill_names(**kwargs: Any) -> serializers.ListField:
-    """A list of skill names (checked against the tenant's skills by the service)."""
+    """A list of skill (or MCP server) names, checked against the tenant's by the service."""
     return serializers.ListField(child=serializers.CharField(max_length=64), max_length=200, **kwargs)
 
 
@@ -51,6 +52,11 @@ class ConversationCreateSerializer(StrictSerializer):
         required=False,
         allow_null=True,
         help_text="The skills (names) its runs may use; omitted or null: all the tenant's enabled ones.",
+    )
+    mcp_servers = skill_names(
+        required=False,
+        allow_null=True,
+        help_text="The MCP servers (names) its runs get; omitted or null: all the tenant's enabled ones.",
     )
 
 
@@ -85,6 +91,11 @@ class MessageCreateSerializer(StrictSerializer):
     preferred_skills = skill_names(
         required=False, help_text="Skills (names) added for this message, which the agent is told to use first."
     )
+    mcp_servers = skill_names(
+        required=False,
+        allow_null=True,
+        help_text="Narrows the conversation's MCP servers for this message (names); omitted: the conversation's.",
+    )
 
     def run_options(self) -> dict[str, Any]:
         """The message's options for `services.start_run`, once validated."""
@@ -93,6 +104,7 @@ class MessageCreateSerializer(StrictSerializer):
             "budget": data.get("budget"),
             "skills": data.get("skills"),
             "preferred_skills": data.get("preferred_skills", ()),
+            "mcp_servers": data.get("mcp_servers"),
         }
 
     def validate_text(self, value: str) -> str:

@@ -12,6 +12,8 @@ from api.errors import Conflict, ServiceError
 from conversations import realtime
 from conversations.events import EventType, finish_run, record_events
 from conversations.models import Conversation, Run
+from mcp_servers.services import ServerProblem
+from mcp_servers.services import check_choice as check_server_choice
 from runs.dispatch import dispatch_run
 from skills.archive import SkillProblem
 from skills.services import check_command, check_selection
@@ -46,12 +48,24 @@ def create_conversation(
     model_id: str | None = None,
     title: str = "",
     skills: Sequence[str] | None = None,
+    mcp_servers: Sequence[str] | None = None,
 ) -> Conversation:
     if not tenant.is_active:
         raise Conflict(f"Tenant '{tenant.pk}' is inactive.", code="tenant_inactive")
     model = resolve_model(tenant, model_id)
     chosen = None if skills is None else checked_skills(tenant, skills, "skills")
-    return Conversation.objects.create(tenant=tenant, user_id=user_id, model=model, title=title, skills=chosen)
+    servers = None if mcp_servers is None else checked_servers(tenant, mcp_servers)
+    return Conversation.objects.create(
+        tenant=tenant, user_id=user_id, model=model, title=title, skills=chosen, mcp_servers=servers
+    )
+
+
+def checked_servers(tenant: Tenant, names: Sequence[str]) -> list[str]:
+    """The MCP servers an end user chose, or a 400 that names the one to fix and the choices."""
+    try:
+        return check_server_choice(tenant, names)
+    except ServerProblem as problem:
+        raise ServiceError(str(problem), code="unknown_mcp_server") from None
 
 
 def checked_skills(tenant: Tenant, names: Sequence[str], field: str) -> list[str]:
@@ -81,6 +95,7 @@ def start_run(
     budget: Mapping[str, Any] | None = None,
     skills: Sequence[str] | None = None,
     preferred_skills: Sequence[str] = (),
+    mcp_servers: Sequence[str] | None = None,
 ) -> Run:
     """Store a queued Run and its `run.queued` event, then hand it to a worker once committed.
 
@@ -113,6 +128,7 @@ def start_run(
             )
         chosen = None if skills is None else checked_skills(locked.tenant, skills, "skills")
         preferred = checked_skills(locked.tenant, preferred_skills, "preferred_skills")
+        servers = None if mcp_servers is None else checked_servers(locked.tenant, mcp_servers)
         try:
             check_command(locked.tenant, text)
         except SkillProblem as problem:
@@ -130,6 +146,7 @@ def start_run(
             budget_calls=budget_calls,
             skills=chosen,
             preferred_skills=preferred,
+            mcp_servers=servers,
         )
         locked.active_run = run
         locked.save(update_fields=["active_run", "updated_at"])
@@ -141,6 +158,7 @@ def start_run(
             "budget": budget_data,
             "skills": chosen,
             "preferred_skills": preferred,
+            "mcp_servers": servers,
         }
         record_events(run, [(EventType.RUN_QUEUED, queued)])
         transaction.on_commit(lambda: dispatch_run(run.pk))

@@ -5,7 +5,8 @@ Each run gets its own gateway, on a Unix socket in the run's private directory (
 to it as its model's upstream tells it to (`cli_environment`): the gateway checks the token, and the
 upstream (`gateway.upstreams`) refuses calls past the run's budget, swaps in the real credential (or
 serves the offline model in-process), streams the answer through chunk by chunk, and meters every
-call from the answer's own usage figures (`gateway.calls`).
+call from the answer's own usage figures (`gateway.calls`). The same door relays the run's `http`
+and `sse` MCP servers (`gateway.mcp`).
 """
 
 import hmac
@@ -15,12 +16,14 @@ import secrets
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from aiohttp import web
 
 from conversations.models import Run
 from gateway.calls import RunCalls, error_response
+from gateway.mcp import PREFIX as MCP_PREFIX
+from gateway.mcp import McpRelay
 from gateway.upstreams import Upstream, anthropic, bedrock, offline
 from tenants.models import LanguageModel
 from usage.models import UsageRecord
@@ -47,8 +50,10 @@ class ModelGateway:
         owner: tuple[int, int] | None = None,
         on_refusal: Callable[[str, str], None] | None = None,
         on_usage: Callable[[UsageRecord], None] | None = None,
+        mcp: McpRelay | None = None,
     ) -> None:
         self.run = run
+        self.mcp = mcp or McpRelay([])
         self.upstream = UPSTREAMS[run.model.provider]
         self.calls = RunCalls(run, on_refusal=on_refusal, on_usage=on_usage)
         self.socket_path = socket_path
@@ -77,6 +82,7 @@ class ModelGateway:
     ) -> None:
         self.revoke()
         await self.calls.close()
+        await self.mcp.close()
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -84,15 +90,22 @@ class ModelGateway:
         """The CLI's variables that make it call this gateway, at `base_url` as the CLI reaches it."""
         return self.upstream.cli_environment(base_url, self.token)
 
+    def cli_mcp_servers(self, base_url: str) -> dict[str, Any]:
+        """The CLI's MCP configuration of the run's `http` and `sse` servers: through this gateway, at `base_url`."""
+        return self.mcp.cli_config(base_url, self.token)
+
     def revoke(self) -> None:
         """From now on every call answers 403, whoever still holds the token."""
         self.token = ""
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        token = self.upstream.call_token(request)
+        relayed = request.path.startswith(MCP_PREFIX)
+        token = request.headers.get("X-Run-Token", "") if relayed else self.upstream.call_token(request)
         # A 403, not a 401: the CLI retries a 401 ten times with backoff. Neither the token sent nor
         # the expected one is ever logged.
         if not self.token or not hmac.compare_digest(token.encode(), self.token.encode()):
             logger.warning("Gateway of run %s refused a call with a wrong or revoked token", self.run.pk)
             return error_response(403, "permission_error", "Unknown or revoked run token.")
+        if relayed:
+            return await self.mcp.serve(request)
         return await self.upstream.serve(self.calls, request)

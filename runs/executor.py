@@ -192,7 +192,11 @@ class RunExecution:
     async def _drive_agent(self) -> Outcome:
         try:
             setup = self.setup = await prepare_run(
-                self.run, self.resources, on_refusal=self.stop, on_usage=self.translator.usage_recorded
+                self.run,
+                self.resources,
+                on_refusal=self.stop,
+                on_usage=self.translator.usage_recorded,
+                emit=lambda item: self.writer.emit(*item),
             )
         except SandboxUnavailable as exc:
             logger.error("Run %s cannot start: %s", self.run.pk, exc)
@@ -217,9 +221,10 @@ class RunExecution:
                 "worker": lease.WORKER_NAME,
                 "skills": setup.skills.summary(),
                 "preferred_skills": setup.skills.preferred,
+                "mcp_servers": setup.mcp.summary(),
             },
         )
-        options = agent_options(self.run, launch, setup.skills, resume=resume, stderr=self.cli_stderr.append)
+        options = agent_options(self.run, setup, stderr=self.cli_stderr.append)
         client = ClaudeSDKClient(options)
         self.resources.push_async_callback(self._disconnect, client)
         await client.connect()

@@ -6,7 +6,8 @@ A coming feature adds one call here, and a field to RunSetup where the options n
   executor calls `sync_out()` every WORKSPACE_SYNC_SECONDS and at every ending;
 - skills: `run_skills(…)` chooses them, `place_skills(…)` links them from the worker's cache into the
   place, and the sandbox mounts them read-only where the CLI finds them;
-- MCP servers: `mcp_servers_for(tenant)`, a RunSetup field that `runs.options.agent_options` passes on;
+- MCP servers: `runs.mcp` chooses them and fills in their secrets; the gateway relays the http/sse
+  ones, and `runs.options.agent_options` passes the CLI its configuration (`RunSetup.mcp`);
 - approvals: `can_use_tool_for(run, …)`, likewise;
 - budgets: nothing here; the gateway asks `usage.services.budget_refusal` before every model call.
 """
@@ -17,11 +18,14 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from asgiref.sync import sync_to_async
 
+from conversations.events import EventItem
 from conversations.models import Conversation, Run, SessionEntry
 from gateway.server import ModelGateway
+from runs.mcp import RunMcp, prepare_mcp, servers_of
 from sandbox.launcher import (
     Launch,
     RunPlace,
@@ -47,6 +51,8 @@ class RunSetup:
     launch: Launch
     resume: str | None  # the SDK session the run continues, if any
     skills: RunSkills
+    mcp: RunMcp
+    mcp_config: dict[str, Any]  # the CLI's MCP servers: no secret in it
 
 
 async def prepare_run(
@@ -55,10 +61,12 @@ async def prepare_run(
     *,
     on_refusal: Callable[[str, str], None],
     on_usage: Callable[[UsageRecord], None],
+    emit: Callable[[EventItem], None],
 ) -> RunSetup:
     """The run's place, its open gateway and its launch; what must be undone goes on `resources`.
 
-    `on_refusal` and `on_usage` hear from the gateway (see `gateway.calls.RunCalls`).
+    `on_refusal` and `on_usage` hear from the gateway (see `gateway.calls.RunCalls`); `emit` takes the
+    events of the platform's own tools (`file.presented`).
 
     Raises SandboxUnavailable when the run cannot be isolated, SkillsUnavailable when its skills'
     files cannot be had.
@@ -70,17 +78,24 @@ async def prepare_run(
     await workspace.sync_in()
     skills = await sync_to_async(skills_of)(run)
     await asyncio.to_thread(place_skills, skills.versions, place.skills_dir)
+    mcp = prepare_mcp(*await sync_to_async(servers_of)(run), workspace, emit)
     gateway = await resources.enter_async_context(
         ModelGateway(
-            run, socket_path=place.gateway_socket, owner=sandbox_ids(), on_refusal=on_refusal, on_usage=on_usage
+            run,
+            socket_path=place.gateway_socket,
+            owner=sandbox_ids(),
+            on_refusal=on_refusal,
+            on_usage=on_usage,
+            mcp=mcp.relay,
         )
     )
+    base_url = gateway_base_url(place, gateway.base_url)
     launch = prepare_launch(
         place,
         agent_environment(
             model_id=run.model.provider_model_id,
             config_dir=place.config_dir,
-            gateway=gateway.cli_environment(gateway_base_url(place, gateway.base_url)),
+            gateway=gateway.cli_environment(base_url),
         ),
     )
     return RunSetup(
@@ -90,6 +105,8 @@ async def prepare_run(
         launch=launch,
         resume=await session_to_resume(run.conversation),
         skills=skills,
+        mcp=mcp,
+        mcp_config=mcp.cli_config(gateway.cli_mcp_servers(base_url)),
     )
 
 

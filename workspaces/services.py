@@ -96,6 +96,18 @@ def record_changes(
         return WorkspaceFile.objects.bulk_create(versions)
 
 
+def mark_presented(conversation: Conversation, paths: list[str]) -> list[WorkspaceFile]:
+    """Mark the current versions of `paths` presented; those that are not files of the workspace are left out."""
+    versions = list(WorkspaceFile.objects.filter(conversation=conversation, path__in=paths).current())
+    WorkspaceFile.objects.filter(pk__in=[version.pk for version in versions]).update(presented=True)
+    return versions
+
+
+def file_presented(version: WorkspaceFile) -> EventItem:
+    data = {"path": version.path, "version": version.version, "size": version.size, "sha256": version.sha256}
+    return (EventType.FILE_PRESENTED, data)
+
+
 def file_changed(version: WorkspaceFile, change: str) -> EventItem:
     data = {"path": version.path, "version": version.version, "size": version.size, "sha256": version.sha256}
     return (EventType.FILE_CHANGED, {**data, "change": change})
@@ -147,6 +159,12 @@ class RunWorkspace:
                 self._reported[path] = reason
                 items.append((EventType.FILE_SKIPPED, {"path": path, "reason": reason}))
         return items
+
+    async def present(self, paths: list[str]) -> list[EventItem]:
+        """Hand files to the user: saved now (their `file.changed`), then marked presented (`file.presented`)."""
+        items = await self.sync_out()
+        versions = await sync_to_async(mark_presented)(self.conversation, paths)
+        return items + [file_presented(version) for version in versions]
 
     def _upload(self, changes: list[Change]) -> None:
         def upload(change: Change) -> None:

@@ -15,7 +15,7 @@ anywhere in it (args cannot contain `]]`); the text without them is the *prompt*
   `[[bash COMMAND]]`, `[[write PATH CONTENT]]`, `[[read PATH]]`, and `[[skill NAME ARGS]]` (the
   `Skill` tool: the CLI loads the skill's SKILL.md, whose body becomes the turn's text, so the
   directives written in it run next, with `${CLAUDE_SKILL_DIR}` and `$ARGUMENTS` filled in by the
-  CLI). Tools run one per model call,
+  CLI), and `[[mcp SERVER TOOL {json}]]` (the MCP tool `mcp__SERVER__TOOL`). Tools run one per model call,
   in order; then the final reply follows. With tools, the default reply gets one line
   `[<tool name> result] <text>` per tool result of this turn (text truncated to 2000 chars).
 - `[[slow SECONDS]]`: reply text deltas spread evenly over SECONDS (at least 20 deltas), with
@@ -66,10 +66,10 @@ _ERROR_TYPES = {
     529: "overloaded_error",
 }
 _DIRECTIVE = re.compile(
-    r"\[\[(reply|think|tool|bash|write|read|skill|slow|words|error|usage|recall)(?:\s+(.*?))?\]\]", re.DOTALL
+    r"\[\[(reply|think|tool|bash|write|read|skill|mcp|slow|words|error|usage|recall)(?:\s+(.*?))?\]\]", re.DOTALL
 )
 _REMINDER = re.compile(r"<system-reminder>.*?</system-reminder>", re.DOTALL)
-_TOOL_DIRECTIVES = {"tool", "bash", "write", "read", "skill"}
+_TOOL_DIRECTIVES = {"tool", "bash", "write", "read", "skill", "mcp"}
 _USAGE_KEYS = ("input", "output", "cache_read", "cache_write_5m", "cache_write_1h")
 _MIN_SLOW_DELTAS = 20
 _RESULT_LIMIT = 2000
@@ -309,6 +309,12 @@ def _tool_call(name: str, args: str) -> tuple[str, Json]:
         # Only the one separator is dropped, so CONTENT keeps any further whitespace.
         path, *content = re.split(r"\s", args.lstrip(), maxsplit=1)
         return "Write", {"file_path": path, "content": "".join(content)}
+    if name == "mcp":
+        server, _, rest = args.strip().partition(" ")
+        tool, _, raw = rest.strip().partition(" ")
+        if not server or not tool:
+            raise DirectiveError("mcp expects `[[mcp SERVER TOOL {json object}]]`")
+        return _tool_call("tool", f"mcp__{server}__{tool} {raw}")
     tool, _, raw = args.strip().partition(" ")
     try:
         payload = json.loads(raw or "{}")

@@ -159,6 +159,7 @@ async def test_think_directive_streams_a_signed_thinking_block_first() -> None:
         ('[[tool Glob {"pattern": "**/*.py"}]]', "Glob", {"pattern": "**/*.py"}),
         ("[[skill csv-report sales.csv]]", "Skill", {"skill": "csv-report", "args": "sales.csv"}),
         ("[[skill hello]]", "Skill", {"skill": "hello"}),
+        ('[[mcp tools echo {"text": "hi"}]]', "mcp__tools__echo", {"text": "hi"}),
     ],
 )
 async def test_tool_directives_become_tool_use_calls(directive: str, name: str, tool_input: dict[str, Any]) -> None:

@@ -1,0 +1,189 @@
+"""The gateway's MCP relay: how a sandboxed CLI reaches its run's `http` and `sse` MCP servers.
+
+The CLI has no network. Its MCP configuration points each such server at the run's gateway
+(`/mcp/<name>`, with the run's token); the relay checks the token, forwards the request to the
+server's own URL with the server's real headers (secrets filled in outside the sandbox), and streams
+the answer back as it comes. It connects only to the address the server names, after the egress
+check (`mcp_servers.egress`), never follows a redirect, and refuses calls of tools the server does
+not allow. When the server cannot be reached, the relay answers as the server would with the reason
+(its `instructions`, and an error for every tool call), so the agent learns why instead of trying
+another way.
+"""
+
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import aiohttp
+from aiohttp import web
+
+from mcp_servers.egress import EgressRefused, guarded_connector
+
+logger = logging.getLogger(__name__)
+
+PREFIX = "/mcp/"
+MAX_REQUEST_BYTES = 4 * 1024 * 1024
+FORWARDED_REQUEST_HEADERS = ("Content-Type", "Accept", "Mcp-Session-Id", "Mcp-Protocol-Version", "Last-Event-ID")
+FORWARDED_RESPONSE_HEADERS = ("Content-Type", "Mcp-Session-Id", "Cache-Control")
+TIMEOUT = aiohttp.ClientTimeout(total=None, connect=10, sock_read=300)
+
+
+@dataclass
+class RelayedServer:
+    """One `http` or `sse` server of the run, as the relay sees it (headers already hold their secrets)."""
+
+    name: str
+    kind: str
+    url: str
+    headers: dict[str, str]
+    allowed_tools: list[str]
+    unavailable: str | None = None  # why the run cannot use it (a secret it needs is missing)
+    endpoints: set[str] = field(default_factory=set)  # sse: the message paths the server announced
+
+
+class McpRelay:
+    def __init__(self, servers: list[RelayedServer]) -> None:
+        self.servers = {server.name: server for server in servers}
+        self._session: aiohttp.ClientSession | None = None
+
+    def cli_config(self, base_url: str, token: str) -> dict[str, Any]:
+        """The CLI's MCP configuration for these servers: the gateway's address and the run's token, no secret."""
+        return {
+            name: {"type": server.kind, "url": f"{base_url}{PREFIX}{name}", "headers": {"X-Run-Token": token}}
+            for name, server in self.servers.items()
+        }
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(connector=guarded_connector(), timeout=TIMEOUT, auto_decompress=False)
+        return self._session
+
+    async def serve(self, request: web.BaseRequest) -> web.StreamResponse:
+        name, _, rest = request.path.removeprefix(PREFIX).partition("/")
+        server = self.servers.get(name)
+        if server is None:
+            return _json_error(404, f"This run has no MCP server named {name!r}.")
+        target = self._target(server, rest, request.query_string)
+        if target is None:
+            return _json_error(404, f"MCP server {name!r} has no such endpoint.")
+        body = await request.content.read(MAX_REQUEST_BYTES + 1)
+        if len(body) > MAX_REQUEST_BYTES:
+            return _json_error(413, "The MCP request is too large.")
+        if server.unavailable:
+            return _unreachable(server, body, server.unavailable)
+        refused = _refused_tool_call(server, body)
+        if refused is not None:
+            return refused
+        headers = {key: request.headers[key] for key in FORWARDED_REQUEST_HEADERS if key in request.headers}
+        headers.update(server.headers)
+        try:
+            upstream = await self.session().request(
+                request.method, target, data=body or None, headers=headers, allow_redirects=False
+            )
+        except (EgressRefused, aiohttp.ClientError, TimeoutError, OSError) as exc:
+            reason = str(exc) if isinstance(exc, EgressRefused) else f"{type(exc).__name__}: {exc}"
+            logger.warning("MCP server %s of a run cannot be reached: %s", server.name, reason)
+            return _unreachable(server, body, reason)
+        try:
+            response = web.StreamResponse(status=upstream.status)
+            for key in FORWARDED_RESPONSE_HEADERS:
+                if key in upstream.headers:
+                    response.headers[key] = upstream.headers[key]
+            await response.prepare(request)
+            sse = upstream.headers.get("Content-Type", "").startswith("text/event-stream") and server.kind == "sse"
+            async for chunk in upstream.content.iter_any():
+                await response.write(self._rewrite_endpoint(server, chunk) if sse else chunk)
+            await response.write_eof()
+            return response
+        finally:
+            upstream.release()
+
+    def _target(self, server: RelayedServer, rest: str, query: str) -> str | None:
+        """The server's own URL, or (sse) a message endpoint it announced; nothing else of its host."""
+        if not rest:
+            return server.url + (("&" if "?" in server.url else "?") + query if query else "")
+        path = "/" + rest + ("?" + query if query else "")
+        return urljoin(server.url, path) if path in server.endpoints else None
+
+    def _rewrite_endpoint(self, server: RelayedServer, chunk: bytes) -> bytes:
+        """An sse server announces where to post messages (`event: endpoint`); the CLI must post them here."""
+        text = chunk.decode("utf-8", "replace")
+        if "event: endpoint" not in text:
+            return chunk
+        lines = text.split("\n")
+        for index, line in enumerate(lines):
+            if line.startswith("data:") and index and lines[index - 1].startswith("event: endpoint"):
+                announced = urljoin(server.url, line.removeprefix("data:").strip())
+                parts = urlsplit(announced)
+                path = parts.path + ("?" + parts.query if parts.query else "")
+                server.endpoints.add(path)
+                lines[index] = f"data: {PREFIX}{server.name}{path}"
+        return "\n".join(lines).encode()
+
+
+def _messages(body: bytes) -> list[dict[str, Any]]:
+    try:
+        parsed = json.loads(body) if body else []
+    except ValueError:
+        return []
+    items = parsed if isinstance(parsed, list) else [parsed]
+    return [item for item in items if isinstance(item, dict)]
+
+
+def _refused_tool_call(server: RelayedServer, body: bytes) -> web.Response | None:
+    if not server.allowed_tools:
+        return None
+    for message in _messages(body):
+        params = message.get("params")
+        name = params.get("name") if isinstance(params, dict) else None
+        if message.get("method") == "tools/call" and name not in server.allowed_tools:
+            allowed = ", ".join(server.allowed_tools)
+            return web.json_response(
+                {
+                    "jsonrpc": "2.0",
+                    "id": message.get("id"),
+                    "result": {
+                        "isError": True,
+                        "content": [{"type": "text", "text": f"This server allows only these tools: {allowed}."}],
+                    },
+                }
+            )
+    return None
+
+
+def _unreachable(server: RelayedServer, body: bytes, reason: str) -> web.Response:
+    """Answer as the server would, so that the agent reads why it is unreachable and does not work around it."""
+    told = f"MCP server {server.name!r} is unreachable: {reason} Do not try to reach it another way."
+    answers = []
+    for message in _messages(body):
+        if "id" not in message:
+            continue  # a notification: nothing to answer
+        method = message.get("method")
+        if method == "initialize":
+            result: dict[str, Any] = {
+                "protocolVersion": (message.get("params") or {}).get("protocolVersion", "2025-06-18"),
+                "capabilities": {"tools": {}},
+                "serverInfo": {"name": server.name, "version": "unreachable"},
+                "instructions": told,
+            }
+        elif method == "tools/list":
+            result = {"tools": []}
+        elif method == "tools/call":
+            result = {"isError": True, "content": [{"type": "text", "text": told}]}
+        else:
+            answers.append({"jsonrpc": "2.0", "id": message["id"], "error": {"code": -32603, "message": told}})
+            continue
+        answers.append({"jsonrpc": "2.0", "id": message["id"], "result": result})
+    if not answers:
+        return web.Response(status=202)
+    return web.json_response(answers[0] if len(answers) == 1 else answers)
+
+
+def _json_error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": {"status": status, "message": message}}, status=status)

@@ -1,0 +1,89 @@
+"""A run's MCP servers: chosen for it, their secrets filled in outside the sandbox, each served its way.
+
+- `http`, `sse`: through the run's gateway (`gateway.mcp.McpRelay`), which adds the real headers;
+  the CLI's configuration holds only the gateway's address and the run's token.
+- `stdio`: the allow-listed program, started by the CLI inside the sandbox, with no secret at all.
+- `builtin`: the platform's tools, in the worker (`mcp_servers.builtin`).
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+
+from conversations.events import EventItem
+from conversations.models import Run
+from gateway.mcp import McpRelay, RelayedServer
+from mcp_servers.builtin import builtin_server
+from mcp_servers.models import McpServer
+from mcp_servers.services import MissingSecret, describe, resolved_headers, run_servers
+from workspaces.services import RunWorkspace
+
+RELAYED = (McpServer.Kind.HTTP, McpServer.Kind.SSE)
+
+
+@dataclass
+class RunMcp:
+    servers: list[McpServer]
+    relay: McpRelay
+    in_sandbox: dict[str, Any] = field(default_factory=dict)  # stdio servers, as the CLI starts them
+    in_worker: dict[str, Any] = field(default_factory=dict)  # builtin servers, served in-process
+    problems: dict[str, str] = field(default_factory=dict)  # server name → why it is not available
+
+    def summary(self) -> list[dict[str, Any]]:
+        return [
+            {**describe(server), **({"problem": self.problems[server.name]} if server.name in self.problems else {})}
+            for server in self.servers
+        ]
+
+    def cli_config(self, gateway_config: dict[str, Any]) -> dict[str, Any]:
+        return {**gateway_config, **self.in_sandbox, **self.in_worker}
+
+
+def servers_of(run: Run) -> tuple[list[McpServer], dict[str, dict[str, str]], dict[str, str]]:
+    """The run's servers, the headers of those the gateway relays (secrets filled in), and what is missing."""
+    conversation = run.conversation
+    servers = run_servers(conversation.tenant, conversation.mcp_servers, run.mcp_servers)
+    headers, problems = {}, {}
+    for server in servers:
+        if server.kind in RELAYED:
+            try:
+                headers[server.name] = resolved_headers(server, conversation.tenant, {})
+            except MissingSecret as missing:
+                problems[server.name] = str(missing)
+    return servers, headers, problems
+
+
+def prepare_mcp(
+    servers: list[McpServer],
+    headers: dict[str, dict[str, str]],
+    problems: dict[str, str],
+    workspace: RunWorkspace,
+    emit: Callable[[EventItem], None],
+) -> RunMcp:
+    relayed = [
+        RelayedServer(
+            name=server.name,
+            kind=server.kind,
+            url=server.url,
+            headers=headers.get(server.name, {}),
+            allowed_tools=list(server.allowed_tools),
+            unavailable=problems.get(server.name),
+        )
+        for server in servers
+        if server.kind in RELAYED
+    ]
+    mcp = RunMcp(servers, McpRelay(relayed), problems=dict(problems))
+    for server in servers:
+        if server.kind == McpServer.Kind.STDIO:
+            program = settings.MCP_STDIO_COMMANDS.get(server.command)
+            if program is None:
+                mcp.problems[server.name] = f"{server.command!r} is no longer an allowed program (MCP_STDIO_COMMANDS)."
+                continue
+            mcp.in_sandbox[server.name] = {"type": "stdio", "command": program, "args": list(server.args), "env": {}}
+        elif server.kind == McpServer.Kind.BUILTIN:
+            mcp.in_worker[server.name] = builtin_server(server.name, workspace, emit, list(server.allowed_tools))
+        elif server.kind == McpServer.Kind.OPENAPI:
+            mcp.problems[server.name] = "OpenAPI servers are not served to runs yet."
+    return mcp
