@@ -173,7 +173,11 @@ def _unreachable(server: RelayedServer, body: bytes, reason: str) -> web.Respons
                 "instructions": told,
             }
         elif method == "tools/list":
-            result = {"tools": []}
+            # The tools it would have had (its allowed ones, when known), each answering with the reason.
+            names = server.allowed_tools or ["unavailable"]
+            result = {
+                "tools": [{"name": name, "description": told, "inputSchema": {"type": "object"}} for name in names]
+            }
         elif method == "tools/call":
             result = {"isError": True, "content": [{"type": "text", "text": told}]}
         else:

@@ -113,6 +113,11 @@ class EventTranslator:
                         "permission_mode": data.get("permissionMode"),
                         "claude_code_version": data.get("claude_code_version"),
                         "skills": data.get("skills", []),
+                        "mcp_servers": [
+                            {"name": server.get("name"), "status": server.get("status")}
+                            for server in data.get("mcp_servers", [])
+                            if isinstance(server, dict)
+                        ],
                     },
                 )
             ]

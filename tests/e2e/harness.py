@@ -218,6 +218,9 @@ class Platform:
             "RUN_HEARTBEAT_SECONDS": "0.5",
             "RUN_STALE_AFTER_SECONDS": "3",
             "SSE_HEARTBEAT_SECONDS": "2",
+            # MCP servers the tests start listen on 127.0.0.2; stdio servers are Python scripts.
+            "MCP_ALLOWED_NETWORKS": "127.0.0.2/32",
+            "MCP_STDIO_COMMANDS": "python3=/usr/bin/python3",
             "PYTHONUNBUFFERED": "1",
             **extra_env,
         }
