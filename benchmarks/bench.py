@@ -8,7 +8,9 @@ unsandboxed runner, the model gateway's latency per streamed chunk, real memory 
 sandboxed session, and wall time for 10 and 20 concurrent sandboxed runs. Then streams
 (benchmarks/streams.py): 1,000 idle WebSockets held by one Daphne for 60 s, their memory, and
 live latency beside them. Workspaces (benchmarks/workspaces.py) and skills (benchmarks/skills.py):
-sync and placement figures against S3 (moto). `BENCH_ONLY=streams|workspaces|skills` measures one part.
+sync and placement figures against S3 (moto). MCP (benchmarks/mcp.py): what the gateway's MCP relay
+adds to a tool call against calling the server directly. `BENCH_ONLY=streams|workspaces|skills|mcp`
+measures one part.
 """
 
 import asyncio
@@ -176,6 +178,7 @@ def main() -> None:
     django.setup()
     call_command("migrate", verbosity=0)
 
+    from benchmarks import mcp as bench_mcp
     from benchmarks import sandbox as bench_sandbox
     from benchmarks import skills as bench_skills
     from benchmarks import streams as bench_streams
@@ -195,10 +198,14 @@ def main() -> None:
     if only == "skills":
         print_rows(bench_skills.rows(bench_skills.figures(tenant, work)), work)
         return
+    if only == "mcp":
+        print_rows(bench_mcp.rows(bench_mcp.figures(tenant, work)), work)
+        return
     # In this process, before the platform starts, so that nothing else of the bench competes.
     sandbox_in_process = {} if only_streams else bench_sandbox.in_process_figures(tenant, work)
     workspace_figures = {} if only_streams else bench_workspaces.figures(tenant, work)
     skill_figures = {} if only_streams else bench_skills.figures(tenant, work)
+    mcp_figures = {} if only_streams else bench_mcp.figures(tenant, work)
     # The production heartbeat and staleness: the harness's 3 s (for quick crash tests) reaps live
     # runs whose heartbeat is late while 20 CLIs saturate two cores.
     platform = Platform(
@@ -265,6 +272,7 @@ def main() -> None:
         *bench_streams.rows(streams),
         *bench_workspaces.rows(workspace_figures),
         *bench_skills.rows(skill_figures),
+        *bench_mcp.rows(mcp_figures),
     ]
     print_rows(rows, work)
 

@@ -110,7 +110,8 @@ def finish_run(
         run.finished_at = timezone.now()
         run.result = result
         run.error = error
-        run.save(update_fields=["status", "finished_at", "result", "error"])
+        run.mcp_tokens = None  # a message's MCP secrets last as long as its run
+        run.save(update_fields=["status", "finished_at", "result", "error", "mcp_tokens"])
         conversation_updates: dict[str, Any] = {"active_run": None, "updated_at": run.finished_at}
         if session_id:
             conversation_updates["sdk_session_id"] = session_id

@@ -109,6 +109,9 @@ class Run(models.Model):
     mcp_servers = models.JSONField(
         null=True, blank=True, help_text="The message's choice of MCP servers (names); null = the conversation's."
     )
+    mcp_tokens = models.BinaryField(
+        null=True, blank=True, editable=False, help_text="The message's MCP secrets, encrypted; gone when the run ends."
+    )
 
     objects = RunQuerySet.as_manager()
 

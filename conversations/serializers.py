@@ -6,6 +6,7 @@ from rest_framework import serializers
 
 from api.serializers import MAX_BIGINT, MAX_INTEGER, StrictModelSerializer, StrictSerializer
 from conversations.models import Conversation, Event, Run
+from mcp_servers.models import SECRET_NAME
 from tenants.auth import USER_ID_MAX_LENGTH
 
 
@@ -96,6 +97,16 @@ class MessageCreateSerializer(StrictSerializer):
         allow_null=True,
         help_text="Narrows the conversation's MCP servers for this message (names); omitted: the conversation's.",
     )
+    mcp_tokens = serializers.DictField(
+        child=serializers.CharField(max_length=16_000, trim_whitespace=False),
+        required=False,
+        help_text="Secrets for this run only, by name: MCP headers name them as ${name}. Never stored past the run.",
+    )
+
+    def validate_mcp_tokens(self, value: dict[str, str]) -> dict[str, str]:
+        if len(value) > 50 or any(not SECRET_NAME.match(name) for name in value):
+            raise serializers.ValidationError("Send at most 50 tokens, named with letters, digits, '_', '.' or '-'.")
+        return value
 
     def run_options(self) -> dict[str, Any]:
         """The message's options for `services.start_run`, once validated."""
@@ -105,6 +116,7 @@ class MessageCreateSerializer(StrictSerializer):
             "skills": data.get("skills"),
             "preferred_skills": data.get("preferred_skills", ()),
             "mcp_servers": data.get("mcp_servers"),
+            "mcp_tokens": data.get("mcp_tokens") or {},
         }
 
     def validate_text(self, value: str) -> str:

@@ -14,6 +14,7 @@ from conversations.events import EventType, finish_run, record_events
 from conversations.models import Conversation, Run
 from mcp_servers.services import ServerProblem
 from mcp_servers.services import check_choice as check_server_choice
+from mcp_servers.vault import seal
 from runs.dispatch import dispatch_run
 from skills.archive import SkillProblem
 from skills.services import check_command, check_selection
@@ -96,6 +97,7 @@ def start_run(
     skills: Sequence[str] | None = None,
     preferred_skills: Sequence[str] = (),
     mcp_servers: Sequence[str] | None = None,
+    mcp_tokens: Mapping[str, str] | None = None,
 ) -> Run:
     """Store a queued Run and its `run.queued` event, then hand it to a worker once committed.
 
@@ -147,6 +149,7 @@ def start_run(
             skills=chosen,
             preferred_skills=preferred,
             mcp_servers=servers,
+            mcp_tokens=seal(dict(mcp_tokens)) if mcp_tokens else None,
         )
         locked.active_run = run
         locked.save(update_fields=["active_run", "updated_at"])
@@ -159,6 +162,7 @@ def start_run(
             "skills": chosen,
             "preferred_skills": preferred,
             "mcp_servers": servers,
+            "mcp_tokens": sorted(mcp_tokens or {}),  # their names only
         }
         record_events(run, [(EventType.RUN_QUEUED, queued)])
         transaction.on_commit(lambda: dispatch_run(run.pk))

@@ -72,7 +72,7 @@ class McpRelay:
         target = self._target(server, rest, request.query_string)
         if target is None:
             return _json_error(404, f"MCP server {name!r} has no such endpoint.")
-        body = await request.content.read(MAX_REQUEST_BYTES + 1)
+        body = await _read_body(request)
         if len(body) > MAX_REQUEST_BYTES:
             return _json_error(413, "The MCP request is too large.")
         if server.unavailable:
@@ -100,9 +100,12 @@ class McpRelay:
             async for chunk in upstream.content.iter_any():
                 await response.write(self._rewrite_endpoint(server, chunk) if sse else chunk)
             await response.write_eof()
-            return response
+        except ConnectionResetError:
+            # The CLI stops reading an answer as soon as it has its reply: nothing is lost.
+            logger.debug("The CLI closed its MCP stream of %s first", server.name)
         finally:
             upstream.release()
+        return response
 
     def _target(self, server: RelayedServer, rest: str, query: str) -> str | None:
         """The server's own URL, or (sse) a message endpoint it announced; nothing else of its host."""
@@ -127,23 +130,47 @@ class McpRelay:
         return "\n".join(lines).encode()
 
 
-def _messages(body: bytes) -> list[dict[str, Any]]:
-    try:
-        parsed = json.loads(body) if body else []
-    except ValueError:
-        return []
+async def _read_body(request: web.BaseRequest) -> bytes:
+    """The request's body, up to one byte past the limit. (`content.read(n)` alone returns only what has
+    arrived so far: a large body would be cut short, and an oversized one would pass the limit.)"""
+    body = bytearray()
+    while len(body) <= MAX_REQUEST_BYTES:
+        chunk = await request.content.read(MAX_REQUEST_BYTES + 1 - len(body))
+        if not chunk:
+            break
+        body += chunk
+    return bytes(body)
+
+
+def _parsed(body: bytes) -> list[dict[str, Any]]:
+    """The body's JSON-RPC messages; ValueError (invalid UTF-8 included) or RecursionError when it is not JSON."""
+    parsed = json.loads(body) if body else []
     items = parsed if isinstance(parsed, list) else [parsed]
     return [item for item in items if isinstance(item, dict)]
+
+
+def _messages(body: bytes) -> list[dict[str, Any]]:
+    try:
+        return _parsed(body)
+    except (ValueError, RecursionError):
+        return []
 
 
 def _refused_tool_call(server: RelayedServer, body: bytes) -> web.Response | None:
     if not server.allowed_tools:
         return None
-    for message in _messages(body):
+    allowed = ", ".join(server.allowed_tools)
+    try:
+        messages = _parsed(body)
+    except (ValueError, RecursionError):
+        # What the relay cannot read it cannot check, and a server may read it more leniently (invalid
+        # UTF-8 as U+FFFD, a trailing comma) and run a tool it does not allow: refuse it unforwarded.
+        told = f"Parse error: the relay forwards only valid JSON to a server limited to these tools: {allowed}."
+        return web.json_response({"jsonrpc": "2.0", "id": None, "error": {"code": -32700, "message": told}}, status=400)
+    for message in messages:
         params = message.get("params")
         name = params.get("name") if isinstance(params, dict) else None
         if message.get("method") == "tools/call" and name not in server.allowed_tools:
-            allowed = ", ".join(server.allowed_tools)
             return web.json_response(
                 {
                     "jsonrpc": "2.0",

@@ -16,6 +16,7 @@ from django.db.models import Q
 from tenants.models import Tenant
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
+SECRET_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 SECRET_REFERENCE = re.compile(r"\$\{([A-Za-z0-9_.-]{1,64})\}")
 
 

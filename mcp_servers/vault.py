@@ -8,6 +8,7 @@ dropped. Without it, one key is derived from SECRET_KEY (development; production
 
 import base64
 import hashlib
+import json
 from functools import cache
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
@@ -52,6 +53,19 @@ def reveal(secret: Secret) -> str:
         raise SecretUnreadable(
             f"Secret {secret.name!r} cannot be decrypted with SECRETS_KEYS; was its key dropped before rotating?"
         ) from None
+
+
+def seal(values: dict[str, str]) -> bytes:
+    """Values kept for a while (a message's MCP tokens, until its run ends), encrypted like secrets."""
+    return keys().encrypt(json.dumps(values).encode())
+
+
+def unseal(sealed: bytes) -> dict[str, str]:
+    try:
+        values: dict[str, str] = json.loads(keys().decrypt(sealed))
+    except InvalidToken:
+        raise SecretUnreadable("The run's MCP tokens cannot be decrypted with SECRETS_KEYS.") from None
+    return values
 
 
 def rotate() -> int:

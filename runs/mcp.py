@@ -4,23 +4,32 @@
   the CLI's configuration holds only the gateway's address and the run's token.
 - `stdio`: the allow-listed program, started by the CLI inside the sandbox, with no secret at all.
 - `builtin`: the platform's tools, in the worker (`mcp_servers.builtin`).
+- `openapi`: each operation a tool, called by the worker (`mcp_servers.openapi_tools`).
+
+Secrets come from the message's `mcp_tokens` (kept, encrypted, on the run until it ends), else the
+vault.
 """
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 from django.conf import settings
 
 from conversations.events import EventItem
 from conversations.models import Run
 from gateway.mcp import McpRelay, RelayedServer
 from mcp_servers.builtin import builtin_server
+from mcp_servers.egress import guarded_connector
 from mcp_servers.models import McpServer
+from mcp_servers.openapi_tools import openapi_server
 from mcp_servers.services import MissingSecret, describe, resolved_headers, run_servers
+from mcp_servers.vault import unseal
 from workspaces.services import RunWorkspace
 
 RELAYED = (McpServer.Kind.HTTP, McpServer.Kind.SSE)
+WITH_HEADERS = (*RELAYED, McpServer.Kind.OPENAPI)
 
 
 @dataclass
@@ -30,6 +39,11 @@ class RunMcp:
     in_sandbox: dict[str, Any] = field(default_factory=dict)  # stdio servers, as the CLI starts them
     in_worker: dict[str, Any] = field(default_factory=dict)  # builtin servers, served in-process
     problems: dict[str, str] = field(default_factory=dict)  # server name → why it is not available
+    session: aiohttp.ClientSession | None = None  # the worker's calls of openapi servers
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
 
     def summary(self) -> list[dict[str, Any]]:
         return [
@@ -45,11 +59,12 @@ def servers_of(run: Run) -> tuple[list[McpServer], dict[str, dict[str, str]], di
     """The run's servers, the headers of those the gateway relays (secrets filled in), and what is missing."""
     conversation = run.conversation
     servers = run_servers(conversation.tenant, conversation.mcp_servers, run.mcp_servers)
+    tokens = unseal(bytes(run.mcp_tokens)) if run.mcp_tokens else {}
     headers, problems = {}, {}
     for server in servers:
-        if server.kind in RELAYED:
+        if server.kind in WITH_HEADERS:
             try:
-                headers[server.name] = resolved_headers(server, conversation.tenant, {})
+                headers[server.name] = resolved_headers(server, conversation.tenant, tokens)
             except MissingSecret as missing:
                 problems[server.name] = str(missing)
     return servers, headers, problems
@@ -85,5 +100,9 @@ def prepare_mcp(
         elif server.kind == McpServer.Kind.BUILTIN:
             mcp.in_worker[server.name] = builtin_server(server.name, workspace, emit, list(server.allowed_tools))
         elif server.kind == McpServer.Kind.OPENAPI:
-            mcp.problems[server.name] = "OpenAPI servers are not served to runs yet."
+            if mcp.session is None:
+                mcp.session = aiohttp.ClientSession(connector=guarded_connector())
+            mcp.in_worker[server.name] = openapi_server(
+                server, headers.get(server.name, {}), mcp.session, unavailable=problems.get(server.name)
+            )
     return mcp

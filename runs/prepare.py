@@ -79,6 +79,7 @@ async def prepare_run(
     skills = await sync_to_async(skills_of)(run)
     await asyncio.to_thread(place_skills, skills.versions, place.skills_dir)
     mcp = prepare_mcp(*await sync_to_async(servers_of)(run), workspace, emit)
+    resources.push_async_callback(mcp.close)
     gateway = await resources.enter_async_context(
         ModelGateway(
             run,

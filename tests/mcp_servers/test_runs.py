@@ -4,6 +4,7 @@ The tests' MCP servers (the `mcp` package's own) listen on 127.0.0.2, which the 
 (MCP_ALLOWED_NETWORKS in tests.e2e.harness); nothing here dials beyond this machine's loopback.
 """
 
+import json
 import socket
 import threading
 import time
@@ -193,3 +194,124 @@ for line in sys.stdin:
                                      "message": "unknown"}}) + "\n")
         sys.stdout.flush()
 """
+
+
+def test_an_sse_server_is_relayed_too(acme: Client) -> None:
+    acme.http.put(f"/api/tenants/{acme.tenant}/secrets/tools_token", json={"value": SECRET})
+    try:
+        with ToolServer("sse") as sse:
+            create(acme, name="streamed", kind="sse", url=sse.url, headers={"Authorization": "Bearer ${tools_token}"})
+            events = run(acme, acme.create_conversation(), '[[mcp streamed echo {"text": "over sse"}]]')
+    except OSError as exc:  # pragma: no cover - a machine without 127.0.0.2
+        pytest.skip(f"cannot listen on {HOST}: {exc}")
+
+    assert "echo: over sse" in results(events)[0]
+    assert {"name": "streamed", "status": "connected"} in of_type(events, "session.init")[0]["mcp_servers"]
+
+
+ORDERS_API = {
+    "openapi": "3.0.3",
+    "info": {"title": "Orders", "version": "1"},
+    "paths": {
+        "/orders/{order_id}/notes": {
+            "post": {
+                "operationId": "add_note",
+                "summary": "Add a note to an order.",
+                "parameters": [
+                    {"name": "order_id", "in": "path", "required": True, "schema": {"type": "integer"}},
+                    {"name": "notify", "in": "query", "schema": {"type": "boolean"}},
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {"text": {"type": "string"}},
+                                "required": ["text"],
+                            }
+                        }
+                    },
+                },
+                "responses": {"201": {"description": "Added."}},
+            }
+        }
+    },
+}
+
+
+class OrdersApi:
+    """A local HTTP API on 127.0.0.2 that records what reaches it."""
+
+    def __init__(self) -> None:
+        self.seen: list[dict[str, Any]] = []
+        with socket.socket() as probe:
+            probe.bind((HOST, 0))
+            self.port = probe.getsockname()[1]
+        self.server = uvicorn.Server(
+            uvicorn.Config(self.app, host=HOST, port=self.port, log_level="warning", interface="asgi3")
+        )
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    async def app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        headers = {key.decode(): value.decode() for key, value in scope["headers"]}
+        self.seen.append(
+            {"path": scope["path"], "query": scope["query_string"].decode(), "headers": headers, "body": body}
+        )
+        await send({"type": "http.response.start", "status": 201, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": b'{"note": "added"}'})
+
+    def __enter__(self) -> "OrdersApi":
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+def test_an_openapi_operation_is_a_tool_the_worker_calls_with_the_messages_token(acme: Client) -> None:
+    try:
+        api = OrdersApi().__enter__()
+    except OSError as exc:  # pragma: no cover - a machine without 127.0.0.2
+        pytest.skip(f"cannot listen on {HOST}: {exc}")
+    try:
+        create(
+            acme,
+            name="orders",
+            kind="openapi",
+            openapi_document=ORDERS_API,
+            base_url=f"http://{HOST}:{api.port}/v1",
+            headers={"X-Api-Key": "${orders_key}"},
+        )
+        conversation = acme.create_conversation()
+        call = '[[mcp orders add_note {"order_id": 42, "notify": true, "text": "ship it"}]]'
+
+        events = run(acme, conversation, call, mcp_tokens={"orders_key": SECRET})
+
+        assert results(events) == ['{"note": "added"}']
+        (seen,) = api.seen
+        assert (seen["path"], seen["query"]) == ("/v1/orders/42/notes", "notify=true")
+        assert seen["headers"]["x-api-key"] == SECRET and json.loads(seen["body"]) == {"text": "ship it"}
+        queued = of_type(events, "run.queued")
+        assert queued == [] or SECRET not in json.dumps(queued)
+        assert SECRET not in json.dumps(acme.events(conversation))
+
+        # The token was the message's: the next run does not have it.
+        events = run(acme, conversation, call)
+        assert "needs the secret(s) orders_key" in results(events)[0]
+        assert len(api.seen) == 1
+    finally:
+        api.__exit__()
