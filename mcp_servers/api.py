@@ -10,6 +10,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions, permissions, serializers, status
+from rest_framework.decorators import action
 from rest_framework.generics import get_object_or_404
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -18,6 +19,7 @@ from api.serializers import StrictModelSerializer, StrictSerializer
 from api.viewsets import TENANT_PARAMETER, ApiKeyRequired, TenantScopedViewSet
 from mcp_servers import services, vault
 from mcp_servers.models import McpServer, Secret
+from mcp_servers.probe import probe
 
 KEY_ONLY = [permissions.IsAuthenticated, ApiKeyRequired]
 
@@ -99,6 +101,20 @@ class SecretValueSerializer(StrictSerializer):
     value = serializers.CharField(max_length=16_000, trim_whitespace=False, help_text="Write-only: never shown again.")
 
 
+class ProbeRequestSerializer(StrictSerializer):
+    mcp_tokens = serializers.DictField(
+        child=serializers.CharField(max_length=16_000, trim_whitespace=False),
+        required=False,
+        help_text="Secrets for this test only, as a message would send them.",
+    )
+
+
+class ProbeResultSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=["connected", "failed"])
+    tools = serializers.ListField(child=serializers.DictField(child=serializers.CharField()))
+    reason = serializers.CharField(required=False, help_text="Why it failed, when it did.")
+
+
 class McpServerViewSet(TenantScopedViewSet):
     """The tenant's MCP servers and the platform servers granted to it (read-only here); others' answer 404."""
 
@@ -152,6 +168,15 @@ class McpServerViewSet(TenantScopedViewSet):
     def destroy(self, request: Request, tenant: str, name: str) -> Response:
         self.server(to_change=True).delete()
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(parameters=[TENANT_PARAMETER], request=ProbeRequestSerializer, responses=ProbeResultSerializer)
+    @action(detail=True, methods=["post"])
+    def test(self, request: Request, tenant: str, name: str) -> Response:
+        """Connect as a run would and list the tools the agent would get (or say why it cannot)."""
+        body = ProbeRequestSerializer(data=request.data or {})
+        body.is_valid(raise_exception=True)
+        result = probe(self.server(), self.tenant, body.validated_data.get("mcp_tokens", {}))
+        return Response(result.as_dict())
 
 
 class SecretViewSet(TenantScopedViewSet):

@@ -15,6 +15,12 @@ from workspaces.services import RunWorkspace
 from workspaces.sync import valid_path
 
 MAX_LISTED = 1000
+TOOL_DESCRIPTIONS = {
+    "list_files": "List the files in /workspace (the conversation's files): path and size, at most 1,000.",
+    "present_files": (
+        "Hand files in /workspace to the user: they see them as the answer's files. Paths are relative to /workspace."
+    ),
+}
 
 
 def builtin_server(
@@ -24,7 +30,7 @@ def builtin_server(
 
     @tool(
         "list_files",
-        "List the files in /workspace (the conversation's files): path and size, at most 1,000.",
+        TOOL_DESCRIPTIONS["list_files"],
         {"type": "object", "properties": {"folder": {"type": "string", "description": "Only under this folder."}}},
     )
     async def list_files(arguments: dict[str, Any]) -> dict[str, Any]:
@@ -43,7 +49,7 @@ def builtin_server(
 
     @tool(
         "present_files",
-        "Hand files in /workspace to the user: they see them as the answer's files. Paths are relative to /workspace.",
+        TOOL_DESCRIPTIONS["present_files"],
         {
             "type": "object",
             "properties": {"paths": {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 100}},

@@ -10,7 +10,7 @@ from mcp_servers.models import SECRET_REFERENCE, McpServer, Secret
 from mcp_servers.vault import reveal
 from tenants.models import Tenant
 
-BUILTIN_TOOLS = ("list_files", "present_files")
+BUILTIN_TOOLS = ("list_files", "present_files")  # mcp_servers.builtin
 
 
 class ServerProblem(ValueError):

@@ -315,3 +315,21 @@ def test_an_openapi_operation_is_a_tool_the_worker_calls_with_the_messages_token
         assert len(api.seen) == 1
     finally:
         api.__exit__()
+
+
+def test_a_server_is_tried_without_a_run(acme: Client, tool_server: ToolServer) -> None:
+    servers = f"/api/tenants/{acme.tenant}/mcp-servers"
+    create(acme, name="tools", kind="http", url=tool_server.url, headers={"Authorization": "Bearer ${tools_token}"})
+    create(acme, name="private", kind="http", url="http://localhost:9/mcp")
+    create(acme, name="platform", kind="builtin", allowed_tools=["present_files"])
+
+    missing = acme.http.post(f"{servers}/tools/test").json()
+    with_token = acme.http.post(f"{servers}/tools/test", json={"mcp_tokens": {"tools_token": SECRET}}).json()
+    refused = acme.http.post(f"{servers}/private/test").json()
+    builtin = acme.http.post(f"{servers}/platform/test").json()
+
+    assert missing["status"] == "failed" and "needs the secret(s) tools_token" in missing["reason"]
+    assert with_token["status"] == "connected" and [t["name"] for t in with_token["tools"]] == ["echo"]
+    assert refused["status"] == "failed" and "loopback" in refused["reason"]
+    assert [t["name"] for t in builtin["tools"]] == ["present_files"]
+    assert SECRET not in json.dumps([missing, with_token, refused, builtin])
