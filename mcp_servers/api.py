@@ -52,6 +52,7 @@ class McpServerSerializer(StrictModelSerializer):
             "command",
             "args",
             "openapi_document",
+            "openapi_url",
             "base_url",
             "platform",
             "created_at",
@@ -76,6 +77,11 @@ class McpServerSerializer(StrictModelSerializer):
         return value
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if attrs.get("openapi_url") and "openapi_document" not in attrs:  # fetched once, now
+            try:
+                attrs["openapi_document"] = services.fetch_openapi_document(attrs["openapi_url"])
+            except services.ServerProblem as problem:
+                raise serializers.ValidationError({problem.field: [str(problem)]}) from None
         server = McpServer(**{**self._current(), **attrs})
         try:
             services.check_server(server)

@@ -1,16 +1,21 @@
 """Checking a tenant's MCP servers when they are saved, choosing a run's, and filling in their secrets."""
 
+import asyncio
+import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import aiohttp
 from django.conf import settings
 
-from mcp_servers.egress import EgressRefused, check_url
+from mcp_servers.egress import EgressRefused, check_url, guarded_connector
 from mcp_servers.models import SECRET_REFERENCE, McpServer, Secret
+from mcp_servers.openapi import OpenApiProblem, load_document, operations
 from mcp_servers.vault import reveal
 from tenants.models import Tenant
 
 BUILTIN_TOOLS = ("list_files", "present_files")  # mcp_servers.builtin
+MAX_DOCUMENT_BYTES = 2 * 1024 * 1024
 
 
 class ServerProblem(ValueError):
@@ -57,12 +62,50 @@ def check_server(server: McpServer) -> None:
     if server.kind == kind.STDIO and server.command not in settings.MCP_STDIO_COMMANDS:
         allowed = ", ".join(sorted(settings.MCP_STDIO_COMMANDS)) or "none (the operator sets MCP_STDIO_COMMANDS)"
         raise ServerProblem("command", f"{server.command!r} is not an allowed program. Allowed: {allowed}.")
+    if server.kind == kind.OPENAPI:
+        try:
+            found = operations(load_document(json.dumps(server.openapi_document)))
+        except OpenApiProblem as problem:
+            raise ServerProblem("openapi_document", str(problem)) from None
+        unknown = sorted(set(server.allowed_tools) - {operation.name for operation in found})
+        if unknown:
+            raise ServerProblem("allowed_tools", f"The document has no operation {unknown[0]!r}.")
     if server.kind == kind.BUILTIN:
         unknown = sorted(set(server.allowed_tools) - set(BUILTIN_TOOLS))
         if unknown:
             raise ServerProblem(
                 "allowed_tools", f"No builtin tool is named {unknown[0]!r}: {', '.join(BUILTIN_TOOLS)}."
             )
+
+
+def fetch_openapi_document(url: str) -> dict[str, Any]:
+    """An OpenAPI document fetched once (when a server is saved), through the egress check, no redirects."""
+    try:
+        check_url(url)
+        return asyncio.run(_fetch(url))
+    except (EgressRefused, ValueError) as exc:
+        raise ServerProblem("openapi_url", str(exc)) from None
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        raise ServerProblem("openapi_url", f"The document could not be fetched: {type(exc).__name__}: {exc}") from None
+
+
+async def _fetch(url: str) -> dict[str, Any]:
+    timeout = aiohttp.ClientTimeout(total=20, connect=10)
+    async with (
+        aiohttp.ClientSession(connector=guarded_connector(), timeout=timeout) as session,
+        session.get(url, allow_redirects=False) as response,
+    ):
+        if response.status != 200:
+            raise ServerProblem(
+                "openapi_url", f"{url} answered {response.status}; it must answer 200 with the document."
+            )
+        raw = await response.content.read(MAX_DOCUMENT_BYTES + 1)
+    if len(raw) > MAX_DOCUMENT_BYTES:
+        raise ServerProblem("openapi_url", f"The document is over {MAX_DOCUMENT_BYTES:,} bytes.")
+    try:
+        return load_document(raw)
+    except OpenApiProblem as problem:
+        raise ServerProblem("openapi_url", str(problem)) from None
 
 
 def enabled_servers(tenant: Tenant) -> dict[str, McpServer]:

@@ -31,7 +31,11 @@ def _block_data(block: Any) -> dict[str, Any] | None:
     if isinstance(block, ThinkingBlock):
         return {"type": "thinking", "thinking": block.thinking}
     if isinstance(block, ToolUseBlock):
-        return {"type": "tool_use", "id": block.id, "name": block.name, "input": block.input}
+        data = {"type": "tool_use", "id": block.id, "name": block.name, "input": block.input}
+        if block.name.startswith("mcp__"):  # mcp__<server>__<tool>
+            _, server, tool = [*block.name.split("__", 2), ""][:3]
+            data.update(mcp_server=server, mcp_tool=tool)
+        return data
     return None
 
 
