@@ -57,6 +57,8 @@ def test_the_readmes_examples_run_as_written(platform: Platform, transactional_d
     assert '{"error":{"status":409' in output, output  # nothing left to interrupt
     assert '"path":"data/scores.csv"' in output and '"path":"scores.csv"' in output, output  # the files
     assert '"path":"outputs/summary.txt"' in output and "done\n" in output, output
+    assert '"name":"crm_token"' in output and "not-a-real-token" not in output, output  # a secret, write-only
+    assert '"type":"file.presented"' in output, output  # the builtin MCP server's present_files
     assert '"name":"greet"' in output and '"content":"hello, Ada"' in output, output  # the skill, run as /greet
     assert re.search(r'\{"url":"http://[^"]+/chat/open/[^"]+","expires_at":', output), output  # a chat link
 
