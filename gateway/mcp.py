@@ -103,6 +103,8 @@ class McpRelay:
         except ConnectionResetError:
             # The CLI stops reading an answer as soon as it has its reply: nothing is lost.
             logger.debug("The CLI closed its MCP stream of %s first", server.name)
+        except (aiohttp.ClientError, TimeoutError) as exc:  # the server (or the run's end) closed its stream
+            logger.debug("MCP stream of %s ended: %s", server.name, exc)
         finally:
             upstream.release()
         return response

@@ -30,6 +30,8 @@ from usage.models import UsageRecord
 
 logger = logging.getLogger(__name__)
 
+SHUTDOWN_SECONDS = 1.0
+
 UPSTREAMS: dict[str, Upstream] = {
     LanguageModel.Provider.ANTHROPIC: anthropic,
     LanguageModel.Provider.BEDROCK: bedrock,
@@ -65,7 +67,11 @@ class ModelGateway:
     async def __aenter__(self) -> Self:
         # No access log: a Bedrock run's token is part of every path. (A ServerRunner ignores an
         # access_log argument; only the Server's own is used.)
-        self._runner = web.ServerRunner(web.Server(self.handle, access_log=None), handle_signals=False)
+        # Closing waits at most a second for answers still streaming (an MCP server's open event
+        # stream would otherwise hold the run's end for aiohttp's default minute).
+        self._runner = web.ServerRunner(
+            web.Server(self.handle, access_log=None), handle_signals=False, shutdown_timeout=SHUTDOWN_SECONDS
+        )
         await self._runner.setup()
         if self.socket_path is None:
             await web.TCPSite(self._runner, "127.0.0.1", 0).start()

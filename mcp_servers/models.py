@@ -49,7 +49,7 @@ class McpServer(models.Model):
         help_text="Empty for a platform server, which reaches the tenants it is granted to.",
     )
     name = models.CharField(
-        max_length=40, validators=[validate_name], help_text="Its tools reach the agent as mcp__<name>__<tool>."
+        max_length=40, validators=[validate_name], help_text="Its tools reach the agent as mcp__NAME__TOOL."
     )
     kind = models.CharField(max_length=10, choices=Kind.choices)
     description = models.CharField(max_length=1024, blank=True)

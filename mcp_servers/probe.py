@@ -63,7 +63,7 @@ async def _list_remote_tools(server: McpServer, headers: dict[str, str]) -> Prob
             return web.Response(status=403)
         return await relay.serve(request)
 
-    runner = web.ServerRunner(web.Server(guarded, access_log=None), handle_signals=False)
+    runner = web.ServerRunner(web.Server(guarded, access_log=None), handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
     try:
         site = web.TCPSite(runner, "127.0.0.1", 0)
