@@ -4,7 +4,7 @@ import re
 from typing import Any
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import QuerySet
@@ -14,6 +14,7 @@ from django.utils.safestring import SafeString, mark_safe
 
 from mcp_servers import services, vault
 from mcp_servers.models import SECRET_REFERENCE, McpServer, Secret
+from mcp_servers.probe import probe
 from tenants.models import Tenant
 
 # What each kind of server reads besides its name, description and allowed tools (services.check_server
@@ -221,8 +222,17 @@ class McpServerAdmin(admin.ModelAdmin):
     search_fields = ["name", "description", "url"]
     filter_horizontal = ["granted_to"]
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}  # the admin's own https_by_default
-    # Admin actions on selected servers ("Test connection") are listed here.
-    actions: list[str] = []
+    actions = ["test_connection"]
+
+    @admin.action(description="Test connection (list the tools a run would get)", permissions=["view"])
+    def test_connection(self, request: HttpRequest, queryset: QuerySet[McpServer]) -> None:
+        for server in queryset[:20]:
+            result = probe(server, server.tenant, {})
+            if result.status == "connected":
+                tools = ", ".join(tool["name"] for tool in result.tools) or "no tools"
+                self.message_user(request, f"{server}: connected; tools: {tools}.", messages.SUCCESS)
+            else:
+                self.message_user(request, f"{server}: failed: {result.reason}", messages.ERROR)
 
     @admin.display(description="tenant", ordering="tenant")
     def owner(self, obj: McpServer) -> str:

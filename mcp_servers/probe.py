@@ -37,7 +37,7 @@ class ProbeResult:
         return {"status": self.status, "tools": self.tools, **({"reason": self.reason} if self.reason else {})}
 
 
-def probe(server: McpServer, tenant: Tenant, tokens: dict[str, str]) -> ProbeResult:
+def probe(server: McpServer, tenant: Tenant | None, tokens: dict[str, str]) -> ProbeResult:
     """Connect to the server as a run of `tenant` would (with `tokens` as a message's) and list its tools."""
     kind = McpServer.Kind
     if server.kind == kind.STDIO:

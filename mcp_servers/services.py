@@ -137,7 +137,7 @@ def run_servers(
     return [server for name, server in sorted(available.items()) if choice is None or name in choice]
 
 
-def resolved_headers(server: McpServer, tenant: Tenant, run_tokens: Mapping[str, str]) -> dict[str, str]:
+def resolved_headers(server: McpServer, tenant: Tenant | None, run_tokens: Mapping[str, str]) -> dict[str, str]:
     """The server's headers with every `${name}` filled in: from the message's tokens, else the tenant's vault,
     else (for a platform server) the platform's."""
     names = server.secret_names()

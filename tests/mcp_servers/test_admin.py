@@ -463,3 +463,20 @@ def test_a_secret_name_the_tenant_already_has_is_a_form_error(admin_client: Clie
     ]
     secret.refresh_from_db()
     assert vault.reveal(secret) == SECRET_VALUE
+
+
+def test_the_test_connection_action_lists_tools_or_says_why_not(admin_client: Client, tenant: Tenant) -> None:
+    builtin = McpServer.objects.create(tenant=tenant, name="files", kind="builtin", allowed_tools=["present_files"])
+    stdio = McpServer.objects.create(tenant=tenant, name="local", kind="stdio", command="time")
+
+    response = admin_client.post(
+        url("mcp_mcpserver_changelist"),
+        {"action": "test_connection", "_selected_action": [builtin.pk, stdio.pk]},
+        follow=True,
+    )
+
+    said = messages_of(response)
+    assert "files: connected; tools: present_files." in said
+    assert any(
+        message.startswith("local: failed: A stdio server starts only inside a run's sandbox") for message in said
+    )
