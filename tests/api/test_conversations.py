@@ -263,6 +263,8 @@ def test_a_message_is_accepted_with_a_queued_run_and_a_first_event(tenant_key: s
         "budget": {"usd": None, "calls": None},
         "skills": None,
         "preferred_skills": [],
+        "mcp_servers": None,
+        "mcp_tokens": [],
     }
     assert str(Conversation.objects.get(pk=conversation.pk).active_run_id) == run["id"]
 

@@ -6,7 +6,6 @@ import re
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
-from uuid import uuid4
 
 import pytest
 import pytest_asyncio
@@ -177,7 +176,7 @@ async def handshake(path: str, subprotocols: list[str] | None = None) -> tuple[b
         "/",
         "/ws/tenants/acme/conversations/not-a-uuid/",
         "/ws/tenants/acme/conversations/{conversation}/extra/",
-        f"/ws/tenants/acme/conversations/{uuid4()}/",
+        "/ws/tenants/acme/conversations/00000000-0000-4000-8000-000000000000/",  # no such conversation
         "/ws/tenants/acme/conversations/{conversation}/",  # no token
         "/ws/tenants/acme/conversations/{conversation}/?token=forged",
         "/ws/tenants/globex/conversations/{conversation}/?token={token}",
