@@ -10,8 +10,10 @@ not allow. When the server cannot be reached, the relay answers as the server wo
 another way.
 """
 
+import asyncio
 import json
 import logging
+import secrets
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -24,6 +26,7 @@ from mcp_servers.egress import EgressRefused, guarded_connector
 logger = logging.getLogger(__name__)
 
 PREFIX = "/mcp/"
+STAND_IN_ENDPOINT = "unreachable-messages"
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
 FORWARDED_REQUEST_HEADERS = ("Content-Type", "Accept", "Mcp-Session-Id", "Mcp-Protocol-Version", "Last-Event-ID")
 FORWARDED_RESPONSE_HEADERS = ("Content-Type", "Mcp-Session-Id", "Cache-Control")
@@ -47,6 +50,8 @@ class McpRelay:
     def __init__(self, servers: list[RelayedServer]) -> None:
         self.servers = {server.name: server for server in servers}
         self._session: aiohttp.ClientSession | None = None
+        # An unreachable sse server's stand-in sessions: their answers wait here for its event stream.
+        self._stand_ins: dict[str, tuple[asyncio.Queue[dict[str, Any]], str]] = {}
 
     def cli_config(self, base_url: str, token: str) -> dict[str, Any]:
         """The CLI's MCP configuration for these servers: the gateway's address and the run's token, no secret."""
@@ -69,6 +74,8 @@ class McpRelay:
         server = self.servers.get(name)
         if server is None:
             return _json_error(404, f"This run has no MCP server named {name!r}.")
+        if rest == STAND_IN_ENDPOINT:
+            return await self._stand_in_message(request, server)
         target = self._target(server, rest, request.query_string)
         if target is None:
             return _json_error(404, f"MCP server {name!r} has no such endpoint.")
@@ -76,7 +83,7 @@ class McpRelay:
         if len(body) > MAX_REQUEST_BYTES:
             return _json_error(413, "The MCP request is too large.")
         if server.unavailable:
-            return _unreachable(server, body, server.unavailable)
+            return await self._refuse(request, server, body, server.unavailable)
         refused = _refused_tool_call(server, body)
         if refused is not None:
             return refused
@@ -89,7 +96,7 @@ class McpRelay:
         except (EgressRefused, aiohttp.ClientError, TimeoutError, OSError) as exc:
             reason = str(exc) if isinstance(exc, EgressRefused) else f"{type(exc).__name__}: {exc}"
             logger.warning("MCP server %s of a run cannot be reached: %s", server.name, reason)
-            return _unreachable(server, body, reason)
+            return await self._refuse(request, server, body, reason)
         try:
             response = web.StreamResponse(status=upstream.status)
             for key in FORWARDED_RESPONSE_HEADERS:
@@ -108,6 +115,41 @@ class McpRelay:
         finally:
             upstream.release()
         return response
+
+    async def _refuse(
+        self, request: web.BaseRequest, server: RelayedServer, body: bytes, reason: str
+    ) -> web.StreamResponse:
+        """Stand in for a server the run cannot reach, in its own transport, saying why."""
+        if not (server.kind == "sse" and request.method == "GET"):
+            return _unreachable(server, body, reason)
+        # An sse client opens the event stream first and posts its messages where the stream says:
+        # the stand-in's endpoint, whose answers (with the reason) come back on this stream.
+        session_id = secrets.token_urlsafe(16)
+        answers: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._stand_ins[session_id] = (answers, reason)
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"})
+        try:
+            await response.prepare(request)
+            endpoint = f"{PREFIX}{server.name}/{STAND_IN_ENDPOINT}?session_id={session_id}"
+            await response.write(f"event: endpoint\ndata: {endpoint}\n\n".encode())
+            while True:
+                answer = await answers.get()
+                await response.write(f"event: message\ndata: {json.dumps(answer)}\n\n".encode())
+        except ConnectionResetError:
+            pass  # the CLI is gone
+        finally:
+            self._stand_ins.pop(session_id, None)
+        return response
+
+    async def _stand_in_message(self, request: web.BaseRequest, server: RelayedServer) -> web.Response:
+        stand_in = self._stand_ins.get(request.query.get("session_id", ""))
+        if stand_in is None:
+            return _json_error(404, "No such session.")
+        answers, reason = stand_in
+        body = await _read_body(request)
+        for answer in _unreachable_answers(server, body[:MAX_REQUEST_BYTES], reason):
+            answers.put_nowait(answer)
+        return web.Response(status=202)
 
     def _target(self, server: RelayedServer, rest: str, query: str) -> str | None:
         """The server's own URL, or (sse) a message endpoint it announced; nothing else of its host."""
@@ -188,8 +230,15 @@ def _refused_tool_call(server: RelayedServer, body: bytes) -> web.Response | Non
 
 def _unreachable(server: RelayedServer, body: bytes, reason: str) -> web.Response:
     """Answer as the server would, so that the agent reads why it is unreachable and does not work around it."""
+    answers = _unreachable_answers(server, body, reason)
+    if not answers:
+        return web.Response(status=202)
+    return web.json_response(answers[0] if len(answers) == 1 else answers)
+
+
+def _unreachable_answers(server: RelayedServer, body: bytes, reason: str) -> list[dict[str, Any]]:
     told = f"MCP server {server.name!r} is unreachable: {reason} Do not try to reach it another way."
-    answers = []
+    answers: list[dict[str, Any]] = []
     for message in _messages(body):
         if "id" not in message:
             continue  # a notification: nothing to answer
@@ -213,9 +262,7 @@ def _unreachable(server: RelayedServer, body: bytes, reason: str) -> web.Respons
             answers.append({"jsonrpc": "2.0", "id": message["id"], "error": {"code": -32603, "message": told}})
             continue
         answers.append({"jsonrpc": "2.0", "id": message["id"], "result": result})
-    if not answers:
-        return web.Response(status=202)
-    return web.json_response(answers[0] if len(answers) == 1 else answers)
+    return answers
 
 
 def _json_error(status: int, message: str) -> web.Response:

@@ -159,15 +159,21 @@ def test_a_server_that_resolves_to_a_refused_address_is_a_tool_error_that_says_w
 ) -> None:
     # `localhost` is a name (accepted when saved) that resolves to loopback outside the allowed 127.0.0.2.
     create(acme, name="private", kind="http", url="http://localhost:9/mcp", allowed_tools=["lookup"])
+    create(acme, name="private-sse", kind="sse", url="http://localhost:9/sse")
     create(globex, name="theirs", kind="builtin")
     conversation = acme.create_conversation()
 
-    events = run(acme, conversation, '[[mcp private lookup {"q": "x"}]] [[mcp theirs list_files {}]]')
+    events = run(
+        acme,
+        conversation,
+        '[[mcp private lookup {"q": "x"}]] [[mcp private-sse unavailable {}]] [[mcp theirs list_files {}]]',
+    )
 
-    refused, foreign = results(events)
+    refused, refused_sse, foreign = results(events)
     assert "MCP server 'private' is unreachable" in refused and "loopback" in refused
+    assert "MCP server 'private-sse' is unreachable" in refused_sse and "loopback" in refused_sse
     assert "theirs" in foreign and "No such tool" in foreign
-    assert [server["name"] for server in of_type(events, "run.started")[0]["mcp_servers"]] == ["private"]
+    assert [server["name"] for server in of_type(events, "run.started")[0]["mcp_servers"]] == ["private", "private-sse"]
 
 
 STDIO_SERVER = r"""
