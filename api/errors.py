@@ -24,13 +24,23 @@ class ServiceError(Exception):
     status = 400
     code = "invalid_request"
 
-    def __init__(self, message: str, *, status: int | None = None, code: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, status: int | None = None, code: str | None = None, retry_after: int | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
+        self.retry_after = retry_after  # seconds, for a 429
         if status is not None:
             self.status = status
         if code is not None:
             self.code = code
+
+    def response(self) -> JsonResponse:
+        """The refusal outside DRF (the SSE views), with its Retry-After when it has one."""
+        answer = json_error(self.status, self.code, self.message)
+        if self.retry_after is not None:
+            answer["Retry-After"] = str(self.retry_after)
+        return answer
 
 
 class Conflict(ServiceError):
@@ -85,7 +95,8 @@ def api_exception_response(exc: exceptions.APIException) -> JsonResponse:
 def exception_handler(exc: Exception, context: dict[str, Any]) -> HttpResponse | None:
     """Every API error has one shape: {"error": {"status", "code", "message", "fields"?}}."""
     if isinstance(exc, ServiceError):
-        return Response(error_body(exc.status, exc.code, exc.message), status=exc.status)
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
+        return Response(error_body(exc.status, exc.code, exc.message), status=exc.status, headers=headers)
     if isinstance(exc, DATABASE_ERRORS):
         return database_unavailable(exc)
     if isinstance(exc, ProtectedError):

@@ -152,7 +152,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             else:
                 await self._send_error("unknown_type", 'Unknown frame type; use "message", "interrupt" or "ping".')
         except ServiceError as exc:
-            await self._send_error(exc.code, exc.message)
+            await self._send_error(exc.code, exc.message, exc.retry_after)
 
     async def _start_run(self, request: dict[str, Any]) -> None:
         body = MessageCreateSerializer(data={k: v for k, v in request.items() if k != "type"})
@@ -216,8 +216,11 @@ class ConversationConsumer(AsyncWebsocketConsumer):
     async def _send_json(self, payload: dict[str, Any]) -> None:
         await self.send(text_data=json.dumps(payload, default=str))
 
-    async def _send_error(self, code: str, message: str) -> None:
-        await self._send_json({"type": "error", "error": {"code": code, "message": message}})
+    async def _send_error(self, code: str, message: str, retry_after: int | None = None) -> None:
+        error: dict[str, Any] = {"code": code, "message": message}
+        if retry_after is not None:
+            error["retry_after"] = retry_after
+        await self._send_json({"type": "error", "error": error})
 
 
 def parse_after(scope: dict[str, Any]) -> int | None:

@@ -8,6 +8,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from api import ratelimit
 from api.errors import Conflict, ServiceError
 from conversations import realtime
 from conversations.events import EventType, finish_run, record_events
@@ -128,6 +129,12 @@ def start_run(
                 "wait for its terminal event or interrupt it first.",
                 code="run_in_progress",
             )
+        try:
+            ratelimit.check(ratelimit.run_limits(locked.tenant, user_id or locked.user_id))
+        except ratelimit.RateLimited as limited:
+            raise ServiceError(
+                str(limited.detail), status=429, code="rate_limited", retry_after=limited.retry_after
+            ) from None
         chosen = None if skills is None else checked_skills(locked.tenant, skills, "skills")
         preferred = checked_skills(locked.tenant, preferred_skills, "preferred_skills")
         servers = None if mcp_servers is None else checked_servers(locked.tenant, mcp_servers)

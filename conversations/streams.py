@@ -202,7 +202,7 @@ async def event_stream(request: HttpRequest, tenant: str, conversation_id: UUID)
     try:
         after = _parse_after(request)
     except ServiceError as exc:
-        return json_error(exc.status, exc.code, exc.message)
+        return exc.response()
     return sse_response(follow(conversation.pk, after))
 
 
@@ -236,7 +236,7 @@ async def stream_message(request: HttpRequest, tenant: str, conversation_id: UUI
         )
         first_seq = await Event.objects.filter(run=run).order_by("seq").values_list("seq", flat=True).afirst()
     except ServiceError as exc:
-        return json_error(exc.status, exc.code, exc.message)
+        return exc.response()
     except DATABASE_ERRORS as exc:
         return database_unavailable(exc)
     return sse_response(follow(conversation.pk, (first_seq or 1) - 1, until_run=str(run.pk)))

@@ -120,6 +120,10 @@ class TenantAdminForm(forms.ModelForm):
             "run_budget_usd",
             "run_budget_calls",
             "chat_shows_cost",
+            "api_requests_per_minute",
+            "user_api_requests_per_minute",
+            "runs_per_minute",
+            "user_runs_per_minute",
         ]
 
     def clean_default_model(self) -> LanguageModel:
@@ -150,6 +154,17 @@ class TenantAdmin(admin.ModelAdmin):
         (None, {"fields": ["id", "name", "status"]}),
         ("Agent", {"fields": ["default_model", "system_prompt"]}),
         ("Chat page", {"fields": ["chat_shows_cost"]}),
+        (
+            "Rate limits (per minute, across every web process)",
+            {
+                "fields": [
+                    "api_requests_per_minute",
+                    "user_api_requests_per_minute",
+                    "runs_per_minute",
+                    "user_runs_per_minute",
+                ]
+            },
+        ),
         (
             "Run budget",
             {

@@ -151,6 +151,19 @@ class Tenant(models.Model):
     chat_shows_cost = models.BooleanField(
         default=False, help_text="The chat page shows its end users what each run cost."
     )
+    # Rate limits, counted per minute across every web process (api.ratelimit); empty = unlimited.
+    api_requests_per_minute = models.PositiveIntegerField(
+        null=True, blank=True, help_text="API requests of the whole tenant per minute. Empty: unlimited."
+    )
+    user_api_requests_per_minute = models.PositiveIntegerField(
+        null=True, blank=True, help_text="API requests of each end user per minute. Empty: unlimited."
+    )
+    runs_per_minute = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Runs the whole tenant may start per minute. Empty: unlimited."
+    )
+    user_runs_per_minute = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Runs each end user may start per minute. Empty: unlimited."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

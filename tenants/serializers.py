@@ -45,6 +45,10 @@ class TenantSerializer(StrictModelSerializer):
             "run_budget_usd",
             "run_budget_calls",
             "chat_shows_cost",
+            "api_requests_per_minute",
+            "user_api_requests_per_minute",
+            "runs_per_minute",
+            "user_runs_per_minute",
             "created_at",
             "updated_at",
         ]
