@@ -263,6 +263,11 @@ MCP_STDIO_COMMANDS = env.dict("MCP_STDIO_COMMANDS", default={})
 # 10.1.0.0/16 for an internal tool; everything else private is refused (mcp_servers/egress.py).
 MCP_ALLOWED_NETWORKS = env.list("MCP_ALLOWED_NETWORKS", default=[])
 
+# --- Metrics -------------------------------------------------------------------------------------
+# `/metrics` (Prometheus) answers a bearer METRICS_TOKEN, or clients in METRICS_ALLOWED_NETWORKS.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+METRICS_ALLOWED_NETWORKS = env.list("METRICS_ALLOWED_NETWORKS", default=["127.0.0.0/8", "::1/128"])
+
 # --- Model upstreams ------------------------------------------------------------------------------
 ANTHROPIC_BASE_URL = env.str("ANTHROPIC_BASE_URL", default="https://api.anthropic.com")
 ANTHROPIC_API_KEY = env.str("ANTHROPIC_API_KEY", default="")

@@ -6,6 +6,7 @@ from django.urls import include, path, re_path
 from api.docs import DocsView, SchemaView
 from api.errors import allow_methods, api_not_found
 from chat.urls import api_urlpatterns as chat_api_urlpatterns
+from usage.metrics import metrics_view
 
 
 def healthz(request: HttpRequest) -> JsonResponse:
@@ -22,6 +23,7 @@ async def home(request: HttpRequest) -> HttpResponse:
 urlpatterns = [
     path("", home, name="home"),
     path("healthz", healthz),
+    path("metrics", metrics_view),
     path("admin/", admin.site.urls),
     path("api/schema/", SchemaView.as_view(), name="schema"),
     path("api/docs/", DocsView.as_view(url_name="schema"), name="api-docs"),

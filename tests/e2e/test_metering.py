@@ -3,6 +3,9 @@
 import shutil
 from decimal import Decimal
 
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
 from conversations.models import Run
 from tenants.models import ApiKey, LanguageModel, Tenant
 from tests.e2e.harness import Client, Platform, sandbox_reachable_dir
@@ -55,6 +58,17 @@ def test_usage_records_match_the_model_call_by_call_and_cost_matches_the_catalog
     assert Decimal(usage["cost_usd"]) == 2 * per_call
     streamed = [e["data"] for e in client.events(conversation) if e["type"] == "usage"]
     assert sorted(Decimal(u["cost_usd"]) for u in streamed) == [per_call, per_call]
+
+    # /metrics, read by Prometheus' own parser, counts the run's calls exactly.
+    scraped = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(httpx.get(f"{platform.base_url}/metrics").text)
+        for sample in family.samples
+    }
+    labels = (("model", "offline-priced"), ("tenant", "priced"))
+    assert scraped[("agent_model_calls_total", labels)] == 2
+    assert scraped[("agent_tokens_total", tuple(sorted((*labels, ("kind", "input_tokens")))))] == 2400
+    assert scraped[("agent_runs_finished_total", (("reason", ""), ("status", "completed"), ("tenant", "priced")))] == 1
 
 
 def test_a_run_over_its_call_budget_stops_at_the_gateway_with_budget_exceeded(

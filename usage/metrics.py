@@ -1,0 +1,137 @@
+"""`/metrics` for Prometheus, read from the database at each scrape.
+
+Runs, events and model calls are counted where they are stored, so the figures are exact across
+every web process and worker, survive restarts, and agree with the usage reports. Only for
+monitoring systems: a bearer token (METRICS_TOKEN) or an allowed network (METRICS_ALLOWED_NETWORKS,
+loopback by default) opens it.
+"""
+
+import hmac
+import ipaddress
+from collections.abc import Iterator
+from typing import Any
+
+from django.conf import settings
+from django.db.models import Count, ExpressionWrapper, F, FloatField, Q, Sum
+from django.db.models.functions import Coalesce, Extract
+from django.http import HttpRequest, HttpResponse
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
+
+from api.errors import json_error
+from conversations.models import Conversation, Run
+from tenants.models import TOKEN_KINDS
+from usage.models import UsageRecord
+
+DURATION_BUCKETS = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
+WAIT_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+
+class PlatformCollector(Collector):
+    def collect(self) -> Iterator[Any]:
+        yield from _runs()
+        yield from _events()
+        yield from _model_calls()
+
+
+def _runs() -> Iterator[Any]:
+    started = CounterMetricFamily("agent_runs_started", "Runs a worker started.", labels=["tenant"])
+    ended = CounterMetricFamily(
+        "agent_runs_finished", "Runs that ended, by status and reason.", labels=["tenant", "status", "reason"]
+    )
+    refusals = CounterMetricFamily(
+        "agent_budget_refusals", "Runs ended because a budget refused a model call.", labels=["tenant"]
+    )
+    active = GaugeMetricFamily("agent_runs_active", "Runs queued or running now.", labels=["tenant", "status"])
+    tenant = "conversation__tenant_id"
+    for row in Run.objects.filter(started_at__isnull=False).values(tenant).annotate(n=Count("pk")).order_by():
+        started.add_metric([row[tenant]], row["n"])
+    finished = Run.objects.filter(finished_at__isnull=False).values(tenant, "status", reason=F("error__reason"))
+    for row in finished.annotate(n=Count("pk")).order_by():
+        reason = str(row["reason"] or "")
+        ended.add_metric([row[tenant], row["status"], reason], row["n"])
+        if reason == "budget_exceeded":
+            refusals.add_metric([row[tenant]], row["n"])
+    unfinished = Run.objects.filter(status__in=Run.UNFINISHED).values(tenant, "status").annotate(n=Count("pk"))
+    for row in unfinished.order_by():
+        active.add_metric([row[tenant], row["status"]], row["n"])
+    yield from (started, ended, refusals, active)
+    yield _histogram(
+        "agent_run_duration_seconds",
+        "How long runs took, start to end.",
+        Run.objects.filter(started_at__isnull=False, finished_at__isnull=False),
+        F("finished_at") - F("started_at"),
+        DURATION_BUCKETS,
+    )
+    yield _histogram(
+        "agent_run_queue_wait_seconds",
+        "How long runs waited for a worker.",
+        Run.objects.filter(started_at__isnull=False),
+        F("started_at") - F("created_at"),
+        WAIT_BUCKETS,
+    )
+
+
+def _histogram(name: str, documentation: str, runs: Any, interval: Any, buckets: tuple[float, ...]) -> Any:
+    """A histogram of an interval over runs, per tenant, counted by the database in one query."""
+    seconds = ExpressionWrapper(Extract(interval, "epoch"), output_field=FloatField())
+    counts = {f"le_{n}": Count("pk", filter=Q(seconds__lte=bound)) for n, bound in enumerate(buckets)}
+    family = HistogramMetricFamily(name, documentation, labels=["tenant"])
+    rows = (
+        runs.annotate(seconds=seconds)
+        .values("conversation__tenant_id")
+        .annotate(total=Count("pk"), sum=Coalesce(Sum("seconds"), 0.0), **counts)
+        .order_by()
+    )
+    for row in rows:
+        cumulative = [(str(bound), row[f"le_{n}"]) for n, bound in enumerate(buckets)]
+        family.add_metric([row["conversation__tenant_id"]], [*cumulative, ("+Inf", row["total"])], row["sum"])
+    return family
+
+
+def _events() -> Iterator[Any]:
+    family = CounterMetricFamily("agent_events", "Events written to conversations' logs.", labels=["tenant"])
+    # Each conversation's seq counts its events without a gap: no need to count the events themselves.
+    for row in Conversation.objects.values("tenant_id").annotate(n=Coalesce(Sum("last_seq"), 0)).order_by():
+        family.add_metric([row["tenant_id"]], row["n"])
+    yield family
+
+
+def _model_calls() -> Iterator[Any]:
+    calls = CounterMetricFamily(
+        "agent_model_calls", "Model calls through the gateway, metered.", labels=["tenant", "model"]
+    )
+    tokens = CounterMetricFamily("agent_tokens", "Tokens of model calls.", labels=["tenant", "model", "kind"])
+    cost = CounterMetricFamily("agent_cost_usd", "Cost of model calls at catalog prices.", labels=["tenant", "model"])
+    sums = {kind: Coalesce(Sum(kind), 0) for kind in TOKEN_KINDS}
+    rows = UsageRecord.objects.values("tenant_id", "model_id").annotate(n=Count("pk"), usd=Sum("cost_usd"), **sums)
+    for row in rows.order_by():
+        figures: dict[str, Any] = dict(row)
+        labels = [figures["tenant_id"], figures["model_id"]]
+        calls.add_metric(labels, figures["n"])
+        cost.add_metric(labels, float(figures["usd"] or 0))
+        for kind in TOKEN_KINDS:
+            tokens.add_metric([*labels, kind], int(figures[kind]))
+    yield from (calls, tokens, cost)
+
+
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    if not _allowed(request):
+        return json_error(403, "forbidden", "Metrics need METRICS_TOKEN as a bearer token, or an allowed network.")
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(PlatformCollector())
+    return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+
+
+def _allowed(request: HttpRequest) -> bool:
+    token = settings.METRICS_TOKEN
+    scheme, _, sent = request.headers.get("Authorization", "").partition(" ")
+    if token and scheme.lower() == "bearer" and hmac.compare_digest(sent.encode(), token.encode()):
+        return True
+    try:
+        address = ipaddress.ip_address(request.META.get("REMOTE_ADDR", ""))
+    except ValueError:
+        return False
+    return any(address in ipaddress.ip_network(network) for network in settings.METRICS_ALLOWED_NETWORKS)
