@@ -11,6 +11,7 @@ import ipaddress
 from collections.abc import Iterator
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db.models import Count, ExpressionWrapper, F, FloatField, Q, Sum
 from django.db.models.functions import Coalesce, Extract
@@ -20,7 +21,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
-from api.errors import json_error
+from api.errors import allow_methods, json_error
 from conversations.models import Conversation, Run
 from tenants.models import TOKEN_KINDS
 from usage.models import UsageRecord
@@ -117,12 +118,17 @@ def _model_calls() -> Iterator[Any]:
     yield from (calls, tokens, cost)
 
 
-def metrics_view(request: HttpRequest) -> HttpResponse:
+@allow_methods("GET", "HEAD")
+async def metrics_view(request: HttpRequest) -> HttpResponse:
     if not _allowed(request):
         return json_error(403, "forbidden", "Metrics need METRICS_TOKEN as a bearer token, or an allowed network.")
+    return HttpResponse(await sync_to_async(_exposition)(), content_type=CONTENT_TYPE_LATEST)
+
+
+def _exposition() -> bytes:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(PlatformCollector())
-    return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+    return generate_latest(registry)
 
 
 def _allowed(request: HttpRequest) -> bool:
