@@ -120,6 +120,7 @@ class TenantAdminForm(forms.ModelForm):
             "run_budget_usd",
             "run_budget_calls",
             "chat_shows_cost",
+            "time_zone",
             "api_requests_per_minute",
             "user_api_requests_per_minute",
             "runs_per_minute",
@@ -154,6 +155,7 @@ class TenantAdmin(admin.ModelAdmin):
         (None, {"fields": ["id", "name", "status"]}),
         ("Agent", {"fields": ["default_model", "system_prompt"]}),
         ("Chat page", {"fields": ["chat_shows_cost"]}),
+        ("Reports", {"fields": ["time_zone"]}),
         (
             "Rate limits (per minute, across every web process)",
             {

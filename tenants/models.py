@@ -2,6 +2,7 @@ import hashlib
 import secrets
 from decimal import Decimal
 from typing import Any
+from zoneinfo import available_timezones
 
 from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator, RegexValidator
@@ -121,6 +122,11 @@ class TenantQuerySet(models.QuerySet["Tenant"]):
         return self.filter(status=Tenant.Status.ACTIVE)
 
 
+def validate_time_zone(value: str) -> None:
+    if value not in available_timezones():
+        raise ValidationError(f"{value!r} is not an IANA time zone name, such as Europe/Paris or UTC.")
+
+
 class Tenant(models.Model):
     class Status(models.TextChoices):
         ACTIVE = "active", "Active"
@@ -150,6 +156,12 @@ class Tenant(models.Model):
     )
     chat_shows_cost = models.BooleanField(
         default=False, help_text="The chat page shows its end users what each run cost."
+    )
+    time_zone = models.CharField(
+        max_length=64,
+        default="UTC",
+        validators=[validate_time_zone],
+        help_text="Where the tenant's days, weeks and months begin in its usage reports (an IANA name).",
     )
     # Rate limits, counted per minute across every web process (api.ratelimit); empty = unlimited.
     api_requests_per_minute = models.PositiveIntegerField(

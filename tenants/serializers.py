@@ -45,6 +45,7 @@ class TenantSerializer(StrictModelSerializer):
             "run_budget_usd",
             "run_budget_calls",
             "chat_shows_cost",
+            "time_zone",
             "api_requests_per_minute",
             "user_api_requests_per_minute",
             "runs_per_minute",

@@ -1,16 +1,20 @@
-from datetime import UTC
+import csv
+from collections.abc import Iterator
 from typing import Any
+from zoneinfo import ZoneInfo
 
-from django.db.models import F
-from django.db.models.functions import TruncDate
+from django.db.models import DateField, F
+from django.db.models.functions import TruncDate, TruncMonth, TruncWeek
+from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.generics import get_object_or_404
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from api.viewsets import TENANT_PARAMETER, TenantScopedViewSet, principal
 from conversations.models import Run
+from tenants.models import TOKEN_KINDS, Tenant
 from usage.models import UsageRecord, usage_figures
 from usage.serializers import (
     MAX_GROUPS,
@@ -21,13 +25,23 @@ from usage.serializers import (
 )
 from usage.services import run_totals
 
-# group_by → (the grouping expression, whether groups are ordered by cost rather than by key)
-GROUPINGS: dict[str, tuple[Any, bool]] = {
-    "day": (TruncDate("created_at", tzinfo=UTC), False),
-    "model": (F("model_id"), True),
-    "user": (F("user_id"), True),
-    "conversation": (F("conversation_id"), True),
-}
+
+def grouping(group_by: str, tenant: Tenant) -> tuple[Any, bool]:
+    """The grouping expression, and whether groups are ordered by cost rather than by key.
+
+    Days, weeks (from Monday) and months begin where the tenant lives (`Tenant.time_zone`)."""
+    zone = ZoneInfo(tenant.time_zone)
+    return {
+        "day": (TruncDate("created_at", tzinfo=zone), False),
+        "week": (TruncWeek("created_at", tzinfo=zone, output_field=DateField()), False),
+        "month": (TruncMonth("created_at", tzinfo=zone, output_field=DateField()), False),
+        "model": (F("model_id"), True),
+        "user": (F("user_id"), True),
+        "conversation": (F("conversation_id"), True),
+    }[group_by]
+
+
+CSV_COLUMNS = ["key", *TOKEN_KINDS, "model_calls", "cost_usd"]
 
 
 def key_text(key: Any) -> str | None:
@@ -52,17 +66,13 @@ class UsageViewSet(TenantScopedViewSet):
         responses=UsageReportSerializer,
     )
     def report(self, request: Request, tenant: str) -> Response:
-        """Token and cost totals over a time window, optionally grouped by day (UTC), model, end user or conversation."""
-        query = UsageReportQuerySerializer(data=request.query_params.dict())
-        query.is_valid(raise_exception=True)
-        start, end = query.validated_data.get("from"), query.validated_data.get("to")
-        group_by = query.validated_data.get("group_by")
+        """Token and cost totals over a time window, optionally grouped by day, week or month (in the tenant's
+        time zone), model, end user or conversation."""
+        start, end, group_by, records = self._query(request)
         caller = principal(request)
-        records = caller.narrow(UsageRecord.objects.for_tenant(self.tenant).between(start, end))
-
         rows: list[dict[str, Any]] = []
         if group_by:
-            key, by_cost = GROUPINGS[group_by]
+            key, by_cost = grouping(group_by, self.tenant)
             rows = list(records.grouped(key, by_cost=by_cost)[: MAX_GROUPS + 1])
         return Response(
             {
@@ -76,6 +86,42 @@ class UsageViewSet(TenantScopedViewSet):
                 "groups_truncated": len(rows) > MAX_GROUPS,
             }
         )
+
+    @extend_schema(
+        operation_id="usage_export",
+        tags=["usage"],
+        parameters=[TENANT_PARAMETER, UsageReportQuerySerializer],
+        responses={(200, "text/csv"): OpenApiResponse(OpenApiTypes.STR, description="One row per group.")},
+    )
+    def export(self, request: Request, tenant: str) -> StreamingHttpResponse:
+        """The same report as CSV: a row per group (every group, however many), then the totals."""
+        _, _, group_by, records = self._query(request)
+        rows = records.grouped(*grouping(group_by, self.tenant)).iterator() if group_by else iter(())
+
+        def lines() -> Iterator[str]:
+            out = _Line()
+            writer = csv.writer(out)
+            writer.writerow(CSV_COLUMNS)
+            yield out.take()
+            for row in rows:
+                figures = usage_figures(row)
+                writer.writerow([key_text(row["key"]), *(figures[column] for column in CSV_COLUMNS[1:])])
+                yield out.take()
+            totals = records.totals()
+            writer.writerow(["total", *(totals[column] for column in CSV_COLUMNS[1:])])
+            yield out.take()
+
+        response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
+        name = f"usage-{self.tenant.pk}-{group_by or 'total'}.csv"
+        response["Content-Disposition"] = f'attachment; filename="{name}"'
+        return response
+
+    def _query(self, request: Request) -> tuple[Any, Any, str | None, Any]:
+        query = UsageReportQuerySerializer(data=request.query_params.dict())
+        query.is_valid(raise_exception=True)
+        start, end = query.validated_data.get("from"), query.validated_data.get("to")
+        records = principal(request).narrow(UsageRecord.objects.for_tenant(self.tenant).between(start, end))
+        return start, end, query.validated_data.get("group_by"), records
 
     @extend_schema(
         operation_id="usage_run",
@@ -96,3 +142,17 @@ class UsageViewSet(TenantScopedViewSet):
                 "calls": UsageCallSerializer(calls, many=True).data,
             }
         )
+
+
+class _Line:
+    """Where csv.writer writes one row at a time, for streaming."""
+
+    def __init__(self) -> None:
+        self.text = ""
+
+    def write(self, text: str) -> None:
+        self.text += text
+
+    def take(self) -> str:
+        text, self.text = self.text, ""
+        return text

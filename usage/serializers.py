@@ -9,7 +9,7 @@ from rest_framework import serializers
 
 from api.serializers import StrictSerializer
 
-GROUP_BY_CHOICES = ["day", "model", "user", "conversation"]
+GROUP_BY_CHOICES = ["day", "week", "month", "model", "user", "conversation"]
 MAX_GROUPS = 1000
 
 

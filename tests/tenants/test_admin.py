@@ -112,6 +112,7 @@ def test_operator_creates_a_tenant_with_system_prompt_and_default_model(
             "status": "active",
             "default_model": offline_model.pk,
             "system_prompt": "Answer like a TPS report.",
+            "time_zone": "Europe/Paris",
         },
     )
 

@@ -106,6 +106,7 @@ def test_the_operator_sets_a_tenants_run_budget(admin_client: Client, tenant: Te
             "system_prompt": tenant.system_prompt,
             "run_budget_usd": "2.50",
             "run_budget_calls": "40",
+            "time_zone": "UTC",
         },
     )
 

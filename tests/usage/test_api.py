@@ -191,7 +191,7 @@ def test_the_report_needs_a_key(usage_history: dict[str, Run]) -> None:
 @pytest.mark.parametrize(
     ("params", "field"),
     [
-        ({"group_by": "week"}, "group_by"),
+        ({"group_by": "hour"}, "group_by"),
         ({"from": "yesterday"}, "from"),
         ({"to": "2026-02-30"}, "to"),
         ({"from": "2026-11-02", "to": "2026-11-01"}, "to"),
@@ -208,7 +208,7 @@ def test_bad_parameters_are_a_400_naming_the_parameter(
 
 
 def test_a_bad_parameter_on_another_tenant_is_still_404(other_api_client: APIClient, tenant: Tenant) -> None:
-    error_of(other_api_client.get(URL, {"group_by": "week"}), 404)
+    error_of(other_api_client.get(URL, {"group_by": "hour"}), 404)
 
 
 # --- queries ------------------------------------------------------------------------------------------------
