@@ -131,8 +131,7 @@ class McpServerViewSet(TenantScopedViewSet):
     permission_classes = KEY_ONLY
 
     def servers(self) -> Any:
-        own = McpServer.objects.filter(tenant=self.tenant).values("name")
-        return McpServer.objects.available_to(self.tenant).exclude(tenant__isnull=True, name__in=own)
+        return McpServer.objects.seen_by(self.tenant)
 
     def server(self, *, to_change: bool = False) -> McpServer:
         server = get_object_or_404(self.servers(), name=self.kwargs["name"])

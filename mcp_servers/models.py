@@ -13,7 +13,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 
-from tenants.models import Tenant
+from tenants.models import GrantedQuerySet, Tenant
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 SECRET_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -23,13 +23,6 @@ SECRET_REFERENCE = re.compile(r"\$\{([A-Za-z0-9_.-]{1,64})\}")
 def validate_name(value: str) -> None:
     if not NAME.match(value):
         raise ValidationError("Use 1-40 lowercase letters, digits, '-' or '_', starting with a letter or digit.")
-
-
-class McpServerQuerySet(models.QuerySet["McpServer"]):
-    def available_to(self, tenant: Tenant) -> "McpServerQuerySet":
-        """The tenant's own servers and the platform servers granted to it (enabled or not)."""
-        granted = Q(tenant__isnull=True) & (Q(all_tenants=True) | Q(granted_to=tenant))
-        return self.filter(Q(tenant=tenant) | granted).distinct()
 
 
 class McpServer(models.Model):
@@ -75,7 +68,7 @@ class McpServer(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
-    objects = McpServerQuerySet.as_manager()
+    objects = GrantedQuerySet["McpServer"].as_manager()
 
     class Meta:
         verbose_name = "MCP server"

@@ -110,12 +110,7 @@ async def _fetch(url: str) -> dict[str, Any]:
 
 def enabled_servers(tenant: Tenant) -> dict[str, McpServer]:
     """The tenant's usable servers by name; its own win a name shared with a granted platform server."""
-    found: dict[str, McpServer] = {}
-    for server in sorted(
-        McpServer.objects.available_to(tenant).filter(enabled=True), key=lambda s: s.tenant_id is not None
-    ):
-        found[server.name] = server
-    return found
+    return {name: server for name, server in McpServer.objects.by_name(tenant).items() if server.enabled}
 
 
 def check_choice(tenant: Tenant, names: Iterable[str]) -> list[str]:

@@ -100,9 +100,7 @@ class SkillViewSet(TenantScopedViewSet):
 
     def skills(self) -> Any:
         """The tenant's own and its granted platform skills; where names meet, its own."""
-        rows = Skill.objects.available_to(self.tenant).select_related("current_version")
-        shadowed = Skill.objects.filter(tenant=self.tenant).values("name")
-        return rows.exclude(tenant__isnull=True, name__in=shadowed)
+        return Skill.objects.seen_by(self.tenant).select_related("current_version")
 
     def skill(self, *, to_change: bool = False) -> Skill:
         skill = get_object_or_404(self.skills(), name=self.kwargs["name"])

@@ -8,14 +8,7 @@ tenant's own is the one its runs get.
 from django.db import models
 from django.db.models import Q
 
-from tenants.models import Tenant
-
-
-class SkillQuerySet(models.QuerySet["Skill"]):
-    def available_to(self, tenant: Tenant) -> "SkillQuerySet":
-        """The tenant's own skills and the platform skills granted to it (enabled or not)."""
-        granted = Q(tenant__isnull=True) & (Q(all_tenants=True) | Q(granted_to=tenant))
-        return self.filter(Q(tenant=tenant) | granted).distinct()
+from tenants.models import GrantedQuerySet, Tenant
 
 
 class Skill(models.Model):
@@ -43,7 +36,7 @@ class Skill(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
-    objects = SkillQuerySet.as_manager()
+    objects = GrantedQuerySet["Skill"].as_manager()
 
     class Meta:
         ordering = ["name"]

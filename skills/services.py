@@ -110,22 +110,17 @@ class RunSkills:
 
 def enabled_skills(tenant: Tenant) -> dict[str, Skill]:
     """The tenant's usable skills by name: its own enabled ones, and the enabled platform skills granted to it
-    (its own win a name they share)."""
-    found: dict[str, Skill] = {}
-    rows = (
-        Skill.objects.available_to(tenant)
-        .filter(enabled=True, current_version__isnull=False)
-        .select_related("current_version")
-    )
-    for skill in sorted(rows, key=lambda s: s.tenant_id is not None):  # platform first, the tenant's own over them
-        found[skill.name] = skill
-    return found
+    (its own win a name they share, even when disabled)."""
+    seen = Skill.objects.select_related("current_version").by_name(tenant)
+    return {name: skill for name, skill in seen.items() if skill.enabled and skill.current_version_id is not None}
 
 
 def check_selection(tenant: Tenant, names: Iterable[str], what: str) -> list[str]:
     """Names of enabled skills the tenant's end users may choose, or SkillProblem naming what to fix."""
-    available = enabled_skills(tenant)
     chosen = list(dict.fromkeys(names))
+    if not chosen:
+        return []
+    available = enabled_skills(tenant)
     for name in chosen:
         skill = available.get(name)
         if skill is None:
@@ -141,9 +136,10 @@ def check_command(tenant: Tenant, text: str) -> None:
     match = SLASH_COMMAND.match(text)
     if match is None:
         return
-    skill = enabled_skills(tenant).get(match[1])
+    available = enabled_skills(tenant)
+    skill = available.get(match[1])
     if skill is None or not skill.slash_command:
-        commands = sorted(f"/{n}" for n, s in enabled_skills(tenant).items() if s.slash_command)
+        commands = sorted(f"/{n}" for n, s in available.items() if s.slash_command)
         raise SkillProblem(
             f"/{match[1]} is not a command here. Commands: {', '.join(commands) or 'none'}. "
             "To send text that starts with '/', put a space before it."

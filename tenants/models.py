@@ -1,7 +1,7 @@
 import hashlib
 import secrets
 from decimal import Decimal
-from typing import Any
+from typing import Any, Self, TypeVar
 from zoneinfo import available_timezones
 
 from django.core.exceptions import ValidationError
@@ -253,3 +253,25 @@ class ApiKey(models.Model):
         if self.last_used_at is None or (now - self.last_used_at).total_seconds() > 60:
             ApiKey.objects.filter(pk=self.pk).update(last_used_at=now)
             self.last_used_at = now
+
+
+Granted = TypeVar("Granted", bound=models.Model)
+
+
+class GrantedQuerySet(models.QuerySet[Granted]):
+    """Rows a tenant owns (skills, MCP servers), or platform rows (no tenant) an operator grants to every
+    tenant (`all_tenants`) or to chosen ones (`granted_to`); by `name`, a tenant's own row wins."""
+
+    def available_to(self, tenant: Tenant) -> Self:
+        """The tenant's own rows and the platform rows granted to it."""
+        granted = models.Q(tenant__isnull=True) & (models.Q(all_tenants=True) | models.Q(granted_to=tenant))
+        return self.filter(models.Q(tenant=tenant) | granted).distinct()
+
+    def seen_by(self, tenant: Tenant) -> Self:
+        """What the tenant sees: the rows available to it, less a platform row whose name its own row has."""
+        own = self.model._default_manager.filter(tenant=tenant).values("name")
+        return self.available_to(tenant).exclude(tenant__isnull=True, name__in=own)
+
+    def by_name(self, tenant: Tenant) -> dict[str, Granted]:
+        """The rows the tenant sees, by name (one query)."""
+        return {row.name: row for row in self.seen_by(tenant)}  # type: ignore[attr-defined]

@@ -3,7 +3,6 @@ and secret values written but never on a page, an empty field keeping what is st
 
 No URL is ever dialed here: saving checks addresses without resolving or connecting (`no_dialing`)."""
 
-import socket
 from typing import Any
 
 import pytest
@@ -30,22 +29,6 @@ def mcp_settings(settings: Settings) -> None:
     settings.MCP_STDIO_COMMANDS = {"time": "/usr/bin/true"}
     settings.MCP_ALLOWED_NETWORKS = []
     settings.SECRETS_KEYS = []
-
-
-@pytest.fixture
-def no_dialing(monkeypatch: pytest.MonkeyPatch) -> list[object]:
-    """Fails any name resolution or outbound connection; the database connection is already open."""
-    attempts: list[object] = []
-
-    def refuse(*args: object, **kwargs: object) -> None:
-        attempts.append(args)
-        raise AssertionError(f"the test dialed or resolved something: {args!r}")
-
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
-    return attempts
 
 
 def url(name: str, *args: object) -> str:

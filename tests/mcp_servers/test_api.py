@@ -4,7 +4,6 @@ conversation or message may only choose enabled servers it can see.
 
 No URL is ever dialed here: saving checks addresses without resolving or connecting (`no_dialing`)."""
 
-import socket
 from typing import Any
 
 import pytest
@@ -41,22 +40,6 @@ def stdio_commands(settings: Settings) -> None:
 def no_worker(monkeypatch: pytest.MonkeyPatch) -> None:
     """A message's run is handed to a worker once committed; here it only has to be stored."""
     monkeypatch.setattr("conversations.services.dispatch_run", lambda run_id: None)
-
-
-@pytest.fixture
-def no_dialing(monkeypatch: pytest.MonkeyPatch) -> list[object]:
-    """Fails any name resolution or outbound connection; the database connection is already open."""
-    attempts: list[object] = []
-
-    def refuse(*args: object, **kwargs: object) -> None:
-        attempts.append(args)
-        raise AssertionError(f"the test dialed or resolved something: {args!r}")
-
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
-    return attempts
 
 
 def create(client: APIClient, **body: object) -> Any:
