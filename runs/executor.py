@@ -48,6 +48,7 @@ class RunExecution:
         self.translator = EventTranslator()
         self.setup: RunSetup | None = None
         self.saver: asyncio.Task[None] | None = None
+        self.saving_stops = asyncio.Event()
         self.interrupted = asyncio.Event()
         # The CLI's last words, logged when it fails (never put in events: they are not for users).
         self.cli_stderr: collections.deque[str] = collections.deque(maxlen=40)
@@ -87,8 +88,10 @@ class RunExecution:
         """Save the workspace once more, whatever the ending: its `file.changed` events precede the terminal one."""
         if self.setup is None:
             return
-        if self.saver is not None:  # no periodic save may come after this one
-            self.saver.cancel()
+        if self.saver is not None:
+            # No periodic save may come after this one, and none is cut short: a save cancelled
+            # between recording its versions and emitting them would lose their `file.changed`.
+            self.saving_stops.set()
             await asyncio.gather(self.saver, return_exceptions=True)
         try:
             for kind, data in await self.setup.workspace.sync_out():
@@ -99,8 +102,10 @@ class RunExecution:
 
     async def _save_workspace_periodically(self, workspace: RunWorkspace) -> None:
         """Bounds what a killed worker loses: at most the last WORKSPACE_SYNC_SECONDS of writes."""
-        while True:
-            await asyncio.sleep(settings.WORKSPACE_SYNC_SECONDS)
+        while not self.saving_stops.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.saving_stops.wait(), settings.WORKSPACE_SYNC_SECONDS)
+                return
             try:
                 for kind, data in await workspace.sync_out():
                     self.writer.emit(kind, data)
