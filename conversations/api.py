@@ -82,6 +82,7 @@ class ConversationViewSet(
             title=body.validated_data["title"],
             skills=body.validated_data.get("skills"),
             mcp_servers=body.validated_data.get("mcp_servers"),
+            budget=body.validated_data.get("budget"),
         )
         return Response(ConversationSerializer(conversation).data, status=status.HTTP_201_CREATED)
 

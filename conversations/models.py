@@ -30,6 +30,16 @@ class Conversation(models.Model):
     mcp_servers = models.JSONField(
         null=True, blank=True, help_text="The MCP servers (names) its runs get; null = all the tenant's enabled ones."
     )
+    budget_usd = models.DecimalField(
+        max_digits=12,
+        decimal_places=6,
+        null=True,
+        blank=True,
+        help_text="USD all its runs together may spend on model calls; empty = unlimited",
+    )
+    budget_calls = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Model calls all its runs together may make; empty = unlimited"
+    )
     # The last event seq handed out; bumped under a row lock so seq stays gap-free.
     last_seq = models.PositiveBigIntegerField(default=0)
     # The lease: the one run that may be queued or running in this conversation.

@@ -2,6 +2,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from api.serializers import MAX_BIGINT, MAX_INTEGER, StrictModelSerializer, StrictSerializer
@@ -10,11 +11,17 @@ from mcp_servers.models import SECRET_NAME
 from tenants.auth import USER_ID_MAX_LENGTH
 
 
+class BudgetSerializer(StrictSerializer):
+    usd = serializers.DecimalField(max_digits=12, decimal_places=6, min_value=Decimal(0), required=False)
+    calls = serializers.IntegerField(min_value=0, max_value=MAX_INTEGER, required=False)
+
+
 class ConversationSerializer(serializers.ModelSerializer):
     model = serializers.CharField(source="model_id", read_only=True)
     tenant = serializers.CharField(source="tenant_id", read_only=True)
     active_run = serializers.UUIDField(source="active_run_id", read_only=True, allow_null=True)
     session_id = serializers.CharField(source="sdk_session_id", read_only=True)
+    budget = serializers.SerializerMethodField()
 
     class Meta:
         model = Conversation
@@ -27,6 +34,7 @@ class ConversationSerializer(serializers.ModelSerializer):
             "status",
             "skills",
             "mcp_servers",
+            "budget",
             "session_id",
             "active_run",
             "last_seq",
@@ -34,6 +42,11 @@ class ConversationSerializer(serializers.ModelSerializer):
             "updated_at",
         ]
         read_only_fields = fields
+
+    @extend_schema_field(BudgetSerializer(help_text="What all its runs together may spend; null: unlimited."))
+    def get_budget(self, conversation: Conversation) -> dict[str, Any]:
+        usd = conversation.budget_usd
+        return {"usd": None if usd is None else f"{usd:f}", "calls": conversation.budget_calls}
 
 
 def skill_names(**kwargs: Any) -> serializers.ListField:
@@ -59,6 +72,10 @@ class ConversationCreateSerializer(StrictSerializer):
         allow_null=True,
         help_text="The MCP servers (names) its runs get; omitted or null: all the tenant's enabled ones.",
     )
+    budget = BudgetSerializer(
+        required=False,
+        help_text="Lowers the conversation's budget (all its runs together) below the tenant's default.",
+    )
 
 
 class ConversationUpdateSerializer(StrictModelSerializer):
@@ -71,11 +88,6 @@ class ConversationUpdateSerializer(StrictModelSerializer):
     class Meta:
         model = Conversation
         fields = ["title", "status", "skills"]
-
-
-class BudgetSerializer(StrictSerializer):
-    usd = serializers.DecimalField(max_digits=12, decimal_places=6, min_value=Decimal(0), required=False)
-    calls = serializers.IntegerField(min_value=0, max_value=MAX_INTEGER, required=False)
 
 
 class MessageCreateSerializer(StrictSerializer):

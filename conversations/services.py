@@ -20,7 +20,7 @@ from runs.dispatch import dispatch_run
 from skills.archive import SkillProblem
 from skills.services import check_command, check_selection
 from tenants.models import LanguageModel, Tenant
-from usage.services import effective_budget
+from usage.services import effective_budget, effective_conversation_budget
 
 logger = logging.getLogger(__name__)
 
@@ -51,14 +51,26 @@ def create_conversation(
     title: str = "",
     skills: Sequence[str] | None = None,
     mcp_servers: Sequence[str] | None = None,
+    budget: Mapping[str, Any] | None = None,
 ) -> Conversation:
+    """A new conversation; its budget is the tenant's default, lowered by `budget` (`usd`, `calls`)."""
     if not tenant.is_active:
         raise Conflict(f"Tenant '{tenant.pk}' is inactive.", code="tenant_inactive")
     model = resolve_model(tenant, model_id)
     chosen = None if skills is None else checked_skills(tenant, skills, "skills")
     servers = None if mcp_servers is None else checked_servers(tenant, mcp_servers)
+    budget_usd, budget_calls = effective_conversation_budget(
+        tenant, (budget or {}).get("usd"), (budget or {}).get("calls")
+    )
     return Conversation.objects.create(
-        tenant=tenant, user_id=user_id, model=model, title=title, skills=chosen, mcp_servers=servers
+        tenant=tenant,
+        user_id=user_id,
+        model=model,
+        title=title,
+        skills=chosen,
+        mcp_servers=servers,
+        budget_usd=budget_usd,
+        budget_calls=budget_calls,
     )
 
 

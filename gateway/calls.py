@@ -3,7 +3,7 @@ refusals, and relaying the answer while metering it once."""
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 
 import aiohttp
 from aiohttp import web
@@ -12,12 +12,17 @@ from conversations.models import Run
 from conversations.reconnect import call_database
 from gateway.metering import UsageTap
 from tenants.models import LanguageModel
+from usage import budgets
 from usage.models import UsageRecord
-from usage.services import budget_refusal, record_usage
+from usage.services import record_usage
 
 logger = logging.getLogger(__name__)
 
 MESSAGES_PATH = "/v1/messages"
+# Where a call's budget reservation waits (on its request) for the call's record, or its release.
+RESERVATION = web.RequestKey("budget_reservation", int)
+
+Refusal = Callable[[str, str, Mapping[str, str]], None]
 
 
 def error_response(status: int, kind: str, message: str) -> web.Response:
@@ -28,8 +33,8 @@ def error_response(status: int, kind: str, message: str) -> web.Response:
 class RunCalls:
     """The model calls of one run, as its upstream serves them.
 
-    `on_refusal(reason, message)` hears of a refusal the run cannot recover from (so it ends now
-    instead of the CLI retrying for minutes); `on_usage(record)` hears of each call as it is
+    `on_refusal(reason, message, details)` hears of a refusal the run cannot recover from (so it
+    ends now instead of the CLI retrying for minutes); `on_usage(record)` hears of each call as it is
     recorded, before the CLI has the end of its answer.
     """
 
@@ -37,7 +42,7 @@ class RunCalls:
         self,
         run: Run,
         *,
-        on_refusal: Callable[[str, str], None] | None = None,
+        on_refusal: Refusal | None = None,
         on_usage: Callable[[UsageRecord], None] | None = None,
     ) -> None:
         self.run = run
@@ -67,15 +72,25 @@ class RunCalls:
             return False
         return True
 
-    async def budget_refusal(self, body: bytes) -> web.Response | None:
-        """The refusal of a call past the run's budget, or None when the run may make it."""
-        refusal = await call_database(f"Checking the budget of run {self.run.pk}", budget_refusal, self.run, body)
-        return self.refuse("budget_exceeded", refusal) if refusal else None
+    async def reserve(self, request: web.BaseRequest, body: bytes) -> web.Response | None:
+        """Hold the call's worst-case cost on the run's budgets (usage.budgets); the refusal of a call past one."""
+        try:
+            reservation = await call_database(f"Reserving a call of run {self.run.pk}", budgets.reserve, self.run, body)
+        except budgets.BudgetExceeded as exc:
+            return self.refuse("budget_exceeded", exc.message, exc.details)
+        if reservation is not None:
+            request[RESERVATION] = reservation.pk
+        return None
 
-    def refuse(self, reason: str, message: str) -> web.Response:
+    async def release(self, request: web.BaseRequest) -> None:
+        """Give back what the call held if it ended without a record (refused upstream, unreachable, no usage)."""
+        if (reservation := request.pop(RESERVATION, None)) is not None:
+            await call_database(f"Releasing a call of run {self.run.pk}", budgets.release, reservation)
+
+    def refuse(self, reason: str, message: str, details: Mapping[str, str] | None = None) -> web.Response:
         """Refuse a call and end the run: `reason` is the run's error reason, `message` what the user reads."""
         if self.on_refusal:
-            self.on_refusal(reason, message)
+            self.on_refusal(reason, message, details or {})
         # 403: the CLI retries a 400 or 429 (and, in Bedrock mode, even this) while the run stops.
         return error_response(403, "permission_error", message)
 
@@ -84,7 +99,7 @@ class RunCalls:
         if request.method != "POST":
             return error_response(405, "invalid_request_error", "Only POST is supported.")
         body = await request.read()
-        if request.path == MESSAGES_PATH and (refusal := await self.budget_refusal(body)):
+        if request.path == MESSAGES_PATH and (refusal := await self.reserve(request, body)):
             return refusal
         return body
 
@@ -114,7 +129,7 @@ class RunCalls:
                         tap.feed(chunk)
                         if tap.settled and not recorded:
                             recorded = True
-                            await self._record(tap)
+                            await self._record(request, tap)
                     await response.write(chunk)
             except ConnectionResetError:
                 pass  # the CLI hung up (an interrupt); what was streamed so far is still metered
@@ -125,7 +140,7 @@ class RunCalls:
                 if tap is not None:
                     tap.close()
                     if not recorded:
-                        await self._record(tap)
+                        await self._record(request, tap)
             try:
                 await response.write_eof()
             except ConnectionResetError:
@@ -136,12 +151,18 @@ class RunCalls:
             if not self._in_flight:
                 self._settled.set()
 
-    async def _record(self, tap: UsageTap) -> None:
+    async def _record(self, request: web.BaseRequest, tap: UsageTap) -> None:
+        """Record the call, in place of its reservation; without usage, the reservation stays for `release`."""
         if not tap.has_usage:
             return
         assert tap.message_id is not None  # has_usage says so
         record = await call_database(
-            f"Recording a model call of run {self.run.pk}", record_usage, self.run.pk, tap.message_id, tap.usage
+            f"Recording a model call of run {self.run.pk}",
+            record_usage,
+            self.run.pk,
+            tap.message_id,
+            tap.usage,
+            request.pop(RESERVATION, None),
         )
         if record is not None and self.on_usage:
             self.on_usage(record)

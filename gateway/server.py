@@ -21,7 +21,7 @@ from typing import Any, Self
 from aiohttp import web
 
 from conversations.models import Run
-from gateway.calls import RunCalls, error_response
+from gateway.calls import Refusal, RunCalls, error_response
 from gateway.mcp import PREFIX as MCP_PREFIX
 from gateway.mcp import McpRelay
 from gateway.upstreams import Upstream, anthropic, bedrock, offline
@@ -50,7 +50,7 @@ class ModelGateway:
         run: Run,
         socket_path: Path | None = None,
         owner: tuple[int, int] | None = None,
-        on_refusal: Callable[[str, str], None] | None = None,
+        on_refusal: Refusal | None = None,
         on_usage: Callable[[UsageRecord], None] | None = None,
         mcp: McpRelay | None = None,
     ) -> None:
@@ -114,4 +114,7 @@ class ModelGateway:
             return error_response(403, "permission_error", "Unknown or revoked run token.")
         if relayed:
             return await self.mcp.serve(request)
-        return await self.upstream.serve(self.calls, request)
+        try:
+            return await self.upstream.serve(self.calls, request)
+        finally:
+            await self.calls.release(request)

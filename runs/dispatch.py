@@ -17,6 +17,7 @@ from django.utils import timezone
 from conversations.events import finish_run
 from conversations.models import Run
 from sandbox.limits import run_cgroups
+from usage.budgets import release_abandoned
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +56,8 @@ def _execute_in_thread(run_id: UUID) -> None:
 
 def reap_stale_runs() -> int:
     """Fail running runs whose worker stopped beating (it died), so none stays running forever,
-    and hand queued runs that no worker took (a lost task) to a worker again."""
+    and hand queued runs that no worker took (a lost task) to a worker again. What the dead
+    workers' model calls held of budgets is given back."""
     now = timezone.now()
     unclaimed = Run.objects.filter(
         status=Run.Status.QUEUED, heartbeat_at__lt=now - timedelta(seconds=settings.RUN_REDISPATCH_SECONDS)
@@ -74,6 +76,8 @@ def reap_stale_runs() -> int:
         if finish_run(run_id, Run.Status.FAILED, error={"reason": "worker_lost", "message": message}):
             logger.warning("Reaped run %s: worker %s stopped responding", run_id, worker)
             reaped += 1
+    if released := release_abandoned():
+        logger.warning("Released %d budget reservation(s) of model calls that ended with their worker", released)
     return reaped
 
 

@@ -5,7 +5,7 @@ import collections
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -260,11 +260,11 @@ class RunExecution:
             await asyncio.gather(receiving, return_exceptions=True)
         return self._stopped_outcome()
 
-    def stop(self, reason: str, message: str) -> None:
-        """End the run as failed because a limit was hit; the first reason wins."""
+    def stop(self, reason: str, message: str, details: Mapping[str, str] | None = None) -> None:
+        """End the run as failed because a limit was hit; the first reason wins. `details` join the error."""
         if self.stop_error is None:
             logger.warning("Stopping run %s: %s", self.run.pk, message)
-            self.stop_error = {"reason": reason, "message": message}
+            self.stop_error = {"reason": reason, "message": message, **(details or {})}
         self.interrupted.set()
 
     def _stopped_outcome(self) -> Outcome:

@@ -9,7 +9,7 @@ A coming feature adds one call here, and a field to RunSetup where the options n
 - MCP servers: `runs.mcp` chooses them and fills in their secrets; the gateway relays the http/sse
   ones, and `runs.options.agent_options` passes the CLI its configuration (`RunSetup.mcp`);
 - approvals: `can_use_tool_for(run, …)`, likewise;
-- budgets: nothing here; the gateway asks `usage.services.budget_refusal` before every model call.
+- budgets: nothing here; the gateway reserves each model call's worst case first (`usage.budgets`).
 """
 
 import asyncio
@@ -24,6 +24,7 @@ from asgiref.sync import sync_to_async
 
 from conversations.events import EventItem
 from conversations.models import Conversation, Run, SessionEntry
+from gateway.calls import Refusal
 from gateway.server import ModelGateway
 from runs.mcp import RunMcp, prepare_mcp, servers_of
 from sandbox.launcher import (
@@ -59,7 +60,7 @@ async def prepare_run(
     run: Run,
     resources: contextlib.AsyncExitStack,
     *,
-    on_refusal: Callable[[str, str], None],
+    on_refusal: Refusal,
     on_usage: Callable[[UsageRecord], None],
     emit: Callable[[EventItem], None],
 ) -> RunSetup:

@@ -12,7 +12,7 @@ from django.utils.html import format_html
 
 from conversations.models import Conversation, Event, Run
 from tenants.models import ApiKey, ApiKeyQuerySet, LanguageModel, Tenant
-from usage.models import UsageRecord
+from usage.models import BudgetCounter, UsageRecord
 
 
 def count_of(related: QuerySet[Any], fk_field: str) -> Coalesce:
@@ -33,7 +33,7 @@ def drop_history_permissions(perms_needed: set[str]) -> set[str]:
     Their admins refuse deletion so history cannot be cut out piece by piece; deleting the whole
     owner is a different, deliberate act that the owner's delete permission already governs.
     """
-    history = (Run, Event, UsageRecord)
+    history = (Run, Event, UsageRecord, BudgetCounter)
     return perms_needed - {str(model._meta.verbose_name) for model in history}
 
 
@@ -119,6 +119,14 @@ class TenantAdminForm(forms.ModelForm):
             "system_prompt",
             "run_budget_usd",
             "run_budget_calls",
+            "monthly_budget_usd",
+            "monthly_budget_calls",
+            "user_daily_budget_usd",
+            "user_daily_budget_calls",
+            "user_monthly_budget_usd",
+            "user_monthly_budget_calls",
+            "conversation_budget_usd",
+            "conversation_budget_calls",
             "chat_shows_cost",
             "time_zone",
             "api_requests_per_minute",
@@ -168,10 +176,20 @@ class TenantAdmin(admin.ModelAdmin):
             },
         ),
         (
-            "Run budget",
+            "Budgets",
             {
-                "fields": ["run_budget_usd", "run_budget_calls"],
-                "description": "The default limits of each run; a request may set its own. Empty: unlimited.",
+                "fields": [
+                    ("monthly_budget_usd", "monthly_budget_calls"),
+                    ("user_daily_budget_usd", "user_daily_budget_calls"),
+                    ("user_monthly_budget_usd", "user_monthly_budget_calls"),
+                    ("conversation_budget_usd", "conversation_budget_calls"),
+                    ("run_budget_usd", "run_budget_calls"),
+                ],
+                "description": (
+                    "Checked by the gateway before every model call, which reserves its worst-case cost. Months and "
+                    "days begin in the tenant's time zone. End users' budgets are defaults that an end user's own "
+                    "budget (Usage › User budgets) replaces; conversations and runs may ask for less. Empty: unlimited."
+                ),
             },
         ),
         ("Dates", {"fields": ["created_at", "updated_at"]}),

@@ -117,6 +117,24 @@ class LanguageModel(models.Model):
         return total / PER_MILLION
 
 
+def usd_limit(verbose_name: str, help_text: str) -> models.DecimalField:
+    """A budget in USD at catalog prices; empty means unlimited."""
+    return models.DecimalField(
+        verbose_name,
+        max_digits=12,
+        decimal_places=6,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0)],
+        help_text=f"{help_text} Empty: unlimited.",
+    )
+
+
+def calls_limit(verbose_name: str, help_text: str) -> models.PositiveIntegerField:
+    """A budget in model calls; empty means unlimited."""
+    return models.PositiveIntegerField(verbose_name, null=True, blank=True, help_text=f"{help_text} Empty: unlimited.")
+
+
 class TenantQuerySet(models.QuerySet["Tenant"]):
     def active(self) -> "TenantQuerySet":
         return self.filter(status=Tenant.Status.ACTIVE)
@@ -157,6 +175,16 @@ class Tenant(models.Model):
     chat_shows_cost = models.BooleanField(
         default=False, help_text="The chat page shows its end users what each run cost."
     )
+    # Budgets beyond the run's, enforced by the gateway before each model call (usage.budgets);
+    # empty = unlimited. Months and days begin where the tenant lives (time_zone).
+    monthly_budget_usd = usd_limit("monthly budget (USD)", "Most the whole tenant may spend per calendar month.")
+    monthly_budget_calls = calls_limit("monthly budget (model calls)", "Most model calls per calendar month.")
+    user_daily_budget_usd = usd_limit("daily budget per end user (USD)", "Each end user's default, per day.")
+    user_daily_budget_calls = calls_limit("daily budget per end user (model calls)", "Each end user's default.")
+    user_monthly_budget_usd = usd_limit("monthly budget per end user (USD)", "Each end user's default, per month.")
+    user_monthly_budget_calls = calls_limit("monthly budget per end user (model calls)", "Each end user's default.")
+    conversation_budget_usd = usd_limit("conversation budget (USD)", "Most one conversation may spend, in all.")
+    conversation_budget_calls = calls_limit("conversation budget (model calls)", "Most calls of one conversation.")
     time_zone = models.CharField(
         max_length=64,
         default="UTC",

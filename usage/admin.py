@@ -9,7 +9,7 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
 from tenants.models import TOKEN_KINDS
-from usage.models import UsageRecord
+from usage.models import BudgetCounter, UsageRecord, UserBudget
 
 
 @admin.register(UsageRecord)
@@ -74,4 +74,34 @@ class UsageRecordAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: UsageRecord | None = None) -> bool:
         # Billing history is not edited away; deleting the tenant deletes its records with it.
+        return False
+
+
+@admin.register(UserBudget)
+class UserBudgetAdmin(admin.ModelAdmin):
+    list_display = ["tenant", "user_id", "daily_usd", "daily_calls", "monthly_usd", "monthly_calls", "updated_at"]
+    list_filter = ["tenant"]
+    list_select_related = ["tenant"]
+    search_fields = ["=user_id"]
+    fields = ["tenant", "user_id", ("daily_usd", "daily_calls"), ("monthly_usd", "monthly_calls")]
+
+
+@admin.register(BudgetCounter)
+class BudgetCounterAdmin(admin.ModelAdmin):
+    """What each budget has spent and what calls in progress hold, per period: kept by the gateway alone."""
+
+    list_display = ["tenant", "level", "subject", "period", "spent_usd", "calls", "reserved_usd", "reserved_calls"]
+    list_filter = ["level", "tenant"]
+    list_select_related = ["tenant"]
+    search_fields = ["=subject", "=period"]
+    ordering = ["-updated_at"]
+    show_full_result_count = False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: BudgetCounter | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: BudgetCounter | None = None) -> bool:
         return False

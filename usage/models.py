@@ -101,3 +101,74 @@ class UsageRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.message_id} ({self.model_id}, ${usd(self.cost_usd)})"
+
+
+class BudgetLevel(models.TextChoices):
+    TENANT_MONTH = "tenant_month", "Tenant, per month"
+    USER_DAY = "user_day", "End user, per day"
+    USER_MONTH = "user_month", "End user, per month"
+    CONVERSATION = "conversation", "Conversation"
+    RUN = "run", "Run"
+
+
+class BudgetCounter(models.Model):
+    """What one budget has spent in one period, and what model calls in flight hold of it.
+
+    The gateway keeps it (usage.budgets): a call reserves its worst-case cost before it goes
+    upstream, and its usage record replaces the reservation with the real cost in one transaction.
+    `subject` is the end user, conversation or run the budget belongs to ("" for the tenant);
+    `period` the month ("2026-11") or day ("2026-11-28") where the tenant lives ("" for none).
+    """
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="budget_counters", db_index=False)
+    level = models.CharField(max_length=20, choices=BudgetLevel.choices)
+    subject = models.CharField(max_length=200, blank=True)
+    period = models.CharField(max_length=10, blank=True)
+    spent_usd = models.DecimalField(max_digits=16, decimal_places=10, default=Decimal(0))
+    calls = models.PositiveBigIntegerField(default=0)
+    reserved_usd = models.DecimalField(max_digits=16, decimal_places=10, default=Decimal(0))
+    reserved_calls = models.PositiveIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "level", "subject", "period"], name="budget_counter_once")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.tenant_id} {self.level} {self.subject} {self.period}".strip()
+
+
+class BudgetReservation(models.Model):
+    """The worst-case cost of one model call in flight, held on the counters named in `keys`.
+
+    Replaced by the call's cost when it is recorded, released when it fails; a worker killed
+    mid-call leaves it behind for the reaper, which releases the reservations of runs no longer
+    running on the worker that made them.
+    """
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="budget_reservations")
+    usd = models.DecimalField(max_digits=16, decimal_places=10)
+    keys = models.JSONField(help_text="[level, subject, period] of each counter it holds.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"${usd(self.usd)} for run {self.run_id}"
+
+
+class UserBudget(models.Model):
+    """One end user's own budgets, in place of the tenant's defaults for its users; empty = the default."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="user_budgets", db_index=False)
+    user_id = models.CharField(max_length=200)
+    daily_usd = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
+    daily_calls = models.PositiveIntegerField(null=True, blank=True)
+    monthly_usd = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
+    monthly_calls = models.PositiveIntegerField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["tenant", "user_id"], name="user_budget_once")]
+
+    def __str__(self) -> str:
+        return f"{self.tenant_id}/{self.user_id}"

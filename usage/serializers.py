@@ -1,4 +1,5 @@
 from datetime import UTC, date, datetime, time
+from decimal import Decimal
 from typing import Any
 
 from django.utils import timezone
@@ -7,7 +8,8 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from api.serializers import StrictSerializer
+from api.serializers import MAX_INTEGER, StrictModelSerializer, StrictSerializer
+from usage.models import BudgetLevel, UserBudget
 
 GROUP_BY_CHOICES = ["day", "week", "month", "model", "user", "conversation"]
 MAX_GROUPS = 1000
@@ -115,3 +117,67 @@ class RunUsageSerializer(serializers.Serializer):
     conversation = serializers.UUIDField()
     totals = UsageFiguresSerializer()
     calls = UsageCallSerializer(many=True, help_text="Each recorded model call, oldest first.")
+
+
+class BudgetStateSerializer(serializers.Serializer):
+    level = serializers.ChoiceField(choices=BudgetLevel.choices)
+    period = serializers.CharField(
+        allow_null=True, help_text="The month (2026-11) or day (2026-11-28) where the tenant lives."
+    )
+    starts_at = serializers.DateTimeField(allow_null=True)
+    ends_at = serializers.DateTimeField(allow_null=True, help_text="When the period ends and the budget starts over.")
+    limit_usd = serializers.DecimalField(max_digits=12, decimal_places=6, allow_null=True, help_text="null: unlimited")
+    limit_calls = serializers.IntegerField(allow_null=True, help_text="null: unlimited")
+    spent_usd = serializers.CharField(help_text="USD recorded in the period.")
+    calls = serializers.IntegerField(help_text="Model calls recorded in the period.")
+    reserved_usd = serializers.CharField(help_text="The worst-case cost held by calls in progress.")
+    reserved_calls = serializers.IntegerField(help_text="Calls in progress.")
+    remaining_usd = serializers.CharField(allow_null=True, help_text="What calls may still spend; null: unlimited.")
+    remaining_calls = serializers.IntegerField(allow_null=True, help_text="null: unlimited")
+
+
+class BudgetLimitSerializer(StrictSerializer):
+    usd = serializers.DecimalField(
+        max_digits=12, decimal_places=6, min_value=Decimal(0), allow_null=True, required=False
+    )
+    calls = serializers.IntegerField(min_value=0, max_value=MAX_INTEGER, allow_null=True, required=False)
+
+
+class BudgetDefaultsSerializer(serializers.Serializer):
+    user_day = BudgetLimitSerializer()
+    user_month = BudgetLimitSerializer()
+    conversation = BudgetLimitSerializer()
+    run = BudgetLimitSerializer()
+
+
+class TenantBudgetsSerializer(serializers.Serializer):
+    tenant = serializers.CharField()
+    month = BudgetStateSerializer(help_text="The tenant's calendar month now.")
+    defaults = BudgetDefaultsSerializer(
+        help_text="What each end user, conversation and run gets unless told otherwise."
+    )
+
+
+class UserBudgetSerializer(StrictModelSerializer):
+    """An end user's own budgets; null takes the tenant's default."""
+
+    daily_usd = serializers.DecimalField(
+        max_digits=12, decimal_places=6, min_value=Decimal(0), allow_null=True, required=False
+    )
+    daily_calls = serializers.IntegerField(min_value=0, max_value=MAX_INTEGER, allow_null=True, required=False)
+    monthly_usd = serializers.DecimalField(
+        max_digits=12, decimal_places=6, min_value=Decimal(0), allow_null=True, required=False
+    )
+    monthly_calls = serializers.IntegerField(min_value=0, max_value=MAX_INTEGER, allow_null=True, required=False)
+
+    class Meta:
+        model = UserBudget
+        fields = ["daily_usd", "daily_calls", "monthly_usd", "monthly_calls"]
+
+
+class UserBudgetsSerializer(serializers.Serializer):
+    tenant = serializers.CharField()
+    user_id = serializers.CharField()
+    day = BudgetStateSerializer(help_text="The end user's day now.")
+    month = BudgetStateSerializer(help_text="The end user's calendar month now.")
+    own = UserBudgetSerializer(help_text="Its own budgets; null fields take the tenant's defaults.")

@@ -7,24 +7,25 @@ from uuid import UUID
 from django.db import IntegrityError, transaction
 
 from conversations.models import Run
-from tenants.models import PER_MILLION, Tenant, normalize_usage
-from usage.models import COST_PLACES, UsageRecord, usd
+from tenants.models import Tenant, normalize_usage
+from usage import budgets
+from usage.models import COST_PLACES, UsageRecord
 
 Json = dict[str, Any]
 
-# A rough, deliberately cheap size of a request in tokens (see budget_refusal).
-BYTES_PER_TOKEN = 4
 
-
-def record_usage(run_id: UUID | str, message_id: str, usage: Json) -> UsageRecord | None:
+def record_usage(
+    run_id: UUID | str, message_id: str, usage: Json, reservation: int | None = None
+) -> UsageRecord | None:
     """Store one model call of the run, priced with the run's model; None if that call is already recorded.
 
     `usage` is the call's Anthropic usage dict (as UsageTap.usage gives it). Idempotent on
-    (run, message_id), also against a concurrent call for the same message.
+    (run, message_id), also against a concurrent call for the same message. The call's cost
+    replaces its budget `reservation` (usage.budgets) in the same transaction.
     """
     if not message_id:
         raise ValueError("A model call without a message id cannot be recorded once and only once.")
-    run = Run.objects.select_related("conversation", "model").get(pk=run_id)
+    run = Run.objects.select_related("conversation__tenant", "model").get(pk=run_id)
     cost = run.model.cost(usage).quantize(COST_PLACES)
     record = UsageRecord(
         tenant_id=run.conversation.tenant_id,
@@ -36,14 +37,18 @@ def record_usage(run_id: UUID | str, message_id: str, usage: Json) -> UsageRecor
         cost_usd=cost,
         **normalize_usage(usage),
     )
-    try:
-        # A savepoint, so that a caller's transaction survives the duplicate.
-        with transaction.atomic():
-            record.save(force_insert=True)
-    except IntegrityError:
-        if UsageRecord.objects.filter(run_id=run.pk, message_id=message_id).exists():
-            return None
-        raise
+    with transaction.atomic():
+        try:
+            # A savepoint, so that the transaction survives the duplicate.
+            with transaction.atomic():
+                record.save(force_insert=True)
+        except IntegrityError:
+            if UsageRecord.objects.filter(run_id=run.pk, message_id=message_id).exists():
+                if reservation is not None:
+                    budgets.release(reservation)
+                return None
+            raise
+        budgets.settle(run, reservation, record.created_at, cost)
     return record
 
 
@@ -63,40 +68,17 @@ def effective_budget(
     return (_lower(tenant.run_budget_usd, override_usd), _lower(tenant.run_budget_calls, override_calls))
 
 
+def effective_conversation_budget(
+    tenant: Tenant, override_usd: Decimal | None = None, override_calls: int | None = None
+) -> tuple[Decimal | None, int | None]:
+    """A new conversation's (budget_usd, budget_calls), decided as a run's is (effective_budget)."""
+    return (
+        _lower(tenant.conversation_budget_usd, override_usd),
+        _lower(tenant.conversation_budget_calls, override_calls),
+    )
+
+
 def _lower(default: Any, override: Any) -> Any:
     if override is None:
         return default
     return override if default is None else min(default, override)
-
-
-def estimated_input_cost(run: Run, request_body: bytes) -> Decimal:
-    """A cheap estimate of a request's input cost: body bytes / 4 as tokens, at the model's input price."""
-    return Decimal(len(request_body) // BYTES_PER_TOKEN) * run.model.input_price / PER_MILLION
-
-
-def budget_refusal(run: Run, request_body: bytes) -> str | None:
-    """None when the run may make its next model call; otherwise why not, in words for the model and user.
-
-    Refuses when `run.budget_calls` calls are already recorded, or when the recorded cost plus an
-    estimate of this call's input cost would pass `run.budget_usd`. The estimate is deliberately
-    rough and cheap: the request body's length in bytes / 4 as input tokens, at the model's input
-    price, ignoring caching and output. Calls in flight at the same time are not yet recorded, so
-    parallel calls (subagents) can overshoot a budget by what they spend.
-    """
-    if run.budget_calls is None and run.budget_usd is None:
-        return None
-    spent = UsageRecord.objects.filter(run_id=run.pk).totals()
-    if run.budget_calls is not None and spent["model_calls"] >= run.budget_calls:
-        return (
-            f"This run has reached its budget of {run.budget_calls} model call(s) "
-            f"({spent['model_calls']} made); start a new run to continue."
-        )
-    if run.budget_usd is not None:
-        cost = Decimal(spent["cost_usd"])
-        estimate = estimated_input_cost(run, request_body)
-        if cost + estimate > run.budget_usd:
-            return (
-                f"This run's budget of ${run.budget_usd} USD would be exceeded: ${usd(cost)} spent so far, "
-                f"and the next model call's input alone is estimated at ${usd(estimate)}."
-            )
-    return None

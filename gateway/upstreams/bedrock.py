@@ -85,7 +85,7 @@ async def serve(calls: RunCalls, request: web.BaseRequest) -> web.StreamResponse
             return error_response(
                 403, "permission_error", f"This run may only call model {calls.model.provider_model_id}."
             )
-        if refusal := await calls.budget_refusal(body):
+        if refusal := await calls.reserve(request, body):
             return refusal
     credentials = await asyncio.to_thread(CREDENTIALS.current)
     if credentials is None:

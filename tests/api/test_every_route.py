@@ -88,6 +88,7 @@ def samples(conversation: Conversation, finished_run: Run, settings: Any, tmp_pa
         "tenant": conversation.tenant_id,
         "conversation_id": str(conversation.pk),
         "run_id": str(finished_run.pk),
+        "user_id": conversation.user_id or "alice",
         "name": "sample",
         "number": "1",
         "path": "SKILL.md",

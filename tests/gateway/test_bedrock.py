@@ -323,7 +323,7 @@ async def test_without_aws_credentials_every_call_is_refused_with_403_saying_so(
         assert "no AWS credentials" in error["message"] and "AWS_ACCESS_KEY_ID" in error["message"]
     assert fake_bedrock.seen == []
     # The run is told, so it ends now rather than after the CLI's minutes of retries.
-    assert {reason for reason, _ in refusals} == {"credentials_missing"}
+    assert {refusal[0] for refusal in refusals} == {"credentials_missing"}
 
 
 async def test_without_credentials_in_settings_botocores_default_chain_signs(
@@ -371,7 +371,7 @@ async def test_past_the_budget_model_calls_are_refused_but_the_listing_is_not(
 
     assert (first[0], second[0], listing[0]) == (200, 403, 200)
     assert "budget of 1 model call" in json.loads(second[2])["error"]["message"]
-    assert [reason for reason, _ in refusals] == ["budget_exceeded"]
+    assert [refusal[0] for refusal in refusals] == ["budget_exceeded"]
     assert [seen.method for seen in fake_bedrock.seen] == ["POST", "GET"]
     assert len(await sync_to_async(records)(run)) == 1
 

@@ -45,12 +45,12 @@ def haiku(db: None) -> LanguageModel:
 @pytest.fixture
 def make_run() -> Callable[..., Run]:
     def make(conversation: Conversation, model: LanguageModel | None = None, user_id: str = "", **fields: Any) -> Run:
+        fields = {"status": Run.Status.COMPLETED, **fields}
         return Run.objects.create(
             conversation=conversation,
             model=model or conversation.model,
             user_id=user_id or conversation.user_id,
             input="Hello",
-            status=Run.Status.COMPLETED,
             **fields,
         )
 
