@@ -31,7 +31,12 @@
             stacked: true,
             grid: { display: false },
             // "11-28" under the bar; the tooltip names the whole day.
-            ticks: { color: quiet, callback(value) { return this.getLabelForValue(value).slice(5); } },
+            ticks: {
+              color: quiet,
+              maxRotation: 0,
+              maxTicksLimit: 10,
+              callback(value) { return this.getLabelForValue(value).slice(5); },
+            },
           },
           y: {
             stacked: true,
