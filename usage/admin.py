@@ -1,14 +1,20 @@
-"""Operator admin for usage records: read-only billing history with the total of what is shown."""
+"""Operator admin for usage records: read-only billing history with the total of what is shown, and a dashboard."""
 
 import uuid
+from datetime import UTC
 from typing import Any
 
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
+from django.urls import URLPattern, path
+from django.utils import timezone
 
 from tenants.models import TOKEN_KINDS
+from usage.budgets import near_caps
+from usage.dashboard import dashboard_context
 from usage.models import BudgetCounter, UsageRecord, UserBudget
 
 
@@ -64,6 +70,27 @@ class UsageRecordAdmin(admin.ModelAdmin):
             assert response.context_data is not None
             response.context_data["usage_totals"] = response.context_data["cl"].queryset.totals()
         return response
+
+    def get_urls(self) -> list[URLPattern]:
+        dashboard = path("dashboard/", self.admin_site.admin_view(self.dashboard_view), name="usage_dashboard")
+        # Before the defaults: their catch-all `<path:object_id>/` would swallow it.
+        return [dashboard, *super().get_urls()]
+
+    def dashboard_view(self, request: HttpRequest) -> HttpResponse:
+        """Spend, runs and failures over the last days, as charts and tables, for whoever may view usage records.
+
+        With the budgets of the current periods that are 80% used or more.
+        """
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "Usage dashboard",
+            **dashboard_context(request.GET, timezone.now().astimezone(UTC).date()),
+        }
+        context["budgets_near_caps"] = near_caps(timezone.now(), context["tenant"])
+        return TemplateResponse(request, "admin/usage/dashboard.html", context)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         # Only the gateway records usage, once per model call.

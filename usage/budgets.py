@@ -22,15 +22,16 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
-from conversations.models import Run
+from conversations.models import Conversation, Run
 from tenants.models import PER_MILLION, LanguageModel, Tenant
 from usage.models import COST_PLACES, BudgetCounter, BudgetLevel, BudgetReservation, UserBudget, usd
 
 Key = tuple[str, str, str]  # level, subject, period
+Json = dict[str, Any]
 
 # Request bytes per input token in the worst case: tokenizers average 3.5 to 4 bytes of English text
 # per token; code, JSON and non-Latin scripts run denser.
@@ -348,3 +349,74 @@ def user_state(tenant: Tenant, user_id: str, moment: datetime) -> dict[str, Any]
 
 
 USER_BUDGET_FIELDS = ["daily_usd", "daily_calls", "monthly_usd", "monthly_calls"]
+
+
+def near_caps(moment: datetime, tenant: Tenant | None = None, threshold: float = 0.8, limit: int = 20) -> list[Json]:
+    """The budgets of the current periods that have used `threshold` or more of a limit, fullest first.
+
+    For the operator's dashboard: tenants' months, end users' days and months, and conversations
+    (spent plus held by calls in progress, against the USD or the call limit, whichever is fuller).
+    """
+    tenants = {t.pk: t for t in ([tenant] if tenant else Tenant.objects.all())}
+    current = {pk: periods(moment, t.time_zone) for pk, t in tenants.items()}
+    days = {day for day, _ in current.values()}
+    months = {month for _, month in current.values()}
+    counters = BudgetCounter.objects.filter(tenant__in=list(tenants)).filter(
+        Q(level=BudgetLevel.TENANT_MONTH, period__in=months)
+        | Q(level=BudgetLevel.USER_DAY, period__in=days)
+        | Q(level=BudgetLevel.USER_MONTH, period__in=months)
+        | Q(level=BudgetLevel.CONVERSATION)
+    )
+    counters = [c for c in counters if c.period in ("", *current[c.tenant_id])]
+    own = {
+        (budget.tenant_id, budget.user_id): budget
+        for budget in UserBudget.objects.filter(
+            tenant__in=list(tenants), user_id__in={c.subject for c in counters if c.level.startswith("user")}
+        )
+    }
+    conversations = {
+        str(pk): (budget_usd, budget_calls)
+        for pk, budget_usd, budget_calls in Conversation.objects.filter(
+            pk__in=[c.subject for c in counters if c.level == BudgetLevel.CONVERSATION]
+        ).values_list("pk", "budget_usd", "budget_calls")
+    }
+    found = []
+    for counter in counters:
+        owner = tenants[counter.tenant_id]
+        if counter.level == BudgetLevel.TENANT_MONTH:
+            limit_usd, limit_calls = owner.monthly_budget_usd, owner.monthly_budget_calls
+        elif counter.level == BudgetLevel.CONVERSATION:
+            limit_usd, limit_calls = conversations.get(counter.subject, (None, None))
+        else:
+            user = own.get((owner.pk, counter.subject)) or UserBudget(tenant=owner, user_id=counter.subject)
+            day, month = user_caps(owner, user, counter.period, counter.period)
+            cap = day if counter.level == BudgetLevel.USER_DAY else month
+            limit_usd, limit_calls = cap.usd, cap.calls
+        share = _share(counter, limit_usd, limit_calls)
+        if share is not None and share >= threshold:
+            found.append(
+                {
+                    "tenant": owner.pk,
+                    "level": counter.get_level_display(),
+                    "subject": counter.subject,
+                    "period": counter.period,
+                    "spent_usd": counter.spent_usd + counter.reserved_usd,
+                    "calls": counter.calls + counter.reserved_calls,
+                    "limit_usd": limit_usd,
+                    "limit_calls": limit_calls,
+                    "share": min(share, 1.0),
+                }
+            )
+    return sorted(found, key=lambda budget: -budget["share"])[:limit]
+
+
+def _share(counter: BudgetCounter, limit_usd: Decimal | None, limit_calls: int | None) -> float | None:
+    """How full the budget is (1 is full), by whichever of its limits is fuller; None when it has none."""
+    shares = []
+    if limit_usd is not None:
+        used = counter.spent_usd + counter.reserved_usd
+        shares.append(float(used / limit_usd) if limit_usd else float(used > 0 or 1))
+    if limit_calls is not None:
+        used_calls = counter.calls + counter.reserved_calls
+        shares.append(used_calls / limit_calls if limit_calls else 1.0)
+    return max(shares) if shares else None

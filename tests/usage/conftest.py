@@ -1,11 +1,12 @@
 """Usage data: a model with real catalog prices, a run on it, and a helper that records calls."""
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
+from django.utils import timezone
 
 from conversations.models import Conversation, Run
 from tenants.models import LanguageModel, Tenant
@@ -81,3 +82,46 @@ def record() -> Callable[..., UsageRecord]:
         return stored
 
     return make
+
+
+@pytest.fixture
+def usage_history(
+    tenant: Tenant,
+    other_tenant: Tenant,
+    sonnet: LanguageModel,
+    haiku: LanguageModel,
+    record: Callable[..., UsageRecord],
+) -> list[UsageRecord]:
+    """Two tenants' calls on two models over the last days, from completed and failed runs, and one call long ago."""
+    now = timezone.now()
+    days_ago = [now - timedelta(days=n) for n in range(41)]
+
+    def ended_run(conversation: Conversation, at: datetime, reason: str = "") -> Run:
+        status = Run.Status.FAILED if reason else Run.Status.COMPLETED
+        error = {"reason": reason, "message": "It went wrong."} if reason else None
+        return Run.objects.create(
+            conversation=conversation,
+            model=conversation.model,
+            user_id=conversation.user_id,
+            input="Hello",
+            status=status,
+            error=error,
+            started_at=at,
+            finished_at=at,
+        )
+
+    report = Conversation.objects.create(tenant=tenant, model=sonnet, user_id="alice", title="Quarterly report")
+    translations = Conversation.objects.create(tenant=tenant, model=haiku, user_id="bob", title="Translations")
+    support = Conversation.objects.create(tenant=other_tenant, model=sonnet, user_id="carol", title="Support desk")
+    first, second = ended_run(report, days_ago[0]), ended_run(report, days_ago[2])
+    failed = ended_run(translations, days_ago[1], reason="timeout")
+    globex_runs = [ended_run(support, days_ago[5]), ended_run(support, days_ago[0], reason="model_error")]
+    ended_run(support, days_ago[3], reason="timeout")
+    return [
+        record(first, "msg_a1", at=days_ago[0], input=10_000, output=2_000, cache_read=50_000),
+        record(second, "msg_a2", at=days_ago[2], input=3_000, output=1_000),
+        record(failed, "msg_b1", at=days_ago[1], input=20_000, output=500),
+        record(globex_runs[0], "msg_c1", at=days_ago[5], input=40_000, output=8_000, cache_write_5m=4_000),
+        record(globex_runs[1], "msg_c2", at=days_ago[0], input=5_000, output=100),
+        record(globex_runs[0], "msg_c3", at=days_ago[40], input=1_000_000, output=1_000_000),
+    ]
