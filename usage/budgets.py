@@ -361,13 +361,13 @@ def near_caps(moment: datetime, tenant: Tenant | None = None, threshold: float =
     current = {pk: periods(moment, t.time_zone) for pk, t in tenants.items()}
     days = {day for day, _ in current.values()}
     months = {month for _, month in current.values()}
-    counters = BudgetCounter.objects.filter(tenant__in=list(tenants)).filter(
+    candidates = BudgetCounter.objects.filter(tenant__in=list(tenants)).filter(
         Q(level=BudgetLevel.TENANT_MONTH, period__in=months)
         | Q(level=BudgetLevel.USER_DAY, period__in=days)
         | Q(level=BudgetLevel.USER_MONTH, period__in=months)
         | Q(level=BudgetLevel.CONVERSATION)
     )
-    counters = [c for c in counters if c.period in ("", *current[c.tenant_id])]
+    counters = [c for c in candidates if c.period in ("", *current[c.tenant_id])]
     own = {
         (budget.tenant_id, budget.user_id): budget
         for budget in UserBudget.objects.filter(
