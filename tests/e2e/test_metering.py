@@ -93,20 +93,21 @@ def test_a_run_over_its_call_budget_stops_at_the_gateway_with_budget_exceeded(
     assert Run.objects.get(pk=run["id"]).budget_calls == 2
 
 
-def test_a_run_over_its_usd_budget_stops_at_the_gateway(platform: Platform, transactional_db: None) -> None:
+def test_a_run_whose_first_call_may_cost_more_than_its_usd_budget_never_reaches_the_model(
+    platform: Platform, transactional_db: None
+) -> None:
     client = priced_client(platform, run_budget_usd=Decimal("0.05"))
     conversation = client.create_conversation()
-    costly = SCRIPTED_USAGE.replace("output=300", "output=3000")  # $0.053325 per call
 
-    run = client.send(conversation, f"{costly} [[bash echo one]] [[bash echo two]]")
+    run = client.send(conversation, f"{SCRIPTED_USAGE} [[bash echo one]]")
     terminal = client.wait_for_terminal(conversation, run["id"])
 
+    # Its answer may be 32,000 tokens at 15 USD per million: 0.48 USD, past the budget before it starts.
     assert terminal["type"] == "run.failed"
-    assert terminal["data"]["error"]["reason"] == "budget_exceeded"
-    # The first call was allowed (its estimate fit); its answer spent the budget, so the second
-    # call was refused at the gateway before reaching the model.
-    assert terminal["data"]["usage"]["model_calls"] == 1
-    assert Decimal(terminal["data"]["usage"]["cost_usd"]) == Decimal("0.053325")
+    error = terminal["data"]["error"]
+    assert (error["reason"], error["level"]) == ("budget_exceeded", "run")
+    assert "This run's budget of $0.05 USD would be exceeded" in error["message"]
+    assert terminal["data"]["usage"]["model_calls"] == 0
 
 
 def test_a_conversation_started_on_one_worker_continues_on_another_with_fresh_local_state(
