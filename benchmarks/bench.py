@@ -9,8 +9,9 @@ sandboxed session, and wall time for 10 and 20 concurrent sandboxed runs. Then s
 (benchmarks/streams.py): 1,000 idle WebSockets held by one Daphne for 60 s, their memory, and
 live latency beside them. Workspaces (benchmarks/workspaces.py) and skills (benchmarks/skills.py):
 sync and placement figures against S3 (moto). MCP (benchmarks/mcp.py): what the gateway's MCP relay
-adds to a tool call against calling the server directly. `BENCH_ONLY=streams|workspaces|skills|mcp`
-measures one part.
+adds to a tool call against calling the server directly. Budgets (benchmarks/budgets.py): what
+reserving a call's worst case on five budgets adds to a model call at the gateway.
+`BENCH_ONLY=streams|workspaces|skills|mcp|budgets` measures one part.
 """
 
 import asyncio
@@ -178,6 +179,7 @@ def main() -> None:
     django.setup()
     call_command("migrate", verbosity=0)
 
+    from benchmarks import budgets as bench_budgets
     from benchmarks import mcp as bench_mcp
     from benchmarks import sandbox as bench_sandbox
     from benchmarks import skills as bench_skills
@@ -201,11 +203,15 @@ def main() -> None:
     if only == "mcp":
         print_rows(bench_mcp.rows(bench_mcp.figures(tenant, work)), work)
         return
+    if only == "budgets":
+        print_rows(bench_budgets.rows(bench_budgets.figures(tenant, work)), work)
+        return
     # In this process, before the platform starts, so that nothing else of the bench competes.
     sandbox_in_process = {} if only_streams else bench_sandbox.in_process_figures(tenant, work)
     workspace_figures = {} if only_streams else bench_workspaces.figures(tenant, work)
     skill_figures = {} if only_streams else bench_skills.figures(tenant, work)
     mcp_figures = {} if only_streams else bench_mcp.figures(tenant, work)
+    budget_figures = {} if only_streams else bench_budgets.figures(tenant, work)
     # The production heartbeat and staleness: the harness's 3 s (for quick crash tests) reaps live
     # runs whose heartbeat is late while 20 CLIs saturate two cores.
     platform = Platform(
@@ -273,6 +279,7 @@ def main() -> None:
         *bench_workspaces.rows(workspace_figures),
         *bench_skills.rows(skill_figures),
         *bench_mcp.rows(mcp_figures),
+        *bench_budgets.rows(budget_figures),
     ]
     print_rows(rows, work)
 
