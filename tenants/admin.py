@@ -1,6 +1,6 @@
 """Operator admin for the model catalog, tenants and API keys."""
 
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.contrib import admin, messages
@@ -11,7 +11,15 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from conversations.models import Conversation, Event, Run
-from tenants.models import ApiKey, ApiKeyQuerySet, LanguageModel, Tenant
+from tenants.models import (
+    PRICE_FIELDS,
+    ApiKey,
+    ApiKeyQuerySet,
+    LanguageModel,
+    LanguageModelQuerySet,
+    ModelPrice,
+    Tenant,
+)
 from usage.models import BudgetCounter, UsageRecord
 
 
@@ -35,6 +43,56 @@ def drop_history_permissions(perms_needed: set[str]) -> set[str]:
     """
     history = (Run, Event, UsageRecord, BudgetCounter)
     return perms_needed - {str(model._meta.verbose_name) for model in history}
+
+
+class PriceHistoryInline(admin.TabularInline):
+    """The prices a model has had and has, newest first: read-only, since calls were charged at them."""
+
+    model = ModelPrice
+    verbose_name = "price"
+    verbose_name_plural = "Price history, newest first: the first is in effect (USD per million tokens)"
+    fields = readonly_fields = ("effective_from", *PRICE_FIELDS, "created_at")
+    ordering = ["-effective_from"]
+    extra = 0
+    can_delete = False
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ModelPrice]:
+        return super().get_queryset(request).filter(effective_from__lte=timezone.now())
+
+    def has_add_permission(self, request: HttpRequest, obj: LanguageModel | None = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: LanguageModel | None = None) -> bool:
+        return False
+
+
+class ScheduledPriceForm(forms.ModelForm):
+    class Meta:
+        model = ModelPrice
+        fields = ["effective_from", *PRICE_FIELDS]
+
+    def clean_effective_from(self) -> Any:
+        moment = self.cleaned_data["effective_from"]
+        if moment <= timezone.now():
+            raise forms.ValidationError(
+                "A scheduled price starts later than now; to change the price from now, edit the prices above."
+            )
+        return moment
+
+
+class ScheduledPriceInline(admin.TabularInline):
+    """Prices that take effect later; they can be changed or dropped until then."""
+
+    model = ModelPrice
+    form = ScheduledPriceForm
+    verbose_name = "scheduled price"
+    verbose_name_plural = "Scheduled prices (USD per million tokens, in effect from the given moment on)"
+    fields = ["effective_from", *PRICE_FIELDS]
+    ordering = ["effective_from"]
+    extra = 0
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ModelPrice]:
+        return super().get_queryset(request).filter(effective_from__gt=timezone.now())
 
 
 @admin.register(LanguageModel)
@@ -62,17 +120,21 @@ class LanguageModelAdmin(admin.ModelAdmin):
         (
             "Prices (USD per million tokens)",
             {
-                "fields": [
-                    "input_price",
-                    "output_price",
-                    "cache_write_5m_price",
-                    "cache_write_1h_price",
-                    "cache_read_price",
-                ]
+                "fields": list(PRICE_FIELDS),
+                "description": "The price in effect now. Changed, they apply from the moment you save: calls "
+                "made before keep the price they were charged at. To change them from a later moment, "
+                "schedule a price below.",
             },
         ),
         ("Dates", {"fields": ["created_at", "updated_at"]}),
     ]
+    inlines = [PriceHistoryInline, ScheduledPriceInline]
+
+    def get_inlines(
+        self, request: HttpRequest, obj: LanguageModel | None
+    ) -> list[type[admin.options.InlineModelAdmin]]:
+        # A new model has no history yet; its first price is the one it is created with.
+        return self.inlines if obj is not None else []
 
     def get_readonly_fields(self, request: HttpRequest, obj: LanguageModel | None = None) -> list[str]:
         # Editing a primary key in admin saves a copy under the new id instead of renaming.
@@ -80,13 +142,25 @@ class LanguageModelAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[LanguageModel]:
         return (
-            super()
-            .get_queryset(request)
+            cast(LanguageModelQuerySet, super().get_queryset(request))
+            .with_prices()
             .annotate(
                 tenant_count=count_of(Tenant.objects.all(), "default_model"),
                 conversation_count=count_of(Conversation.objects.all(), "model"),
             )
         )
+
+    def get_object(self, request: HttpRequest, object_id: str, from_field: str | None = None) -> LanguageModel | None:
+        model = super().get_object(request, object_id, from_field)
+        if model is not None:
+            model.show_price_in_effect()
+        return model
+
+    def get_changelist_instance(self, request: HttpRequest) -> Any:
+        changelist = super().get_changelist_instance(request)
+        for model in changelist.result_list:
+            model.show_price_in_effect()
+        return changelist
 
     @admin.display(description="tenants", ordering="tenant_count")
     def tenant_count(self, obj: LanguageModel) -> int:

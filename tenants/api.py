@@ -23,7 +23,7 @@ class LanguageModelViewSet(viewsets.ModelViewSet):
     filterset_fields = ["provider", "status"]
 
     def get_queryset(self) -> QuerySet[LanguageModel]:
-        return LanguageModel.objects.all()
+        return LanguageModel.objects.with_prices()
 
 
 class TenantViewSet(viewsets.ModelViewSet):

@@ -1,12 +1,13 @@
 import hashlib
 import secrets
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Self, TypeVar
 from zoneinfo import available_timezones
 
 from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator, RegexValidator
-from django.db import models
+from django.db import models, transaction
 from django.utils import timezone
 
 slug_validator = RegexValidator(
@@ -15,8 +16,10 @@ slug_validator = RegexValidator(
 )
 
 PER_MILLION = Decimal(1_000_000)
-# The kinds of tokens a model call is billed for, each at its own price (see LanguageModel.cost).
+# The kinds of tokens a model call is billed for, each at its own price (see PriceList.cost).
 TOKEN_KINDS = ("input_tokens", "output_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens", "cache_read_tokens")
+# The price of each kind, in the same order: USD per million tokens.
+PRICE_FIELDS = ("input_price", "output_price", "cache_write_5m_price", "cache_write_1h_price", "cache_read_price")
 # What the built-in offline model is called wherever a person reads it: it is not Claude.
 OFFLINE_LABEL = "Offline model (not Claude)"
 
@@ -38,14 +41,59 @@ def normalize_usage(usage: dict[str, Any]) -> dict[str, int]:
     }
 
 
+class PriceList(models.Model):
+    """The five prices of a model, USD per million tokens of each kind."""
+
+    input_price = models.DecimalField(max_digits=12, decimal_places=6, default=0, validators=[MinValueValidator(0)])
+    output_price = models.DecimalField(max_digits=12, decimal_places=6, default=0, validators=[MinValueValidator(0)])
+    cache_write_5m_price = models.DecimalField(
+        max_digits=12, decimal_places=6, default=0, validators=[MinValueValidator(0)]
+    )
+    cache_write_1h_price = models.DecimalField(
+        max_digits=12, decimal_places=6, default=0, validators=[MinValueValidator(0)]
+    )
+    cache_read_price = models.DecimalField(
+        max_digits=12, decimal_places=6, default=0, validators=[MinValueValidator(0)]
+    )
+
+    class Meta:
+        abstract = True
+
+    def price_values(self) -> tuple[Decimal, ...]:
+        """The five prices in PRICE_FIELDS order, as Decimals (whatever was assigned: str, int, Decimal)."""
+        return tuple(Decimal(str(getattr(self, name))) for name in PRICE_FIELDS)
+
+    def prices_by_field(self) -> dict[str, Decimal]:
+        """The five prices by field name, to copy them onto another PriceList."""
+        return dict(zip(PRICE_FIELDS, self.price_values(), strict=True))
+
+    def cost(self, usage: dict[str, Any]) -> Decimal:
+        """Cost in USD of one model call's usage (Anthropic usage keys) at these prices."""
+        tokens = normalize_usage(usage)
+        total = sum(
+            (tokens[kind] * price for kind, price in zip(TOKEN_KINDS, self.price_values(), strict=True)), Decimal(0)
+        )
+        return total / PER_MILLION
+
+
 class LanguageModelQuerySet(models.QuerySet["LanguageModel"]):
     def usable(self) -> "LanguageModelQuerySet":
         """The models `is_usable` holds for."""
         return self.filter(status=LanguageModel.Status.ACTIVE)
 
+    def with_prices(self) -> "LanguageModelQuerySet":
+        """Each model's price history in one more query (price_at and show_price_in_effect then ask nothing)."""
+        return self.prefetch_related(models.Prefetch("prices", queryset=ModelPrice.objects.order_by("-effective_from")))
 
-class LanguageModel(models.Model):
-    """One entry of the model catalog: where a model is served and what it costs."""
+
+class LanguageModel(PriceList):
+    """One entry of the model catalog: where a model is served and what it costs.
+
+    Its five prices are the price list an operator edits. Calls are charged from the price history
+    (`prices`, ModelPrice): saving changed prices adds a ModelPrice in effect from that moment, an
+    operator may schedule one for a later moment, and a call is charged at the price in effect when
+    it is made (`price_at`), which its UsageRecord keeps.
+    """
 
     class Provider(models.TextChoices):
         ANTHROPIC = "anthropic", "Anthropic API"
@@ -64,23 +112,14 @@ class LanguageModel(models.Model):
     )
     context_window = models.PositiveIntegerField(default=200_000)
     max_output_tokens = models.PositiveIntegerField(default=32_000)
-    # USD per million tokens.
-    input_price = models.DecimalField(max_digits=12, decimal_places=6, default=0, validators=[MinValueValidator(0)])
-    output_price = models.DecimalField(max_digits=12, decimal_places=6, default=0, validators=[MinValueValidator(0)])
-    cache_write_5m_price = models.DecimalField(
-        max_digits=12, decimal_places=6, default=0, validators=[MinValueValidator(0)]
-    )
-    cache_write_1h_price = models.DecimalField(
-        max_digits=12, decimal_places=6, default=0, validators=[MinValueValidator(0)]
-    )
-    cache_read_price = models.DecimalField(
-        max_digits=12, decimal_places=6, default=0, validators=[MinValueValidator(0)]
-    )
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.ACTIVE)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     objects = LanguageModelQuerySet.as_manager()
+
+    # The prices as read from the database (None: a new model, or prices not loaded), to tell whether a save changes them.
+    _loaded_prices: tuple[Decimal, ...] | None = None
 
     class Meta:
         ordering = ["id"]
@@ -88,6 +127,45 @@ class LanguageModel(models.Model):
 
     def __str__(self) -> str:
         return self.display_name
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        """Save; prices that differ from the price in effect become a new ModelPrice, in effect from now.
+
+        This is the one place a price change is recorded, whoever saves: admin, API, loadmodels. A save
+        that leaves the prices as they were read does not record them again; if a scheduled price has
+        come into effect since they were read, the list takes it on instead.
+        """
+        update_fields = kwargs.get("update_fields")
+        if update_fields is not None and not set(PRICE_FIELDS) & set(update_fields):
+            super().save(*args, **kwargs)
+            return
+        # Read the history afresh: a prefetched copy may be older than this save.
+        getattr(self, "_prefetched_objects_cache", {}).pop("prices", None)
+        with transaction.atomic():
+            now = timezone.now()
+            in_effect = self._price_in_effect(now) if self.pk else None
+            untouched = self._loaded_prices is not None and self.price_values() == self._loaded_prices
+            if untouched and in_effect is not None and in_effect.price_values() != self.price_values():
+                self.show_price_in_effect()
+            super().save(*args, **kwargs)
+            if in_effect is None or in_effect.price_values() != self.price_values():
+                # The first price of a model is in effect from its creation, like the migration's.
+                since = now if self.prices.exists() else self.created_at
+                ModelPrice.objects.create(model=self, effective_from=since, **self.prices_by_field())
+            self._loaded_prices = self.price_values()
+
+    @classmethod
+    def from_db(cls, *args: Any, **kwargs: Any) -> Self:
+        model = super().from_db(*args, **kwargs)
+        if all(name in model.__dict__ for name in PRICE_FIELDS):
+            model._loaded_prices = model.price_values()
+        return model
+
+    def refresh_from_db(self, *args: Any, **kwargs: Any) -> None:
+        super().refresh_from_db(*args, **kwargs)
+        fields = kwargs.get("fields", args[1] if len(args) > 1 else None)
+        if fields is None or set(PRICE_FIELDS) <= set(fields):
+            self._loaded_prices = self.price_values()
 
     @property
     def is_usable(self) -> bool:
@@ -105,16 +183,84 @@ class LanguageModel(models.Model):
         return self.provider == self.Provider.OFFLINE
 
     def cost(self, usage: dict[str, Any]) -> Decimal:
-        """Cost in USD of one model call's usage (Anthropic usage keys), from this entry's prices."""
-        tokens = normalize_usage(usage)
-        total = (
-            tokens["input_tokens"] * self.input_price
-            + tokens["output_tokens"] * self.output_price
-            + tokens["cache_write_5m_tokens"] * self.cache_write_5m_price
-            + tokens["cache_write_1h_tokens"] * self.cache_write_1h_price
-            + tokens["cache_read_tokens"] * self.cache_read_price
-        )
-        return total / PER_MILLION
+        """Cost in USD of one model call's usage (Anthropic usage keys) at the price in effect now
+        (not necessarily the price list's: see show_price_in_effect). A model not saved yet has no history:
+        its price list is its price."""
+        if self._state.adding:
+            return super().cost(usage)
+        return self.price_at(timezone.now()).cost(usage)
+
+    def price_at(self, moment: datetime) -> "ModelPrice":
+        """The price in effect at `moment`: the one with the latest `effective_from` not after it.
+
+        A moment before the first price gets the first price. A model with no price history at all
+        (rows written around save(): bulk_create, update()) gets its price list recorded, from its creation.
+        """
+        price = self._price_in_effect(moment)
+        if price is None:
+            price = self._first_price()
+        if price is None:
+            price, _ = ModelPrice.objects.get_or_create(
+                model=self, effective_from=self.created_at, defaults=self.prices_by_field()
+            )
+        return price
+
+    def show_price_in_effect(self) -> None:
+        """Set the five prices to the price in effect now, as if read so from the database.
+
+        The price list stays as an operator last saved it; once a price scheduled since comes into
+        effect, the list is behind it until the next save. Pages and API answers show the price in
+        effect, and edits start from it, so an edit never puts an outdated price back.
+        """
+        price = self._price_in_effect(timezone.now())
+        if price is not None:
+            for name, value in price.prices_by_field().items():
+                setattr(self, name, value)
+            self._loaded_prices = self.price_values()
+
+    def _prefetched_prices(self) -> list["ModelPrice"] | None:
+        cache = getattr(self, "_prefetched_objects_cache", {})
+        return list(cache["prices"]) if "prices" in cache else None
+
+    def _price_in_effect(self, moment: datetime) -> "ModelPrice | None":
+        prefetched = self._prefetched_prices()
+        if prefetched is not None:
+            past = [price for price in prefetched if price.effective_from <= moment]
+            return max(past, key=lambda price: price.effective_from, default=None)
+        return self.prices.filter(effective_from__lte=moment).order_by("-effective_from").first()
+
+    def _first_price(self) -> "ModelPrice | None":
+        prefetched = self._prefetched_prices()
+        if prefetched is not None:
+            return min(prefetched, key=lambda price: price.effective_from, default=None)
+        return self.prices.order_by("effective_from").first()
+
+
+class ModelPrice(PriceList):
+    """A model's prices from `effective_from` on, until its next ModelPrice; the history of its price list.
+
+    Usage records point at the price they were charged at, so a price that has charged a call is
+    never deleted (PROTECT) and reports never re-price the past. A price not yet in effect is a
+    scheduled one, which an operator may still change or drop.
+    """
+
+    model = models.ForeignKey(LanguageModel, on_delete=models.CASCADE, related_name="prices")
+    effective_from = models.DateTimeField(help_text="When these prices take effect; they hold until the next ones.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["model", "-effective_from"]
+        verbose_name = "price"
+        constraints = [
+            models.UniqueConstraint(fields=["model", "effective_from"], name="model_price_once_per_moment"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model_id} from {self.effective_from.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+
+    @property
+    def is_scheduled(self) -> bool:
+        return self.effective_from > timezone.now()
 
 
 def usd_limit(verbose_name: str, help_text: str) -> models.DecimalField:

@@ -1,10 +1,29 @@
+from typing import Any
+
 from rest_framework import serializers
 
 from api.serializers import StrictModelSerializer
-from tenants.models import LanguageModel, Tenant
+from tenants.models import PRICE_FIELDS, LanguageModel, ModelPrice, Tenant
+
+
+class ModelPriceSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = ModelPrice
+        fields = ["effective_from", *PRICE_FIELDS, "created_at"]
+        read_only_fields = fields
 
 
 class LanguageModelSerializer(StrictModelSerializer):
+    """A catalog entry. Its five prices are the ones in effect now; changing them records a new price
+    from now on, and `prices` is the history (newest first, scheduled prices included)."""
+
+    prices = ModelPriceSerializer(
+        many=True,
+        read_only=True,
+        help_text="The model's prices, newest first: each holds from its effective_from until the next; "
+        "one that starts later than now is scheduled. Calls keep the price they were charged at.",
+    )
+
     class Meta:
         model = LanguageModel
         fields = [
@@ -20,6 +39,7 @@ class LanguageModelSerializer(StrictModelSerializer):
             "cache_write_1h_price",
             "cache_read_price",
             "status",
+            "prices",
             "created_at",
             "updated_at",
         ]
@@ -29,6 +49,15 @@ class LanguageModelSerializer(StrictModelSerializer):
         if self.instance is not None and value != self.instance.pk:
             raise serializers.ValidationError("A model's id cannot change; create a new model instead.")
         return value
+
+    def update(self, instance: LanguageModel, validated_data: dict[str, Any]) -> LanguageModel:
+        # A change is a change from the price in effect (what a GET showed), not from an outdated list.
+        instance.show_price_in_effect()
+        return super().update(instance, validated_data)
+
+    def to_representation(self, instance: LanguageModel) -> dict[str, Any]:
+        instance.show_price_in_effect()
+        return super().to_representation(instance)
 
 
 class TenantSerializer(StrictModelSerializer):

@@ -47,6 +47,7 @@ class UsageRecordAdmin(admin.ModelAdmin):
         "message_id",
         *TOKEN_KINDS,
         "cost_usd",
+        "price",
         "created_at",
     )
 

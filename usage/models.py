@@ -7,7 +7,7 @@ from django.db.models import Count, Sum
 from django.db.models.functions import Coalesce
 
 from conversations.models import Conversation, Run
-from tenants.models import TOKEN_KINDS, LanguageModel, Tenant
+from tenants.models import TOKEN_KINDS, LanguageModel, ModelPrice, Tenant
 
 COST_PLACES = Decimal("1e-10")
 
@@ -63,6 +63,9 @@ class UsageRecordQuerySet(models.QuerySet["UsageRecord"]):
 class UsageRecord(models.Model):
     """One model call of a run, metered by the gateway and priced from the catalog when it was made.
 
+    `price` is the model's price in effect at that moment and `cost_usd` the call's cost at it; both
+    stay as they were when the catalog's prices change, so reports (sums of `cost_usd`) never re-price.
+
     A billing record outlives what it bills: deleting a conversation (and so its runs) keeps the
     rows, with `conversation` and `run` set to NULL, and tenant, end user and model still on them.
     Deleting the tenant itself deletes them, like everything else the tenant owns.
@@ -87,6 +90,14 @@ class UsageRecord(models.Model):
     # Prices are per million tokens with up to 6 places; 10 places keep a call's cost exact for
     # prices of up to 4 places (0.08, 3.75: every real price list), and within 1e-10 USD otherwise.
     cost_usd = models.DecimalField("cost (USD)", max_digits=16, decimal_places=10)
+    price = models.ForeignKey(
+        ModelPrice,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="usage_records",
+        help_text="The price the call was charged at. Empty for calls recorded before prices had a history.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     objects = UsageRecordQuerySet.as_manager()

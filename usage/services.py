@@ -5,6 +5,7 @@ from typing import Any
 from uuid import UUID
 
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from conversations.models import Run
 from tenants.models import Tenant, normalize_usage
@@ -17,7 +18,7 @@ Json = dict[str, Any]
 def record_usage(
     run_id: UUID | str, message_id: str, usage: Json, reservation: int | None = None
 ) -> UsageRecord | None:
-    """Store one model call of the run, priced with the run's model; None if that call is already recorded.
+    """Store one model call of the run, at its model's price in effect now; None if that call is already recorded.
 
     `usage` is the call's Anthropic usage dict (as UsageTap.usage gives it). Idempotent on
     (run, message_id), also against a concurrent call for the same message. The call's cost
@@ -26,7 +27,8 @@ def record_usage(
     if not message_id:
         raise ValueError("A model call without a message id cannot be recorded once and only once.")
     run = Run.objects.select_related("conversation__tenant", "model").get(pk=run_id)
-    cost = run.model.cost(usage).quantize(COST_PLACES)
+    price = run.model.price_at(timezone.now())  # the price of the call's time, kept on its record
+    cost = price.cost(usage).quantize(COST_PLACES)
     record = UsageRecord(
         tenant_id=run.conversation.tenant_id,
         conversation_id=run.conversation_id,
@@ -35,6 +37,7 @@ def record_usage(
         model=run.model,
         message_id=message_id,
         cost_usd=cost,
+        price=price,
         **normalize_usage(usage),
     )
     with transaction.atomic():
