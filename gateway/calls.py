@@ -79,13 +79,14 @@ class RunCalls:
         except budgets.BudgetExceeded as exc:
             return self.refuse("budget_exceeded", exc.message, exc.details)
         if reservation is not None:
-            request[RESERVATION] = reservation.pk
+            request[RESERVATION] = reservation
         return None
 
     async def release(self, request: web.BaseRequest) -> None:
         """Give back what the call held if it ended without a record (refused upstream, unreachable, no usage)."""
         if (reservation := request.pop(RESERVATION, None)) is not None:
-            await call_database(f"Releasing a call of run {self.run.pk}", budgets.release, reservation)
+            tenant = self.run.conversation.tenant_id
+            await call_database(f"Releasing a call of run {self.run.pk}", budgets.release, reservation, tenant)
 
     def refuse(self, reason: str, message: str, details: Mapping[str, str] | None = None) -> web.Response:
         """Refuse a call and end the run: `reason` is the run's error reason, `message` what the user reads."""

@@ -14,20 +14,19 @@ it changes in the order of their keys, so that parallel calls queue instead of d
 
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from django.db import transaction
-from django.db.models import F, Q
-from django.db.models.functions import Greatest
+from django.db import connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from conversations.models import Conversation, Run
-from tenants.models import PER_MILLION, LanguageModel, Tenant
+from tenants.models import PER_MILLION, Tenant
 from usage.models import COST_PLACES, BudgetCounter, BudgetLevel, BudgetReservation, UserBudget, usd
 
 Key = tuple[str, str, str]  # level, subject, period
@@ -97,12 +96,47 @@ def spending_keys(run: Run, moment: datetime) -> list[Key]:
     return keys
 
 
-def caps(run: Run, moment: datetime) -> list[Cap]:
-    """The budgets that cap the run's next call, read afresh: an operator's change applies to the next call."""
-    tenant = Tenant.objects.get(pk=run.conversation.tenant_id)
-    day, month = periods(moment, tenant.time_zone)
+# Everything a reservation reads, in one round trip: the tenant's limits, the end user's own
+# budgets in place of the tenant's defaults (COALESCE, as user_caps does), and the model's input and
+# output prices in effect (as LanguageModel.price_at chooses them).
+TERMS_SQL = """
+SELECT t.time_zone, t.monthly_budget_usd, t.monthly_budget_calls,
+       COALESCE(u.daily_usd, t.user_daily_budget_usd), COALESCE(u.daily_calls, t.user_daily_budget_calls),
+       COALESCE(u.monthly_usd, t.user_monthly_budget_usd), COALESCE(u.monthly_calls, t.user_monthly_budget_calls),
+       p.input_price, p.cache_write_5m_price, p.cache_write_1h_price, p.output_price
+FROM tenants_tenant t
+LEFT JOIN usage_userbudget u ON u.tenant_id = t.id AND u.user_id = %(user)s
+LEFT JOIN LATERAL (
+    SELECT input_price, cache_write_5m_price, cache_write_1h_price, output_price FROM tenants_modelprice
+    WHERE model_id = %(model)s AND effective_from <= %(moment)s ORDER BY effective_from DESC LIMIT 1
+) p ON true
+WHERE t.id = %(tenant)s
+"""
+
+
+@dataclass(frozen=True)
+class CallTerms:
+    """What caps a run's next call, and the prices its worst case is reckoned at (USD per million tokens)."""
+
+    caps: list[Cap]
+    input_price: Decimal
+    output_price: Decimal
+
+
+def call_terms(run: Run, moment: datetime) -> CallTerms:
+    """The budgets that cap the run's next call, read afresh so that an operator's change applies to it.
+
+    A conversation's and a run's budgets are fixed when they are made: those come from `run`.
+    """
+    params = {"user": run.user_id, "model": run.model_id, "moment": moment, "tenant": run.conversation.tenant_id}
+    with connection.cursor() as cursor:
+        cursor.execute(TERMS_SQL, params)
+        time_zone, month_usd, month_calls, day_usd, day_calls, user_month_usd, user_month_calls, *prices = (
+            cursor.fetchone()
+        )
+    day, month = periods(moment, time_zone)
     found = [
-        Cap((BudgetLevel.TENANT_MONTH, "", month), tenant.monthly_budget_usd, tenant.monthly_budget_calls),
+        Cap((BudgetLevel.TENANT_MONTH, "", month), month_usd, month_calls),
         Cap(
             (BudgetLevel.CONVERSATION, str(run.conversation_id), ""),
             run.conversation.budget_usd,
@@ -111,8 +145,18 @@ def caps(run: Run, moment: datetime) -> list[Cap]:
         Cap((BudgetLevel.RUN, str(run.pk), ""), run.budget_usd, run.budget_calls),
     ]
     if run.user_id:
-        found += user_caps(tenant, own_budget(tenant, run.user_id), day, month)
-    return sorted((cap for cap in found if cap.usd is not None or cap.calls is not None), key=lambda cap: cap.key)
+        found += [
+            Cap((BudgetLevel.USER_DAY, run.user_id, day), day_usd, day_calls),
+            Cap((BudgetLevel.USER_MONTH, run.user_id, month), user_month_usd, user_month_calls),
+        ]
+    if prices[0] is None:  # a model without price history (written around save()): its price list
+        model = run.model
+        prices = [model.input_price, model.cache_write_5m_price, model.cache_write_1h_price, model.output_price]
+    return CallTerms(
+        caps=sorted((cap for cap in found if cap.usd is not None or cap.calls is not None), key=lambda cap: cap.key),
+        input_price=max(prices[:3]),
+        output_price=prices[3],
+    )
 
 
 def own_budget(tenant: Tenant, user_id: str) -> UserBudget:
@@ -143,17 +187,16 @@ def _own_or_default(own: Any, default: Any) -> Any:
     return default if own is None else own
 
 
-def worst_case_cost(model: LanguageModel, body: bytes) -> Decimal:
+def worst_case_cost(terms: CallTerms, max_output_tokens: int, body: bytes) -> Decimal:
     """The most a Messages call can cost: its input at the dearest input price, and all of its `max_tokens`.
 
     Input is priced as if every BYTES_PER_INPUT_TOKEN bytes of the request were a token written to
     the cache for an hour (the dearest way to send input); output as the request's `max_tokens`
-    (at most the model's), the model's own limit when the request names none.
+    (at most the model's `max_output_tokens`), the model's own limit when the request names none.
     """
-    input_price = max(model.input_price, model.cache_write_5m_price, model.cache_write_1h_price)
     input_tokens = math.ceil(len(body) / BYTES_PER_INPUT_TOKEN)
-    output_tokens = min(_max_tokens(body) or model.max_output_tokens, model.max_output_tokens)
-    cost = (input_tokens * input_price + output_tokens * model.output_price) / PER_MILLION
+    output_tokens = min(_max_tokens(body) or max_output_tokens, max_output_tokens)
+    cost = (input_tokens * terms.input_price + output_tokens * terms.output_price) / PER_MILLION
     return cost.quantize(COST_PLACES)
 
 
@@ -165,23 +208,62 @@ def _max_tokens(body: bytes) -> int | None:
     return value if isinstance(value, int) and value > 0 else None
 
 
-def reserve(run: Run, body: bytes) -> BudgetReservation | None:
+# Holds a call's worst case on its budgets' counters (made as needed) and records the reservation,
+# in one statement: it locks the counters in key order, so parallel calls queue rather than
+# deadlock, and returns them as they are now, with this call's share in them. The caller checks
+# them against their caps and rolls the transaction back when one would be passed.
+RESERVE_SQL = """
+WITH held AS (
+    INSERT INTO usage_budgetcounter AS c
+        (tenant_id, level, subject, period, spent_usd, calls, reserved_usd, reserved_calls, updated_at)
+    SELECT %(tenant)s, level, subject, period, 0, 0, %(usd)s, 1, now()
+    FROM unnest(%(levels)s::text[], %(subjects)s::text[], %(periods)s::text[]) AS k(level, subject, period)
+    ORDER BY level, subject, period
+    ON CONFLICT (tenant_id, level, subject, period) DO UPDATE
+    SET reserved_usd = c.reserved_usd + EXCLUDED.reserved_usd, reserved_calls = c.reserved_calls + 1,
+        updated_at = EXCLUDED.updated_at
+    RETURNING level, subject, period, spent_usd, calls, reserved_usd, reserved_calls
+), reservation AS (
+    INSERT INTO usage_budgetreservation (run_id, usd, keys, created_at)
+    VALUES (%(run)s, %(usd)s, %(keys)s::jsonb, now())
+    RETURNING id
+)
+SELECT held.*, reservation.id FROM held, reservation
+"""
+
+
+def reserve(run: Run, body: bytes) -> int | None:
     """Hold the worst-case cost of the call `body` asks for, and one call, on every budget that caps it.
 
-    None when no budget caps it. Raises BudgetExceeded, holding nothing, when one would be passed.
+    The reservation's id, or None when no budget caps the call. Raises BudgetExceeded, holding
+    nothing, when one would be passed.
     """
-    found = caps(run, timezone.now())
-    if not found:
+    terms = call_terms(run, timezone.now())
+    if not terms.caps:
         return None
-    worst_case = worst_case_cost(run.model, body)
-    with transaction.atomic():
-        counters = _locked(run.conversation.tenant_id, [cap.key for cap in found])
-        for cap in found:
-            _check(cap, counters[cap.key], worst_case)
-        BudgetCounter.objects.filter(pk__in=[counter.pk for counter in counters.values()]).update(
-            reserved_usd=F("reserved_usd") + worst_case, reserved_calls=F("reserved_calls") + 1
-        )
-        return BudgetReservation.objects.create(run=run, usd=worst_case, keys=[list(cap.key) for cap in found])
+    worst_case = worst_case_cost(terms, run.model.max_output_tokens, body)
+    keys = [cap.key for cap in terms.caps]
+    params = {
+        "tenant": run.conversation.tenant_id,
+        "usd": worst_case,
+        "run": run.pk,
+        "keys": json.dumps(keys),
+        **_columns(keys),
+    }
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(RESERVE_SQL, params)
+        rows = cursor.fetchall()
+        held = {
+            tuple(row[:3]): BudgetCounter(spent_usd=row[3], calls=row[4], reserved_usd=row[5], reserved_calls=row[6])
+            for row in rows
+        }
+        for cap in terms.caps:
+            # What others hold: the counters include this call's own share now.
+            counter = held[cap.key]
+            counter.reserved_usd -= worst_case
+            counter.reserved_calls -= 1
+            _check(cap, counter, worst_case)  # raising rolls the whole reservation back
+        return int(rows[0][7])
 
 
 def _check(cap: Cap, counter: BudgetCounter, worst_case: Decimal) -> None:
@@ -200,83 +282,70 @@ def _check(cap: Cap, counter: BudgetCounter, worst_case: Decimal) -> None:
         )
 
 
+# A recorded call's cost on every budget it counts on (made as needed), in key order.
+SPEND_SQL = """
+INSERT INTO usage_budgetcounter AS c
+    (tenant_id, level, subject, period, spent_usd, calls, reserved_usd, reserved_calls, updated_at)
+SELECT %(tenant)s, level, subject, period, %(usd)s, 1, 0, 0, now()
+FROM unnest(%(levels)s::text[], %(subjects)s::text[], %(periods)s::text[]) AS k(level, subject, period)
+ORDER BY level, subject, period
+ON CONFLICT (tenant_id, level, subject, period) DO UPDATE
+SET spent_usd = c.spent_usd + EXCLUDED.spent_usd, calls = c.calls + 1, updated_at = EXCLUDED.updated_at
+"""
+
+# A reservation given back: deleted (once), and its share taken off the counters it held, locked
+# in key order as a reservation locks them.
+RELEASE_SQL = """
+WITH taken AS (
+    DELETE FROM usage_budgetreservation WHERE id = %(reservation)s RETURNING usd, keys
+), locked AS (
+    SELECT c.id, taken.usd FROM usage_budgetcounter c, taken, jsonb_array_elements(taken.keys) AS key
+    WHERE c.tenant_id = %(tenant)s AND (c.level, c.subject, c.period) = (key->>0, key->>1, key->>2)
+    ORDER BY c.level, c.subject, c.period
+    FOR UPDATE OF c
+)
+UPDATE usage_budgetcounter AS c
+SET reserved_usd = GREATEST(c.reserved_usd - locked.usd, 0), reserved_calls = GREATEST(c.reserved_calls - 1, 0),
+    updated_at = now()
+FROM locked WHERE c.id = locked.id
+"""
+
+
+def _columns(keys: Iterable[Key]) -> dict[str, list[str]]:
+    """Counter keys as the three arrays the statements unnest."""
+    levels, subjects, period_names = zip(*keys, strict=True)
+    return {"levels": list(levels), "subjects": list(subjects), "periods": list(period_names)}
+
+
 def settle(run: Run, reservation_id: int | None, moment: datetime, cost: Decimal) -> None:
-    """Count a recorded call on its budgets, in place of its reservation (call inside the record's transaction)."""
-    held = _take(reservation_id)
-    spent = spending_keys(run, moment)
-    counters = _locked(run.conversation.tenant_id, [*spent, *(held[1] if held else [])])
-    BudgetCounter.objects.filter(pk__in=[counters[key].pk for key in spent]).update(
-        spent_usd=F("spent_usd") + cost, calls=F("calls") + 1
-    )
-    if held:
-        _give_back(held[0], [counters[key] for key in held[1]])
+    """Count a recorded call on its budgets, in place of its reservation (inside the record's transaction)."""
+    params = {"tenant": run.conversation.tenant_id, "usd": cost, **_columns(spending_keys(run, moment))}
+    with connection.cursor() as cursor:
+        cursor.execute(SPEND_SQL, params)
+        if reservation_id is not None:
+            cursor.execute(RELEASE_SQL, {"reservation": reservation_id, "tenant": run.conversation.tenant_id})
 
 
-def release(reservation_id: int) -> None:
+def release(reservation_id: int, tenant_id: str) -> None:
     """Give back a reservation whose call ended without a record (refused upstream, broken off, duplicate)."""
-    with transaction.atomic():
-        held = _take(reservation_id)
-        if held is None:
-            return
-        amount, keys, run_id = held
-        tenant_id = Run.objects.filter(pk=run_id).values_list("conversation__tenant_id", flat=True).first()
-        _give_back(amount, _locked(tenant_id, keys).values())
+    with connection.cursor() as cursor:
+        cursor.execute(RELEASE_SQL, {"reservation": reservation_id, "tenant": tenant_id})
 
 
 def release_abandoned() -> int:
     """Release what calls of dead workers still hold: the reservations of runs no longer running.
 
-    A run reaped from a dead worker is queued again or failed, and its new worker releases what
-    the old one held when it claims the run (`release_run`), so neither waits for its calls.
+    A run whose worker died is failed by the reaper (runs.dispatch), so its calls in flight are
+    gone; a run that ended while a call was being cut off may leave one too.
     """
-    abandoned = BudgetReservation.objects.exclude(run__status=Run.Status.RUNNING).values_list("pk", flat=True)
+    abandoned = BudgetReservation.objects.exclude(run__status=Run.Status.RUNNING).values_list(
+        "pk", "run__conversation__tenant_id"
+    )
     released = 0
-    for reservation_id in abandoned[:1000]:
-        release(reservation_id)
+    for reservation_id, tenant_id in abandoned[:1000]:
+        release(reservation_id, tenant_id)
         released += 1
     return released
-
-
-def release_run(run_id: Any) -> None:
-    """Release every reservation of a run: its calls in flight are gone (its worker died, or it ended)."""
-    for reservation_id in BudgetReservation.objects.filter(run_id=run_id).values_list("pk", flat=True):
-        release(reservation_id)
-
-
-def _take(reservation_id: int | None) -> tuple[Decimal, list[Key], Any] | None:
-    """Delete the reservation: its amount, keys and run, or None if it was already settled or released."""
-    if reservation_id is None:
-        return None
-    held = BudgetReservation.objects.select_for_update().filter(pk=reservation_id).first()
-    if held is None:
-        return None
-    held.delete()
-    amount, keys, run_id = held.usd, held.keys, held.run_id
-    return amount, [(level, subject, period) for level, subject, period in keys], run_id
-
-
-def _give_back(amount: Decimal, counters: Iterable[BudgetCounter]) -> None:
-    BudgetCounter.objects.filter(pk__in=[counter.pk for counter in counters]).update(
-        reserved_usd=Greatest(F("reserved_usd") - amount, Decimal(0)),
-        reserved_calls=Greatest(F("reserved_calls") - 1, 0),
-    )
-
-
-def _locked(tenant_id: Any, keys: Sequence[Key]) -> dict[Key, BudgetCounter]:
-    """The tenant's counters of `keys`, created as needed and locked in key order (which avoids deadlocks)."""
-    wanted = sorted(set(keys))
-    BudgetCounter.objects.bulk_create(
-        [
-            BudgetCounter(tenant_id=tenant_id, level=level, subject=subject, period=period)
-            for level, subject, period in wanted
-        ],
-        ignore_conflicts=True,
-    )
-    matching = BudgetCounter.objects.none()
-    for level, subject, period in wanted:
-        matching |= BudgetCounter.objects.filter(tenant_id=tenant_id, level=level, subject=subject, period=period)
-    locked = matching.order_by("level", "subject", "period").select_for_update()
-    return {(counter.level, counter.subject, counter.period): counter for counter in locked}
 
 
 def period_bounds(period: str, time_zone: str) -> tuple[datetime | None, datetime | None]:

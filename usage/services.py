@@ -48,7 +48,7 @@ def record_usage(
         except IntegrityError:
             if UsageRecord.objects.filter(run_id=run.pk, message_id=message_id).exists():
                 if reservation is not None:
-                    budgets.release(reservation)
+                    budgets.release(reservation, run.conversation.tenant_id)
                 return None
             raise
         budgets.settle(run, reservation, record.created_at, cost)

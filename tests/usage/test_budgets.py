@@ -13,7 +13,7 @@ from conversations.models import Conversation, Run
 from tenants.models import LanguageModel, Tenant
 from tests.usage.conftest import anthropic_usage
 from usage import budgets
-from usage.budgets import BudgetExceeded, periods, release, release_abandoned, reserve, worst_case_cost
+from usage.budgets import BudgetExceeded, call_terms, periods, release, release_abandoned, reserve, worst_case_cost
 from usage.models import BudgetCounter, BudgetReservation, UserBudget
 from usage.services import record_usage
 
@@ -33,13 +33,16 @@ def this_month(tenant: Tenant) -> str:
     return periods(datetime.now(UTC), tenant.time_zone)[1]
 
 
-def test_the_worst_case_is_the_input_at_the_dearest_input_price_and_all_of_max_tokens(sonnet: LanguageModel) -> None:
-    assert worst_case_cost(sonnet, SMALL_CALL) == SMALL_WORST_CASE
-    # No max_tokens (or not a JSON body): the model's own limit, 32,000 tokens.
-    assert worst_case_cost(sonnet, b"{}") == Decimal("0.48") + Decimal(1 * 6) / 1_000_000
+def test_the_worst_case_is_the_input_at_the_dearest_input_price_and_all_of_max_tokens(run: Run) -> None:
+    terms = call_terms(run, datetime.now(UTC))
+    assert (terms.input_price, terms.output_price) == (Decimal(6), Decimal(15))  # the 1-hour cache write is dearest
+
+    assert worst_case_cost(terms, 32_000, SMALL_CALL) == SMALL_WORST_CASE
+    # No max_tokens (or not a JSON body): the model's own limit.
+    assert worst_case_cost(terms, 32_000, b"{}") == Decimal("0.48") + Decimal(1 * 6) / 1_000_000
     # More than the model may answer: the model's limit.
-    assert worst_case_cost(sonnet, json.dumps({"max_tokens": 10**9}).encode()) > Decimal("0.48")
-    assert worst_case_cost(sonnet, json.dumps({"max_tokens": 10**9}).encode()) < Decimal("0.481")
+    too_many = json.dumps({"max_tokens": 10**9}).encode()
+    assert worst_case_cost(terms, 1000, too_many) == (Decimal(15_000) + 9 * 6) / 1_000_000  # 26 bytes: 9 tokens
 
 
 def test_a_run_that_no_budget_caps_reserves_nothing(run: Run) -> None:
@@ -52,10 +55,10 @@ def test_the_call_budget_of_a_run_admits_calls_below_it_and_refuses_the_next_one
     run.save()
     first = reserve(run, SMALL_CALL)
     assert first is not None
-    record_usage(run.pk, "msg_1", anthropic_usage(input=1), first.pk)
+    record_usage(run.pk, "msg_1", anthropic_usage(input=1), first)
     second = reserve(run, SMALL_CALL)
     assert second is not None
-    record_usage(run.pk, "msg_2", anthropic_usage(input=1), second.pk)
+    record_usage(run.pk, "msg_2", anthropic_usage(input=1), second)
 
     with pytest.raises(BudgetExceeded) as refused:
         reserve(run, SMALL_CALL)
@@ -95,7 +98,7 @@ def test_a_recorded_call_replaces_its_reservation_with_its_cost(run: Run) -> Non
     assert held is not None
     assert counter("acme", "run", str(run.pk)).reserved_usd == SMALL_WORST_CASE
 
-    record = record_usage(run.pk, "msg_1", anthropic_usage(output=10), held.pk)
+    record = record_usage(run.pk, "msg_1", anthropic_usage(output=10), held)
 
     assert record is not None and record.cost_usd == Decimal("0.00015")
     budget = counter("acme", "run", str(run.pk))
@@ -125,8 +128,8 @@ def test_a_call_that_ends_without_a_record_gives_its_reservation_back(run: Run) 
     held = reserve(run, SMALL_CALL)
     assert held is not None
 
-    release(held.pk)
-    release(held.pk)  # twice is once
+    release(held, "acme")
+    release(held, "acme")  # twice is once
 
     budget = counter("acme", "run", str(run.pk))
     assert (budget.reserved_usd, budget.reserved_calls, budget.calls) == (0, 0, 0)
@@ -139,8 +142,8 @@ def test_recording_a_call_twice_gives_the_second_reservation_back(run: Run) -> N
     first, second = reserve(run, SMALL_CALL), reserve(run, SMALL_CALL)
     assert first is not None and second is not None
 
-    record_usage(run.pk, "msg_1", anthropic_usage(output=1), first.pk)
-    again = record_usage(run.pk, "msg_1", anthropic_usage(output=1), second.pk)
+    record_usage(run.pk, "msg_1", anthropic_usage(output=1), first)
+    again = record_usage(run.pk, "msg_1", anthropic_usage(output=1), second)
 
     assert again is None
     budget = counter("acme", "run", str(run.pk))
@@ -157,7 +160,7 @@ def test_the_reaper_releases_what_calls_of_runs_no_longer_running_hold(
 
     assert release_abandoned() == 1
 
-    assert list(BudgetReservation.objects.values_list("pk", flat=True)) == [kept.pk if kept else None]
+    assert list(BudgetReservation.objects.values_list("pk", flat=True)) == [kept]
     assert counter("acme", "run", str(ended.pk)).reserved_calls == 0
     assert counter("acme", "run", str(running.pk)).reserved_calls == 1
 
@@ -167,7 +170,7 @@ def test_the_tenant_month_refuses_with_its_level_and_period(run: Run, tenant: Te
     tenant.save()
     held = reserve(run, SMALL_CALL)
     assert held is not None
-    record_usage(run.pk, "msg_1", anthropic_usage(output=1), held.pk)
+    record_usage(run.pk, "msg_1", anthropic_usage(output=1), held)
 
     with pytest.raises(BudgetExceeded) as refused:
         reserve(run, SMALL_CALL)
@@ -205,7 +208,7 @@ def test_a_conversation_budget_holds_across_its_runs(
         run = make_run(conversation)
         held = reserve(run, SMALL_CALL)
         assert held is not None
-        record_usage(run.pk, f"msg_{number}", anthropic_usage(output=1), held.pk)
+        record_usage(run.pk, f"msg_{number}", anthropic_usage(output=1), held)
 
     with pytest.raises(BudgetExceeded) as refused:
         reserve(make_run(conversation), SMALL_CALL)
@@ -242,7 +245,7 @@ def test_twenty_calls_at_once_against_a_cap_that_fits_five_admit_five(
             start.wait()
             held = reserve(run, SMALL_CALL)
             assert held is not None
-            admitted.append(held.pk)
+            admitted.append(held)
         except BudgetExceeded as exc:
             refused.append(exc.level)
         finally:
