@@ -128,7 +128,7 @@ def call_terms(run: Run, moment: datetime) -> CallTerms:
 
     A conversation's and a run's budgets are fixed when they are made: those come from `run`.
     """
-    params = {"user": run.user_id, "model": run.model_id, "moment": moment, "tenant": run.conversation.tenant_id}
+    params: dict[str, Any] = {"user": run.user_id, "model": run.model_id, "moment": moment, "tenant": run.conversation.tenant_id}
     with connection.cursor() as cursor:
         cursor.execute(TERMS_SQL, params)
         time_zone, month_usd, month_calls, day_usd, day_calls, user_month_usd, user_month_calls, *prices = (
@@ -243,7 +243,7 @@ def reserve(run: Run, body: bytes) -> int | None:
         return None
     worst_case = worst_case_cost(terms, run.model.max_output_tokens, body)
     keys = [cap.key for cap in terms.caps]
-    params = {
+    params: dict[str, Any] = {
         "tenant": run.conversation.tenant_id,
         "usd": worst_case,
         "run": run.pk,
@@ -319,7 +319,7 @@ def _columns(keys: Iterable[Key]) -> dict[str, list[str]]:
 
 def settle(run: Run, reservation_id: int | None, moment: datetime, cost: Decimal) -> None:
     """Count a recorded call on its budgets, in place of its reservation (inside the record's transaction)."""
-    params = {"tenant": run.conversation.tenant_id, "usd": cost, **_columns(spending_keys(run, moment))}
+    params: dict[str, Any] = {"tenant": run.conversation.tenant_id, "usd": cost, **_columns(spending_keys(run, moment))}
     with connection.cursor() as cursor:
         cursor.execute(SPEND_SQL, params)
         if reservation_id is not None:
