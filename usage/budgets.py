@@ -128,7 +128,12 @@ def call_terms(run: Run, moment: datetime) -> CallTerms:
 
     A conversation's and a run's budgets are fixed when they are made: those come from `run`.
     """
-    params: dict[str, Any] = {"user": run.user_id, "model": run.model_id, "moment": moment, "tenant": run.conversation.tenant_id}
+    params: dict[str, Any] = {
+        "user": run.user_id,
+        "model": run.model_id,
+        "moment": moment,
+        "tenant": run.conversation.tenant_id,
+    }
     with connection.cursor() as cursor:
         cursor.execute(TERMS_SQL, params)
         time_zone, month_usd, month_calls, day_usd, day_calls, user_month_usd, user_month_calls, *prices = (
