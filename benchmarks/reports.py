@@ -97,7 +97,7 @@ def _load() -> Any:
             """,
             {"tenant": tenant.pk, "start": start, "end": end, "records": RECORDS, "conversations": CONVERSATIONS},
         )
-        cursor.execute("VACUUM ANALYZE usage_usagerecord")
+        cursor.execute("VACUUM ANALYZE usage_usagerecord, usage_usagerollup")
     return tenant
 
 
