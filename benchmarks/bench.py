@@ -10,8 +10,9 @@ sandboxed session, and wall time for 10 and 20 concurrent sandboxed runs. Then s
 live latency beside them. Workspaces (benchmarks/workspaces.py) and skills (benchmarks/skills.py):
 sync and placement figures against S3 (moto). MCP (benchmarks/mcp.py): what the gateway's MCP relay
 adds to a tool call against calling the server directly. Budgets (benchmarks/budgets.py): what
-reserving a call's worst case on five budgets adds to a model call at the gateway.
-`BENCH_ONLY=streams|workspaces|skills|mcp|budgets` measures one part.
+reserving a call's worst case on five budgets adds to a model call at the gateway. Reports
+(benchmarks/reports.py): a month's usage report over 1,000,000 usage records.
+`BENCH_ONLY=streams|workspaces|skills|mcp|budgets|reports` measures one part.
 """
 
 import asyncio
@@ -37,13 +38,15 @@ def percentile(values: list[float], fraction: float) -> float:
 
 
 def scratch_database(base_url: str) -> str:
-    """A fresh database next to the configured one, migrated."""
-    name = "agent_platform_bench"
-    admin_url = base_url.rsplit("/", 1)[0] + "/postgres"
+    """A fresh database next to the configured one (its name + `_bench`, so that benches on other databases
+    of the same server do not drop each other's)."""
+    server, base_name = base_url.rsplit("/", 1)
+    name = f"{base_name}_bench"
+    admin_url = server + "/postgres"
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         conn.execute(f"CREATE DATABASE {name}")
-    return base_url.rsplit("/", 1)[0] + f"/{name}"
+    return f"{server}/{name}"
 
 
 async def bare_sdk_run(base_url: str, prompt: str, work: Path) -> tuple[float, float]:
@@ -181,6 +184,7 @@ def main() -> None:
 
     from benchmarks import budgets as bench_budgets
     from benchmarks import mcp as bench_mcp
+    from benchmarks import reports as bench_reports
     from benchmarks import sandbox as bench_sandbox
     from benchmarks import skills as bench_skills
     from benchmarks import streams as bench_streams
@@ -205,6 +209,9 @@ def main() -> None:
         return
     if only == "budgets":
         print_rows(bench_budgets.rows(bench_budgets.figures(tenant, work)), work)
+        return
+    if only == "reports":
+        print_rows(bench_reports.rows(bench_reports.figures()), work)
         return
     # In this process, before the platform starts, so that nothing else of the bench competes.
     sandbox_in_process = {} if only_streams else bench_sandbox.in_process_figures(tenant, work)
@@ -245,6 +252,7 @@ def main() -> None:
         sandbox_platform = bench_sandbox.platform_figures(platform, client)
     finally:
         platform.stop()
+    report_figures = bench_reports.figures()  # last: it leaves a million usage records behind
 
     bare_first = statistics.median(b[0] for b in bare)
     bare_total = statistics.median(b[1] for b in bare)
@@ -280,6 +288,7 @@ def main() -> None:
         *bench_skills.rows(skill_figures),
         *bench_mcp.rows(mcp_figures),
         *bench_budgets.rows(budget_figures),
+        *bench_reports.rows(report_figures),
     ]
     print_rows(rows, work)
 

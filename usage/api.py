@@ -15,7 +15,7 @@ from rest_framework.response import Response
 from api.viewsets import TENANT_PARAMETER, TenantScopedViewSet, principal
 from conversations.models import Run
 from tenants.models import TOKEN_KINDS, Tenant
-from usage.models import UsageRecord, usage_figures
+from usage.models import UsageQuerySet, UsageRecord, summed, usage_figures, usage_for_report
 from usage.serializers import (
     MAX_GROUPS,
     RunUsageSerializer,
@@ -26,15 +26,16 @@ from usage.serializers import (
 from usage.services import run_totals
 
 
-def grouping(group_by: str, tenant: Tenant) -> tuple[Any, bool]:
-    """The grouping expression, and whether groups are ordered by cost rather than by key.
+def grouping(group_by: str, tenant: Tenant, usage: UsageQuerySet[Any]) -> tuple[Any, bool]:
+    """The grouping expression over `usage`, and whether groups are ordered by cost rather than by key.
 
     Days, weeks (from Monday) and months begin where the tenant lives (`Tenant.time_zone`)."""
     zone = ZoneInfo(tenant.time_zone)
+    time = usage.time_field
     return {
-        "day": (TruncDate("created_at", tzinfo=zone), False),
-        "week": (TruncWeek("created_at", tzinfo=zone, output_field=DateField()), False),
-        "month": (TruncMonth("created_at", tzinfo=zone, output_field=DateField()), False),
+        "day": (TruncDate(time, tzinfo=zone), False),
+        "week": (TruncWeek(time, tzinfo=zone, output_field=DateField()), False),
+        "month": (TruncMonth(time, tzinfo=zone, output_field=DateField()), False),
         "model": (F("model_id"), True),
         "user": (F("user_id"), True),
         "conversation": (F("conversation_id"), True),
@@ -53,7 +54,8 @@ def key_text(key: Any) -> str | None:
 class UsageViewSet(TenantScopedViewSet):
     """Usage and cost reports of a tenant, from the gateway's records of each model call.
 
-    With `X-User-ID`, only that end user's usage exists, as with conversations.
+    With `X-User-ID`, only that end user's usage exists, as with conversations. Reports read the
+    records' rollup where it can answer (usage_for_report), the records themselves otherwise.
     """
 
     pagination_class = None
@@ -68,12 +70,14 @@ class UsageViewSet(TenantScopedViewSet):
     def report(self, request: Request, tenant: str) -> Response:
         """Token and cost totals over a time window, optionally grouped by day, week or month (in the tenant's
         time zone), model, end user or conversation."""
-        start, end, group_by, records = self._query(request)
+        start, end, group_by, usage = self._query(request)
         caller = principal(request)
         rows: list[dict[str, Any]] = []
         if group_by:
-            key, by_cost = grouping(group_by, self.tenant)
-            rows = list(records.grouped(key, by_cost=by_cost)[: MAX_GROUPS + 1])
+            key, by_cost = grouping(group_by, self.tenant, usage)
+            rows = list(usage.grouped(key, by_cost=by_cost)[: MAX_GROUPS + 1])
+        # Every group there is adds up to the totals: a second pass over the month would be as long as the first.
+        totals = usage_figures(summed(rows)) if group_by and len(rows) <= MAX_GROUPS else usage.totals()
         return Response(
             {
                 "tenant": self.tenant.pk,
@@ -81,7 +85,7 @@ class UsageViewSet(TenantScopedViewSet):
                 "from": start,
                 "to": end,
                 "group_by": group_by,
-                "totals": records.totals(),
+                "totals": totals,
                 "groups": [{"key": key_text(row["key"]), **usage_figures(row)} for row in rows[:MAX_GROUPS]],
                 "groups_truncated": len(rows) > MAX_GROUPS,
             }
@@ -95,19 +99,21 @@ class UsageViewSet(TenantScopedViewSet):
     )
     def export(self, request: Request, tenant: str) -> StreamingHttpResponse:
         """The same report as CSV: a row per group (every group, however many), then the totals."""
-        _, _, group_by, records = self._query(request)
-        rows = records.grouped(*grouping(group_by, self.tenant)).iterator() if group_by else iter(())
+        _, _, group_by, usage = self._query(request)
+        rows = usage.grouped(*grouping(group_by, self.tenant, usage)).iterator() if group_by else iter(())
 
         def lines() -> Iterator[str]:
             out = _Line()
             writer = csv.writer(out)
             writer.writerow(CSV_COLUMNS)
             yield out.take()
+            so_far = summed(())
             for row in rows:
                 figures = usage_figures(row)
                 writer.writerow([key_text(row["key"]), *(figures[column] for column in CSV_COLUMNS[1:])])
                 yield out.take()
-            totals = records.totals()
+                so_far = summed((so_far, row))
+            totals = usage_figures(so_far) if group_by else usage.totals()
             writer.writerow(["total", *(totals[column] for column in CSV_COLUMNS[1:])])
             yield out.take()
 
@@ -116,12 +122,13 @@ class UsageViewSet(TenantScopedViewSet):
         response["Content-Disposition"] = f'attachment; filename="{name}"'
         return response
 
-    def _query(self, request: Request) -> tuple[Any, Any, str | None, Any]:
+    def _query(self, request: Request) -> tuple[Any, Any, str | None, UsageQuerySet[Any]]:
         query = UsageReportQuerySerializer(data=request.query_params.dict())
         query.is_valid(raise_exception=True)
         start, end = query.validated_data.get("from"), query.validated_data.get("to")
-        records = principal(request).narrow(UsageRecord.objects.for_tenant(self.tenant).between(start, end))
-        return start, end, query.validated_data.get("group_by"), records
+        group_by = query.validated_data.get("group_by")
+        usage = usage_for_report(start, end, by_conversation=group_by == "conversation")
+        return start, end, group_by, principal(request).narrow(usage.for_tenant(self.tenant).between(start, end))
 
     @extend_schema(
         operation_id="usage_run",

@@ -121,7 +121,7 @@ def test_a_model_written_around_save_gets_its_list_price_as_its_first_price() ->
 
 
 def test_the_migration_gives_every_model_its_prices_as_its_first_price() -> None:
-    migration = importlib.import_module("tenants.migrations.0006_model_prices")
+    migration = importlib.import_module("tenants.migrations.0007_model_prices")
     LanguageModel.objects.bulk_create(
         [
             LanguageModel(id="old-a", display_name="A", provider="anthropic", input_price=3, cache_read_price="0.3"),

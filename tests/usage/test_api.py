@@ -230,11 +230,22 @@ def test_the_report_takes_the_same_few_queries_however_many_groups(
         conversation = Conversation.objects.create(tenant=tenant, model=sonnet, user_id=f"user-{n}")
         record(make_run(conversation), f"msg_{n}", at=at(f"2026-11-{n + 1:02}T12:00:00"), input=n, output=1)
 
-    # the key, the tenant, the groups, the totals
-    with django_assert_num_queries(4):
+    # the key, the tenant, the groups (which add up to the totals)
+    with django_assert_num_queries(3):
         response = api_client.get(URL, {"group_by": group_by})
 
     assert len(response.json()["groups"]) == groups
+
+
+def test_totals_count_the_groups_left_out_of_a_truncated_report(
+    api_client: APIClient, usage_history: dict[str, Run], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("usage.api.MAX_GROUPS", 1)
+
+    report = api_client.get(URL, {"group_by": "user"}).json()
+
+    assert report["groups_truncated"] and [group["key"] for group in report["groups"]] == ["alice"]
+    assert report["totals"] == ALL_OF_ACME
 
 
 # --- one run ------------------------------------------------------------------------------------------------------
