@@ -14,22 +14,22 @@ it changes in the order of their keys, so that parallel calls queue instead of d
 
 import json
 import math
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from conversations.models import Conversation, Run
 from tenants.models import PER_MILLION, Tenant
+from usage import counters
+from usage.counters import Key
 from usage.models import COST_PLACES, BudgetCounter, BudgetLevel, BudgetReservation, UserBudget, usd
 
-Key = tuple[str, str, str]  # level, subject, period
 Json = dict[str, Any]
 
 # Request bytes per input token in the worst case: tokenizers average 3.5 to 4 bytes of English text
@@ -96,24 +96,6 @@ def spending_keys(run: Run, moment: datetime) -> list[Key]:
     return keys
 
 
-# Everything a reservation reads, in one round trip: the tenant's limits, the end user's own
-# budgets in place of the tenant's defaults (COALESCE, as user_caps does), and the model's input and
-# output prices in effect (as LanguageModel.price_at chooses them).
-TERMS_SQL = """
-SELECT t.time_zone, t.monthly_budget_usd, t.monthly_budget_calls,
-       COALESCE(u.daily_usd, t.user_daily_budget_usd), COALESCE(u.daily_calls, t.user_daily_budget_calls),
-       COALESCE(u.monthly_usd, t.user_monthly_budget_usd), COALESCE(u.monthly_calls, t.user_monthly_budget_calls),
-       p.input_price, p.cache_write_5m_price, p.cache_write_1h_price, p.output_price
-FROM tenants_tenant t
-LEFT JOIN usage_userbudget u ON u.tenant_id = t.id AND u.user_id = %(user)s
-LEFT JOIN LATERAL (
-    SELECT input_price, cache_write_5m_price, cache_write_1h_price, output_price FROM tenants_modelprice
-    WHERE model_id = %(model)s AND effective_from <= %(moment)s ORDER BY effective_from DESC LIMIT 1
-) p ON true
-WHERE t.id = %(tenant)s
-"""
-
-
 @dataclass(frozen=True)
 class CallTerms:
     """What caps a run's next call, and the prices its worst case is reckoned at (USD per million tokens)."""
@@ -128,20 +110,10 @@ def call_terms(run: Run, moment: datetime) -> CallTerms:
 
     A conversation's and a run's budgets are fixed when they are made: those come from `run`.
     """
-    params: dict[str, Any] = {
-        "user": run.user_id,
-        "model": run.model_id,
-        "moment": moment,
-        "tenant": run.conversation.tenant_id,
-    }
-    with connection.cursor() as cursor:
-        cursor.execute(TERMS_SQL, params)
-        time_zone, month_usd, month_calls, day_usd, day_calls, user_month_usd, user_month_calls, *prices = (
-            cursor.fetchone()
-        )
-    day, month = periods(moment, time_zone)
+    terms = counters.read_terms(run.conversation.tenant_id, run.user_id, run.model_id, moment)
+    day, month = periods(moment, terms.time_zone)
     found = [
-        Cap((BudgetLevel.TENANT_MONTH, "", month), month_usd, month_calls),
+        Cap((BudgetLevel.TENANT_MONTH, "", month), terms.month_usd, terms.month_calls),
         Cap(
             (BudgetLevel.CONVERSATION, str(run.conversation_id), ""),
             run.conversation.budget_usd,
@@ -151,16 +123,15 @@ def call_terms(run: Run, moment: datetime) -> CallTerms:
     ]
     if run.user_id:
         found += [
-            Cap((BudgetLevel.USER_DAY, run.user_id, day), day_usd, day_calls),
-            Cap((BudgetLevel.USER_MONTH, run.user_id, month), user_month_usd, user_month_calls),
+            Cap((BudgetLevel.USER_DAY, run.user_id, day), terms.user_day_usd, terms.user_day_calls),
+            Cap((BudgetLevel.USER_MONTH, run.user_id, month), terms.user_month_usd, terms.user_month_calls),
         ]
-    if prices[0] is None:  # a model without price history (written around save()): its price list
-        model = run.model
-        prices = [model.input_price, model.cache_write_5m_price, model.cache_write_1h_price, model.output_price]
+    model = run.model
+    input_prices = terms.input_prices or (model.input_price, model.cache_write_5m_price, model.cache_write_1h_price)
     return CallTerms(
         caps=sorted((cap for cap in found if cap.usd is not None or cap.calls is not None), key=lambda cap: cap.key),
-        input_price=max(prices[:3]),
-        output_price=prices[3],
+        input_price=max(input_prices),
+        output_price=model.output_price if terms.output_price is None else terms.output_price,
     )
 
 
@@ -213,30 +184,6 @@ def _max_tokens(body: bytes) -> int | None:
     return value if isinstance(value, int) and value > 0 else None
 
 
-# Holds a call's worst case on its budgets' counters (made as needed) and records the reservation,
-# in one statement: it locks the counters in key order, so parallel calls queue rather than
-# deadlock, and returns them as they are now, with this call's share in them. The caller checks
-# them against their caps and rolls the transaction back when one would be passed.
-RESERVE_SQL = """
-WITH held AS (
-    INSERT INTO usage_budgetcounter AS c
-        (tenant_id, level, subject, period, spent_usd, calls, reserved_usd, reserved_calls, updated_at)
-    SELECT %(tenant)s, level, subject, period, 0, 0, %(usd)s, 1, now()
-    FROM unnest(%(levels)s::text[], %(subjects)s::text[], %(periods)s::text[]) AS k(level, subject, period)
-    ORDER BY level, subject, period
-    ON CONFLICT (tenant_id, level, subject, period) DO UPDATE
-    SET reserved_usd = c.reserved_usd + EXCLUDED.reserved_usd, reserved_calls = c.reserved_calls + 1,
-        updated_at = EXCLUDED.updated_at
-    RETURNING level, subject, period, spent_usd, calls, reserved_usd, reserved_calls
-), reservation AS (
-    INSERT INTO usage_budgetreservation (run_id, usd, keys, created_at)
-    VALUES (%(run)s, %(usd)s, %(keys)s::jsonb, now())
-    RETURNING id
-)
-SELECT held.*, reservation.id FROM held, reservation
-"""
-
-
 def reserve(run: Run, body: bytes) -> int | None:
     """Hold the worst-case cost of the call `body` asks for, and one call, on every budget that caps it.
 
@@ -247,28 +194,17 @@ def reserve(run: Run, body: bytes) -> int | None:
     if not terms.caps:
         return None
     worst_case = worst_case_cost(terms, run.model.max_output_tokens, body)
-    keys = [cap.key for cap in terms.caps]
-    params: dict[str, Any] = {
-        "tenant": run.conversation.tenant_id,
-        "usd": worst_case,
-        "run": run.pk,
-        "keys": json.dumps(keys),
-        **_columns(keys),
-    }
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(RESERVE_SQL, params)
-        rows = cursor.fetchall()
-        held = {
-            tuple(row[:3]): BudgetCounter(spent_usd=row[3], calls=row[4], reserved_usd=row[5], reserved_calls=row[6])
-            for row in rows
-        }
+    with transaction.atomic():
+        held, reservation = counters.hold(
+            run.conversation.tenant_id, run.pk, [cap.key for cap in terms.caps], worst_case
+        )
         for cap in terms.caps:
-            # What others hold: the counters include this call's own share now.
+            # What the others hold: the counter includes this call's own share now.
             counter = held[cap.key]
             counter.reserved_usd -= worst_case
             counter.reserved_calls -= 1
             _check(cap, counter, worst_case)  # raising rolls the whole reservation back
-        return int(rows[0][7])
+        return reservation
 
 
 def _check(cap: Cap, counter: BudgetCounter, worst_case: Decimal) -> None:
@@ -287,54 +223,16 @@ def _check(cap: Cap, counter: BudgetCounter, worst_case: Decimal) -> None:
         )
 
 
-# A recorded call's cost on every budget it counts on (made as needed), in key order.
-SPEND_SQL = """
-INSERT INTO usage_budgetcounter AS c
-    (tenant_id, level, subject, period, spent_usd, calls, reserved_usd, reserved_calls, updated_at)
-SELECT %(tenant)s, level, subject, period, %(usd)s, 1, 0, 0, now()
-FROM unnest(%(levels)s::text[], %(subjects)s::text[], %(periods)s::text[]) AS k(level, subject, period)
-ORDER BY level, subject, period
-ON CONFLICT (tenant_id, level, subject, period) DO UPDATE
-SET spent_usd = c.spent_usd + EXCLUDED.spent_usd, calls = c.calls + 1, updated_at = EXCLUDED.updated_at
-"""
-
-# A reservation given back: deleted (once), and its share taken off the counters it held, locked
-# in key order as a reservation locks them.
-RELEASE_SQL = """
-WITH taken AS (
-    DELETE FROM usage_budgetreservation WHERE id = %(reservation)s RETURNING usd, keys
-), locked AS (
-    SELECT c.id, taken.usd FROM usage_budgetcounter c, taken, jsonb_array_elements(taken.keys) AS key
-    WHERE c.tenant_id = %(tenant)s AND (c.level, c.subject, c.period) = (key->>0, key->>1, key->>2)
-    ORDER BY c.level, c.subject, c.period
-    FOR UPDATE OF c
-)
-UPDATE usage_budgetcounter AS c
-SET reserved_usd = GREATEST(c.reserved_usd - locked.usd, 0), reserved_calls = GREATEST(c.reserved_calls - 1, 0),
-    updated_at = now()
-FROM locked WHERE c.id = locked.id
-"""
-
-
-def _columns(keys: Iterable[Key]) -> dict[str, list[str]]:
-    """Counter keys as the three arrays the statements unnest."""
-    levels, subjects, period_names = zip(*keys, strict=True)
-    return {"levels": list(levels), "subjects": list(subjects), "periods": list(period_names)}
-
-
 def settle(run: Run, reservation_id: int | None, moment: datetime, cost: Decimal) -> None:
     """Count a recorded call on its budgets, in place of its reservation (inside the record's transaction)."""
-    params: dict[str, Any] = {"tenant": run.conversation.tenant_id, "usd": cost, **_columns(spending_keys(run, moment))}
-    with connection.cursor() as cursor:
-        cursor.execute(SPEND_SQL, params)
-        if reservation_id is not None:
-            cursor.execute(RELEASE_SQL, {"reservation": reservation_id, "tenant": run.conversation.tenant_id})
+    counters.spend(run.conversation.tenant_id, spending_keys(run, moment), cost)
+    if reservation_id is not None:
+        counters.give_back(reservation_id, run.conversation.tenant_id)
 
 
 def release(reservation_id: int, tenant_id: str) -> None:
     """Give back a reservation whose call ended without a record (refused upstream, broken off, duplicate)."""
-    with connection.cursor() as cursor:
-        cursor.execute(RELEASE_SQL, {"reservation": reservation_id, "tenant": tenant_id})
+    counters.give_back(reservation_id, tenant_id)
 
 
 def release_abandoned() -> int:

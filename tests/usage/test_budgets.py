@@ -12,12 +12,21 @@ from django.db import connections
 from conversations.models import Conversation, Run
 from tenants.models import LanguageModel, Tenant
 from tests.usage.conftest import anthropic_usage
-from usage import budgets
+from usage import budgets, counters
 from usage.budgets import BudgetExceeded, call_terms, periods, release, release_abandoned, reserve, worst_case_cost
 from usage.models import BudgetCounter, BudgetReservation, UserBudget
 from usage.services import record_usage
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True, params=["postgresql", "orm"])
+def counters_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each test twice: with PostgreSQL's statements, and with the ORM steps other databases take."""
+    if request.param == "orm":
+        monkeypatch.setattr(counters, "fast", lambda: False)
+    return str(request.param)
+
 
 # 100 output tokens at Sonnet's 15 USD per million: the worst case of a call of this body is
 # 0.0015 USD of output plus its 19 bytes / 3 = 7 tokens of input at the 1-hour cache write price (6).

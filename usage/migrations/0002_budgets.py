@@ -30,6 +30,41 @@ GROUP BY tenant_id, level, subject, period
 """
 
 
+def backfill(apps, schema_editor):
+    if schema_editor.connection.vendor == "postgresql":
+        schema_editor.execute(BACKFILL)
+        return
+    # Elsewhere (SQLite, for a newcomer's machine) the same, record by record.
+    from collections import defaultdict
+    from zoneinfo import ZoneInfo
+
+    Counter = apps.get_model("usage", "BudgetCounter")
+    Record = apps.get_model("usage", "UsageRecord")
+    Run = apps.get_model("conversations", "Run")
+    budgeted = set(
+        Run.objects.filter(status__in=["queued", "running"])
+        .exclude(budget_usd=None, budget_calls=None)
+        .values_list("pk", flat=True)
+    )
+    totals = defaultdict(lambda: [0, 0])
+    for record in Record.objects.select_related("tenant").iterator():
+        local = record.created_at.astimezone(ZoneInfo(record.tenant.time_zone))
+        month, day = local.strftime("%Y-%m"), local.strftime("%Y-%m-%d")
+        keys = [("tenant_month", "", month)]
+        if record.user_id:
+            keys += [("user_day", record.user_id, day), ("user_month", record.user_id, month)]
+        if record.run_id in budgeted:
+            keys.append(("run", str(record.run_id), ""))
+        for level, subject, period in keys:
+            total = totals[(record.tenant_id, level, subject, period)]
+            total[0] += record.cost_usd
+            total[1] += 1
+    Counter.objects.bulk_create(
+        Counter(tenant_id=tenant, level=level, subject=subject, period=period, spent_usd=usd, calls=calls)
+        for (tenant, level, subject, period), (usd, calls) in totals.items()
+    )
+
+
 class Migration(migrations.Migration):
 
     dependencies = [
@@ -83,5 +118,5 @@ class Migration(migrations.Migration):
                 'constraints': [models.UniqueConstraint(fields=('tenant', 'user_id'), name='user_budget_once')],
             },
         ),
-        migrations.RunSQL(BACKFILL, migrations.RunSQL.noop),
+        migrations.RunPython(backfill, migrations.RunPython.noop),
     ]

@@ -1,0 +1,218 @@
+"""The budgets' counters in the database, for usage.budgets: on PostgreSQL each step is one statement
+(a call's budgets cost it two round trips at the gateway); elsewhere (SQLite, on a newcomer's
+machine, where writers take turns anyway) the same steps through the ORM.
+
+Counters are always locked in the order of their keys (level, subject, period), by every step, so
+that parallel calls queue instead of deadlocking.
+"""
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from django.db import connection, transaction
+from django.db.models import F, Q
+from django.db.models.functions import Greatest
+
+from tenants.models import ModelPrice, Tenant
+from usage.models import BudgetCounter, BudgetReservation, UserBudget
+
+Key = tuple[str, str, str]  # level, subject, period
+
+
+def fast() -> bool:
+    """Whether the database takes the PostgreSQL statements."""
+    return connection.vendor == "postgresql"
+
+
+@dataclass(frozen=True)
+class Terms:
+    """What the database says about a call: the tenant's time zone and limits (the end user's own in place
+    of the tenant's defaults), and the model's prices in effect (None without a price history)."""
+
+    time_zone: str
+    month_usd: Decimal | None
+    month_calls: int | None
+    user_day_usd: Decimal | None
+    user_day_calls: int | None
+    user_month_usd: Decimal | None
+    user_month_calls: int | None
+    input_prices: tuple[Decimal, Decimal, Decimal] | None  # plain, 5-minute and 1-hour cache writes
+    output_price: Decimal | None
+
+
+TERMS_SQL = """
+SELECT t.time_zone, t.monthly_budget_usd, t.monthly_budget_calls,
+       COALESCE(u.daily_usd, t.user_daily_budget_usd), COALESCE(u.daily_calls, t.user_daily_budget_calls),
+       COALESCE(u.monthly_usd, t.user_monthly_budget_usd), COALESCE(u.monthly_calls, t.user_monthly_budget_calls),
+       p.input_price, p.cache_write_5m_price, p.cache_write_1h_price, p.output_price
+FROM tenants_tenant t
+LEFT JOIN usage_userbudget u ON u.tenant_id = t.id AND u.user_id = %(user)s
+LEFT JOIN LATERAL (
+    SELECT input_price, cache_write_5m_price, cache_write_1h_price, output_price FROM tenants_modelprice
+    WHERE model_id = %(model)s AND effective_from <= %(moment)s ORDER BY effective_from DESC LIMIT 1
+) p ON true
+WHERE t.id = %(tenant)s
+"""
+
+
+def read_terms(tenant_id: str, user_id: str, model_id: str, moment: datetime) -> Terms:
+    """What caps a call and what it is priced at, read afresh, so that an operator's change applies to it."""
+    if fast():
+        with connection.cursor() as cursor:
+            params = {"user": user_id, "model": model_id, "moment": moment, "tenant": tenant_id}
+            cursor.execute(TERMS_SQL, params)
+            row = cursor.fetchone()
+        prices = None if row[7] is None else (row[7], row[8], row[9])
+        return Terms(*row[:7], input_prices=prices, output_price=row[10])
+    tenant = Tenant.objects.get(pk=tenant_id)
+    own = UserBudget.objects.filter(tenant=tenant, user_id=user_id).first() or UserBudget()
+    price = ModelPrice.objects.filter(model_id=model_id, effective_from__lte=moment).order_by("-effective_from").first()
+    return Terms(
+        tenant.time_zone,
+        tenant.monthly_budget_usd,
+        tenant.monthly_budget_calls,
+        _own_or_default(own.daily_usd, tenant.user_daily_budget_usd),
+        _own_or_default(own.daily_calls, tenant.user_daily_budget_calls),
+        _own_or_default(own.monthly_usd, tenant.user_monthly_budget_usd),
+        _own_or_default(own.monthly_calls, tenant.user_monthly_budget_calls),
+        None if price is None else (price.input_price, price.cache_write_5m_price, price.cache_write_1h_price),
+        None if price is None else price.output_price,
+    )
+
+
+def _own_or_default(own: Any, default: Any) -> Any:
+    return default if own is None else own
+
+
+# Makes the counters as needed, adds the call's share to each (locking them in key order), records
+# the reservation, and returns the counters as they are now, this call's share included.
+HOLD_SQL = """
+WITH held AS (
+    INSERT INTO usage_budgetcounter AS c
+        (tenant_id, level, subject, period, spent_usd, calls, reserved_usd, reserved_calls, updated_at)
+    SELECT %(tenant)s, level, subject, period, 0, 0, %(usd)s, 1, now()
+    FROM unnest(%(levels)s::text[], %(subjects)s::text[], %(periods)s::text[]) AS k(level, subject, period)
+    ORDER BY level, subject, period
+    ON CONFLICT (tenant_id, level, subject, period) DO UPDATE
+    SET reserved_usd = c.reserved_usd + EXCLUDED.reserved_usd, reserved_calls = c.reserved_calls + 1,
+        updated_at = EXCLUDED.updated_at
+    RETURNING level, subject, period, spent_usd, calls, reserved_usd, reserved_calls
+), reservation AS (
+    INSERT INTO usage_budgetreservation (run_id, usd, keys, created_at)
+    VALUES (%(run)s, %(usd)s, %(keys)s::jsonb, now())
+    RETURNING id
+)
+SELECT held.*, reservation.id FROM held, reservation
+"""
+
+
+def hold(tenant_id: str, run_id: Any, keys: Sequence[Key], usd: Decimal) -> tuple[dict[Key, BudgetCounter], int]:
+    """Hold `usd` and one call on the counters of `keys`; the counters as they are now (this call's share
+    included) and the reservation's id. Call inside a transaction, to roll back when a cap would be passed."""
+    if fast():
+        params = {"tenant": tenant_id, "usd": usd, "run": run_id, "keys": json.dumps(keys), **_columns(keys)}
+        with connection.cursor() as cursor:
+            cursor.execute(HOLD_SQL, params)
+            rows = cursor.fetchall()
+        counters = {
+            (row[0], row[1], row[2]): BudgetCounter(
+                spent_usd=row[3], calls=row[4], reserved_usd=row[5], reserved_calls=row[6]
+            )
+            for row in rows
+        }
+        return counters, int(rows[0][7])
+    counters = _locked(tenant_id, keys)
+    BudgetCounter.objects.filter(pk__in=[counter.pk for counter in counters.values()]).update(
+        reserved_usd=F("reserved_usd") + usd, reserved_calls=F("reserved_calls") + 1
+    )
+    for counter in counters.values():
+        counter.reserved_usd += usd
+        counter.reserved_calls += 1
+    reservation = BudgetReservation.objects.create(run_id=run_id, usd=usd, keys=[list(key) for key in keys])
+    return counters, reservation.pk
+
+
+SPEND_SQL = """
+INSERT INTO usage_budgetcounter AS c
+    (tenant_id, level, subject, period, spent_usd, calls, reserved_usd, reserved_calls, updated_at)
+SELECT %(tenant)s, level, subject, period, %(usd)s, 1, 0, 0, now()
+FROM unnest(%(levels)s::text[], %(subjects)s::text[], %(periods)s::text[]) AS k(level, subject, period)
+ORDER BY level, subject, period
+ON CONFLICT (tenant_id, level, subject, period) DO UPDATE
+SET spent_usd = c.spent_usd + EXCLUDED.spent_usd, calls = c.calls + 1, updated_at = EXCLUDED.updated_at
+"""
+
+
+def spend(tenant_id: str, keys: Sequence[Key], usd: Decimal) -> None:
+    """Count one recorded call of `usd` on the counters of `keys` (made as needed)."""
+    if fast():
+        with connection.cursor() as cursor:
+            cursor.execute(SPEND_SQL, {"tenant": tenant_id, "usd": usd, **_columns(keys)})
+        return
+    with transaction.atomic():
+        counters = _locked(tenant_id, keys)
+        BudgetCounter.objects.filter(pk__in=[counter.pk for counter in counters.values()]).update(
+            spent_usd=F("spent_usd") + usd, calls=F("calls") + 1
+        )
+
+
+# Deletes the reservation (once) and takes its share off the counters it held, locked in key order.
+GIVE_BACK_SQL = """
+WITH taken AS (
+    DELETE FROM usage_budgetreservation WHERE id = %(reservation)s RETURNING usd, keys
+), locked AS (
+    SELECT c.id, taken.usd FROM usage_budgetcounter c, taken, jsonb_array_elements(taken.keys) AS key
+    WHERE c.tenant_id = %(tenant)s AND (c.level, c.subject, c.period) = (key->>0, key->>1, key->>2)
+    ORDER BY c.level, c.subject, c.period
+    FOR UPDATE OF c
+)
+UPDATE usage_budgetcounter AS c
+SET reserved_usd = GREATEST(c.reserved_usd - locked.usd, 0), reserved_calls = GREATEST(c.reserved_calls - 1, 0),
+    updated_at = now()
+FROM locked WHERE c.id = locked.id
+"""
+
+
+def give_back(reservation_id: int, tenant_id: str) -> None:
+    """Delete the reservation and take its share off its counters; nothing if it is already gone."""
+    if fast():
+        with connection.cursor() as cursor:
+            cursor.execute(GIVE_BACK_SQL, {"reservation": reservation_id, "tenant": tenant_id})
+        return
+    with transaction.atomic():
+        reservation = BudgetReservation.objects.select_for_update().filter(pk=reservation_id).first()
+        if reservation is None:
+            return
+        reservation.delete()
+        counters = _locked(tenant_id, [(level, subject, period) for level, subject, period in reservation.keys])
+        BudgetCounter.objects.filter(pk__in=[counter.pk for counter in counters.values()]).update(
+            reserved_usd=Greatest(F("reserved_usd") - reservation.usd, Decimal(0)),
+            reserved_calls=Greatest(F("reserved_calls") - 1, 0),
+        )
+
+
+def _columns(keys: Iterable[Key]) -> dict[str, list[str]]:
+    """Counter keys as the three arrays the statements unnest."""
+    levels, subjects, periods = zip(*keys, strict=True)
+    return {"levels": list(levels), "subjects": list(subjects), "periods": list(periods)}
+
+
+def _locked(tenant_id: str, keys: Sequence[Key]) -> dict[Key, BudgetCounter]:
+    """The tenant's counters of `keys`, made as needed and locked in key order."""
+    wanted = sorted(set(keys))
+    BudgetCounter.objects.bulk_create(
+        [
+            BudgetCounter(tenant_id=tenant_id, level=level, subject=subject, period=period)
+            for level, subject, period in wanted
+        ],
+        ignore_conflicts=True,
+    )
+    matching = Q()
+    for level, subject, period in wanted:
+        matching |= Q(level=level, subject=subject, period=period)
+    locked = BudgetCounter.objects.filter(matching, tenant_id=tenant_id).order_by("level", "subject", "period")
+    return {(counter.level, counter.subject, counter.period): counter for counter in locked.select_for_update()}
