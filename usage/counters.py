@@ -63,11 +63,14 @@ def read_terms(tenant_id: str, user_id: str, model_id: str, moment: datetime) ->
     """What caps a call and what it is priced at, read afresh, so that an operator's change applies to it."""
     if fast():
         with connection.cursor() as cursor:
-            params = {"user": user_id, "model": model_id, "moment": moment, "tenant": tenant_id}
-            cursor.execute(TERMS_SQL, params)
-            row = cursor.fetchone()
-        prices = None if row[7] is None else (row[7], row[8], row[9])
-        return Terms(*row[:7], input_prices=prices, output_price=row[10])
+            cursor.execute(TERMS_SQL, {"user": user_id, "model": model_id, "moment": moment, "tenant": tenant_id})
+            zone, month_usd, month_calls, day_usd, day_calls, user_month_usd, user_month_calls, *prices = (
+                cursor.fetchone()
+            )
+        input_prices = None if prices[0] is None else (prices[0], prices[1], prices[2])
+        return Terms(
+            zone, month_usd, month_calls, day_usd, day_calls, user_month_usd, user_month_calls, input_prices, prices[3]
+        )
     tenant = Tenant.objects.get(pk=tenant_id)
     own = UserBudget.objects.filter(tenant=tenant, user_id=user_id).first() or UserBudget()
     price = ModelPrice.objects.filter(model_id=model_id, effective_from__lte=moment).order_by("-effective_from").first()
@@ -114,7 +117,13 @@ def hold(tenant_id: str, run_id: Any, keys: Sequence[Key], usd: Decimal) -> tupl
     """Hold `usd` and one call on the counters of `keys`; the counters as they are now (this call's share
     included) and the reservation's id. Call inside a transaction, to roll back when a cap would be passed."""
     if fast():
-        params = {"tenant": tenant_id, "usd": usd, "run": run_id, "keys": json.dumps(keys), **_columns(keys)}
+        params: dict[str, Any] = {
+            "tenant": tenant_id,
+            "usd": usd,
+            "run": run_id,
+            "keys": json.dumps(keys),
+            **_columns(keys),
+        }
         with connection.cursor() as cursor:
             cursor.execute(HOLD_SQL, params)
             rows = cursor.fetchall()
