@@ -97,6 +97,9 @@ class Run(models.Model):
         null=True, blank=True, help_text="Running: the worker's last beat. Queued: when it was last handed to a worker."
     )
     interrupt_requested_at = models.DateTimeField(null=True, blank=True)
+    launch_seconds = models.FloatField(
+        null=True, blank=True, help_text="How long its sandboxed CLI took to start and answer, in seconds."
+    )
     worker = models.CharField(max_length=200, blank=True, help_text="host:pid of the process running it.")
     result = models.JSONField(null=True, blank=True)
     error = models.JSONField(null=True, blank=True)

@@ -232,9 +232,22 @@ class RunExecution:
         options = agent_options(self.run, setup, stderr=self.cli_stderr.append)
         client = ClaudeSDKClient(options)
         self.resources.push_async_callback(self._disconnect, client)
-        await client.connect()
+        launching = time.monotonic()
+        await client.connect()  # the sandbox and its CLI are up once the CLI answers `initialize`
+        await self._record_launch(time.monotonic() - launching)
         await client.query(user_message(self.run.input, setup.skills))
         return await self._receive_until_done_or_interrupted(client)
+
+    async def _record_launch(self, seconds: float) -> None:
+        """For /metrics: how long launching the sandboxed CLI took (a lost figure loses nothing else)."""
+        try:
+            await call_database(
+                f"Recording run {self.run.pk}'s launch",
+                Run.objects.filter(pk=self.run.pk).update,
+                launch_seconds=seconds,
+            )
+        except DatabaseError:
+            logger.warning("Run %s: recording its launch time failed", self.run.pk)
 
     async def _disconnect(self, client: ClaudeSDKClient) -> None:
         try:

@@ -24,10 +24,11 @@ from prometheus_client.registry import Collector
 from api.errors import allow_methods, json_error
 from conversations.models import Conversation, Run
 from tenants.models import TOKEN_KINDS
-from usage.models import UsageRecord
+from usage.models import usage_figures, usage_for_report
 
 DURATION_BUCKETS = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
 WAIT_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0)
+LAUNCH_BUCKETS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)
 
 
 class PlatformCollector(Collector):
@@ -43,7 +44,9 @@ def _runs() -> Iterator[Any]:
         "agent_runs_finished", "Runs that ended, by status and reason.", labels=["tenant", "status", "reason"]
     )
     refusals = CounterMetricFamily(
-        "agent_budget_refusals", "Runs ended because a budget refused a model call.", labels=["tenant"]
+        "agent_budget_refusals",
+        "Runs ended because a budget refused a model call, by the budget's level.",
+        labels=["tenant", "level"],
     )
     active = GaugeMetricFamily("agent_runs_active", "Runs queued or running now.", labels=["tenant", "status"])
     tenant = "conversation__tenant_id"
@@ -51,10 +54,10 @@ def _runs() -> Iterator[Any]:
         started.add_metric([row[tenant]], row["n"])
     finished = Run.objects.filter(finished_at__isnull=False).values(tenant, "status", reason=F("error__reason"))
     for row in finished.annotate(n=Count("pk")).order_by():
-        reason = str(row["reason"] or "")
-        ended.add_metric([row[tenant], row["status"], reason], row["n"])
-        if reason == "budget_exceeded":
-            refusals.add_metric([row[tenant]], row["n"])
+        ended.add_metric([row[tenant], row["status"], str(row["reason"] or "")], row["n"])
+    refused = Run.objects.filter(finished_at__isnull=False, error__reason="budget_exceeded")
+    for row in refused.values(tenant, level=F("error__level")).annotate(n=Count("pk")).order_by():
+        refusals.add_metric([row[tenant], str(row["level"] or "run")], row["n"])
     unfinished = Run.objects.filter(status__in=Run.UNFINISHED).values(tenant, "status").annotate(n=Count("pk"))
     for row in unfinished.order_by():
         active.add_metric([row[tenant], row["status"]], row["n"])
@@ -63,21 +66,31 @@ def _runs() -> Iterator[Any]:
         "agent_run_duration_seconds",
         "How long runs took, start to end.",
         Run.objects.filter(started_at__isnull=False, finished_at__isnull=False),
-        F("finished_at") - F("started_at"),
+        _seconds(F("finished_at") - F("started_at")),
         DURATION_BUCKETS,
     )
     yield _histogram(
         "agent_run_queue_wait_seconds",
         "How long runs waited for a worker.",
         Run.objects.filter(started_at__isnull=False),
-        F("started_at") - F("created_at"),
+        _seconds(F("started_at") - F("created_at")),
         WAIT_BUCKETS,
+    )
+    yield _histogram(
+        "agent_sandbox_launch_seconds",
+        "How long a run's sandboxed CLI took to start and answer.",
+        Run.objects.filter(launch_seconds__isnull=False),
+        F("launch_seconds"),
+        LAUNCH_BUCKETS,
     )
 
 
-def _histogram(name: str, documentation: str, runs: Any, interval: Any, buckets: tuple[float, ...]) -> Any:
-    """A histogram of an interval over runs, per tenant, counted by the database in one query."""
-    seconds = ExpressionWrapper(Extract(interval, "epoch"), output_field=FloatField())
+def _seconds(interval: Any) -> Any:
+    return ExpressionWrapper(Extract(interval, "epoch"), output_field=FloatField())
+
+
+def _histogram(name: str, documentation: str, runs: Any, seconds: Any, buckets: tuple[float, ...]) -> Any:
+    """A histogram of a figure in seconds over runs, per tenant, counted by the database in one query."""
     counts = {f"le_{n}": Count("pk", filter=Q(seconds__lte=bound)) for n, bound in enumerate(buckets)}
     family = HistogramMetricFamily(name, documentation, labels=["tenant"])
     rows = (
@@ -106,15 +119,14 @@ def _model_calls() -> Iterator[Any]:
     )
     tokens = CounterMetricFamily("agent_tokens", "Tokens of model calls.", labels=["tenant", "model", "kind"])
     cost = CounterMetricFamily("agent_cost_usd", "Cost of model calls at catalog prices.", labels=["tenant", "model"])
-    sums = {kind: Coalesce(Sum(kind), 0) for kind in TOKEN_KINDS}
-    rows = UsageRecord.objects.values("tenant_id", "model_id").annotate(n=Count("pk"), usd=Sum("cost_usd"), **sums)
-    for row in rows.order_by():
-        figures: dict[str, Any] = dict(row)
-        labels = [figures["tenant_id"], figures["model_id"]]
-        calls.add_metric(labels, figures["n"])
-        cost.add_metric(labels, float(figures["usd"] or 0))
+    usage = usage_for_report(None, None, by_conversation=False)  # the rollup, where the database keeps one
+    for row in usage.order_by().values("tenant_id", "model_id").annotate(**usage.sums()):
+        labels = [row["tenant_id"], row["model_id"]]
+        figures = usage_figures(row)
+        calls.add_metric(labels, figures["model_calls"])
+        cost.add_metric(labels, float(figures["cost_usd"]))
         for kind in TOKEN_KINDS:
-            tokens.add_metric([*labels, kind], int(figures[kind]))
+            tokens.add_metric([*labels, kind], figures[kind])
     yield from (calls, tokens, cost)
 
 

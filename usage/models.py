@@ -60,7 +60,7 @@ class UsageQuerySet(models.QuerySet[_Usage]):
 
     def totals(self) -> dict[str, Any]:
         """The five token kinds, `model_calls` and `cost_usd` (a string) over this usage, in one query."""
-        return usage_figures(self.order_by().aggregate(**self._sums()))
+        return usage_figures(self.order_by().aggregate(**self.sums()))
 
     def grouped(self, key: Any, by_cost: bool = False) -> "models.QuerySet[Any]":
         """One row per value of the expression `key`, ordered by key or by cost (highest first).
@@ -68,9 +68,10 @@ class UsageQuerySet(models.QuerySet[_Usage]):
         Rows hold "key" and the aggregates; usage_figures() turns one into the API's shape.
         """
         order = ("-cost_usd_sum", "key") if by_cost else ("key",)
-        return self.order_by().values(key=key).annotate(**self._sums()).order_by(*order)
+        return self.order_by().values(key=key).annotate(**self.sums()).order_by(*order)
 
-    def _sums(self) -> dict[str, Any]:
+    def sums(self) -> dict[str, Any]:
+        """The aggregates of usage_figures(), for `annotate` or `aggregate`."""
         # Suffixed aliases: an annotation may not share a name with a model field.
         zero_cost = models.Value(Decimal(0), output_field=models.DecimalField(max_digits=16, decimal_places=10))
         return {

@@ -69,6 +69,9 @@ def test_usage_records_match_the_model_call_by_call_and_cost_matches_the_catalog
     assert scraped[("agent_model_calls_total", labels)] == 2
     assert scraped[("agent_tokens_total", tuple(sorted((*labels, ("kind", "input_tokens")))))] == 2400
     assert scraped[("agent_runs_finished_total", (("reason", ""), ("status", "completed"), ("tenant", "priced")))] == 1
+    # The run's sandboxed CLI was timed from launch to its answer to `initialize`.
+    assert scraped[("agent_sandbox_launch_seconds_count", (("tenant", "priced"),))] == 1
+    assert 0 < scraped[("agent_sandbox_launch_seconds_sum", (("tenant", "priced"),))] < 30
 
 
 def test_a_run_over_its_call_budget_stops_at_the_gateway_with_budget_exceeded(

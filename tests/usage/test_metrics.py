@@ -33,14 +33,19 @@ def test_metrics_count_runs_calls_tokens_and_cost_as_stored(tenant: Tenant) -> N
     conversation = ConversationFactory(tenant=tenant)
     now = timezone.now()
     done = RunFactory(
-        conversation=conversation, status=Run.Status.COMPLETED, started_at=now - timedelta(seconds=3), finished_at=now
+        conversation=conversation,
+        status=Run.Status.COMPLETED,
+        started_at=now - timedelta(seconds=3),
+        finished_at=now,
+        launch_seconds=0.6,
     )
     RunFactory(
         conversation=conversation,
         status=Run.Status.FAILED,
         started_at=now,
         finished_at=now,
-        error={"reason": "budget_exceeded", "message": "…"},
+        launch_seconds=1.2,
+        error={"reason": "budget_exceeded", "message": "…", "level": "tenant_month", "period": "2026-11"},
     )
     RunFactory(conversation=conversation, status=Run.Status.RUNNING, started_at=now)
     for n in range(3):
@@ -60,13 +65,16 @@ def test_metrics_count_runs_calls_tokens_and_cost_as_stored(tenant: Tenant) -> N
         ]
         == 1
     )
-    assert scraped[("agent_budget_refusals_total", (("tenant", "acme"),))] == 1
+    assert scraped[("agent_budget_refusals_total", (("level", "tenant_month"), ("tenant", "acme")))] == 1
     assert scraped[("agent_runs_active", (("status", "running"), ("tenant", "acme")))] == 1
     assert scraped[("agent_events_total", (("tenant", "acme"),))] == 17
     assert scraped[("agent_run_duration_seconds_bucket", (("le", "2.0"), ("tenant", "acme")))] == 1  # the failed one
     assert scraped[("agent_run_duration_seconds_bucket", (("le", "5.0"), ("tenant", "acme")))] == 2
     assert scraped[("agent_run_duration_seconds_count", (("tenant", "acme"),))] == 2
     assert Decimal(str(scraped[("agent_run_duration_seconds_sum", (("tenant", "acme"),))])) == Decimal("3.0")
+    assert scraped[("agent_sandbox_launch_seconds_bucket", (("le", "0.75"), ("tenant", "acme")))] == 1
+    assert scraped[("agent_sandbox_launch_seconds_bucket", (("le", "1.5"), ("tenant", "acme")))] == 2
+    assert scraped[("agent_sandbox_launch_seconds_sum", (("tenant", "acme"),))] == pytest.approx(1.8)
 
 
 def test_metrics_are_closed_to_other_networks_unless_the_token_is_sent(settings: Settings) -> None:
