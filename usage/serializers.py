@@ -77,7 +77,14 @@ class UsageFiguresSerializer(serializers.Serializer):
     cost_usd = serializers.CharField(help_text="USD at catalog prices, a decimal string with 10 places.")
 
 
-class UsageGroupSerializer(UsageFiguresSerializer):
+class UsageReportFiguresSerializer(UsageFiguresSerializer):
+    runs = serializers.IntegerField(
+        help_text="Runs created in the window (and group), whether or not they called a model."
+    )
+    failed_runs = serializers.IntegerField(help_text="Those of them that ended run.failed.")
+
+
+class UsageGroupSerializer(UsageReportFiguresSerializer):
     key = serializers.CharField(
         allow_null=True,
         help_text="The day (YYYY-MM-DD), model id, end user id or conversation id; "
@@ -90,7 +97,7 @@ class UsageReportSerializer(serializers.Serializer):
     user_id = serializers.CharField(help_text="With X-User-ID, the report covers only that end user.")
     to = serializers.DateTimeField(allow_null=True)
     group_by = serializers.CharField(allow_null=True, help_text=f"One of {', '.join(GROUP_BY_CHOICES)}, or null.")
-    totals = UsageFiguresSerializer()
+    totals = UsageReportFiguresSerializer()
     groups = UsageGroupSerializer(many=True, help_text=f"Empty without group_by; at most {MAX_GROUPS} groups.")
     groups_truncated = serializers.BooleanField(help_text=f"True when there were more than {MAX_GROUPS} groups.")
 

@@ -33,6 +33,8 @@ def figures(
     cache_write_5m: int = 0,
     cache_write_1h: int = 0,
     cache_read: int = 0,
+    runs: int = 0,
+    failed_runs: int = 0,
 ) -> dict[str, Any]:
     return {
         "input_tokens": input,
@@ -42,6 +44,8 @@ def figures(
         "cache_read_tokens": cache_read,
         "model_calls": calls,
         "cost_usd": cost,
+        "runs": runs,
+        "failed_runs": failed_runs,
     }
 
 
@@ -58,18 +62,28 @@ def usage_history(
     make_run: Callable[..., Run],
     record: Callable[..., UsageRecord],
 ) -> dict[str, Run]:
-    """acme: alice on Sonnet on Nov 1 and 2, bob on Haiku on Nov 2; globex: one call on Nov 1."""
-    bobs_run = make_run(bobs_conversation)
+    """acme: alice's run on Sonnet on Nov 1 (calls on Nov 1 and 2), bob's failed run on Haiku on Nov 2;
+    globex: one call on Nov 1."""
+    bobs_run = make_run(bobs_conversation, status=Run.Status.FAILED)
+    globex_run = make_run(other_conversation)
+    for started, started_at in [
+        (run, "2026-11-01T09:00:00"),
+        (bobs_run, "2026-11-02T00:00:00"),
+        (globex_run, "2026-11-01T12:00:00"),
+    ]:
+        Run.objects.filter(pk=started.pk).update(created_at=at(started_at))
     record(run, "msg_1", at=at("2026-11-01T10:00:00"), **SCRIPTED)  # 0.012825
     record(run, "msg_2", at=at("2026-11-02T23:59:59"), input=100, output=50)  # 0.00105
     record(bobs_run, "msg_3", at=at("2026-11-02T00:00:00"), input=1000, output=1000)  # 0.006
-    record(make_run(other_conversation), "msg_4", at=at("2026-11-01T12:00:00"), input=5)
+    record(globex_run, "msg_4", at=at("2026-11-01T12:00:00"), input=5)
     return {"alice": run, "bob": bobs_run}
 
 
-ALL_OF_ACME = figures(2300, 1350, 3, "0.0198750000", cache_write_5m=700, cache_write_1h=100, cache_read=5000)
-ALICE = figures(1300, 350, 2, "0.0138750000", cache_write_5m=700, cache_write_1h=100, cache_read=5000)
-BOB = figures(1000, 1000, 1, "0.0060000000")
+ALL_OF_ACME = figures(
+    2300, 1350, 3, "0.0198750000", cache_write_5m=700, cache_write_1h=100, cache_read=5000, runs=2, failed_runs=1
+)
+ALICE = figures(1300, 350, 2, "0.0138750000", cache_write_5m=700, cache_write_1h=100, cache_read=5000, runs=1)
+BOB = figures(1000, 1000, 1, "0.0060000000", runs=1, failed_runs=1)
 
 
 def test_the_report_gives_the_tenants_totals(api_client: APIClient, usage_history: dict[str, Run]) -> None:
@@ -94,9 +108,9 @@ def test_grouping_by_day_follows_utc_days_in_order(api_client: APIClient, usage_
     assert response.json()["groups"] == [
         {
             "key": "2026-11-01",
-            **figures(1200, 300, 1, "0.0128250000", cache_write_5m=700, cache_write_1h=100, cache_read=5000),
+            **figures(1200, 300, 1, "0.0128250000", cache_write_5m=700, cache_write_1h=100, cache_read=5000, runs=1),
         },
-        {"key": "2026-11-02", **figures(1100, 1050, 2, "0.0070500000")},
+        {"key": "2026-11-02", **figures(1100, 1050, 2, "0.0070500000", runs=1, failed_runs=1)},
     ]
     assert response.json()["totals"] == ALL_OF_ACME
 
@@ -121,8 +135,10 @@ def test_grouping_by_conversation_keeps_deleted_conversations_as_null(
 
     response = api_client.get(URL, {"group_by": "conversation"})
 
-    assert response.json()["groups"] == [{"key": str(alices_conversation), **ALICE}, {"key": None, **BOB}]
-    assert response.json()["totals"] == ALL_OF_ACME
+    # Bob's run went with his conversation; the records of its calls stay.
+    no_runs = {"runs": 0, "failed_runs": 0}
+    assert response.json()["groups"] == [{"key": str(alices_conversation), **ALICE}, {"key": None, **BOB, **no_runs}]
+    assert response.json()["totals"] == {**ALL_OF_ACME, "runs": 1, "failed_runs": 0}
 
 
 def test_from_is_inclusive_and_to_exclusive(api_client: APIClient, usage_history: dict[str, Run]) -> None:
@@ -228,10 +244,12 @@ def test_the_report_takes_the_same_few_queries_however_many_groups(
     api_client.get(URL)  # the key's first use is also written down (ApiKey.touch)
     for n in range(12):
         conversation = Conversation.objects.create(tenant=tenant, model=sonnet, user_id=f"user-{n}")
-        record(make_run(conversation), f"msg_{n}", at=at(f"2026-11-{n + 1:02}T12:00:00"), input=n, output=1)
+        run = make_run(conversation)
+        Run.objects.filter(pk=run.pk).update(created_at=at(f"2026-11-{n + 1:02}T11:00:00"))
+        record(run, f"msg_{n}", at=at(f"2026-11-{n + 1:02}T12:00:00"), input=n, output=1)
 
-    # the key, the tenant, the groups (which add up to the totals)
-    with django_assert_num_queries(3):
+    # the key, the tenant, the groups (which add up to the totals), the runs
+    with django_assert_num_queries(4):
         response = api_client.get(URL, {"group_by": group_by})
 
     assert len(response.json()["groups"]) == groups
@@ -258,7 +276,7 @@ def test_a_runs_usage_lists_its_calls_and_totals(api_client: APIClient, usage_hi
 
     body = response.json()
     assert (body["run_id"], body["conversation"]) == (str(run.pk), str(run.conversation_id))
-    assert body["totals"] == ALICE
+    assert body["totals"] == {name: value for name, value in ALICE.items() if "runs" not in name}
     assert [(call["message_id"], call["model"], call["cost_usd"]) for call in body["calls"]] == [
         ("msg_1", "sonnet", "0.0128250000"),
         ("msg_2", "sonnet", "0.0010500000"),

@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from rest_framework.test import APIClient
 
+from conversations.models import Run
 from tenants.models import Tenant
 from tests.factories import ConversationFactory, RunFactory
 from usage.models import UsageRecord
@@ -29,6 +30,7 @@ def call_at(run: object, n: int, when: datetime, tokens: int) -> None:
 @pytest.fixture
 def calls(tenant: Tenant) -> None:
     run = RunFactory(conversation=ConversationFactory(tenant=tenant))
+    Run.objects.filter(pk=run.pk).update(created_at=datetime(2026, 11, 29, 14, 0, tzinfo=UTC))
     # In Tokyo (UTC+9): Sunday 29 Nov 23:30, Monday 30 Nov 01:00, Tuesday 1 Dec 01:00.
     call_at(run, 1, datetime(2026, 11, 29, 14, 30, tzinfo=UTC), 100)
     call_at(run, 2, datetime(2026, 11, 29, 16, 0, tzinfo=UTC), 200)
@@ -69,6 +71,26 @@ def test_the_csv_export_is_the_report_row_for_row_and_adds_up_to_the_records(
     stored = sum(record.cost_usd for record in UsageRecord.objects.all())
     assert total["key"] == "total" and Decimal(total["cost_usd"]) == stored == Decimal(report["totals"]["cost_usd"])
     assert int(total["input_tokens"]) == 700
+
+
+def test_runs_and_failed_runs_are_counted_per_group_even_without_a_model_call(
+    api_client: APIClient, tenant: Tenant, calls: None
+) -> None:
+    # Refused by a budget before its first call, on a day without usage.
+    refused = RunFactory(conversation=ConversationFactory(tenant=tenant), status=Run.Status.FAILED)
+    Run.objects.filter(pk=refused.pk).update(created_at=datetime(2026, 11, 27, 3, 0, tzinfo=UTC))
+
+    report = api_client.get(URL, {"group_by": "day"}).json()
+    response = api_client.get(f"{URL}/export", {"group_by": "day"})
+
+    days = [(group["key"], group["model_calls"], group["runs"], group["failed_runs"]) for group in report["groups"]]
+    assert days == [("2026-11-27", 0, 1, 1), ("2026-11-29", 2, 1, 0), ("2026-11-30", 1, 0, 0)]
+    assert (report["totals"]["runs"], report["totals"]["failed_runs"]) == (2, 1)
+    rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
+    assert [(row["key"], int(row["model_calls"]), int(row["runs"]), int(row["failed_runs"])) for row in rows] == [
+        *days,
+        ("total", 3, 2, 1),
+    ]
 
 
 def test_a_time_zone_that_does_not_exist_is_refused(
