@@ -105,8 +105,9 @@ else:
     # persistent connections would reconnect per request; psycopg's pool is shared by all threads.
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     # The pool checks a connection before lending it out (one round trip), so after a failover or
-    # `pg_terminate_backend` requests get live connections instead of the dead ones it still holds.
-    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    # `pg_terminate_backend` requests get live connections instead of the dead ones it still holds;
+    # at the first dead one it checks them all (config.postgresql, Django's backend with that check).
+    DATABASES["default"]["ENGINE"] = "config.postgresql"
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": env.int("DB_POOL_MIN_SIZE", default=2),
         "max_size": env.int("DB_POOL_MAX_SIZE", default=20),

@@ -125,7 +125,13 @@ def start_run(
             code="text_too_long",
         )
     with transaction.atomic():
-        locked = Conversation.objects.select_for_update().select_related("tenant", "model").get(pk=conversation.pk)
+        # The conversation's row only (of=self): its tenant's and model's rows are read, not locked, so
+        # runs starting at once in many conversations of a tenant do not queue on the tenant's row.
+        locked = (
+            Conversation.objects.select_for_update(of=("self",))
+            .select_related("tenant", "model")
+            .get(pk=conversation.pk)
+        )
         if locked.is_archived:
             raise Conflict("This conversation is archived; unarchive it or start a new one.", code="archived")
         if not locked.tenant.is_active:

@@ -54,7 +54,7 @@ def run_counts(runs: "QuerySet[Run]", key: Any) -> dict[Any, dict[str, int]]:
     counted = {"runs": Count("pk"), "failed_runs": Count("pk", filter=Q(status=Run.Status.FAILED))}
     if key is None:
         return {None: runs.order_by().aggregate(**counted)}
-    rows: Iterable[dict[str, Any]] = runs.order_by().values(key=key).annotate(**counted)
+    rows: Any = runs.order_by().values(key=key).annotate(**counted)
     return {row["key"]: {"runs": row["runs"], "failed_runs": row["failed_runs"]} for row in rows}
 
 

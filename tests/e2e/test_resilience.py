@@ -5,6 +5,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -87,6 +88,13 @@ def test_every_postgresql_connection_terminated_mid_run_leaves_the_platform_serv
     conversation = acme.create_conversation()
     run = acme.send(conversation, "[[slow 4]]")
     wait_for_delta(acme, conversation)
+    # A burst of requests first, so that the web process's pool holds many connections to lose.
+    key = acme.http.headers["X-API-Key"]
+    with ThreadPoolExecutor(max_workers=16) as burst:
+        statuses = list(
+            burst.map(lambda _: Client(acme.base_url, acme.tenant, key).http.get(acme.path()).status_code, range(48))
+        )
+    assert set(statuses) == {200}
 
     with connection.cursor() as cursor:
         cursor.execute(
@@ -97,7 +105,9 @@ def test_every_postgresql_connection_terminated_mid_run_leaves_the_platform_serv
     assert terminated > 0
 
     for _ in range(5):  # each request may meet a pooled connection that the database dropped
+        started = time.monotonic()
         assert acme.http.get(acme.path(conversation)).status_code == 200
+        assert time.monotonic() - started < 3  # not one growing wait per dead connection
     terminal = acme.wait_for_terminal(conversation, run["id"], timeout=40)
     follow_up = acme.send(conversation, "and now?")
     done = acme.wait_for_terminal(conversation, follow_up["id"], timeout=30)
