@@ -3,14 +3,18 @@
 import os
 import shutil
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import User
+from django.utils import timezone
 from playwright.sync_api import Browser, Page, expect
 
+from tenants.models import Tenant
 from tests.e2e.harness import Platform
-from usage.models import UsageRecord
+from usage.budgets import periods
+from usage.models import BudgetCounter, UsageRecord
 
 pytestmark = pytest.mark.usefixtures("orm_beside_playwright")
 
@@ -50,6 +54,12 @@ def test_the_dashboard_draws_spend_and_runs_from_the_records(
     operator_page: Page, usage_history: list[UsageRecord], tmp_path: Path
 ) -> None:
     page = operator_page
+    # acme has spent 90% of its month, by the gateway's counter of it.
+    Tenant.objects.filter(pk="acme").update(monthly_budget_usd=Decimal("0.50"))
+    month = periods(timezone.now(), "UTC")[1]
+    BudgetCounter.objects.update_or_create(
+        tenant_id="acme", level="tenant_month", subject="", period=month, defaults={"spent_usd": Decimal("0.45")}
+    )
 
     page.click("text=Usage dashboard")  # from the admin's index
     page.wait_for_url("**/admin/usage/usagerecord/dashboard/")
@@ -66,6 +76,7 @@ def test_the_dashboard_draws_spend_and_runs_from_the_records(
     assert drawn(page, "runs") == {"completed": 3, "failed": 3, "interrupted": 0}
     expect(page.locator("#top-users tbody tr").first).to_contain_text("carol")
     expect(page.locator("#failures")).to_contain_text("timeout")
+    expect(page.locator("#budgets")).to_contain_text("90%")
     screenshot = tmp_path / "dashboard.png"
     page.screenshot(path=screenshot, full_page=True)
     if SCREENSHOT_COPY:
