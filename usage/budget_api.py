@@ -1,6 +1,9 @@
 """Budgets over REST: the tenant's month and defaults, and each end user's day and month with its own budgets."""
 
+from typing import Any
+
 from django.db import transaction
+from django.http import Http404
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -8,7 +11,7 @@ from rest_framework import permissions, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from api.viewsets import TENANT_PARAMETER, ApiKeyRequired, TenantScopedViewSet
+from api.viewsets import TENANT_PARAMETER, ApiKeyRequired, TenantScopedViewSet, principal
 from usage import budgets
 from usage.models import UserBudget
 from usage.serializers import TenantBudgetsSerializer, UserBudgetSerializer, UserBudgetsSerializer
@@ -70,6 +73,13 @@ class BudgetViewSet(TenantScopedViewSet):
         """Drop the end user's own budgets: the tenant's defaults apply again."""
         UserBudget.objects.filter(tenant=self.tenant, user_id=user_id).delete()
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)
+        # With X-User-ID, only that end user exists, as with conversations.
+        caller = principal(request)
+        if "user_id" in kwargs and caller.user_id and caller.user_id != kwargs["user_id"]:
+            raise Http404
 
     def _user_state(self, user_id: str) -> Response:
         return Response(UserBudgetsSerializer(budgets.user_state(self.tenant, user_id, timezone.now())).data)

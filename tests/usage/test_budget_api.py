@@ -9,6 +9,7 @@ from rest_framework.test import APIClient
 from conversations.models import Conversation
 from tenants.models import Tenant
 from tests.api.assertions import error_of
+from tests.conftest import client_with_key
 from usage.budgets import periods
 from usage.models import BudgetCounter, UserBudget
 
@@ -97,6 +98,15 @@ def test_a_bad_user_budget_is_a_400_that_names_the_field_and_keeps_the_old_one(
 def test_another_tenants_budgets_are_not_found(other_api_client: APIClient, tenant: Tenant) -> None:
     error_of(other_api_client.get("/api/tenants/acme/budgets"), 404)
     error_of(other_api_client.put("/api/tenants/acme/budgets/users/alice", {"daily_usd": "9"}, format="json"), 404)
+    assert not UserBudget.objects.exists()
+
+
+def test_with_x_user_id_only_that_end_users_budget_exists(tenant_key: str, tenant: Tenant) -> None:
+    as_alice = client_with_key(tenant_key, user_id="alice")
+
+    assert as_alice.get("/api/tenants/acme/budgets/users/alice").status_code == 200
+    error_of(as_alice.get("/api/tenants/acme/budgets/users/bob"), 404)
+    error_of(as_alice.put("/api/tenants/acme/budgets/users/bob", {"daily_usd": "9"}, format="json"), 404)
     assert not UserBudget.objects.exists()
 
 
