@@ -20,14 +20,13 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from conversations.models import Conversation, Run
 from tenants.models import PER_MILLION, Tenant
 from usage import counters
-from usage.counters import Key
+from usage.counters import Cap, Key
 from usage.models import COST_PLACES, BudgetCounter, BudgetLevel, BudgetReservation, UserBudget, usd
 
 Json = dict[str, Any]
@@ -43,23 +42,6 @@ LEVEL_NAMES = {
     BudgetLevel.CONVERSATION: "This conversation's budget",
     BudgetLevel.RUN: "This run's budget",
 }
-
-
-@dataclass(frozen=True)
-class Cap:
-    """One budget that caps a call: its counter's key and its limits (None: that dimension is unlimited)."""
-
-    key: Key
-    usd: Decimal | None
-    calls: int | None
-
-    @property
-    def level(self) -> str:
-        return self.key[0]
-
-    @property
-    def period(self) -> str:
-        return self.key[2]
 
 
 class BudgetExceeded(Exception):
@@ -194,33 +176,28 @@ def reserve(run: Run, body: bytes) -> int | None:
     if not terms.caps:
         return None
     worst_case = worst_case_cost(terms, run.model.max_output_tokens, body)
-    with transaction.atomic():
-        held, reservation = counters.hold(
-            run.conversation.tenant_id, run.pk, [cap.key for cap in terms.caps], worst_case
-        )
-        for cap in terms.caps:
-            # What the others hold: the counter includes this call's own share now.
-            counter = held[cap.key]
-            counter.reserved_usd -= worst_case
-            counter.reserved_calls -= 1
-            _check(cap, counter, worst_case)  # raising rolls the whole reservation back
-        return reservation
+    held, reservation = counters.hold(run.conversation.tenant_id, run.pk, terms.caps, worst_case)
+    if reservation is None:
+        refused = next(cap for cap in terms.caps if not cap.fits(held[cap.key], worst_case))
+        raise refusal(refused, held[refused.key], worst_case)
+    return reservation
 
 
-def _check(cap: Cap, counter: BudgetCounter, worst_case: Decimal) -> None:
+def refusal(cap: Cap, counter: BudgetCounter, worst_case: Decimal) -> BudgetExceeded:
+    """Why a call of `worst_case` does not fit `cap`, whose counter stands as given."""
     name, period = LEVEL_NAMES[BudgetLevel(cap.level)], f" for {cap.period}" if cap.period else ""
-    in_flight = f", {counter.reserved_calls} in progress" if counter.reserved_calls else ""
     if cap.calls is not None and counter.calls + counter.reserved_calls + 1 > cap.calls:
-        raise BudgetExceeded(
+        in_flight = f", {counter.reserved_calls} in progress" if counter.reserved_calls else ""
+        return BudgetExceeded(
             cap, f"{name}{period} of {cap.calls} model call(s) is used up ({counter.calls} made{in_flight})."
         )
-    if cap.usd is not None and counter.spent_usd + counter.reserved_usd + worst_case > cap.usd:
-        held = f" and ${usd(counter.reserved_usd)} held by calls in progress" if counter.reserved_calls else ""
-        raise BudgetExceeded(
-            cap,
-            f"{name}{period} of ${cap.usd.normalize():f} USD would be exceeded: ${usd(counter.spent_usd)} spent"
-            f"{held}, and the next model call may cost up to ${usd(worst_case)}.",
-        )
+    assert cap.usd is not None  # it does not fit, and not by its calls
+    held = f" and ${usd(counter.reserved_usd)} held by calls in progress" if counter.reserved_calls else ""
+    return BudgetExceeded(
+        cap,
+        f"{name}{period} of ${cap.usd.normalize():f} USD would be exceeded: ${usd(counter.spent_usd)} spent"
+        f"{held}, and the next model call may cost up to ${usd(worst_case)}.",
+    )
 
 
 def settle(run: Run, reservation_id: int | None, moment: datetime, cost: Decimal) -> None:

@@ -91,58 +91,112 @@ def _own_or_default(own: Any, default: Any) -> Any:
     return default if own is None else own
 
 
-# Makes the counters as needed, adds the call's share to each (locking them in key order), records
-# the reservation, and returns the counters as they are now, this call's share included.
+@dataclass(frozen=True)
+class Cap:
+    """One budget that caps a call: its counter's key and its limits (None: that dimension is unlimited)."""
+
+    key: Key
+    usd: Decimal | None
+    calls: int | None
+
+    @property
+    def level(self) -> str:
+        return self.key[0]
+
+    @property
+    def period(self) -> str:
+        return self.key[2]
+
+    def fits(self, counter: BudgetCounter, usd: Decimal) -> bool:
+        """Whether one more call of `usd` fits beside what the counter has spent and holds."""
+        return (self.calls is None or counter.calls + counter.reserved_calls + 1 <= self.calls) and (
+            self.usd is None or counter.spent_usd + counter.reserved_usd + usd <= self.usd
+        )
+
+
+# One statement, in autocommit: locks the counters in key order, and only if one more call of `usd`
+# fits every cap (as Cap.fits decides), adds it to each and records the reservation. It returns the
+# counters as they were before; fewer rows than caps means some counters are still to be made.
 HOLD_SQL = """
-WITH held AS (
-    INSERT INTO usage_budgetcounter AS c
-        (tenant_id, level, subject, period, spent_usd, calls, reserved_usd, reserved_calls, updated_at)
-    SELECT %(tenant)s, level, subject, period, 0, 0, %(usd)s, 1, now()
-    FROM unnest(%(levels)s::text[], %(subjects)s::text[], %(periods)s::text[]) AS k(level, subject, period)
-    ORDER BY level, subject, period
-    ON CONFLICT (tenant_id, level, subject, period) DO UPDATE
-    SET reserved_usd = c.reserved_usd + EXCLUDED.reserved_usd, reserved_calls = c.reserved_calls + 1,
-        updated_at = EXCLUDED.updated_at
-    RETURNING level, subject, period, spent_usd, calls, reserved_usd, reserved_calls
+WITH caps AS (
+    SELECT * FROM unnest(
+        %(levels)s::text[], %(subjects)s::text[], %(periods)s::text[], %(usd_limits)s::numeric[], %(call_limits)s::bigint[]
+    ) AS cap(level, subject, period, usd_limit, call_limit)
+), locked AS (
+    SELECT c.id, c.level, c.subject, c.period, c.spent_usd, c.calls, c.reserved_usd, c.reserved_calls,
+           caps.usd_limit, caps.call_limit
+    FROM usage_budgetcounter c JOIN caps USING (level, subject, period)
+    WHERE c.tenant_id = %(tenant)s
+    ORDER BY c.level, c.subject, c.period
+    FOR UPDATE OF c
+), verdict AS (
+    SELECT count(*) = %(caps)s AND bool_and(
+        (call_limit IS NULL OR calls + reserved_calls + 1 <= call_limit)
+        AND (usd_limit IS NULL OR spent_usd + reserved_usd + %(usd)s <= usd_limit)
+    ) AS fits
+    FROM locked
+), held AS (
+    UPDATE usage_budgetcounter AS c
+    SET reserved_usd = c.reserved_usd + %(usd)s, reserved_calls = c.reserved_calls + 1, updated_at = now()
+    FROM locked, verdict WHERE c.id = locked.id AND verdict.fits
 ), reservation AS (
     INSERT INTO usage_budgetreservation (run_id, usd, keys, created_at)
-    VALUES (%(run)s, %(usd)s, %(keys)s::jsonb, now())
+    SELECT %(run)s, %(usd)s, %(keys)s::jsonb, now() FROM verdict WHERE verdict.fits
     RETURNING id
 )
-SELECT held.*, reservation.id FROM held, reservation
+SELECT level, subject, period, spent_usd, calls, reserved_usd, reserved_calls, (SELECT id FROM reservation)
+FROM locked
+"""
+
+ENSURE_SQL = """
+INSERT INTO usage_budgetcounter (tenant_id, level, subject, period, spent_usd, calls, reserved_usd, reserved_calls, updated_at)
+SELECT %(tenant)s, level, subject, period, 0, 0, 0, 0, now()
+FROM unnest(%(levels)s::text[], %(subjects)s::text[], %(periods)s::text[]) AS k(level, subject, period)
+ORDER BY level, subject, period
+ON CONFLICT (tenant_id, level, subject, period) DO NOTHING
 """
 
 
-def hold(tenant_id: str, run_id: Any, keys: Sequence[Key], usd: Decimal) -> tuple[dict[Key, BudgetCounter], int]:
-    """Hold `usd` and one call on the counters of `keys`; the counters as they are now (this call's share
-    included) and the reservation's id. Call inside a transaction, to roll back when a cap would be passed."""
-    if fast():
-        params: dict[str, Any] = {
-            "tenant": tenant_id,
-            "usd": usd,
-            "run": run_id,
-            "keys": json.dumps(keys),
-            **_columns(keys),
-        }
-        with connection.cursor() as cursor:
+def hold(tenant_id: str, run_id: Any, caps: Sequence[Cap], usd: Decimal) -> tuple[dict[Key, BudgetCounter], int | None]:
+    """Hold `usd` and one call on the counters of `caps` if it fits every cap, all or nothing.
+
+    The counters as they were, and the reservation's id (None when a cap would have been passed).
+    """
+    keys = [cap.key for cap in caps]
+    if not fast():
+        with transaction.atomic():
+            counters = _locked(tenant_id, keys)
+            if not all(cap.fits(counters[cap.key], usd) for cap in caps):
+                return counters, None
+            BudgetCounter.objects.filter(pk__in=[counter.pk for counter in counters.values()]).update(
+                reserved_usd=F("reserved_usd") + usd, reserved_calls=F("reserved_calls") + 1
+            )
+            reservation = BudgetReservation.objects.create(run_id=run_id, usd=usd, keys=[list(key) for key in keys])
+            return counters, reservation.pk
+    params: dict[str, Any] = {
+        "tenant": tenant_id,
+        "usd": usd,
+        "run": run_id,
+        "keys": json.dumps(keys),
+        "caps": len(caps),
+        "usd_limits": [cap.usd for cap in caps],
+        "call_limits": [cap.calls for cap in caps],
+        **_columns(keys),
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(HOLD_SQL, params)
+        rows = cursor.fetchall()
+        if len(rows) < len(caps):  # the first call of a period (or of a conversation, a run, a user)
+            cursor.execute(ENSURE_SQL, {"tenant": tenant_id, **_columns(keys)})
             cursor.execute(HOLD_SQL, params)
             rows = cursor.fetchall()
-        counters = {
-            (row[0], row[1], row[2]): BudgetCounter(
-                spent_usd=row[3], calls=row[4], reserved_usd=row[5], reserved_calls=row[6]
-            )
-            for row in rows
-        }
-        return counters, int(rows[0][7])
-    counters = _locked(tenant_id, keys)
-    BudgetCounter.objects.filter(pk__in=[counter.pk for counter in counters.values()]).update(
-        reserved_usd=F("reserved_usd") + usd, reserved_calls=F("reserved_calls") + 1
-    )
-    for counter in counters.values():
-        counter.reserved_usd += usd
-        counter.reserved_calls += 1
-    reservation = BudgetReservation.objects.create(run_id=run_id, usd=usd, keys=[list(key) for key in keys])
-    return counters, reservation.pk
+    counters = {
+        (row[0], row[1], row[2]): BudgetCounter(
+            spent_usd=row[3], calls=row[4], reserved_usd=row[5], reserved_calls=row[6]
+        )
+        for row in rows
+    }
+    return counters, rows[0][7]
 
 
 SPEND_SQL = """

@@ -189,7 +189,9 @@ class BudgetReservation(models.Model):
     running on the worker that made them.
     """
 
-    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="budget_reservations")
+    # No database constraint: its check would lock the run's row at every model call (the gateway
+    # makes the reservation); Django still deletes a run's reservations with the run.
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="budget_reservations", db_constraint=False)
     usd = models.DecimalField(max_digits=16, decimal_places=10)
     keys = models.JSONField(help_text="[level, subject, period] of each counter it holds.")
     created_at = models.DateTimeField(auto_now_add=True)

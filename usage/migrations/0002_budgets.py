@@ -81,7 +81,7 @@ class Migration(migrations.Migration):
                 ('usd', models.DecimalField(decimal_places=10, max_digits=16)),
                 ('keys', models.JSONField(help_text='[level, subject, period] of each counter it holds.')),
                 ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('run', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='budget_reservations', to='conversations.run')),
+                ('run', models.ForeignKey(db_constraint=False, on_delete=django.db.models.deletion.CASCADE, related_name='budget_reservations', to='conversations.run')),
             ],
         ),
         migrations.CreateModel(
