@@ -160,7 +160,7 @@ class RunCalls:
         record = await call_database(
             f"Recording a model call of run {self.run.pk}",
             record_usage,
-            self.run.pk,
+            self.run,
             tap.message_id,
             tap.usage,
             request.pop(RESERVATION, None),
