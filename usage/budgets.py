@@ -26,7 +26,7 @@ from django.utils import timezone
 from conversations.models import Conversation, Run
 from tenants.models import PER_MILLION, Tenant
 from usage import counters
-from usage.counters import Cap, Key
+from usage.counters import Cap, Key, own_or_default
 from usage.models import COST_PLACES, BudgetCounter, BudgetLevel, BudgetReservation, UserBudget, usd
 
 Json = dict[str, Any]
@@ -130,19 +130,15 @@ def user_caps(tenant: Tenant, own: UserBudget, day: str, month: str) -> list[Cap
     return [
         Cap(
             (BudgetLevel.USER_DAY, user_id, day),
-            _own_or_default(own.daily_usd, tenant.user_daily_budget_usd),
-            _own_or_default(own.daily_calls, tenant.user_daily_budget_calls),
+            own_or_default(own.daily_usd, tenant.user_daily_budget_usd),
+            own_or_default(own.daily_calls, tenant.user_daily_budget_calls),
         ),
         Cap(
             (BudgetLevel.USER_MONTH, user_id, month),
-            _own_or_default(own.monthly_usd, tenant.user_monthly_budget_usd),
-            _own_or_default(own.monthly_calls, tenant.user_monthly_budget_calls),
+            own_or_default(own.monthly_usd, tenant.user_monthly_budget_usd),
+            own_or_default(own.monthly_calls, tenant.user_monthly_budget_calls),
         ),
     ]
-
-
-def _own_or_default(own: Any, default: Any) -> Any:
-    return default if own is None else own
 
 
 def worst_case_cost(terms: CallTerms, max_output_tokens: int, body: bytes) -> Decimal:

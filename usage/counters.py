@@ -78,16 +78,17 @@ def read_terms(tenant_id: str, user_id: str, model_id: str, moment: datetime) ->
         tenant.time_zone,
         tenant.monthly_budget_usd,
         tenant.monthly_budget_calls,
-        _own_or_default(own.daily_usd, tenant.user_daily_budget_usd),
-        _own_or_default(own.daily_calls, tenant.user_daily_budget_calls),
-        _own_or_default(own.monthly_usd, tenant.user_monthly_budget_usd),
-        _own_or_default(own.monthly_calls, tenant.user_monthly_budget_calls),
+        own_or_default(own.daily_usd, tenant.user_daily_budget_usd),
+        own_or_default(own.daily_calls, tenant.user_daily_budget_calls),
+        own_or_default(own.monthly_usd, tenant.user_monthly_budget_usd),
+        own_or_default(own.monthly_calls, tenant.user_monthly_budget_calls),
         None if price is None else (price.input_price, price.cache_write_5m_price, price.cache_write_1h_price),
         None if price is None else price.output_price,
     )
 
 
-def _own_or_default(own: Any, default: Any) -> Any:
+def own_or_default(own: Any, default: Any) -> Any:
+    """An end user's own budget where it has one (even 0), else the tenant's default."""
     return default if own is None else own
 
 
