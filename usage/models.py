@@ -185,8 +185,8 @@ class BudgetReservation(models.Model):
     """The worst-case cost of one model call in flight, held on the counters named in `keys`.
 
     Replaced by the call's cost when it is recorded, released when it fails; a worker killed
-    mid-call leaves it behind for the reaper, which releases the reservations of runs no longer
-    running on the worker that made them.
+    mid-call leaves it behind for the reaper, which fails that worker's runs and releases the
+    reservations of runs no longer running (usage.budgets.release_abandoned).
     """
 
     # No database constraint: its check would lock the run's row at every model call (the gateway
