@@ -9,7 +9,7 @@ from django.conf import settings
 from django.db import connection
 from playwright.sync_api import Browser, sync_playwright
 
-from tests.e2e.harness import Client, Platform, database_url, serving, tenant_client
+from tests.e2e.harness import Client, Platform, database_url, serving, tenant_client, wait_for_quiet_database
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -17,6 +17,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/e2e/" in str(item.path) or "platform" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.e2e)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
+    """Before the database is flushed after a test on the running platform, let its writes end."""
+    if "platform" in getattr(item, "fixturenames", ()) and connection.vendor == "postgresql":
+        wait_for_quiet_database(database_url(connection.settings_dict))
+    return (yield)
 
 
 @pytest.fixture(scope="session")

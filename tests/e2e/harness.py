@@ -43,6 +43,27 @@ def database_url(db_settings: dict[str, Any]) -> str:
     return f"postgres://{user}{password}@{host}:{port}/{db_settings['NAME']}"
 
 
+def wait_for_quiet_database(url: str, timeout: float = 5.0) -> bool:
+    """Wait until no other session on the database is inside a transaction; False if none came.
+
+    The platform's processes go on writing for a moment after a test has seen what it waited for
+    (a run's last workspace save, a reaper's round); the flush that ends a test then takes every
+    table at once, and a transaction holding one of them while it waits for another deadlocks it.
+    """
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(url, autocommit=True) as quiet:
+        while True:
+            busy = quiet.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND pid <> pg_backend_pid() AND xact_start IS NOT NULL"
+            ).fetchone()
+            if not busy or not busy[0]:
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+
+
 def sandbox_reachable_dir() -> str:
     """A RUN_ROOT the sandbox user can reach (pytest's own temp dirs are private to root)."""
     path = tempfile.mkdtemp(prefix="agent-runs-")
