@@ -23,10 +23,17 @@ class BudgetViewSet(TenantScopedViewSet):
     """What a tenant's budgets allow now: read before starting work, or to show an end user what is left.
 
     Limits of the tenant itself (its month and the defaults) are the operator's: set in the admin or
-    with an admin key on the tenant. An end user's own budgets may be set by the tenant's keys.
+    with an admin key on the tenant. An end user's own budgets may be set by the tenant's keys; an
+    end user's chat session reads its own day and month (the chat page shows what is left).
     """
 
     permission_classes = [permissions.IsAuthenticated, ApiKeyRequired]
+
+    def get_permissions(self) -> list[permissions.BasePermission]:
+        if self.action == "read_user":
+            return [permissions.IsAuthenticated()]
+        return super().get_permissions()
+
     pagination_class = None
     filter_backends: list[type] = []
 

@@ -152,3 +152,16 @@ def test_slash_commands_are_offered_as_you_type_and_run_their_skill(chat: Page, 
 
     send(chat, "/nope")
     expect(chat.locator(".error").last).to_contain_text("/nope is not a command here. Commands: /greet.")
+
+
+def test_the_page_shows_what_is_left_of_the_users_budget(chat: Page, acme: Client) -> None:
+    expect(chat.locator("#budget")).to_be_hidden()  # no limits: nothing to show
+    budget = acme.http.put(f"/api/tenants/{acme.tenant}/budgets/users/alice", json={"daily_calls": 10})
+    assert budget.status_code == 200
+    chat.reload()
+    expect(chat.locator("#budget")).to_have_text("10 model calls left today")
+
+    send(chat, "[[bash echo counted]]")
+
+    expect(chat.locator(".status[data-state='completed']")).to_have_count(1, timeout=30_000)
+    expect(chat.locator("#budget")).to_have_text("8 model calls left today")

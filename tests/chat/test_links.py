@@ -146,3 +146,20 @@ def test_staff_open_any_tenants_chat_and_others_are_sent_to_log_in(
     assert opened_by_staff.status_code == 302 and opened_by_staff["Location"] == "/chat/"
     assert page.status_code == 200 and b'data-tenant="globex"' in page.content and b"staff:admin" in page.content
     assert anonymous.status_code == 302 and anonymous["Location"].startswith("/admin/login/")
+
+
+def test_the_session_reads_its_users_budget_and_no_other(api_client: APIClient, conversation: Conversation) -> None:
+    tenant = conversation.tenant
+    tenant.user_daily_budget_calls = 10
+    tenant.save()
+    browser = opened(chat_link(api_client))
+    browser.get("/chat/")
+    csrf = {"HTTP_X_CSRFTOKEN": browser.cookies["csrftoken"].value}
+
+    own = browser.get("/api/tenants/acme/budgets/users/alice")
+    raised = browser.put("/api/tenants/acme/budgets/users/alice", {"daily_calls": 1000}, "application/json", **csrf)
+
+    assert own.status_code == 200 and own.json()["day"]["remaining_calls"] == 10
+    assert error_of(browser.get("/api/tenants/acme/budgets/users/bob"), 404)
+    assert "needs an API key" in error_of(browser.get("/api/tenants/acme/budgets"), 403)["message"]
+    assert "needs an API key" in error_of(raised, 403)["message"]

@@ -198,6 +198,36 @@
     const cost = showsCost && usage && Number(usage.cost_usd) > 0 ? `$${Number(usage.cost_usd).toFixed(4)}` : "";
     setStatus(view, [text, cost].filter(Boolean).join(" · "), state);
     if (activeRun === view.root.dataset.run) setActive(null);
+    refreshBudget();
+  }
+
+  // --- what is left of the end user's budgets ---------------------------------------------------
+
+  // The fullest of the day's and the month's limits, as the share left (in dollars too where the
+  // tenant shows costs); nothing when this user has no limits.
+  async function refreshBudget() {
+    const user = encodeURIComponent(app.dataset.user);
+    const budgets = await call("GET", `/api/tenants/${tenant}/budgets/users/${user}`).catch(() => null);
+    const showsCost = app.dataset.showsCost === "true";
+    let tightest = null;
+    for (const [label, budget] of [["today", budgets && budgets.day], ["this month", budgets && budgets.month]]) {
+      for (const [limit, remaining, unit] of [
+        [budget && budget.limit_usd, budget && budget.remaining_usd, "usd"],
+        [budget && budget.limit_calls, budget && budget.remaining_calls, "calls"],
+      ]) {
+        if (limit === null || limit === undefined || Number(limit) <= 0) continue;
+        const share = Number(remaining) / Number(limit);
+        if (!tightest || share < tightest.share) tightest = { label, share, remaining, unit };
+      }
+    }
+    const badge = $("budget");
+    badge.hidden = !tightest;
+    if (!tightest) return;
+    const { label, remaining, share, unit } = tightest;
+    if (unit === "calls") badge.textContent = `${remaining} model call${remaining === 1 ? "" : "s"} left ${label}`;
+    else if (showsCost) badge.textContent = `$${Number(remaining).toFixed(2)} left ${label}`;
+    else badge.textContent = `${Math.floor(share * 100)}% of your budget left ${label}`;
+    badge.dataset.state = share <= 0 ? "spent" : share < 0.2 ? "low" : "ok";
   }
 
   function setActive(runId) {
@@ -431,6 +461,7 @@
   });
 
   loadCommands();
+  refreshBudget();
   (async () => {
     const conversations = await loadConversations();
     if (conversations.length) await open(conversations[0]);
