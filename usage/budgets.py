@@ -14,6 +14,7 @@ it changes in the order of their keys, so that parallel calls queue instead of d
 
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -34,6 +35,11 @@ Json = dict[str, Any]
 # Request bytes per input token in the worst case: tokenizers average 3.5 to 4 bytes of English text
 # per token; code, JSON and non-Latin scripts run denser.
 BYTES_PER_INPUT_TOKEN = 3
+
+# An image costs about width * height / 750 tokens, and the API scales a large one down before it
+# counts (to ~1,600 tokens; more for models that read images at high resolution): its base64 bytes
+# would count a photo as hundreds of thousands. Bounded here well above every model's largest.
+IMAGE_TOKENS = 10_000
 
 LEVEL_NAMES = {
     BudgetLevel.TENANT_MONTH: "The organisation's monthly budget",
@@ -145,21 +151,39 @@ def worst_case_cost(terms: CallTerms, max_output_tokens: int, body: bytes) -> De
     """The most a Messages call can cost: its input at the dearest input price, and all of its `max_tokens`.
 
     Input is priced as if every BYTES_PER_INPUT_TOKEN bytes of the request were a token written to
-    the cache for an hour (the dearest way to send input); output as the request's `max_tokens`
-    (at most the model's `max_output_tokens`), the model's own limit when the request names none.
+    the cache for an hour (the dearest way to send input), a base64 image's bytes at most
+    IMAGE_TOKENS; output as the request's `max_tokens` (at most the model's `max_output_tokens`),
+    the model's own limit when the request names none.
     """
-    input_tokens = math.ceil(len(body) / BYTES_PER_INPUT_TOKEN)
-    output_tokens = min(_max_tokens(body) or max_output_tokens, max_output_tokens)
+    try:
+        request = json.loads(body)
+    except ValueError:
+        request = None
+    request = request if isinstance(request, dict) else {}
+    images = list(_base64_images(request.get("messages")))
+    text_bytes = len(body) - sum(images)
+    input_tokens = math.ceil(text_bytes / BYTES_PER_INPUT_TOKEN) + sum(
+        min(math.ceil(size / BYTES_PER_INPUT_TOKEN), IMAGE_TOKENS) for size in images
+    )
+    asked = request.get("max_tokens")
+    asked = asked if isinstance(asked, int) and asked > 0 else max_output_tokens
+    output_tokens = min(asked, max_output_tokens)
     cost = (input_tokens * terms.input_price + output_tokens * terms.output_price) / PER_MILLION
     return cost.quantize(COST_PLACES)
 
 
-def _max_tokens(body: bytes) -> int | None:
-    try:
-        value = json.loads(body).get("max_tokens")
-    except (ValueError, AttributeError):
-        return None
-    return value if isinstance(value, int) and value > 0 else None
+def _base64_images(content: object) -> Iterator[int]:
+    """The sizes of the base64 images in messages or content blocks, tool results' included."""
+    if isinstance(content, list):
+        for item in content:
+            yield from _base64_images(item)
+    elif isinstance(content, dict):
+        source = content.get("source")
+        if content.get("type") == "image" and isinstance(source, dict) and source.get("type") == "base64":
+            data = source.get("data")
+            yield len(data) if isinstance(data, str) else 0
+        else:
+            yield from _base64_images(content.get("content"))
 
 
 def reserve(run: Run, body: bytes) -> int | None:

@@ -1,6 +1,7 @@
 """Budgets above and at the run: reservations of each call's worst case, replaced by its cost or given back."""
 
 import json
+import math
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -53,6 +54,19 @@ def test_the_worst_case_is_the_input_at_the_dearest_input_price_and_all_of_max_t
     # More than the model may answer: the model's limit.
     too_many = json.dumps({"max_tokens": 10**9}).encode()
     assert worst_case_cost(terms, 1000, too_many) == (Decimal(15_000) + 9 * 6) / 1_000_000  # 26 bytes: 9 tokens
+
+
+def test_a_base64_image_counts_as_at_most_an_images_tokens_not_its_bytes(run: Run) -> None:
+    terms = call_terms(run, datetime.now(UTC))
+    photo = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "A" * 3_000_000}}
+    icon = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "A" * 300}}
+    # As the CLI sends an image its Read tool opened: inside a tool result.
+    read = {"type": "tool_result", "tool_use_id": "toolu_1", "content": [photo]}
+    body = json.dumps({"max_tokens": 100, "messages": [{"role": "user", "content": [read, icon]}]}).encode()
+    rest = len(body) - 3_000_000 - 300
+
+    input_tokens = math.ceil(rest / 3) + budgets.IMAGE_TOKENS + 100
+    assert worst_case_cost(terms, 32_000, body) == (input_tokens * Decimal(6) + 100 * Decimal(15)) / 1_000_000
 
 
 def test_a_run_that_no_budget_caps_reserves_nothing(run: Run) -> None:
