@@ -121,7 +121,8 @@ class ConversationViewSet(
         """Send the end user's message: starts a run and answers 202 at once; follow its events.
 
         As multipart, the message may bring files (`file`, repeated): they are stored in the
-        conversation's workspace before the run starts, and the agent is told their paths.
+        conversation's workspace before the run starts, and the agent is told their paths. Its
+        other fields are the JSON message's, each holding JSON (`skills`: `["pdf"]`).
         """
         conversation = self.get_object()
         if request.content_type.startswith("multipart/"):
@@ -137,11 +138,7 @@ class ConversationViewSet(
         return Response(RunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
 
     def _message_with_files(self, request: Request, conversation: Conversation) -> Response:
-        data = {"text": request.POST.get("text"), "file": request.FILES.getlist("file")}
-        unknown = sorted((set(request.POST) | set(request.FILES)) - {"text", "file"})
-        if unknown:
-            raise ValidationError({name: ["Unknown field. Allowed fields: text, file."] for name in unknown})
-        body = MessageWithFilesSerializer(data={k: v for k, v in data.items() if v})
+        body = MessageWithFilesSerializer.from_form(request.POST, request.FILES)
         body.is_valid(raise_exception=True)
         with transaction.atomic():
             attached = workspace_services.attach_files(conversation, body.validated_data.get("file", []))
@@ -149,6 +146,7 @@ class ConversationViewSet(
                 conversation,
                 workspace_services.with_attachments(body.validated_data["text"], attached),
                 user_id=principal(request).user_id,
+                **body.run_options(),
             )
         return Response(RunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
 

@@ -1,3 +1,4 @@
+import json
 from decimal import Decimal
 from typing import Any
 
@@ -141,14 +142,34 @@ class MessageCreateSerializer(StrictSerializer):
         return value
 
 
-class MessageWithFilesSerializer(StrictSerializer):
-    """A message as multipart: its text and the files it brings (each lands in /workspace under its name)."""
+class MessageWithFilesSerializer(MessageCreateSerializer):
+    """A message as multipart: its text, the files it brings (each lands in /workspace under its name),
+    and the JSON message's options, each a form field holding JSON (`skills`: `["pdf"]`)."""
 
-    text = serializers.CharField(trim_whitespace=False)
     file = serializers.ListField(child=serializers.FileField(), required=False, help_text="One or more files.")
 
-    def validate_text(self, value: str) -> str:
-        return MessageCreateSerializer().validate_text(value)
+    OPTIONS = ("budget", "skills", "preferred_skills", "mcp_servers", "mcp_tokens")
+
+    @classmethod
+    def from_form(cls, form: Any, files: Any) -> "MessageWithFilesSerializer":
+        """The serializer of a multipart body: `text`, repeated `file`, and options as JSON fields."""
+        unknown = sorted((set(form) | set(files)) - {"text", "file", *cls.OPTIONS})
+        if unknown:
+            allowed = ", ".join(("text", "file", *cls.OPTIONS))
+            raise serializers.ValidationError(
+                {name: [f"Unknown field. Allowed fields: {allowed}."] for name in unknown}
+            )
+        data: dict[str, Any] = {"text": form.get("text"), "file": files.getlist("file") or None}
+        errors = {}
+        for name in cls.OPTIONS:
+            if name in form:
+                try:
+                    data[name] = json.loads(form[name])
+                except ValueError:
+                    errors[name] = ['Send this field as JSON, as in the JSON message (for skills: ["pdf"]).']
+        if errors:
+            raise serializers.ValidationError(errors)
+        return cls(data={name: value for name, value in data.items() if value is not None})
 
 
 class RunSerializer(serializers.ModelSerializer):

@@ -1,5 +1,6 @@
 """A conversation's files over REST, on the local storage of the embedded defaults."""
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +140,48 @@ def test_a_refused_message_stores_none_of_its_files(api_client: APIClient, conve
 
     assert error_of(response, 400)["fields"] == {"text": ["The message text is empty."]}
     assert not WorkspaceFile.objects.exists()
+
+
+def test_a_message_with_files_takes_the_json_messages_options_as_json_fields(
+    api_client: APIClient, conversation: Conversation
+) -> None:
+    body = {
+        "text": "Read it",
+        "file": [SimpleUploadedFile("a.csv", b"x")],
+        "budget": json.dumps({"calls": 3}),
+        "skills": "[]",
+        "mcp_servers": "[]",
+    }
+
+    response = api_client.post(f"/api/tenants/acme/conversations/{conversation.pk}/messages", body, format="multipart")
+
+    assert response.status_code == 202, response.content
+    run = conversation.runs.get()
+    assert (run.budget_calls, run.skills, run.mcp_servers) == (3, [], [])
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("skills", "pdf", 'Send this field as JSON, as in the JSON message (for skills: ["pdf"]).'),
+        ("skills", '["nope"]', "nope"),
+        (
+            "colour",
+            "blue",
+            "Unknown field. Allowed fields: text, file, budget, skills, preferred_skills, mcp_servers, mcp_tokens.",
+        ),
+    ],
+)
+def test_a_multipart_messages_bad_option_is_named_and_stores_no_file(
+    api_client: APIClient, conversation: Conversation, field: str, value: str, message: str
+) -> None:
+    body = {"text": "Read it", "file": [SimpleUploadedFile("a.csv", b"x")], field: value}
+
+    response = api_client.post(f"/api/tenants/acme/conversations/{conversation.pk}/messages", body, format="multipart")
+
+    error = error_of(response, 400)
+    assert message in (error["fields"][field][0] if "fields" in error else error["message"])
+    assert not WorkspaceFile.objects.exists() and not conversation.runs.exists()
 
 
 def test_the_admin_lists_a_conversations_file_versions_and_downloads_them(
