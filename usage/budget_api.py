@@ -1,5 +1,6 @@
 """Budgets over REST: the tenant's month and defaults, and each end user's day and month with its own budgets."""
 
+from collections.abc import Sequence
 from typing import Any
 
 from django.db import transaction
@@ -29,7 +30,7 @@ class BudgetViewSet(TenantScopedViewSet):
 
     permission_classes = [permissions.IsAuthenticated, ApiKeyRequired]
 
-    def get_permissions(self) -> list[permissions.BasePermission]:
+    def get_permissions(self) -> Sequence[Any]:
         if self.action == "read_user":
             return [permissions.IsAuthenticated()]
         return super().get_permissions()

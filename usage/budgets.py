@@ -222,9 +222,7 @@ def refusal(cap: Cap, counter: BudgetCounter, worst_case: Decimal) -> BudgetExce
 
 def settle(run: Run, reservation_id: int | None, moment: datetime, cost: Decimal) -> None:
     """Count a recorded call on its budgets, in place of its reservation (inside the record's transaction)."""
-    counters.spend(run.conversation.tenant_id, spending_keys(run, moment), cost)
-    if reservation_id is not None:
-        counters.give_back(reservation_id, run.conversation.tenant_id)
+    counters.settle(run.conversation.tenant_id, spending_keys(run, moment), cost, reservation_id)
 
 
 def release(reservation_id: int, tenant_id: str) -> None:

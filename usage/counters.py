@@ -1,6 +1,7 @@
 """The budgets' counters in the database, for usage.budgets: on PostgreSQL each step is one statement
-(a call's budgets cost it two round trips at the gateway); elsewhere (SQLite, on a newcomer's
-machine, where writers take turns anyway) the same steps through the ORM.
+(a call's budgets cost it two round trips at the gateway; the reservation and its release are
+functions in the database, planned once per connection); elsewhere (SQLite, on a newcomer's machine,
+where writers take turns anyway) the same steps through the ORM.
 
 Counters are always locked in the order of their keys (level, subject, period), by every step, so
 that parallel calls queue instead of deadlocking.
@@ -115,39 +116,20 @@ class Cap:
         )
 
 
-# One statement, in autocommit: locks the counters in key order, and only if one more call of `usd`
-# fits every cap (as Cap.fits decides), adds it to each and records the reservation. It returns the
-# counters as they were before; fewer rows than caps means some counters are still to be made.
+# Locks the counters in key order and, only if one more call of `usd` fits every cap (as Cap.fits
+# decides), adds it to each and records the reservation: PostgreSQL's budget_hold (migration 0005).
+# It returns the counters as they were before; fewer rows than caps means some are still to be made.
 HOLD_SQL = """
-WITH caps AS (
-    SELECT * FROM unnest(
-        %(levels)s::text[], %(subjects)s::text[], %(periods)s::text[], %(usd_limits)s::numeric[], %(call_limits)s::bigint[]
-    ) AS cap(level, subject, period, usd_limit, call_limit)
-), locked AS (
-    SELECT c.id, c.level, c.subject, c.period, c.spent_usd, c.calls, c.reserved_usd, c.reserved_calls,
-           caps.usd_limit, caps.call_limit
-    FROM usage_budgetcounter c JOIN caps USING (level, subject, period)
-    WHERE c.tenant_id = %(tenant)s
-    ORDER BY c.level, c.subject, c.period
-    FOR UPDATE OF c
-), verdict AS (
-    SELECT count(*) = %(caps)s AND bool_and(
-        (call_limit IS NULL OR calls + reserved_calls + 1 <= call_limit)
-        AND (usd_limit IS NULL OR spent_usd + reserved_usd + %(usd)s <= usd_limit)
-    ) AS fits
-    FROM locked
-), held AS (
-    UPDATE usage_budgetcounter AS c
-    SET reserved_usd = c.reserved_usd + %(usd)s, reserved_calls = c.reserved_calls + 1, updated_at = now()
-    FROM locked, verdict WHERE c.id = locked.id AND verdict.fits
-), reservation AS (
-    INSERT INTO usage_budgetreservation (run_id, usd, keys, created_at)
-    SELECT %(run)s, %(usd)s, %(keys)s::jsonb, now() FROM verdict WHERE verdict.fits
-    RETURNING id
+SELECT * FROM budget_hold(
+    %(tenant)s, %(run)s, %(usd)s, %(keys)s::jsonb,
+    %(levels)s::text[], %(subjects)s::text[], %(periods)s::text[], %(usd_limits)s::numeric[], %(call_limits)s::bigint[]
 )
-SELECT level, subject, period, spent_usd, calls, reserved_usd, reserved_calls, (SELECT id FROM reservation)
-FROM locked
 """
+
+# A reservation lives as long as its call: it need not wait for the disk. Were PostgreSQL to crash
+# in the moment before its write reached the disk, the reservation would be gone with the counters'
+# share of it (one transaction, lost whole), and the call's recorded cost would still count.
+WITHOUT_WAITING_FOR_THE_DISK = "SET LOCAL synchronous_commit TO OFF;"
 
 ENSURE_SQL = """
 INSERT INTO usage_budgetcounter (tenant_id, level, subject, period, spent_usd, calls, reserved_usd, reserved_calls, updated_at)
@@ -179,18 +161,15 @@ def hold(tenant_id: str, run_id: Any, caps: Sequence[Cap], usd: Decimal) -> tupl
         "usd": usd,
         "run": run_id,
         "keys": json.dumps(keys),
-        "caps": len(caps),
         "usd_limits": [cap.usd for cap in caps],
         "call_limits": [cap.calls for cap in caps],
         **_columns(keys),
     }
     with connection.cursor() as cursor:
-        cursor.execute(HOLD_SQL, params)
-        rows = cursor.fetchall()
+        rows = _hold_rows(cursor, params)
         if len(rows) < len(caps):  # the first call of a period (or of a conversation, a run, a user)
             cursor.execute(ENSURE_SQL, {"tenant": tenant_id, **_columns(keys)})
-            cursor.execute(HOLD_SQL, params)
-            rows = cursor.fetchall()
+            rows = _hold_rows(cursor, params)
     counters = {
         (row[0], row[1], row[2]): BudgetCounter(
             spent_usd=row[3], calls=row[4], reserved_usd=row[5], reserved_calls=row[6]
@@ -200,45 +179,41 @@ def hold(tenant_id: str, run_id: Any, caps: Sequence[Cap], usd: Decimal) -> tupl
     return counters, rows[0][7]
 
 
-SPEND_SQL = """
-INSERT INTO usage_budgetcounter AS c
-    (tenant_id, level, subject, period, spent_usd, calls, reserved_usd, reserved_calls, updated_at)
-SELECT %(tenant)s, level, subject, period, %(usd)s, 1, 0, 0, now()
-FROM unnest(%(levels)s::text[], %(subjects)s::text[], %(periods)s::text[]) AS k(level, subject, period)
-ORDER BY level, subject, period
-ON CONFLICT (tenant_id, level, subject, period) DO UPDATE
-SET spent_usd = c.spent_usd + EXCLUDED.spent_usd, calls = c.calls + 1, updated_at = EXCLUDED.updated_at
+def _hold_rows(cursor: Any, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+    if connection.in_atomic_block:  # the setting would last as long as the caller's transaction
+        cursor.execute(HOLD_SQL, params)
+        return list(cursor.fetchall())
+    cursor.execute(WITHOUT_WAITING_FOR_THE_DISK + HOLD_SQL, params)
+    cursor.nextset()
+    return list(cursor.fetchall())
+
+
+# Counts one recorded call on the counters of its keys (made as needed, in key order) and gives its
+# reservation back, if it had one: PostgreSQL's budget_settle (migration 0005).
+SETTLE_SQL = """
+SELECT budget_settle(%(tenant)s, %(usd)s, %(levels)s::text[], %(subjects)s::text[], %(periods)s::text[], %(reservation)s)
 """
 
 
-def spend(tenant_id: str, keys: Sequence[Key], usd: Decimal) -> None:
-    """Count one recorded call of `usd` on the counters of `keys` (made as needed)."""
+def settle(tenant_id: str, keys: Sequence[Key], usd: Decimal, reservation_id: int | None) -> None:
+    """Count one recorded call of `usd` on the counters of `keys` (made as needed), in place of its reservation."""
     if fast():
         with connection.cursor() as cursor:
-            cursor.execute(SPEND_SQL, {"tenant": tenant_id, "usd": usd, **_columns(keys)})
+            params = {"tenant": tenant_id, "usd": usd, "reservation": reservation_id, **_columns(keys)}
+            cursor.execute(SETTLE_SQL, params)
         return
     with transaction.atomic():
         counters = _locked(tenant_id, keys)
         BudgetCounter.objects.filter(pk__in=[counter.pk for counter in counters.values()]).update(
             spent_usd=F("spent_usd") + usd, calls=F("calls") + 1
         )
+        if reservation_id is not None:
+            give_back(reservation_id, tenant_id)
 
 
-# Deletes the reservation (once) and takes its share off the counters it held, locked in key order.
-GIVE_BACK_SQL = """
-WITH taken AS (
-    DELETE FROM usage_budgetreservation WHERE id = %(reservation)s RETURNING usd, keys
-), locked AS (
-    SELECT c.id, taken.usd FROM usage_budgetcounter c, taken, jsonb_array_elements(taken.keys) AS key
-    WHERE c.tenant_id = %(tenant)s AND (c.level, c.subject, c.period) = (key->>0, key->>1, key->>2)
-    ORDER BY c.level, c.subject, c.period
-    FOR UPDATE OF c
-)
-UPDATE usage_budgetcounter AS c
-SET reserved_usd = GREATEST(c.reserved_usd - locked.usd, 0), reserved_calls = GREATEST(c.reserved_calls - 1, 0),
-    updated_at = now()
-FROM locked WHERE c.id = locked.id
-"""
+# Deletes the reservation (once) and takes its share off the counters it held, locked in key order:
+# PostgreSQL's budget_give_back (migration 0005).
+GIVE_BACK_SQL = "SELECT budget_give_back(%(reservation)s, %(tenant)s)"
 
 
 def give_back(reservation_id: int, tenant_id: str) -> None:

@@ -9,7 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from django.db import connections
+from django.db import connection, connections
 
 from conversations.models import Conversation, Run
 from tenants.models import LanguageModel, Tenant
@@ -292,3 +292,20 @@ def test_twenty_calls_at_once_against_a_cap_that_fits_five_admit_five(
     assert (len(admitted), refused) == (5, ["tenant_month"] * 15)
     month = counter(tenant, "tenant_month", "", this_month(tenant))
     assert (month.reserved_usd, month.reserved_calls) == (SMALL_WORST_CASE * 5, 5)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_reservation_outside_a_transaction_leaves_the_connections_commits_durable(
+    run: Run, tenant: Tenant, counters_path: str
+) -> None:
+    # The reservation alone commits without waiting for the disk; what follows it (the call's
+    # record) must not inherit that.
+    tenant.monthly_budget_calls = 10
+    tenant.save()
+
+    assert reserve(run, SMALL_CALL) is not None
+
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit" if connection.vendor == "postgresql" else "SELECT 'on'")
+        assert cursor.fetchone() == ("on",)
+    assert counter(tenant, "tenant_month", "", this_month(tenant)).reserved_calls == 1
