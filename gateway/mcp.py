@@ -13,6 +13,7 @@ another way.
 import asyncio
 import json
 import logging
+import re
 import secrets
 from dataclasses import dataclass, field
 from typing import Any
@@ -104,8 +105,14 @@ class McpRelay:
                     response.headers[key] = upstream.headers[key]
             await response.prepare(request)
             sse = upstream.headers.get("Content-Type", "").startswith("text/event-stream") and server.kind == "sse"
+            announcement = EndpointAnnouncement(server) if sse else None
             async for chunk in upstream.content.iter_any():
-                await response.write(self._rewrite_endpoint(server, chunk) if sse else chunk)
+                if announcement is not None and not announcement.done:
+                    chunk = announcement.feed(chunk)
+                if chunk:
+                    await response.write(chunk)
+            if announcement is not None and not announcement.done:
+                await response.write(announcement.rest())
             await response.write_eof()
         except ConnectionResetError:
             # The CLI stops reading an answer as soon as it has its reply: nothing is lost.
@@ -158,20 +165,64 @@ class McpRelay:
         path = "/" + rest + ("?" + query if query else "")
         return urljoin(server.url, path) if path in server.endpoints else None
 
-    def _rewrite_endpoint(self, server: RelayedServer, chunk: bytes) -> bytes:
-        """An sse server announces where to post messages (`event: endpoint`); the CLI must post them here."""
-        text = chunk.decode("utf-8", "replace")
-        if "event: endpoint" not in text:
-            return chunk
-        lines = text.split("\n")
+
+class EndpointAnnouncement:
+    """An sse server's stream begins by announcing where to post messages (`event: endpoint`); the CLI
+    must post them to the relay instead. The stream's start is held back until that event is whole
+    (it may come in pieces), rewritten, and from then on the stream passes as it comes."""
+
+    EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
+    LINE_END = re.compile(r"\r\n|\n|\r")
+    MAX_HELD = 64 * 1024  # a stream that announces nothing by then is passed on as it is
+
+    def __init__(self, server: RelayedServer) -> None:
+        self.server = server
+        self.held = bytearray()
+        self.done = False
+
+    def feed(self, chunk: bytes) -> bytes:
+        """What of the stream can go to the CLI now: nothing until the announcement is whole."""
+        self.held += chunk
+        passed = bytearray()
+        while not self.done and (end := self.EVENT_END.search(self.held)):
+            event, self.held = bytes(self.held[: end.end()]), self.held[end.end() :]
+            passed += self._rewritten(event)
+        if not self.done and len(self.held) > self.MAX_HELD:
+            self.done = True
+        if self.done:
+            passed += self.held
+            self.held = bytearray()
+        return bytes(passed)
+
+    def rest(self) -> bytes:
+        """What was held when the stream ended."""
+        self.done = True
+        rest, self.held = bytes(self.held), bytearray()
+        return rest
+
+    def _rewritten(self, event: bytes) -> bytes:
+        text = event.decode("utf-8", "replace")
+        lines = self.LINE_END.split(text)
+        if not any(_field(line, "event") == "endpoint" for line in lines):
+            return event
+        self.done = True
+        newline = self.LINE_END.search(text)
         for index, line in enumerate(lines):
-            if line.startswith("data:") and index and lines[index - 1].startswith("event: endpoint"):
-                announced = urljoin(server.url, line.removeprefix("data:").strip())
-                parts = urlsplit(announced)
-                path = parts.path + ("?" + parts.query if parts.query else "")
-                server.endpoints.add(path)
-                lines[index] = f"data: {PREFIX}{server.name}{path}"
-        return "\n".join(lines).encode()
+            data = _field(line, "data")
+            if data is not None:
+                announced = urlsplit(urljoin(self.server.url, data.strip()))
+                path = announced.path + ("?" + announced.query if announced.query else "")
+                self.server.endpoints.add(path)
+                lines[index] = f"data: {PREFIX}{self.server.name}{path}"
+        return (newline.group() if newline else "\n").join(lines).encode()
+
+
+def _field(line: str, name: str) -> str | None:
+    """The value of an event stream's `name:` line (one space after the colon is not part of it)."""
+    if not line.startswith(name + ":"):
+        return None
+    value = line[len(name) + 1 :]
+    return value[1:] if value.startswith(" ") else value
 
 
 async def _read_body(request: web.BaseRequest) -> bytes:

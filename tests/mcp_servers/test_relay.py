@@ -49,6 +49,7 @@ class Upstream:
     requests: list[Seen] = field(default_factory=list)
     gate: asyncio.Event = field(default_factory=asyncio.Event)
     announcement: bytes = SSE_ANNOUNCEMENT
+    split_announcement: int = 0  # > 0: the announcement goes out in two writes, cut there
 
     def url(self, path: str = "/mcp") -> str:
         return f"http://{self.host}:{self.port}{path}"
@@ -57,7 +58,7 @@ class Upstream:
         body = await request.content.read()  # to the end, without request.read()'s 1 MiB limit
         self.requests.append(Seen(request.method, request.path_qs, CIMultiDict(request.headers), body))
         if request.method == "GET" and request.path == "/sse":
-            return await self.stream(request, [self.announcement])
+            return await self.stream(request, [self.announcement], split=self.split_announcement)
         if request.path.startswith("/messages/"):
             return web.Response(status=202, text="Accepted")
         # Leniently, as a server that decodes its body with replacement characters would.
@@ -67,9 +68,13 @@ class Upstream:
         answer = {"jsonrpc": "2.0", "id": None, "result": {"received_bytes": len(body)}}
         return web.json_response(answer, headers={"Mcp-Session-Id": "session-1", "Set-Cookie": "upstream=1"})
 
-    async def stream(self, request: web.BaseRequest, events: list[bytes]) -> web.StreamResponse:
+    async def stream(self, request: web.BaseRequest, events: list[bytes], split: int = 0) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await response.prepare(request)
+        if split:
+            await response.write(events[0][:split])
+            await asyncio.sleep(0.1)  # the relay reads the first piece alone
+            events = [events[0][split:], *events[1:]]
         for index, event in enumerate(events):
             if index:  # the rest waits until the test has read the first event through the relay
                 await asyncio.wait_for(self.gate.wait(), 5)
@@ -352,6 +357,21 @@ async def test_an_sse_servers_message_endpoint_is_rewritten_to_the_relay(
     ]
     assert all(seen.headers["Authorization"] == "Bearer real" for seen in upstream.requests)
     assert json.loads(upstream.requests[1].body) == call("echo", 9)
+
+
+@pytest.mark.parametrize("cut", [len(b"event: endp"), len(b"event: endpoint\ndata: /messa"), len(SSE_ANNOUNCEMENT) - 1])
+async def test_an_announcement_that_comes_in_pieces_is_rewritten_whole(
+    relay: Relay, upstream: Upstream, cut: int
+) -> None:
+    upstream.announcement = SSE_ANNOUNCEMENT + b": keep-alive\n\n"
+    upstream.split_announcement = cut
+    client = await relay(events_server(upstream))
+
+    announced = await (await client.get("/mcp/events")).read()
+    message = await client.post("/mcp/events/messages/?session_id=abc", json=call("echo"))
+
+    assert announced == b"event: endpoint\ndata: /mcp/events/messages/?session_id=abc\n\n: keep-alive\n\n"
+    assert message.status == 202
 
 
 async def test_only_announced_sse_endpoints_are_forwarded(relay: Relay, upstream: Upstream) -> None:
