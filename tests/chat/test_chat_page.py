@@ -165,3 +165,37 @@ def test_the_page_shows_what_is_left_of_the_users_budget(chat: Page, acme: Clien
 
     expect(chat.locator(".status[data-state='completed']")).to_have_count(1, timeout=30_000)
     expect(chat.locator("#budget")).to_have_text("8 model calls left today")
+
+
+def upload_skill(acme: Client, name: str, description: str) -> None:
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.writestr(f"{name}/SKILL.md", f"---\nname: {name}\ndescription: {description}\n---\nDo it.\n")
+    upload = acme.http.post(
+        f"/api/tenants/{acme.tenant}/skills", files={"archive": (f"{name}.zip", archive.getvalue())}
+    )
+    assert upload.status_code == 201, upload.text
+
+
+def test_the_user_chooses_the_conversations_skills_and_its_runs_get_only_those(chat: Page, acme: Client) -> None:
+    expect(chat.locator("#skills")).to_be_hidden()  # the tenant has none
+    upload_skill(acme, "greet", "Greets people.")
+    upload_skill(acme, "shout", "Shouts.")
+    chat.reload()
+    expect(chat.locator("#app[data-connected='true']")).to_have_count(1, timeout=15_000)
+    chat.click("#skills summary")
+    expect(chat.locator("#skill-count")).to_have_text("(all)")
+
+    chat.get_by_label(re.compile("shout")).uncheck()
+
+    expect(chat.locator("#skill-count")).to_have_text("(1 of 2)")
+    send(chat, "Hello")
+    expect(chat.locator(".status[data-state='completed']")).to_have_count(1, timeout=30_000)
+    conversation = acme.http.get(f"/api/tenants/{acme.tenant}/conversations").json()["results"][0]
+    assert conversation["skills"] == ["greet"]
+    started = next(e for e in acme.events(conversation["id"]) if e["type"] == "run.started")
+    assert [skill["name"] for skill in started["data"]["skills"]] == ["greet"]
+    chat.reload()
+    chat.click("#skills summary")
+    expect(chat.get_by_label(re.compile("shout"))).not_to_be_checked()
+    expect(chat.get_by_label(re.compile("greet"))).to_be_checked()

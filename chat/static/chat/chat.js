@@ -321,6 +321,7 @@
     document.querySelectorAll("#conversations button").forEach((b) => {
       b.toggleAttribute("aria-current", b.dataset.id === current);
     });
+    showSkills(conversation.skills);
     await Promise.all([connect(), refreshFiles()]);
     $("text").focus();
   }
@@ -348,6 +349,57 @@
       list.append(item);
     }
     $("file-count").textContent = files.length ? `(${files.length})` : "";
+  }
+
+  // --- skills: which of the tenant's skills the conversation's runs may use -------------------------
+
+  let choosable = []; // the enabled skills end users choose (the others are always on)
+
+  async function loadSkills() {
+    const skills = await call("GET", `/api/tenants/${tenant}/skills`).catch(() => []);
+    choosable = skills.filter((skill) => skill.enabled && skill.user_selectable && skill.current_version);
+  }
+
+  // Every one checked while the conversation has no choice of its own (null: all of them).
+  function showSkills(chosen) {
+    $("skills").hidden = !choosable.length;
+    const list = $("skill-list");
+    list.replaceChildren(
+      ...choosable.map((skill) => {
+        const box = element("input");
+        box.type = "checkbox";
+        box.value = skill.name;
+        box.checked = !chosen || chosen.includes(skill.name);
+        box.addEventListener("change", chooseSkills);
+        const label = element("label", "", "");
+        label.append(box, " ", element("strong", "", skill.title || skill.name), " ");
+        label.append(element("span", "quiet", skill.description));
+        const item = element("li");
+        item.append(label);
+        return item;
+      }),
+    );
+    countSkills();
+  }
+
+  function countSkills() {
+    const boxes = Array.from(document.querySelectorAll("#skill-list input"));
+    const on = boxes.filter((box) => box.checked).length;
+    $("skill-count").textContent = on === boxes.length ? "(all)" : `(${on} of ${boxes.length})`;
+  }
+
+  async function chooseSkills() {
+    if (!current) return;
+    const boxes = Array.from(document.querySelectorAll("#skill-list input"));
+    const chosen = boxes.filter((box) => box.checked).map((box) => box.value);
+    countSkills();
+    const skills = chosen.length === boxes.length ? null : chosen;
+    try {
+      await call("PATCH", `${api}/${current}`, { skills });
+      await loadConversations(); // the sidebar's conversations carry their choice
+    } catch (error) {
+      showError(error.message);
+    }
   }
 
   // --- slash commands: the tenant's skills an end user may invoke as /name -------------------------
@@ -463,6 +515,7 @@
   loadCommands();
   refreshBudget();
   (async () => {
+    await loadSkills();
     const conversations = await loadConversations();
     if (conversations.length) await open(conversations[0]);
     else if (!only) await newConversation();
