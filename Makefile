@@ -30,9 +30,19 @@ run: install
 worker: install
 	$(VENV)/bin/celery -A config worker -l info
 
-# The whole suite against PostgreSQL and Redis (unit, API, WebSocket, and end-to-end with real processes).
+# The whole suite against PostgreSQL and Redis (unit, API, WebSocket, and end-to-end with real processes),
+# as two pytest processes at once, each on a database and a Redis database of its own: the end-to-end
+# tests (mostly waiting on their Daphne, Celery, CLI and browser) beside the rest. Their report follows.
+TEST_E2E_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/agent_platform_e2e
+TEST_E2E_REDIS_URL ?= redis://127.0.0.1:6379/1
+E2E_TEST_ENV := DATABASE_URL=$(TEST_E2E_DATABASE_URL) REDIS_URL=$(TEST_E2E_REDIS_URL) DB_POOL_MIN_SIZE=0
 test: install migrations-check deploy-check
-	$(TEST_ENV) $(PY) -m pytest
+	@mkdir -p var
+	$(E2E_TEST_ENV) $(PY) -m pytest -m e2e $(PYTEST_ARGS) > var/test-e2e.log 2>&1 & e2e=$$!; \
+	$(TEST_ENV) $(PY) -m pytest -m "not e2e" $(PYTEST_ARGS); rest=$$?; \
+	wait $$e2e; e2e_status=$$?; \
+	echo "--- end-to-end tests (a process of their own) ---"; cat var/test-e2e.log; \
+	exit $$(( rest || e2e_status ))
 
 migrations-check: install
 	$(PY) manage.py makemigrations --check --dry-run
