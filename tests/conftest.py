@@ -1,10 +1,11 @@
 """Actors and data shared by the whole suite: tenants, their keys, API clients that use them, conversations and runs."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.test import override_settings
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -24,6 +25,17 @@ def no_reaper_thread_in_the_test_process(monkeypatch: pytest.MonkeyPatch) -> Non
     runs of the end-to-end platforms, which have reapers of their own."""
     monkeypatch.setattr("runs.dispatch.start_reaper_thread", lambda: None)
     monkeypatch.setattr("config.asgi.start_reaper_thread", lambda: None)
+
+
+@pytest.fixture(autouse=True)
+def quick_password_hashing(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A password hashed at its real cost (about 0.3 s) was most of an admin test's time. Not for tests on
+    the running platform: its processes check the passwords these tests make with the real hashers."""
+    if "platform" in request.fixturenames:
+        yield
+        return
+    with override_settings(PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"]):
+        yield
 
 
 @pytest.fixture
