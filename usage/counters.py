@@ -45,19 +45,8 @@ class Terms:
     output_price: Decimal | None
 
 
-TERMS_SQL = """
-SELECT t.time_zone, t.monthly_budget_usd, t.monthly_budget_calls,
-       COALESCE(u.daily_usd, t.user_daily_budget_usd), COALESCE(u.daily_calls, t.user_daily_budget_calls),
-       COALESCE(u.monthly_usd, t.user_monthly_budget_usd), COALESCE(u.monthly_calls, t.user_monthly_budget_calls),
-       p.input_price, p.cache_write_5m_price, p.cache_write_1h_price, p.output_price
-FROM tenants_tenant t
-LEFT JOIN usage_userbudget u ON u.tenant_id = t.id AND u.user_id = %(user)s
-LEFT JOIN LATERAL (
-    SELECT input_price, cache_write_5m_price, cache_write_1h_price, output_price FROM tenants_modelprice
-    WHERE model_id = %(model)s AND effective_from <= %(moment)s ORDER BY effective_from DESC LIMIT 1
-) p ON true
-WHERE t.id = %(tenant)s
-"""
+# PostgreSQL's budget_terms (migration 0005), planned once per connection: every model call reads it.
+TERMS_SQL = "SELECT * FROM budget_terms(%(tenant)s, %(user)s, %(model)s, %(moment)s)"
 
 
 def read_terms(tenant_id: str, user_id: str, model_id: str, moment: datetime) -> Terms:

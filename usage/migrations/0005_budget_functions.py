@@ -1,6 +1,6 @@
 from django.db import migrations
 
-# A model call's reservation, its release, and its record's spend as PostgreSQL functions: the statements inside are
+# A model call's terms, its reservation, its release and its record's spend as PostgreSQL functions: the statements inside are
 # parsed and planned once per connection, where the same statements sent as text were parsed and
 # planned at every call (about half of the reservation's time at the gateway). The same steps as
 # usage.counters' ORM path; written out here, not imported, so that this migration keeps meaning
@@ -88,7 +88,35 @@ BEGIN
 END $$;
 """
 
+TERMS = """
+CREATE FUNCTION budget_terms(p_tenant text, p_user text, p_model text, p_moment timestamptz)
+RETURNS TABLE (time_zone text, month_usd numeric, month_calls bigint, user_day_usd numeric, user_day_calls bigint,
+               user_month_usd numeric, user_month_calls bigint, input_price numeric, cache_write_5m_price numeric,
+               cache_write_1h_price numeric, output_price numeric)
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    -- What caps a call and what it is priced at: the tenant's time zone and limits (the end user's own
+    -- in place of the tenant's defaults), and the model's prices in effect at p_moment (none: nulls).
+    RETURN QUERY
+    SELECT t.time_zone::text, t.monthly_budget_usd, t.monthly_budget_calls::bigint,
+           COALESCE(u.daily_usd, t.user_daily_budget_usd), COALESCE(u.daily_calls, t.user_daily_budget_calls)::bigint,
+           COALESCE(u.monthly_usd, t.user_monthly_budget_usd),
+           COALESCE(u.monthly_calls, t.user_monthly_budget_calls)::bigint,
+           p.input_price, p.cache_write_5m_price, p.cache_write_1h_price, p.output_price
+    FROM tenants_tenant t
+    LEFT JOIN usage_userbudget u ON u.tenant_id = t.id AND u.user_id = p_user
+    LEFT JOIN LATERAL (
+        SELECT mp.input_price, mp.cache_write_5m_price, mp.cache_write_1h_price, mp.output_price
+        FROM tenants_modelprice mp
+        WHERE mp.model_id = p_model AND mp.effective_from <= p_moment
+        ORDER BY mp.effective_from DESC LIMIT 1
+    ) p ON true
+    WHERE t.id = p_tenant;
+END $$;
+"""
+
 DROP_FUNCTIONS = """
+DROP FUNCTION budget_terms(text, text, text, timestamptz);
 DROP FUNCTION budget_settle(text, numeric, text[], text[], text[], bigint);
 DROP FUNCTION budget_hold(text, uuid, numeric, jsonb, text[], text[], text[], numeric[], bigint[]);
 DROP FUNCTION budget_give_back(bigint, text);
@@ -100,6 +128,7 @@ def create_functions(apps, schema_editor):
     if schema_editor.connection.vendor == "postgresql":
         schema_editor.execute(FUNCTIONS)
         schema_editor.execute(SETTLE)
+        schema_editor.execute(TERMS)
 
 
 def drop_functions(apps, schema_editor):
