@@ -1,6 +1,6 @@
 """The budgets' counters in the database, for usage.budgets: on PostgreSQL each step is one statement
-(a call's budgets cost it two round trips at the gateway; the reservation and its release are
-functions in the database, planned once per connection); elsewhere (SQLite, on a newcomer's machine,
+(a call's budgets cost it two round trips at the gateway: functions in the database, migration 0005,
+planned once per connection); elsewhere (SQLite, on a newcomer's machine,
 where writers take turns anyway) the same steps through the ORM.
 
 Counters are always locked in the order of their keys (level, subject, period), by every step, so
