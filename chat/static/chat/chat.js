@@ -198,10 +198,14 @@
     const cost = showsCost && usage && Number(usage.cost_usd) > 0 ? `$${Number(usage.cost_usd).toFixed(4)}` : "";
     setStatus(view, [text, cost].filter(Boolean).join(" · "), state);
     if (activeRun === view.root.dataset.run) setActive(null);
-    refreshBudget();
+    // Once for a burst: opening a conversation replays every run's end.
+    clearTimeout(budgetTimer);
+    budgetTimer = setTimeout(refreshBudget, 300);
   }
 
   // --- what is left of the end user's budgets ---------------------------------------------------
+
+  let budgetTimer = null;
 
   // The fullest of the day's and the month's limits, as the share left (in dollars too where the
   // tenant shows costs); nothing when this user has no limits.
