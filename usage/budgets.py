@@ -157,7 +157,7 @@ def worst_case_cost(terms: CallTerms, max_output_tokens: int, body: bytes) -> De
     """
     try:
         request = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past what Python parses
         request = None
     request = request if isinstance(request, dict) else {}
     images = list(_base64_images(request.get("messages")))
@@ -172,18 +172,18 @@ def worst_case_cost(terms: CallTerms, max_output_tokens: int, body: bytes) -> De
     return cost.quantize(COST_PLACES)
 
 
-def _base64_images(content: object) -> Iterator[int]:
-    """The sizes of the base64 images in messages or content blocks, tool results' included."""
-    if isinstance(content, list):
-        for item in content:
-            yield from _base64_images(item)
-    elif isinstance(content, dict):
-        source = content.get("source")
-        if content.get("type") == "image" and isinstance(source, dict) and source.get("type") == "base64":
-            data = source.get("data")
-            yield len(data) if isinstance(data, str) else 0
-        else:
-            yield from _base64_images(content.get("content"))
+def _base64_images(messages: object) -> Iterator[int]:
+    """The sizes of the base64 images among the messages' content blocks, and inside their tool results."""
+    for message in messages if isinstance(messages, list) else ():
+        blocks = message.get("content") if isinstance(message, dict) else None
+        for block in blocks if isinstance(blocks, list) else ():
+            inner = block.get("content") if isinstance(block, dict) else None
+            for part in [block, *(inner if isinstance(inner, list) else ())]:
+                if not isinstance(part, dict) or part.get("type") != "image":
+                    continue
+                source = part.get("source")
+                if isinstance(source, dict) and source.get("type") == "base64" and isinstance(source.get("data"), str):
+                    yield len(source["data"])
 
 
 def reserve(run: Run, body: bytes) -> int | None:

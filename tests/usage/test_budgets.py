@@ -309,3 +309,18 @@ def test_a_reservation_outside_a_transaction_leaves_the_connections_commits_dura
         cursor.execute("SHOW synchronous_commit" if connection.vendor == "postgresql" else "SELECT 'on'")
         assert cursor.fetchone() == ("on",)
     assert counter(tenant, "tenant_month", "", this_month(tenant)).reserved_calls == 1
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 100_000 + b"]" * 100_000,  # deeper than Python parses
+        json.dumps({"messages": [{"content": [7, "text", {"type": "image", "source": "x"}, {"content": 5}]}]}).encode(),
+        json.dumps({"messages": {"content": []}, "max_tokens": "many"}).encode(),
+    ],
+    ids=["too-deep", "odd-blocks", "odd-types"],
+)
+def test_an_odd_body_is_reckoned_by_its_bytes_and_the_models_limit(run: Run, body: bytes) -> None:
+    terms = call_terms(run, datetime.now(UTC))
+    expected = (math.ceil(len(body) / 3) * Decimal(6) + 1000 * Decimal(15)) / 1_000_000
+    assert worst_case_cost(terms, 1000, body) == expected.quantize(Decimal("1e-10"))
