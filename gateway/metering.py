@@ -131,7 +131,7 @@ class UsageTap:
             body, self._body = bytes(self._body), bytearray()
             try:
                 document = json.loads(body)
-            except ValueError:
+            except (ValueError, RecursionError):
                 return
             if isinstance(document, dict):
                 self.observe_message(document)
@@ -182,7 +182,7 @@ class UsageTap:
     def _observe_data(self, data: str) -> None:
         try:
             event = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):
             return  # not ours to judge: the bytes go to the client unchanged either way
         if isinstance(event, dict):
             self.observe_event(event)
