@@ -214,12 +214,12 @@
     const budgets = await call("GET", `/api/tenants/${tenant}/budgets/users/${user}`).catch(() => null);
     const showsCost = app.dataset.showsCost === "true";
     let tightest = null;
-    for (const [label, budget] of [["today", budgets && budgets.day], ["this month", budgets && budgets.month]]) {
+    for (const [label, budget] of [["today", budgets?.day], ["this month", budgets?.month]]) {
       for (const [limit, remaining, unit] of [
-        [budget && budget.limit_usd, budget && budget.remaining_usd, "usd"],
-        [budget && budget.limit_calls, budget && budget.remaining_calls, "calls"],
+        [budget?.limit_usd, budget?.remaining_usd, "usd"],
+        [budget?.limit_calls, budget?.remaining_calls, "calls"],
       ]) {
-        if (limit === null || limit === undefined || Number(limit) <= 0) continue;
+        if (limit == null || Number(limit) <= 0) continue; // no limit of this kind
         const share = Number(remaining) / Number(limit);
         if (!tightest || share < tightest.share) tightest = { label, share, remaining, unit };
       }
@@ -375,7 +375,7 @@
         box.value = skill.name;
         box.checked = !chosen || chosen.includes(skill.name);
         box.addEventListener("change", chooseSkills);
-        const label = element("label", "", "");
+        const label = element("label");
         label.append(box, " ", element("strong", "", skill.title || skill.name), " ");
         label.append(element("span", "quiet", skill.description));
         const item = element("li");
