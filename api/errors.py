@@ -25,11 +25,18 @@ class ServiceError(Exception):
     code = "invalid_request"
 
     def __init__(
-        self, message: str, *, status: int | None = None, code: str | None = None, retry_after: int | None = None
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        retry_after: int | None = None,
+        fields: dict[str, list[str]] | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.retry_after = retry_after  # seconds, for a 429
+        self.fields = fields  # the request's fields at fault, as a serializer names them
         if status is not None:
             self.status = status
         if code is not None:
@@ -37,7 +44,7 @@ class ServiceError(Exception):
 
     def response(self) -> JsonResponse:
         """The refusal outside DRF (the SSE views), with its Retry-After when it has one."""
-        answer = json_error(self.status, self.code, self.message)
+        answer = json_error(self.status, self.code, self.message, self.fields)
         if self.retry_after is not None:
             answer["Retry-After"] = str(self.retry_after)
         return answer
@@ -96,7 +103,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> HttpResponse |
     """Every API error has one shape: {"error": {"status", "code", "message", "fields"?}}."""
     if isinstance(exc, ServiceError):
         headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
-        return Response(error_body(exc.status, exc.code, exc.message), status=exc.status, headers=headers)
+        return Response(error_body(exc.status, exc.code, exc.message, exc.fields), status=exc.status, headers=headers)
     if isinstance(exc, DATABASE_ERRORS):
         return database_unavailable(exc)
     if isinstance(exc, ProtectedError):

@@ -37,7 +37,7 @@ def percentile(values: list[float], fraction: float) -> float:
 
 def figures(tenant: Any, work: Path) -> dict[str, float]:
     from benchmarks.sandbox import bench_run
-    from conversations.services import create_conversation
+    from runs.services import create_conversation
     from tenants.models import Tenant
 
     capped = Tenant.objects.create(

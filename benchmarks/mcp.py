@@ -114,7 +114,7 @@ def figures(tenant: Any, work: Path) -> dict[str, float]:
     from django.test import override_settings
 
     from benchmarks.sandbox import bench_run
-    from conversations.services import create_conversation
+    from runs.services import create_conversation
 
     server = ToolServer()
     resets = ClientResets()

@@ -359,7 +359,7 @@ def in_process_figures(tenant: Any, work: Path) -> dict[str, Any]:
     """Figures 1 and 2, in this process against the scratch database, with a RUN_ROOT the sandbox user can reach."""
     from django.test import override_settings
 
-    from conversations.services import create_conversation
+    from runs.services import create_conversation
     from tests.e2e.harness import sandbox_reachable_dir
 
     run_root = Path(sandbox_reachable_dir())

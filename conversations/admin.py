@@ -7,7 +7,6 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
@@ -16,9 +15,9 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 
 from api.errors import ServiceError
-from conversations import services
 from conversations.events import TERMINAL_EVENT_TYPES, EventType
 from conversations.models import Conversation, Event, Run, RunQuerySet
+from runs import services
 from tenants.admin import drop_history_permissions
 from tenants.models import TOKEN_KINDS
 from workspaces.models import WorkspaceFile
@@ -240,14 +239,11 @@ class ConversationAdmin(UuidSearchMixin, admin.ModelAdmin):
             raise PermissionDenied(exc.message) from exc
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Conversation]) -> None:
-        with transaction.atomic():
-            locked = list(queryset.select_for_update())
-            idle = [c.pk for c in locked if c.active_run_id is None]
-            Conversation.objects.filter(pk__in=idle).delete()
-        if len(idle) < len(locked):
+        _, kept = services.delete_conversations(queryset)
+        if kept:
             self.message_user(
                 request,
-                f"Kept {len(locked) - len(idle)} conversation(s) with an active run; interrupt them first.",
+                f"Kept {kept} conversation(s) with an active run; interrupt them first.",
                 messages.WARNING,
             )
 

@@ -1,6 +1,5 @@
 import django_filters
 from django.conf import settings
-from django.db import transaction
 from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, status
@@ -14,7 +13,6 @@ from rest_framework.serializers import ValidationError
 from api.filters import UtcDateTimeFilter
 from api.parsers import JSONParser
 from api.viewsets import TENANT_PARAMETER, TenantScopedViewSet, principal
-from conversations import services
 from conversations.models import Conversation, Event, Run
 from conversations.serializers import (
     ConversationCreateSerializer,
@@ -27,8 +25,8 @@ from conversations.serializers import (
     RunSerializer,
     StreamTokenSerializer,
 )
+from runs import services
 from tenants.auth import make_stream_token
-from workspaces import services as workspace_services
 
 
 class ConversationFilter(django_filters.FilterSet):
@@ -129,25 +127,13 @@ class ConversationViewSet(
             return self._message_with_files(request, conversation)
         body = MessageCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        run = services.start_run(
-            conversation,
-            body.validated_data["text"],
-            user_id=principal(request).user_id,
-            **body.run_options(),
-        )
+        run = services.start_run(conversation, body.run_options(principal(request).user_id))
         return Response(RunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
 
     def _message_with_files(self, request: Request, conversation: Conversation) -> Response:
         body = MessageWithFilesSerializer.from_form(request.POST, request.FILES)
         body.is_valid(raise_exception=True)
-        with transaction.atomic():
-            attached = workspace_services.attach_files(conversation, body.validated_data.get("file", []))
-            run = services.start_run(
-                conversation,
-                workspace_services.with_attachments(body.validated_data["text"], attached),
-                user_id=principal(request).user_id,
-                **body.run_options(),
-            )
+        run = services.start_run(conversation, body.run_options(principal(request).user_id))
         return Response(RunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(parameters=[TENANT_PARAMETER], request=None, responses={202: RunSerializer})

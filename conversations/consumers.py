@@ -20,10 +20,11 @@ from rest_framework import exceptions
 
 from api.errors import ServiceError, flatten_errors
 from api.parsers import load_json
-from conversations import realtime, services
+from conversations import realtime
 from conversations.models import Conversation
 from conversations.serializers import MessageCreateSerializer, RunSerializer
 from conversations.streams import EventCursor, Frame, latest_seq
+from runs import services
 from tenants.auth import read_stream_token
 
 logger = logging.getLogger(__name__)
@@ -159,12 +160,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         if not await sync_to_async(body.is_valid)():
             await self._send_error("invalid", "; ".join(flatten_errors(body.errors)))
             return
-        run = await sync_to_async(services.start_run)(
-            self.conversation,
-            body.validated_data["text"],
-            self.user_id,
-            **body.run_options(),
-        )
+        run = await sync_to_async(services.start_run)(self.conversation, body.run_options(self.user_id))
         await self._send_json({"type": "ack", "request": "message", "run": RunSerializer(run).data})
 
     async def dispatch(self, message: dict[str, Any]) -> None:

@@ -2,13 +2,13 @@ import json
 from decimal import Decimal
 from typing import Any
 
-from django.conf import settings
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from api.serializers import MAX_BIGINT, MAX_INTEGER, StrictModelSerializer, StrictSerializer
 from conversations.models import Conversation, Event, Run
 from mcp_servers.models import SECRET_NAME
+from runs.services import RunOptions, message_text_problem
 from tenants.auth import USER_ID_MAX_LENGTH
 
 
@@ -121,24 +121,13 @@ class MessageCreateSerializer(StrictSerializer):
             raise serializers.ValidationError("Send at most 50 tokens, named with letters, digits, '_', '.' or '-'.")
         return value
 
-    def run_options(self) -> dict[str, Any]:
-        """The message's options for `services.start_run`, once validated."""
-        data = self.validated_data
-        return {
-            "budget": data.get("budget"),
-            "skills": data.get("skills"),
-            "preferred_skills": data.get("preferred_skills", ()),
-            "mcp_servers": data.get("mcp_servers"),
-            "mcp_tokens": data.get("mcp_tokens") or {},
-        }
+    def run_options(self, user_id: str) -> RunOptions:
+        """The validated message as `start_run` takes it (with its files, for a multipart one)."""
+        return RunOptions.from_message(self.validated_data, user_id=user_id, files=self.validated_data.get("file", ()))
 
     def validate_text(self, value: str) -> str:
-        if not value.strip():
-            raise serializers.ValidationError("The message text is empty.")
-        if len(value) > settings.RUN_MAX_INPUT_CHARS:
-            raise serializers.ValidationError(
-                f"The message is {len(value)} characters; the limit is {settings.RUN_MAX_INPUT_CHARS}."
-            )
+        if problem := message_text_problem(value):
+            raise serializers.ValidationError(problem)
         return value
 
 

@@ -30,10 +30,11 @@ from api.errors import (
     json_error,
 )
 from api.parsers import is_json, load_json, read_bounded
-from conversations import realtime, services
+from conversations import realtime
 from conversations.events import TERMINAL_TYPES
 from conversations.models import Conversation, Event
 from conversations.serializers import MessageCreateSerializer
+from runs import services
 from tenants.auth import Principal, authenticate_headers, read_stream_token
 
 logger = logging.getLogger(__name__)
@@ -229,10 +230,7 @@ async def stream_message(request: HttpRequest, tenant: str, conversation_id: UUI
         return json_error(400, "invalid", message, serializer.errors)
     try:
         run = await sync_to_async(services.start_run)(
-            conversation,
-            serializer.validated_data["text"],
-            user_id=caller.user_id if caller else "",
-            **serializer.run_options(),
+            conversation, serializer.run_options(caller.user_id if caller else "")
         )
         first_seq = await Event.objects.filter(run=run).order_by("seq").values_list("seq", flat=True).afirst()
     except ServiceError as exc:

@@ -4,7 +4,7 @@ The CLI has no network. Its MCP configuration points each such server at the run
 (`/mcp/<name>`, with the run's token); the relay checks the token, forwards the request to the
 server's own URL with the server's real headers (secrets filled in outside the sandbox), and streams
 the answer back as it comes. It connects only to the address the server names, after the egress
-check (`mcp_servers.egress`), never follows a redirect, and refuses calls of tools the server does
+check (`gateway.egress`), never follows a redirect, and refuses calls of tools the server does
 not allow. When the server cannot be reached, the relay answers as the server would with the reason
 (its `instructions`, and an error for every tool call), so the agent learns why instead of trying
 another way.
@@ -22,7 +22,7 @@ from urllib.parse import urljoin, urlsplit
 import aiohttp
 from aiohttp import web
 
-from mcp_servers.egress import EgressRefused, guarded_connector
+from gateway.egress import EgressRefused, guarded_connector
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from typing import Any
 import aiohttp
 from claude_agent_sdk import McpSdkServerConfig, SdkMcpTool, create_sdk_mcp_server
 
-from mcp_servers.egress import EgressRefused
+from gateway.egress import EgressRefused
 from mcp_servers.models import McpServer
 from mcp_servers.openapi import OpenApiProblem, Operation, build_request, operations
 

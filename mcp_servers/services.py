@@ -8,7 +8,7 @@ from typing import Any
 import aiohttp
 from django.conf import settings
 
-from mcp_servers.egress import EgressRefused, check_url, guarded_connector
+from gateway.egress import EgressRefused, check_url, guarded_connector
 from mcp_servers.models import SECRET_REFERENCE, McpServer, Secret
 from mcp_servers.openapi import OpenApiProblem, load_document, operations
 from mcp_servers.vault import reveal

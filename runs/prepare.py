@@ -6,7 +6,7 @@ A coming feature adds one call here, and a field to RunSetup where the options n
   executor calls `sync_out()` every WORKSPACE_SYNC_SECONDS and at every ending;
 - skills: `run_skills(…)` chooses them, `place_skills(…)` links them from the worker's cache into the
   place, and the sandbox mounts them read-only where the CLI finds them;
-- MCP servers: `runs.mcp` chooses them and fills in their secrets; the gateway relays the http/sse
+- MCP servers: `mcp_servers.serving` chooses them and fills in their secrets; the gateway relays the http/sse
   ones, and `runs.options.agent_options` passes the CLI its configuration (`RunSetup.mcp`);
 - approvals: `can_use_tool_for(run, …)`, likewise;
 - budgets: nothing here; the gateway reserves each model call's worst case first (`usage.budgets`).
@@ -26,7 +26,7 @@ from conversations.events import EventItem
 from conversations.models import Conversation, Run, SessionEntry
 from gateway.calls import Refusal
 from gateway.server import ModelGateway
-from runs.mcp import RunMcp, prepare_mcp, servers_of
+from mcp_servers.serving import RunMcp, prepare_mcp, servers_of
 from sandbox.launcher import (
     Launch,
     RunPlace,

@@ -18,6 +18,7 @@ from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from api.errors import Conflict
 from api.parsers import JSONParser
 from api.serializers import StrictModelSerializer
 from api.viewsets import TENANT_PARAMETER, ApiKeyRequiredToChange, TenantScopedViewSet, principal
@@ -147,7 +148,7 @@ class SkillViewSet(TenantScopedViewSet):
     @extend_schema(parameters=[TENANT_PARAMETER], responses={204: None})
     def destroy(self, request: Request, tenant: str, name: str) -> Response:
         """Delete the skill with every version and stored file; runs under way keep their copy."""
-        self.skill(to_change=True).delete()
+        services.delete_skill(self.skill(to_change=True))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(
@@ -169,10 +170,21 @@ class SkillViewSet(TenantScopedViewSet):
         return Response(SkillVersionSerializer(version).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(parameters=[TENANT_PARAMETER, NUMBER_PARAMETER], responses=SkillVersionSerializer)
-    @action(detail=True, methods=["get"], url_path=r"versions/(?P<number>[0-9]{1,9})")
+    @extend_schema(
+        methods=["DELETE"], parameters=[TENANT_PARAMETER, NUMBER_PARAMETER], request=None, responses={204: None}
+    )
+    @action(detail=True, methods=["get", "delete"], url_path=r"versions/(?P<number>[0-9]{1,9})")
     def version_detail(self, request: Request, tenant: str, name: str, number: str) -> Response:
-        """One version: its files (path, size, sha256) and who uploaded it."""
-        return Response(SkillVersionSerializer(self.version()).data)
+        """One version: its files (path, size, sha256) and who uploaded it. DELETE removes an old version
+        (say, one that held a secret) and the files no other version has; the current one is refused (409)."""
+        if request.method == "GET":
+            return Response(SkillVersionSerializer(self.version()).data)
+        self.skill(to_change=True)
+        try:
+            services.delete_version(self.version())
+        except archive.SkillProblem as problem:
+            raise Conflict(str(problem), code="current_version") from None
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(
         parameters=[TENANT_PARAMETER, NUMBER_PARAMETER],

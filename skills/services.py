@@ -15,7 +15,7 @@ from django.db.models import Max
 from skills.archive import SkillContent, SkillProblem
 from skills.models import Skill, SkillVersion
 from tenants.models import Tenant
-from workspaces.storage import open_object, put_object
+from tenants.storage import delete_object, delete_quietly, delete_tree, open_object, put_object
 
 # `/name` or `/name arguments`: how a message invokes a skill.
 SLASH_COMMAND = re.compile(r"^/([a-z0-9][a-z0-9-]{0,63})(?:\s|$)")
@@ -36,20 +36,21 @@ def add_version(skill: Skill, content: SkillContent, uploaded_by: str) -> SkillV
     """Store the files and make them the skill's next, current version."""
     if content.name != skill.name:
         raise SkillProblem(f"SKILL.md names {content.name!r}; this skill is {skill.name!r}.")
-    listing = []
-    for skill_file in content.files:
-        sha256 = hashlib.sha256(skill_file.content).hexdigest()
-        put_object(skill.file_key(sha256), io.BytesIO(skill_file.content), len(skill_file.content))
-        listing.append(
-            {
-                "path": skill_file.path,
-                "size": len(skill_file.content),
-                "sha256": sha256,
-                "executable": skill_file.executable,
-            }
-        )
+    listing = [
+        {
+            "path": skill_file.path,
+            "size": len(skill_file.content),
+            "sha256": hashlib.sha256(skill_file.content).hexdigest(),
+            "executable": skill_file.executable,
+        }
+        for skill_file in content.files
+    ]
     with transaction.atomic():
+        # The files are stored under the skill's lock: a version being deleted at the same moment
+        # removes only checksums that no version lists once it holds the lock (`_delete_unlisted_files`).
         locked = Skill.objects.select_for_update().get(pk=skill.pk)
+        for skill_file, entry in zip(content.files, listing, strict=True):
+            put_object(skill.file_key(str(entry["sha256"])), io.BytesIO(skill_file.content), len(skill_file.content))
         number = (locked.versions.aggregate(last=Max("number"))["last"] or 0) + 1
         version = SkillVersion.objects.create(
             skill=locked,
@@ -64,6 +65,40 @@ def add_version(skill: Skill, content: SkillContent, uploaded_by: str) -> SkillV
         locked.description = content.description
         locked.save(update_fields=["current_version", "description", "updated_at"])
     return version
+
+
+def delete_skill(skill: Skill) -> None:
+    """Delete the skill with every version, then (once committed) its stored files. Runs under way keep their copy."""
+    prefix = skill.storage_prefix  # read now: the instance forgets its pk when its row is deleted
+    with transaction.atomic():
+        Skill.objects.filter(pk=skill.pk).delete()
+        transaction.on_commit(lambda: delete_quietly(delete_tree, prefix))
+
+
+def delete_version(version: SkillVersion) -> None:
+    """Delete an old version and the files no other version of its skill lists; the current one is refused."""
+    with transaction.atomic():
+        skill = Skill.objects.select_for_update().get(pk=version.skill_id)
+        if skill.current_version_id == version.pk:
+            raise SkillProblem(
+                f"Version {version.number} is the current version of {skill.name!r}; "
+                "make another version current first."
+            )
+        checksums = {str(entry["sha256"]) for entry in version.files}
+        SkillVersion.objects.filter(pk=version.pk).delete()
+        skill_id = skill.pk
+        transaction.on_commit(lambda: delete_quietly(_delete_unlisted_files, skill_id, checksums))
+
+
+def _delete_unlisted_files(skill_id: int, checksums: set[str]) -> None:
+    """Of `checksums`, delete the files no version of the skill lists, under its lock (see `add_version`)."""
+    with transaction.atomic():
+        skill = Skill.objects.select_for_update().filter(pk=skill_id).first()
+        if skill is None:  # deleted meanwhile, with its whole folder
+            return
+        listed = {str(entry["sha256"]) for files in skill.versions.values_list("files", flat=True) for entry in files}
+        for sha256 in sorted(checksums - listed):
+            delete_object(skill.file_key(sha256))
 
 
 def make_current(version: SkillVersion) -> Skill:

@@ -11,6 +11,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from conversations.models import Conversation, Event, Run
+from skills.models import SkillVersion
 from tenants.models import (
     PRICE_FIELDS,
     ApiKey,
@@ -20,7 +21,9 @@ from tenants.models import (
     ModelPrice,
     Tenant,
 )
+from tenants.services import delete_tenant
 from usage.models import BudgetCounter, UsageRecord
+from workspaces.models import WorkspaceFile
 
 
 def count_of(related: QuerySet[Any], fk_field: str) -> Coalesce:
@@ -36,12 +39,13 @@ def count_of(related: QuerySet[Any], fk_field: str) -> Coalesce:
 
 
 def drop_history_permissions(perms_needed: set[str]) -> set[str]:
-    """Deleting an owner deletes history whose own admins are read-only: runs, events, usage records.
+    """Deleting an owner deletes history whose own admins are read-only: runs, events, usage records,
+    workspace file versions, skill versions.
 
     Their admins refuse deletion so history cannot be cut out piece by piece; deleting the whole
     owner is a different, deliberate act that the owner's delete permission already governs.
     """
-    history = (Run, Event, UsageRecord, BudgetCounter)
+    history = (Run, Event, UsageRecord, BudgetCounter, WorkspaceFile, SkillVersion)
     return perms_needed - {str(model._meta.verbose_name) for model in history}
 
 
@@ -310,6 +314,13 @@ class TenantAdmin(admin.ModelAdmin):
     def get_deleted_objects(self, objs: Any, request: HttpRequest) -> tuple[Any, Any, set[str], Any]:
         deleted, model_count, perms_needed, protected = super().get_deleted_objects(objs, request)
         return deleted, model_count, drop_history_permissions(perms_needed), protected
+
+    def delete_model(self, request: HttpRequest, obj: Tenant) -> None:
+        delete_tenant(obj)  # its stored files go too, once the rows are gone
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Tenant]) -> None:
+        for tenant in queryset:
+            delete_tenant(tenant)
 
 
 class RevokedFilter(admin.SimpleListFilter):

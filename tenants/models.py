@@ -337,7 +337,7 @@ class Tenant(models.Model):
         validators=[validate_time_zone],
         help_text="Where the tenant's days, weeks and months begin in its usage reports (an IANA name).",
     )
-    # Rate limits, counted per minute across every web process (api.ratelimit); empty = unlimited.
+    # Rate limits, counted per minute across every web process (tenants.ratelimit); empty = unlimited.
     api_requests_per_minute = models.PositiveIntegerField(
         null=True, blank=True, help_text="API requests of the whole tenant per minute. Empty: unlimited."
     )

@@ -1,6 +1,7 @@
 from django.db import transaction
 
 from tenants.models import OFFLINE_LABEL, ApiKey, LanguageModel, Tenant
+from tenants.storage import delete_quietly, delete_tenant_files
 
 OFFLINE_MODEL_ID = "offline"
 
@@ -29,3 +30,11 @@ def create_tenant_with_key(
     tenant = Tenant.objects.create(id=tenant_id, name=name, system_prompt=system_prompt, default_model=model)
     _, raw_key = ApiKey.issue(f"{tenant_id} key", tenant=tenant)
     return tenant, raw_key
+
+
+def delete_tenant(tenant: Tenant) -> None:
+    """Delete a tenant with everything it owns: its rows, then (once that is committed) its stored files."""
+    tenant_id = tenant.pk  # read now: Django sets the instance's pk to None when it deletes the row
+    with transaction.atomic():
+        Tenant.objects.filter(pk=tenant_id).delete()
+        transaction.on_commit(lambda: delete_quietly(delete_tenant_files, tenant_id))

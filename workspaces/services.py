@@ -14,9 +14,8 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Max
-from rest_framework import exceptions
 
-from api.parsers import BodyTooLarge
+from api.errors import ServiceError
 from conversations.events import EventItem, EventType
 from conversations.models import Conversation, Run
 from workspaces import storage
@@ -207,9 +206,11 @@ def attach_files(conversation: Conversation, uploads: list[Any]) -> list[Workspa
     limit = settings.WORKSPACE_FILE_MB * MB
     for upload in uploads:
         if reason := valid_path(upload.name or ""):
-            raise exceptions.ValidationError({"file": [f"{upload.name!r}: {reason}"]})
+            message = f"{upload.name!r}: {reason}"
+            raise ServiceError(message, code="invalid", fields={"file": [message]})
         if upload.size > limit:
-            raise BodyTooLarge(f"{upload.name!r} is {upload.size:,} bytes; the limit is {limit:,} (WORKSPACE_FILE_MB).")
+            message = f"{upload.name!r} is {upload.size:,} bytes; the limit is {limit:,} (WORKSPACE_FILE_MB)."
+            raise ServiceError(message, status=413, code="request_too_large", fields={"file": [message]})
     return [save_file(conversation, upload.name, upload, source=WorkspaceFile.Source.USER) for upload in uploads]
 
 
@@ -224,17 +225,3 @@ def with_attachments(text: str, attached: list[WorkspaceFile]) -> str:
 def delete_file(conversation: Conversation, path: str) -> WorkspaceFile:
     (version,) = record_changes(conversation, None, [Change(path, "deleted")], WorkspaceFile.Source.USER)
     return version
-
-
-def delete_stored_files(tenant_id: str, conversation_id: Any = None) -> None:
-    """Remove a conversation's (or, without one, a whole tenant's) contents from storage."""
-    prefix = (
-        storage.conversation_prefix(tenant_id, conversation_id)
-        if conversation_id is not None
-        else storage.tenant_prefix(tenant_id)
-    )
-    try:
-        storage.delete_prefix(prefix)
-    except Exception:
-        # The rows are gone either way; what is left in storage is found by its prefix.
-        logger.exception("Deleting the stored files under %s failed", prefix)

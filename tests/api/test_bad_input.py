@@ -9,7 +9,7 @@ from pytest_django.fixtures import Settings
 from rest_framework.test import APIClient
 
 from conversations.models import Conversation, Run
-from conversations.services import start_run
+from runs.services import RunOptions, start_run
 from tenants.models import LanguageModel, Tenant
 from tests.api.assertions import error_of, nothing_created
 
@@ -180,7 +180,7 @@ def test_a_message_to_an_archived_conversation_is_409(
 def test_a_second_message_while_a_run_is_active_is_409_naming_the_run(
     api_client: APIClient, conversation: Conversation, suffix: str
 ) -> None:
-    active = start_run(conversation, "First")
+    active = start_run(conversation, RunOptions("First"))
 
     with nothing_created():
         response = api_client.post(conversation_url(conversation, suffix), {"text": "Second"}, format="json")
@@ -212,7 +212,7 @@ def test_deleting_a_model_in_use_is_409(admin_api_client: APIClient, conversatio
 
 
 def test_deleting_a_conversation_with_an_active_run_is_409(api_client: APIClient, conversation: Conversation) -> None:
-    start_run(conversation, "Still running")
+    start_run(conversation, RunOptions("Still running"))
 
     with nothing_created():
         response = api_client.delete(conversation_url(conversation))

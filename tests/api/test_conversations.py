@@ -12,8 +12,8 @@ from rest_framework.test import APIClient
 
 from conversations.events import append_events
 from conversations.models import Conversation, Event, Run
-from conversations.services import start_run
 from runs.lease import claim_run
+from runs.services import RunOptions, start_run
 from tenants.auth import read_stream_token
 from tenants.models import LanguageModel, Tenant
 from tests.api.assertions import error_of
@@ -179,7 +179,7 @@ def test_the_list_takes_the_same_queries_however_many_conversations(
 ) -> None:
     for i in range(how_many):
         conversation = make_conversation(user_id="alice")
-        start_run(conversation, f"Message {i}")
+        start_run(conversation, RunOptions(f"Message {i}"))
     api_client.get(CONVERSATIONS)  # records the key's first use, which is a write, once a minute
 
     # the key, the tenant, the count and the page
@@ -222,7 +222,7 @@ def test_archive_archives_the_conversation(api_client: APIClient, conversation: 
 def test_delete_removes_the_conversation_with_its_runs_and_events(
     api_client: APIClient, conversation: Conversation
 ) -> None:
-    run = start_run(conversation, "Hello")
+    run = start_run(conversation, RunOptions("Hello"))
     api_client.post(conversation_url(conversation, "/interrupt"))
 
     response = api_client.delete(conversation_url(conversation))
@@ -234,7 +234,7 @@ def test_delete_removes_the_conversation_with_its_runs_and_events(
 
 
 def test_delete_with_an_active_run_is_409(api_client: APIClient, conversation: Conversation) -> None:
-    start_run(conversation, "Hello")
+    start_run(conversation, RunOptions("Hello"))
 
     response = api_client.delete(conversation_url(conversation))
 
@@ -258,6 +258,8 @@ def test_a_message_is_accepted_with_a_queued_run_and_a_first_event(tenant_key: s
     assert (event.seq, event.type, str(event.run_id)) == (1, "run.queued", run["id"])
     assert event.data == {
         "input": "What is 2+2?",
+        "text": "What is 2+2?",
+        "attachments": [],
         "user_id": "alice",
         "model": "offline",
         "budget": {"usd": None, "calls": None},
@@ -286,9 +288,9 @@ def test_a_message_without_a_user_header_is_attributed_to_the_conversations_user
 def test_runs_are_listed_newest_first_and_readable_one_by_one(
     api_client: APIClient, conversation: Conversation
 ) -> None:
-    first = start_run(conversation, "One")
+    first = start_run(conversation, RunOptions("One"))
     api_client.post(conversation_url(conversation, "/interrupt"))
-    second = start_run(conversation, "Two")
+    second = start_run(conversation, RunOptions("Two"))
 
     listing = api_client.get(conversation_url(conversation, "/runs"))
     detail = api_client.get(conversation_url(conversation, f"/runs/{first.pk}"))
@@ -300,7 +302,7 @@ def test_runs_are_listed_newest_first_and_readable_one_by_one(
 def test_interrupting_a_queued_run_ends_it_with_exactly_one_terminal_event(
     api_client: APIClient, conversation: Conversation
 ) -> None:
-    run = start_run(conversation, "Hello")
+    run = start_run(conversation, RunOptions("Hello"))
 
     response = api_client.post(conversation_url(conversation, "/interrupt"))
 
@@ -313,7 +315,7 @@ def test_interrupting_a_queued_run_ends_it_with_exactly_one_terminal_event(
 
 
 def test_interrupting_a_running_run_asks_its_worker_to_stop(api_client: APIClient, conversation: Conversation) -> None:
-    run = start_run(conversation, "Hello")
+    run = start_run(conversation, RunOptions("Hello"))
     claim_run(run.pk)
 
     response = api_client.post(conversation_url(conversation, "/interrupt"))
@@ -329,7 +331,7 @@ def test_interrupting_a_running_run_asks_its_worker_to_stop(api_client: APIClien
 def test_interrupting_twice_is_409_and_adds_no_second_terminal_event(
     api_client: APIClient, conversation: Conversation
 ) -> None:
-    run = start_run(conversation, "Hello")
+    run = start_run(conversation, RunOptions("Hello"))
     api_client.post(conversation_url(conversation, "/interrupt"))
 
     response = api_client.post(conversation_url(conversation, "/interrupt"))
@@ -347,7 +349,7 @@ def test_interrupting_with_no_active_run_is_409(api_client: APIClient, conversat
 def test_after_an_interrupt_the_next_message_starts_a_new_run(
     api_client: APIClient, conversation: Conversation
 ) -> None:
-    start_run(conversation, "First")
+    start_run(conversation, RunOptions("First"))
     api_client.post(conversation_url(conversation, "/interrupt"))
 
     response = api_client.post(conversation_url(conversation, "/messages"), {"text": "Second"}, format="json")
@@ -365,7 +367,7 @@ def test_after_an_interrupt_the_next_message_starts_a_new_run(
 
 @pytest.fixture
 def five_events(conversation: Conversation) -> list[Event]:
-    run = start_run(conversation, "Count to four")
+    run = start_run(conversation, RunOptions("Count to four"))
     return [
         Event.objects.get(run=run),
         *append_events(conversation.pk, run.pk, [("message.delta", {"n": n}) for n in range(1, 5)]),

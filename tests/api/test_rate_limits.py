@@ -10,8 +10,8 @@ from django.conf import settings
 from pytest_django.fixtures import Settings
 from rest_framework.test import APIClient
 
-from api import ratelimit
 from conversations.models import Conversation, Run
+from tenants import ratelimit
 from tenants.models import Tenant
 from tests.api.assertions import error_of
 from tests.factories import ConversationFactory
@@ -30,13 +30,13 @@ def fresh_counts() -> Iterator[None]:
             client.delete(key)
     ratelimit._local_counts.clear()
     start = (time.time() // 60) * 60 + 1  # early in a window: Retry-After is 59 s
-    with mock.patch("api.ratelimit.time.time", lambda: start):
+    with mock.patch("tenants.ratelimit.time.time", lambda: start):
         yield
 
 
 @pytest.fixture(autouse=True)
 def no_worker() -> Iterator[None]:
-    with mock.patch("conversations.services.dispatch_run"):
+    with mock.patch("runs.services.dispatch_run"):
         yield
 
 

@@ -11,7 +11,7 @@ from django.test import Client
 from rest_framework.test import APIClient
 
 from conversations.models import Conversation, Run
-from conversations.services import start_run
+from runs.services import RunOptions, start_run
 from tenants.models import ApiKey, LanguageModel, Tenant
 from tests.api.assertions import error_of, row_counts
 from tests.conftest import client_with_key
@@ -56,12 +56,12 @@ def untouched(conversation: Conversation) -> Iterator[None]:
 @pytest.fixture
 def my_run(conversation: Conversation) -> Run:
     """A queued run in acme's conversation (on_commit never fires here, so no agent starts)."""
-    return start_run(conversation, "Hello")
+    return start_run(conversation, RunOptions("Hello"))
 
 
 @pytest.fixture
 def their_run(other_conversation: Conversation) -> Run:
-    return start_run(other_conversation, "Hello")
+    return start_run(other_conversation, RunOptions("Hello"))
 
 
 # --- conversations: another tenant ------------------------------------------------------------------

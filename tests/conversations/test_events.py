@@ -7,8 +7,8 @@ from django.db import connection
 
 from conversations.events import TERMINAL_TYPES, append_events, finish_run
 from conversations.models import Conversation, Event, Run
-from conversations.services import start_run
 from runs.lease import claim_run
+from runs.services import RunOptions, start_run
 
 
 def seqs(conversation: Conversation) -> list[int]:
@@ -19,11 +19,11 @@ def seqs(conversation: Conversation) -> list[int]:
 
 
 def test_append_events_numbers_events_without_gaps_across_calls_and_runs(conversation: Conversation) -> None:
-    first = start_run(conversation, "One")
+    first = start_run(conversation, RunOptions("One"))
     append_events(conversation.pk, first.pk, [("message.delta", {"text": "a"}), ("message.delta", {"text": "b"})])
     append_events(conversation.pk, first.pk, [("message", {"text": "ab"})])
     finish_run(first.pk, Run.Status.COMPLETED)
-    second = start_run(conversation, "Two")
+    second = start_run(conversation, RunOptions("Two"))
 
     appended = append_events(conversation.pk, second.pk, [("message.delta", {"text": "c"}), ("usage", {})])
 
@@ -33,7 +33,7 @@ def test_append_events_numbers_events_without_gaps_across_calls_and_runs(convers
 
 
 def test_each_conversation_counts_its_own_seqs(conversation: Conversation, other_conversation: Conversation) -> None:
-    mine, theirs = start_run(conversation, "Mine"), start_run(other_conversation, "Theirs")
+    mine, theirs = start_run(conversation, RunOptions("Mine")), start_run(other_conversation, RunOptions("Theirs"))
 
     append_events(conversation.pk, mine.pk, [("message", {})] * 3)
     append_events(other_conversation.pk, theirs.pk, [("message", {})])
@@ -43,7 +43,7 @@ def test_each_conversation_counts_its_own_seqs(conversation: Conversation, other
 
 
 def test_append_events_keeps_the_order_and_data_it_was_given(conversation: Conversation) -> None:
-    run = start_run(conversation, "Hi")
+    run = start_run(conversation, RunOptions("Hi"))
 
     append_events(conversation.pk, run.pk, [("message.delta", {"text": "Hel"}), ("message.delta", {"text": "lo"})])
 
@@ -56,8 +56,8 @@ def test_concurrent_appends_still_give_gap_free_unique_seqs(
     conversation: Conversation, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Commits are real here, so on_commit would start an agent; this test is about seqs only.
-    monkeypatch.setattr("conversations.services.dispatch_run", lambda run_id: None)
-    run = start_run(conversation, "Busy")
+    monkeypatch.setattr("runs.services.dispatch_run", lambda run_id: None)
+    run = start_run(conversation, RunOptions("Busy"))
     errors: list[BaseException] = []
 
     def append_many() -> None:
@@ -80,7 +80,7 @@ def test_concurrent_appends_still_give_gap_free_unique_seqs(
 
 
 def test_a_runs_streamed_events_are_not_stored_once_it_has_ended(conversation: Conversation) -> None:
-    run = start_run(conversation, "Hi")
+    run = start_run(conversation, RunOptions("Hi"))
     claim_run(run.pk)
     append_events(conversation.pk, run.pk, [("message.delta", {"text": "a"})], while_running=True)
     finish_run(run.pk, Run.Status.FAILED, error={"reason": "worker_lost", "message": "gone"})
@@ -97,7 +97,7 @@ def test_a_runs_streamed_events_are_not_stored_once_it_has_ended(conversation: C
 def test_finish_run_writes_exactly_one_terminal_event_and_a_second_call_returns_none(
     conversation: Conversation,
 ) -> None:
-    run = start_run(conversation, "Hi")
+    run = start_run(conversation, RunOptions("Hi"))
 
     first = finish_run(run.pk, Run.Status.COMPLETED, result={"text": "Hello"})
     second = finish_run(run.pk, Run.Status.FAILED, error={"reason": "late"})
@@ -110,7 +110,7 @@ def test_finish_run_writes_exactly_one_terminal_event_and_a_second_call_returns_
 
 
 def test_finish_run_releases_the_lease_and_stores_the_session(conversation: Conversation) -> None:
-    run = start_run(conversation, "Hi")
+    run = start_run(conversation, RunOptions("Hi"))
 
     finish_run(run.pk, Run.Status.COMPLETED, session_id="session-123")
 
@@ -121,7 +121,7 @@ def test_finish_run_releases_the_lease_and_stores_the_session(conversation: Conv
 
 def test_finish_run_without_a_session_keeps_the_previous_one(conversation: Conversation) -> None:
     Conversation.objects.filter(pk=conversation.pk).update(sdk_session_id="session-1")
-    run = start_run(conversation, "Hi")
+    run = start_run(conversation, RunOptions("Hi"))
 
     finish_run(run.pk, Run.Status.FAILED, error={"reason": "boom"})
 
@@ -129,7 +129,7 @@ def test_finish_run_without_a_session_keeps_the_previous_one(conversation: Conve
 
 
 def test_a_started_run_ends_with_its_duration_and_error(conversation: Conversation) -> None:
-    run = start_run(conversation, "Hi")
+    run = start_run(conversation, RunOptions("Hi"))
     claim_run(run.pk)
 
     event = finish_run(run.pk, Run.Status.FAILED, error={"reason": "cli_crashed"})
@@ -140,9 +140,9 @@ def test_a_started_run_ends_with_its_duration_and_error(conversation: Conversati
 
 
 def test_a_finished_run_no_longer_blocks_the_next_message(conversation: Conversation) -> None:
-    first = start_run(conversation, "One")
+    first = start_run(conversation, RunOptions("One"))
     finish_run(first.pk, Run.Status.COMPLETED)
 
-    second = start_run(conversation, "Two")
+    second = start_run(conversation, RunOptions("Two"))
 
     assert Conversation.objects.get(pk=conversation.pk).active_run_id == second.pk

@@ -39,7 +39,7 @@ def stdio_commands(settings: Settings) -> None:
 @pytest.fixture(autouse=True)
 def no_worker(monkeypatch: pytest.MonkeyPatch) -> None:
     """A message's run is handed to a worker once committed; here it only has to be stored."""
-    monkeypatch.setattr("conversations.services.dispatch_run", lambda run_id: None)
+    monkeypatch.setattr("runs.services.dispatch_run", lambda run_id: None)
 
 
 def create(client: APIClient, **body: object) -> Any:

@@ -10,9 +10,9 @@ from pytest_django.fixtures import Settings
 
 from conversations.events import TERMINAL_TYPES, finish_run
 from conversations.models import Conversation, Run
-from conversations.services import start_run
 from runs.dispatch import reap_stale_runs, sweep_run_leftovers
 from runs.lease import claim_run
+from runs.services import RunOptions, start_run
 from tests.factories import RunFactory
 
 
@@ -27,7 +27,7 @@ def make_stale(run: Run, settings: Settings) -> None:
 def test_reaping_fails_a_running_run_whose_worker_stopped_beating(
     conversation: Conversation, settings: Settings
 ) -> None:
-    run = start_run(conversation, "Hi")
+    run = start_run(conversation, RunOptions("Hi"))
     claim_run(run.pk)
     make_stale(run, settings)
 
@@ -42,7 +42,7 @@ def test_reaping_fails_a_running_run_whose_worker_stopped_beating(
 
 
 def test_reaping_leaves_a_run_with_a_fresh_heartbeat_alone(conversation: Conversation) -> None:
-    run = start_run(conversation, "Hi")
+    run = start_run(conversation, RunOptions("Hi"))
     claim_run(run.pk)
 
     reaped = reap_stale_runs()
@@ -54,7 +54,7 @@ def test_reaping_leaves_a_run_with_a_fresh_heartbeat_alone(conversation: Convers
 
 
 def test_reaping_twice_ends_a_stale_run_once(conversation: Conversation, settings: Settings) -> None:
-    run = start_run(conversation, "Hi")
+    run = start_run(conversation, RunOptions("Hi"))
     claim_run(run.pk)
     make_stale(run, settings)
 
@@ -67,7 +67,7 @@ def test_reaping_twice_ends_a_stale_run_once(conversation: Conversation, setting
 def test_reaping_leaves_recently_queued_runs_alone(conversation: Conversation, monkeypatch: pytest.MonkeyPatch) -> None:
     dispatched: list[object] = []
     monkeypatch.setattr("runs.dispatch.dispatch_run", dispatched.append)
-    run = start_run(conversation, "Hi")
+    run = start_run(conversation, RunOptions("Hi"))
 
     reaped = reap_stale_runs()
 
@@ -81,7 +81,7 @@ def test_reaping_dispatches_again_a_run_no_worker_took(
 ) -> None:
     dispatched: list[object] = []
     monkeypatch.setattr("runs.dispatch.dispatch_run", dispatched.append)
-    run = start_run(conversation, "Hi")
+    run = start_run(conversation, RunOptions("Hi"))
     Run.objects.filter(pk=run.pk).update(
         heartbeat_at=timezone.now() - timedelta(seconds=settings.RUN_REDISPATCH_SECONDS + 1)
     )
@@ -97,7 +97,7 @@ def test_reaping_dispatches_again_a_run_no_worker_took(
 
 
 def test_claim_run_claims_a_queued_run_only_once(conversation: Conversation) -> None:
-    run = start_run(conversation, "Hi")
+    run = start_run(conversation, RunOptions("Hi"))
 
     first = claim_run(run.pk)
     second = claim_run(run.pk)
@@ -109,7 +109,7 @@ def test_claim_run_claims_a_queued_run_only_once(conversation: Conversation) -> 
 
 
 def test_claim_run_refuses_a_run_that_already_ended(conversation: Conversation) -> None:
-    run = start_run(conversation, "Hi")
+    run = start_run(conversation, RunOptions("Hi"))
     finish_run(run.pk, Run.Status.INTERRUPTED)
 
     claimed = claim_run(run.pk)
@@ -131,7 +131,7 @@ def test_sweeping_removes_what_finished_runs_left_behind_and_keeps_everything_el
     settings.RUN_ROOT = tmp_path
     cgroups = tmp_path / "cgroup" / "pids" / "agent-platform"  # a v1 layout, not the host's own
     monkeypatch.setattr("sandbox.limits.CGROUP_ROOT", tmp_path / "cgroup")
-    finished = start_run(conversation, "Hi")
+    finished = start_run(conversation, RunOptions("Hi"))
     finish_run(finished.pk, Run.Status.FAILED, error={"reason": "worker_lost", "message": "gone"})
     unfinished = RunFactory(conversation=conversation)
     for run_id in (finished.pk, unfinished.pk, "not-a-run"):

@@ -40,7 +40,7 @@ def media(settings: Settings, tmp_path: Path) -> Path:
 @pytest.fixture(autouse=True)
 def no_worker(monkeypatch: pytest.MonkeyPatch) -> None:
     """A message's run is handed to a worker once committed; here it only has to be stored."""
-    monkeypatch.setattr("conversations.services.dispatch_run", lambda run_id: None)
+    monkeypatch.setattr("runs.services.dispatch_run", lambda run_id: None)
 
 
 def stored_files(media: Path) -> list[Path]:

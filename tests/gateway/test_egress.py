@@ -18,7 +18,7 @@ from aiohttp import web
 from django.core.exceptions import ImproperlyConfigured
 from pytest_django.fixtures import Settings
 
-from mcp_servers.egress import (
+from gateway.egress import (
     EgressRefused,
     GuardedResolver,
     InvalidServerUrl,

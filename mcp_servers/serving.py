@@ -19,9 +19,9 @@ from django.conf import settings
 
 from conversations.events import EventItem
 from conversations.models import Run
+from gateway.egress import guarded_connector
 from gateway.mcp import McpRelay, RelayedServer
 from mcp_servers.builtin import builtin_server
-from mcp_servers.egress import guarded_connector
 from mcp_servers.models import McpServer
 from mcp_servers.openapi_tools import openapi_server
 from mcp_servers.services import MissingSecret, describe, resolved_headers, run_servers

@@ -1,0 +1,309 @@
+"""The workflows that start, steer and end a conversation's runs, over the feature apps.
+
+This is where a new capability is asked what a message may choose (skills, MCP servers, budgets, rate
+limits, and next agent profiles and approval policies): one `RunOptions` holds the message, is checked
+here once, and is recorded in `run.queued` as it was decided. What a run then needs in the worker is
+`runs.prepare`'s. The REST views, the SSE views, the WebSocket consumer and the admin all call these.
+"""
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.core.files.uploadedfile import UploadedFile
+from django.db import transaction
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from api.errors import Conflict, ServiceError
+from conversations import realtime
+from conversations.events import EventType, finish_run, record_events
+from conversations.models import Conversation, Run
+from mcp_servers.services import ServerProblem
+from mcp_servers.services import check_choice as check_server_choice
+from mcp_servers.vault import seal
+from runs.dispatch import dispatch_run
+from skills.archive import SkillProblem
+from skills.services import check_command, check_selection
+from tenants import ratelimit
+from tenants.models import LanguageModel, Tenant
+from tenants.storage import delete_quietly
+from usage.services import effective_budget, effective_conversation_budget
+from workspaces.services import attach_files, with_attachments
+from workspaces.storage import delete_conversation_files
+
+logger = logging.getLogger(__name__)
+
+
+def message_text_problem(text: str) -> str | None:
+    """What is wrong with a message's text, or None: the one rule, for the serializers and `start_run` alike."""
+    if not text.strip():
+        return "The message text is empty."
+    if len(text) > settings.RUN_MAX_INPUT_CHARS:
+        return f"The message is {len(text):,} characters; the limit is {settings.RUN_MAX_INPUT_CHARS:,}."
+    return None
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """One message and everything it asks of its run, as the end user sent it.
+
+    `skills` and `mcp_servers` narrow the conversation's (None: the conversation's own choice);
+    `preferred_skills` are added and named to the agent as the ones to use first; `budget_usd` and
+    `budget_calls` may lower the tenant's run budget, never raise it; `mcp_tokens` are secrets for
+    this run only (sealed, and gone when it ends); `files` land in the workspace before the run.
+    """
+
+    text: str
+    user_id: str = ""
+    files: Sequence[UploadedFile] = ()
+    skills: Sequence[str] | None = None
+    preferred_skills: Sequence[str] = ()
+    mcp_servers: Sequence[str] | None = None
+    mcp_tokens: Mapping[str, str] = field(default_factory=dict)
+    budget_usd: Decimal | None = None
+    budget_calls: int | None = None
+
+    @classmethod
+    def from_message(cls, data: Mapping[str, Any], **more: Any) -> "RunOptions":
+        """The options of a validated message body (`MessageCreateSerializer`'s fields)."""
+        budget = data.get("budget") or {}
+        return cls(
+            text=data["text"],
+            skills=data.get("skills"),
+            preferred_skills=tuple(data.get("preferred_skills") or ()),
+            mcp_servers=data.get("mcp_servers"),
+            mcp_tokens=dict(data.get("mcp_tokens") or {}),
+            budget_usd=budget.get("usd"),
+            budget_calls=budget.get("calls"),
+            **more,
+        )
+
+
+@dataclass(frozen=True)
+class _Decided:
+    """What `start_run` decided for a message, as `run.queued` records it."""
+
+    skills: list[str] | None
+    preferred_skills: list[str]
+    mcp_servers: list[str] | None
+    budget_usd: Decimal | None
+    budget_calls: int | None
+
+
+# --- Conversations --------------------------------------------------------------------------------
+
+
+def resolve_model(tenant: Tenant, model_id: str | None) -> LanguageModel:
+    """The catalog model a conversation should use: the one named, or the tenant's default."""
+    if not model_id:
+        if not tenant.default_model.is_usable:
+            raise ServiceError(
+                f"The tenant's default model '{tenant.default_model_id}' is deprecated; name an active model.",
+                code="model_deprecated",
+            )
+        return tenant.default_model
+    model = LanguageModel.objects.filter(pk=model_id).first()
+    if model is None:
+        choices = ", ".join(LanguageModel.objects.usable().values_list("id", flat=True)) or "none defined"
+        raise ServiceError(f"Unknown model '{model_id}'. Choose one of: {choices}.", code="unknown_model")
+    if not model.is_usable:
+        raise ServiceError(f"Model '{model_id}' is deprecated; choose an active model.", code="model_deprecated")
+    return model
+
+
+def create_conversation(
+    tenant: Tenant,
+    *,
+    user_id: str = "",
+    model_id: str | None = None,
+    title: str = "",
+    skills: Sequence[str] | None = None,
+    mcp_servers: Sequence[str] | None = None,
+    budget: Mapping[str, Any] | None = None,
+) -> Conversation:
+    """A new conversation; its budget is the tenant's default, lowered by `budget` (`usd`, `calls`)."""
+    if not tenant.is_active:
+        raise Conflict(f"Tenant '{tenant.pk}' is inactive.", code="tenant_inactive")
+    model = resolve_model(tenant, model_id)
+    chosen = None if skills is None else checked_skills(tenant, skills, "skills")
+    servers = None if mcp_servers is None else checked_servers(tenant, mcp_servers)
+    budget_usd, budget_calls = effective_conversation_budget(
+        tenant, (budget or {}).get("usd"), (budget or {}).get("calls")
+    )
+    return Conversation.objects.create(
+        tenant=tenant,
+        user_id=user_id,
+        model=model,
+        title=title,
+        skills=chosen,
+        mcp_servers=servers,
+        budget_usd=budget_usd,
+        budget_calls=budget_calls,
+    )
+
+
+def checked_servers(tenant: Tenant, names: Sequence[str]) -> list[str]:
+    """The MCP servers an end user chose, or a 400 that names the one to fix and the choices."""
+    try:
+        return check_server_choice(tenant, names)
+    except ServerProblem as problem:
+        raise ServiceError(str(problem), code="unknown_mcp_server") from None
+
+
+def checked_skills(tenant: Tenant, names: Sequence[str], field: str) -> list[str]:
+    """The skills an end user chose, or a 400 that names the one to fix and the choices."""
+    try:
+        return check_selection(tenant, names, field)
+    except SkillProblem as problem:
+        raise ServiceError(str(problem), code="unknown_skill") from None
+
+
+def delete_conversation(conversation: Conversation) -> None:
+    """Delete a conversation with its runs, events and stored files; refused while a run is active in it."""
+    with transaction.atomic():
+        locked = Conversation.objects.select_for_update().get(pk=conversation.pk)
+        if locked.active_run_id is not None:
+            raise Conflict(
+                "A run is active in this conversation; interrupt it before deleting.", code="run_in_progress"
+            )
+        _delete_idle(locked)
+
+
+def delete_conversations(conversations: QuerySet[Conversation]) -> tuple[int, int]:
+    """Delete the idle ones of many conversations (the admin's bulk action): (deleted, kept with an active run)."""
+    with transaction.atomic():
+        locked = list(conversations.select_for_update())
+        idle = [conversation for conversation in locked if conversation.active_run_id is None]
+        for conversation in idle:
+            _delete_idle(conversation)
+    return len(idle), len(locked) - len(idle)
+
+
+def _delete_idle(conversation: Conversation) -> None:
+    # The ids are read before the row goes: Django sets a deleted instance's pk to None, and the files
+    # are deleted only once the deletion is committed (a rollback must find them still there).
+    tenant_id, conversation_id = conversation.tenant_id, conversation.pk
+    conversation.delete()
+    transaction.on_commit(lambda: delete_quietly(delete_conversation_files, tenant_id, conversation_id))
+
+
+# --- Runs -----------------------------------------------------------------------------------------
+
+
+def start_run(conversation: Conversation, options: RunOptions) -> Run:
+    """Store a queued Run and its `run.queued` event, then hand it to a worker once committed.
+
+    The message's files are stored in the workspace in the same transaction: a refused message
+    leaves none behind. A text that starts with `/name` invokes that skill.
+    """
+    if problem := message_text_problem(options.text):
+        raise ServiceError(problem, code="empty_text" if not options.text.strip() else "text_too_long")
+    with transaction.atomic():
+        # The conversation's row only (of=self): its tenant's and model's rows are read, not locked, so
+        # runs starting at once in many conversations of a tenant do not queue on the tenant's row.
+        locked = (
+            Conversation.objects.select_for_update(of=("self",))
+            .select_related("tenant", "model")
+            .get(pk=conversation.pk)
+        )
+        _check_startable(locked)
+        user_id = options.user_id or locked.user_id
+        decided = _decide(locked.tenant, user_id, options)
+        attached = attach_files(locked, list(options.files))
+        run = Run.objects.create(
+            conversation=locked,
+            model=locked.model,
+            user_id=user_id,
+            input=with_attachments(options.text, attached),
+            heartbeat_at=timezone.now(),  # for a queued run: when it was handed to a worker
+            budget_usd=decided.budget_usd,
+            budget_calls=decided.budget_calls,
+            skills=decided.skills,
+            preferred_skills=decided.preferred_skills,
+            mcp_servers=decided.mcp_servers,
+            mcp_tokens=seal(dict(options.mcp_tokens)) if options.mcp_tokens else None,
+        )
+        locked.active_run = run
+        locked.save(update_fields=["active_run", "updated_at"])
+        queued = {
+            "input": run.input,
+            "text": options.text,  # as the end user typed it; `input` is what the agent reads
+            "attachments": [{"path": version.path, "size": version.size} for version in attached],
+            "user_id": run.user_id,
+            "model": run.model_id,
+            "budget": {
+                "usd": None if decided.budget_usd is None else str(decided.budget_usd),
+                "calls": decided.budget_calls,
+            },
+            "skills": decided.skills,
+            "preferred_skills": decided.preferred_skills,
+            "mcp_servers": decided.mcp_servers,
+            "mcp_tokens": sorted(options.mcp_tokens),  # their names only
+        }
+        record_events(run, [(EventType.RUN_QUEUED, queued)])
+        transaction.on_commit(lambda: dispatch_run(run.pk))
+    conversation.active_run = run
+    return run
+
+
+def _check_startable(conversation: Conversation) -> None:
+    if conversation.is_archived:
+        raise Conflict("This conversation is archived; unarchive it or start a new one.", code="archived")
+    if not conversation.tenant.is_active:
+        raise Conflict(f"Tenant '{conversation.tenant_id}' is inactive.", code="tenant_inactive")
+    if not conversation.model.is_usable:
+        raise Conflict(
+            f"This conversation's model '{conversation.model_id}' is deprecated; start a new conversation.",
+            code="model_deprecated",
+        )
+    if conversation.active_run_id is not None:
+        raise Conflict(
+            f"Run {conversation.active_run_id} is still active in this conversation; "
+            "wait for its terminal event or interrupt it first.",
+            code="run_in_progress",
+        )
+
+
+def _decide(tenant: Tenant, user_id: str, options: RunOptions) -> _Decided:
+    """Each feature's answer to what the message asks, or the ServiceError that says what to fix."""
+    try:
+        ratelimit.check(ratelimit.run_limits(tenant, user_id))
+    except ratelimit.RateLimited as limited:
+        raise ServiceError(
+            str(limited.detail), status=429, code="rate_limited", retry_after=limited.retry_after
+        ) from None
+    skills = None if options.skills is None else checked_skills(tenant, options.skills, "skills")
+    preferred = checked_skills(tenant, options.preferred_skills, "preferred_skills")
+    servers = None if options.mcp_servers is None else checked_servers(tenant, options.mcp_servers)
+    try:
+        check_command(tenant, options.text)
+    except SkillProblem as problem:
+        raise ServiceError(str(problem), code="unknown_command") from None
+    budget_usd, budget_calls = effective_budget(tenant, options.budget_usd, options.budget_calls)
+    return _Decided(skills, preferred, servers, budget_usd, budget_calls)
+
+
+def interrupt_run(conversation: Conversation) -> Run:
+    """Ask the conversation's active run to stop; a queued run ends at once, a running one within seconds."""
+    with transaction.atomic():
+        locked = Conversation.objects.select_for_update().get(pk=conversation.pk)
+        if locked.active_run_id is None:
+            raise Conflict("No run is active in this conversation.", code="no_active_run")
+        run = Run.objects.select_for_update().get(pk=locked.active_run_id)
+        if run.interrupt_requested_at is None:
+            run.interrupt_requested_at = timezone.now()
+            run.save(update_fields=["interrupt_requested_at"])
+    ended_while_queued = finish_run(
+        run.pk,
+        Run.Status.INTERRUPTED,
+        result={"reason": "interrupted", "message": "Interrupted before it started."},
+        from_statuses=[Run.Status.QUEUED],
+    )
+    if not ended_while_queued:
+        realtime.signal_interrupt(run.pk)
+    run.refresh_from_db()
+    return run
