@@ -261,7 +261,7 @@ SECRETS_KEYS = env.list("SECRETS_KEYS", default=[])
 # operator, visible in the sandbox's read-only /usr). Nothing else runs as a stdio server.
 MCP_STDIO_COMMANDS = env.dict("MCP_STDIO_COMMANDS", default={})
 # Private or loopback networks MCP and OpenAPI servers may reach anyway, e.g. 127.0.0.2/32 for tests or
-# 10.1.0.0/16 for an internal tool; everything else private is refused (mcp_servers/egress.py).
+# 10.1.0.0/16 for an internal tool; everything else private is refused (gateway/egress.py).
 MCP_ALLOWED_NETWORKS = env.list("MCP_ALLOWED_NETWORKS", default=[])
 
 # --- Metrics -------------------------------------------------------------------------------------
