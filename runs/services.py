@@ -176,7 +176,9 @@ def delete_conversation(conversation: Conversation) -> None:
 def delete_conversations(conversations: QuerySet[Conversation]) -> tuple[int, int]:
     """Delete the idle ones of many conversations (the admin's bulk action): (deleted, kept with an active run)."""
     with transaction.atomic():
-        locked = list(conversations.select_for_update())
+        # Locked by id: the admin's queryset joins (its list columns), and a join's nullable side cannot be locked.
+        chosen = list(conversations.values_list("pk", flat=True))
+        locked = list(Conversation.objects.select_for_update().filter(pk__in=chosen))
         idle = [conversation for conversation in locked if conversation.active_run_id is None]
         for conversation in idle:
             _delete_idle(conversation)

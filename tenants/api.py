@@ -6,6 +6,7 @@ from rest_framework.views import APIView
 from api.viewsets import ApiKeyRequired, principal
 from tenants.models import LanguageModel, Tenant
 from tenants.serializers import LanguageModelSerializer, TenantSerializer
+from tenants.services import delete_tenant
 
 
 class IsAdminKeyOrReadOnly(permissions.BasePermission):
@@ -40,3 +41,6 @@ class TenantViewSet(viewsets.ModelViewSet):
         tenants = Tenant.objects.all()
         caller = principal(self.request)
         return tenants if caller.is_admin else tenants.filter(pk=caller.tenant_id)
+
+    def perform_destroy(self, instance: Tenant) -> None:
+        delete_tenant(instance)  # its stored files go too, once the rows are gone

@@ -286,6 +286,15 @@ def test_deleting_a_tenant_in_the_admin_deletes_its_files_and_no_one_elses(
     assert world.keys_of(store.read_all(), "platform/") == world.keys_of(world.before, "platform/")
 
 
+def test_deleting_a_tenant_over_rest_deletes_its_files_and_no_one_elses(store: Store, world: World) -> None:
+    operator = client_with_key(ApiKey.issue("platform admin")[1])
+
+    response = operator.delete("/api/tenants/acme")
+
+    assert response.status_code == 204, response.content
+    assert_only_deleted(store, world, "tenants/acme/")
+
+
 @pytest.mark.parametrize(
     "prefix",
     [
