@@ -73,7 +73,9 @@ class Transcript:
 
 def tool_label(block: dict[str, Any]) -> str:
     """What a tool call is about, in a few words (as events.js labels it on the live page)."""
-    tool_input = block.get("input") if isinstance(block.get("input"), dict) else {}
+    tool_input = block.get("input")
+    if not isinstance(tool_input, dict):
+        return ""
     for key in ("command", "file_path", "path", "pattern", "description"):
         if tool_input.get(key):
             return str(tool_input[key])[:120]
