@@ -42,19 +42,22 @@ def pretty_json(value: Any) -> str:
 
 @dataclass
 class TranscriptItem:
-    """One line of a transcript; `kind` picks how the template draws it."""
+    """One line of a transcript; `kind` picks how the template draws it (as conversations/events.js
+    draws the same event on the live page)."""
 
     kind: str
     event: Event
     data: dict[str, Any]
     text: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    result: "TranscriptItem | None" = None  # a tool call's result, drawn inside it
 
 
 @dataclass
 class RunTranscript:
     run: Run
-    user_input: str
+    user_text: str  # as the user typed it (the agent read it with the attachments' paths added)
+    attachments: list[dict[str, Any]] = field(default_factory=list)
     items: list[TranscriptItem] = field(default_factory=list)
     offline_model: bool = False
 
@@ -66,6 +69,17 @@ class Transcript:
     total: int
     before: int | None
     earlier_before: int | None
+
+
+def tool_label(block: dict[str, Any]) -> str:
+    """What a tool call is about, in a few words (as events.js labels it on the live page)."""
+    tool_input = block.get("input")
+    if not isinstance(tool_input, dict):
+        return ""
+    for key in ("command", "file_path", "path", "pattern", "description"):
+        if tool_input.get(key):
+            return str(tool_input[key])[:120]
+    return ""
 
 
 def transcript_item(event: Event) -> TranscriptItem | None:
@@ -86,7 +100,7 @@ def transcript_item(event: Event) -> TranscriptItem | None:
                 event,
                 data,
                 text=pretty_json(block.get("input")),
-                extra={"name": block.get("name", "?"), "id": block.get("id", "")},
+                extra={"name": block.get("name", "?"), "id": block.get("id", ""), "label": tool_label(block)},
             )
         return TranscriptItem("other", event, data, text=pretty_json(data))
     if event.type == EventType.TOOL_RESULT:
@@ -114,6 +128,8 @@ def transcript_item(event: Event) -> TranscriptItem | None:
         )
     if event.type == EventType.RUN_STARTED:
         return TranscriptItem("started", event, data)
+    if event.type == EventType.MESSAGE_ERROR:
+        return TranscriptItem("message_error", event, data, text=str(data.get("error", "")))
     if event.type == EventType.RUN_QUEUED:
         return None
     return TranscriptItem("other", event, data, text=pretty_json(data))
@@ -127,19 +143,30 @@ def build_transcript(conversation: Conversation, before: int | None = None) -> T
     events = list(reversed(window.order_by("-seq")[:TRANSCRIPT_MAX_EVENTS]))
     runs = Run.objects.in_bulk({event.run_id for event in events})
     transcripts: list[RunTranscript] = []
+    tool_calls: dict[str, TranscriptItem] = {}
     for event in events:
         if not transcripts or transcripts[-1].run.pk != event.run_id:
             run = runs[event.run_id]
-            transcripts.append(RunTranscript(run=run, user_input=run.input))
+            transcripts.append(RunTranscript(run=run, user_text=run.input))
         current = transcripts[-1]
         data = event.data if isinstance(event.data, dict) else {}
         if event.type == EventType.RUN_QUEUED:
-            current.user_input = str(data.get("input", current.user_input))
+            current.user_text = str(data.get("text", data.get("input", current.user_text)))
+            current.attachments = [file for file in data.get("attachments") or [] if isinstance(file, dict)]
         if event.type == EventType.RUN_STARTED:
             current.offline_model = bool(data.get("offline_model"))
         item = transcript_item(event)
-        if item is not None:
-            current.items.append(item)
+        if item is None:
+            continue
+        if item.kind == "tool_use":
+            tool_calls[item.extra["id"]] = item
+        elif item.kind == "tool_result" and (call := tool_calls.get(str(data.get("tool_use_id")))) is not None:
+            call.result = item
+            continue
+        elif item.kind == "message_error" and (failed := data.get("message_id")):
+            # The CLI's own words for a failed model call; the run's end says what went wrong.
+            current.items = [kept for kept in current.items if kept.data.get("message_id") != failed]
+        current.items.append(item)
     earlier = events[0].seq if events and window.filter(seq__lt=events[0].seq).exists() else None
     return Transcript(runs=transcripts, shown=len(events), total=total, before=before, earlier_before=earlier)
 

@@ -5,6 +5,7 @@ import re
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, Page, expect
@@ -23,7 +24,7 @@ def chat(browser: Browser, platform: Platform, acme: Client) -> Iterator[Page]:
     page.on("pageerror", lambda error: errors.append(str(error)))
     page.goto(link)
     page.wait_for_url("**/chat/")
-    expect(page.locator("#app[data-connected='true']")).to_have_count(1, timeout=15_000)
+    expect(page.locator("#app[data-ready='true']")).to_have_count(1, timeout=15_000)
     yield page
     context.close()
     assert errors == []
@@ -32,6 +33,15 @@ def chat(browser: Browser, platform: Platform, acme: Client) -> Iterator[Page]:
 def send(page: Page, text: str) -> None:
     page.fill("#text", text)
     page.press("#text", "Enter")
+
+
+def conversations(acme: Client, status: str = "") -> list[dict[str, Any]]:
+    response = acme.http.get(f"/api/tenants/{acme.tenant}/conversations", params={"status": status} if status else {})
+    return response.json()["results"]
+
+
+def completed(page: Page, runs: int = 1) -> None:
+    expect(page.locator(".status[data-state='completed']")).to_have_count(runs, timeout=30_000)
 
 
 def test_a_message_streams_in_with_its_bash_tool_block(chat: Page) -> None:
@@ -104,16 +114,23 @@ def test_the_page_resumes_a_cut_socket_with_the_whole_text_and_no_duplicate(chat
 
 
 def test_conversations_are_made_renamed_and_archived_from_the_keyboard(chat: Page) -> None:
+    send(chat, "Where to go?")
+    expect(chat.locator("#conversations button[aria-current]")).to_have_count(1, timeout=10_000)
     chat.fill("#title", "Holiday plans")
     chat.press("#title", "Tab")  # a change commits the new title
     expect(chat.locator("#conversations button[aria-current]")).to_have_text("Holiday plans", timeout=10_000)
 
     chat.locator("#new-conversation").focus()
     chat.keyboard.press("Enter")
-    expect(chat.locator("#conversations button")).to_have_count(2, timeout=10_000)
     expect(chat.locator("#text")).to_be_focused()  # a new conversation is ready to type in
+    send(chat, "And what to pack?")
+    expect(chat.locator("#conversations button")).to_have_count(2, timeout=10_000)
 
     chat.locator("#archive").focus()
+    chat.keyboard.press("Enter")
+    expect(chat.locator("#archive-cancel")).to_be_focused()  # asked first; Enter now would keep it
+    chat.keyboard.press("Shift+Tab")
+    expect(chat.locator("#archive-confirm")).to_be_focused()
     chat.keyboard.press("Enter")
     expect(chat.locator("#conversations button")).to_have_count(1, timeout=10_000)
     expect(chat.locator("#conversations button")).to_have_text("Holiday plans")
@@ -136,7 +153,7 @@ def test_slash_commands_are_offered_as_you_type_and_run_their_skill(chat: Page, 
     assert acme.http.post(skills, files={"archive": ("greet.zip", archive.getvalue())}).status_code == 201
     acme.http.patch(f"{skills}/greet", json={"slash_command": True, "title": "Greeter"})
     chat.reload()
-    expect(chat.locator("#app[data-connected='true']")).to_have_count(1, timeout=15_000)
+    expect(chat.locator("#app[data-ready='true']")).to_have_count(1, timeout=15_000)
 
     chat.fill("#text", "/gr")
     expect(chat.locator("#commands li")).to_have_text(["/greetGreeter"])
@@ -182,7 +199,7 @@ def test_the_user_chooses_the_conversations_skills_and_its_runs_get_only_those(c
     upload_skill(acme, "greet", "Greets people.")
     upload_skill(acme, "shout", "Shouts.")
     chat.reload()
-    expect(chat.locator("#app[data-connected='true']")).to_have_count(1, timeout=15_000)
+    expect(chat.locator("#app[data-ready='true']")).to_have_count(1, timeout=15_000)
     chat.click("#skills summary")
     expect(chat.locator("#skill-count")).to_have_text("(all)")
 
@@ -199,3 +216,102 @@ def test_the_user_chooses_the_conversations_skills_and_its_runs_get_only_those(c
     chat.click("#skills summary")
     expect(chat.get_by_label(re.compile("shout"))).not_to_be_checked()
     expect(chat.get_by_label(re.compile("greet"))).to_be_checked()
+
+
+def test_an_attached_file_shows_in_the_files_panel_at_once_and_as_a_chip_beside_what_was_typed(
+    chat: Page, tmp_path: Path
+) -> None:
+    send(chat, "Hello")
+    completed(chat)
+    chat.click("#files summary")
+    attachment = tmp_path / "notes.txt"
+    attachment.write_text("attached")
+    chat.set_input_files("#attach", str(attachment))
+
+    send(chat, "Summarise it")
+
+    expect(chat.locator("#file-list a", has_text="notes.txt")).to_be_visible(timeout=10_000)
+    bubble = chat.locator(".user").last
+    expect(bubble.locator(".text")).to_have_text("Summarise it")
+    expect(bubble.locator(".attachment")).to_have_text(["notes.txt"])
+    expect(bubble).not_to_contain_text("The user attached these files")
+
+
+def test_archiving_asks_first_and_an_archived_conversation_is_restored_from_the_list(chat: Page, acme: Client) -> None:
+    send(chat, "Keep this")
+    expect(chat.locator("#conversations button")).to_have_count(1, timeout=10_000)
+    chat.click("#archive")
+    expect(chat.locator("#archive-dialog")).to_be_visible()
+    chat.click("#archive-cancel")
+    assert [c["status"] for c in conversations(acme)] == ["active"]  # cancelled: nothing changed
+
+    chat.click("#archive")
+    chat.click("#archive-confirm")
+    expect(chat.locator("#conversations button")).to_have_count(0, timeout=10_000)
+    chat.click("#archived summary")
+    expect(chat.locator("#archived-list li")).to_have_count(1, timeout=10_000)
+    chat.get_by_role("button", name="Restore").click()
+
+    expect(chat.locator("#conversations button[aria-current]")).to_have_count(1, timeout=10_000)
+    expect(chat.locator("#archived-list li")).to_have_count(0)
+    expect(chat.locator(".user .text")).to_have_text("Keep this")
+    assert [c["status"] for c in conversations(acme)] == ["active"]
+
+
+def test_new_conversation_makes_no_empty_conversations_on_the_server(chat: Page, acme: Client) -> None:
+    for _ in range(3):
+        chat.click("#new-conversation")
+    send(chat, "Hello")
+    completed(chat)
+    for _ in range(3):
+        chat.click("#new-conversation")
+    expect(chat.locator("#empty")).to_be_visible()
+
+    assert [c["last_seq"] > 0 for c in conversations(acme)] == [True]
+
+
+def test_the_empty_state_offers_the_offline_models_directives_to_try(chat: Page) -> None:
+    empty = chat.locator("#empty")
+    expect(empty).to_contain_text("offline model")
+
+    empty.get_by_role("button", name="[[bash ls -la]]").click()
+    expect(chat.locator("#text")).to_have_value("What is here? [[bash ls -la]]")
+    chat.press("#text", "Enter")
+
+    completed(chat)
+    expect(empty).to_be_hidden()
+    expect(chat.locator("details.tool summary")).to_contain_text("ls -la")
+
+
+def test_a_code_block_has_a_copy_button_that_copies_its_code(chat: Page) -> None:
+    chat.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    send(chat, "[[reply Run this:\n\n```\nmake run\nmake test\n```]]")
+    completed(chat)
+
+    chat.locator(".assistant pre").get_by_role("button", name="Copy the code").click()
+
+    expect(chat.locator(".assistant pre .copy")).to_have_text("Copied")
+    assert chat.evaluate("navigator.clipboard.readText()") == "make run\nmake test\n"
+
+
+def test_tool_output_keeps_its_line_breaks_in_the_tool_block_and_the_answer(chat: Page) -> None:
+    send(chat, "[[bash printf 'one\\ntwo\\nthree\\n']]")
+    completed(chat)
+
+    tool = chat.locator("details.tool")
+    tool.locator("summary").click()
+    assert tool.locator(".result").inner_text() == "one\ntwo\nthree"
+    assert "[Bash result] one\ntwo\nthree" in chat.locator(".assistant").last.inner_text()
+
+
+def test_a_failed_run_shows_its_error_once(chat: Page, acme: Client) -> None:
+    send(chat, "[[error 403]]")
+
+    expect(chat.locator(".status[data-state='failed']")).to_have_count(1, timeout=30_000)
+    (conversation,) = conversations(acme)
+    (failed,) = [e for e in acme.events(conversation["id"]) if e["type"] == "run.failed"]
+    message = failed["data"]["error"]["message"]
+    run = chat.locator("article.run")
+    expect(run.locator(".status")).to_have_text(message)
+    expect(run.locator(".assistant")).to_have_count(0)  # not the CLI's words of the failed call as well
+    assert run.inner_text().count(message) == 1

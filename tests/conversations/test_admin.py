@@ -9,6 +9,7 @@ from django.urls import reverse
 
 from conversations.models import Conversation, Event, Run
 from tenants.models import Tenant
+from tests.conftest import add_events
 
 pytestmark = pytest.mark.django_db
 
@@ -38,12 +39,45 @@ def test_conversation_page_shows_the_transcript(admin_client: Client, finished_r
     page = response.content.decode()
     assert "List the files, please." in page
     assert "Let me look at the workspace." in page
-    assert "Tool call: Bash" in page
+    assert "<strong>Bash</strong> <code>ls -la</code>" in page
     assert "&quot;command&quot;: &quot;ls -la&quot;" in page
-    assert "notes.txt" in page
+    assert '<pre class="result">notes.txt</pre></details>' in page  # the result inside its call
     assert "run.completed" in page
     assert "Offline model (not Claude)" in page
     assert "DELTA-ONLY-TOKEN" not in page
+
+
+def test_the_transcript_shows_what_the_user_typed_with_chips_and_a_failed_call_once(
+    admin_client: Client, conversation: Conversation
+) -> None:
+    typed, appended = (
+        "Read my notes",
+        "Read my notes\n\nThe user attached these files:\n- /workspace/notes.txt (5 bytes)",
+    )
+    run = Run.objects.create(conversation=conversation, model=conversation.model, input=appended)
+    queued = {"input": appended, "text": typed, "attachments": [{"path": "notes.txt", "size": 5}]}
+    cli_words = {
+        "role": "assistant",
+        "message_id": "m1",
+        "block": {"type": "text", "text": "API Error: 403 at 127.0.0.1"},
+    }
+    add_events(
+        run,
+        [
+            ("run.queued", queued),
+            ("message", cli_words),
+            ("message.error", {"error": "authentication_failed", "message_id": "m1"}),
+            ("run.failed", {"error": {"reason": "model_error", "message": "The model refused the call."}}),
+        ],
+    )
+
+    page = admin_client.get(url("conversations_conversation_change", conversation.pk)).content.decode()
+
+    assert '<div class="text">Read my notes</div>' in page
+    assert '<li class="attachment" title="5 bytes">notes.txt</li>' in page
+    assert "The user attached these files" not in page
+    assert "API Error: 403" not in page
+    assert page.count("The model refused the call.") == 1
 
 
 def test_conversation_search_finds_a_conversation_by_its_exact_id(

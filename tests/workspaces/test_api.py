@@ -9,7 +9,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from pytest_django.fixtures import Settings
 from rest_framework.test import APIClient
 
-from conversations.models import Conversation
+from conversations.models import Conversation, Event
 from tests.api.assertions import error_of
 from workspaces.models import WorkspaceFile
 
@@ -131,6 +131,20 @@ def test_a_message_brings_files_that_are_stored_before_its_run_and_named_to_the_
         ("a.csv", "user"),
         ("b.md", "user"),
     ]
+
+
+def test_run_queued_says_what_the_user_typed_and_which_files_came_with_it(
+    api_client: APIClient, conversation: Conversation
+) -> None:
+    body = {"text": "Summarise these", "file": [SimpleUploadedFile("a.csv", b"x,y\n1,2\n")]}
+
+    response = api_client.post(f"/api/tenants/acme/conversations/{conversation.pk}/messages", body, format="multipart")
+
+    assert response.status_code == 202, response.content
+    queued = Event.objects.get(run_id=response.json()["id"], type="run.queued").data
+    assert queued["text"] == "Summarise these"
+    assert queued["attachments"] == [{"path": "a.csv", "size": 8}]
+    assert queued["input"].startswith("Summarise these\n\nThe user attached these files:")
 
 
 def test_a_refused_message_stores_none_of_its_files(api_client: APIClient, conversation: Conversation) -> None:

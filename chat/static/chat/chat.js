@@ -1,4 +1,5 @@
-// The chat page: conversations over the REST API (this page's session), events over the WebSocket.
+// The chat page: conversations over the REST API (this page's session), events over the WebSocket,
+// drawn by the renderer shared with the admin's live page (conversations/events.js).
 // Everything the agent or a tool writes is untrusted: Markdown goes through DOMPurify, plain text
 // through textContent, and the page's Content-Security-Policy runs no inline script at all.
 "use strict";
@@ -9,14 +10,14 @@
   const only = app.dataset.only;
   const api = `/api/tenants/${tenant}/conversations`;
   const $ = (id) => document.getElementById(id);
-  const TERMINAL = new Set(["run.completed", "run.failed", "run.interrupted"]);
+  const element = ConversationEvents.element;
 
-  let current = null; // the open conversation's id
+  // The open conversation's id; null for a new one, which is made on the server with its first
+  // message (so "New conversation" leaves no empty conversations behind).
+  let current = null;
   let socket = null;
-  let lastSeq = 0;
   let retries = 0;
   let activeRun = null;
-  const runs = new Map(); // run id → its DOM parts
 
   // --- HTTP ---------------------------------------------------------------------------------
 
@@ -38,7 +39,7 @@
     return data;
   }
 
-  // --- rendering ------------------------------------------------------------------------------
+  // --- drawing: the shared renderer of the event vocabulary, with Markdown for the agent's text ------
 
   DOMPurify.addHook("afterSanitizeAttributes", (node) => {
     if (node.tagName === "A") {
@@ -47,15 +48,40 @@
     }
   });
 
+  // `breaks`: a single line break stays one, so output the agent quotes (a command's lines) keeps its lines.
   function markdown(target, text) {
-    target.innerHTML = DOMPurify.sanitize(marked.parse(text, { async: false }), { FORBID_TAGS: ["style", "form"] });
+    const html = marked.parse(text, { async: false, breaks: true });
+    target.innerHTML = DOMPurify.sanitize(html, { FORBID_TAGS: ["style", "form"] });
+    target.querySelectorAll("pre").forEach(addCopyButton);
   }
 
-  function element(tag, className, text) {
-    const node = document.createElement(tag);
-    if (className) node.className = className;
-    if (text !== undefined) node.textContent = text;
-    return node;
+  function addCopyButton(pre) {
+    const button = element("button", "copy", "Copy");
+    button.type = "button";
+    button.setAttribute("aria-label", "Copy the code");
+    button.addEventListener("click", async () => {
+      const code = pre.querySelector("code") || pre;
+      try {
+        await copyText(code.textContent);
+        button.textContent = "Copied";
+      } catch (error) {
+        button.textContent = "Copy failed";
+      }
+      setTimeout(() => (button.textContent = "Copy"), 1500);
+    });
+    pre.prepend(button);
+  }
+
+  // The Clipboard API needs a secure context (https, or localhost); elsewhere the older command does.
+  async function copyText(text) {
+    if (navigator.clipboard && window.isSecureContext) return navigator.clipboard.writeText(text);
+    const scratch = element("textarea");
+    scratch.value = text;
+    document.body.append(scratch);
+    scratch.select();
+    const copied = document.execCommand("copy");
+    scratch.remove();
+    if (!copied) throw new Error("copy refused");
   }
 
   function scrollDown() {
@@ -63,145 +89,27 @@
     list.scrollTop = list.scrollHeight;
   }
 
-  function runView(runId) {
-    let view = runs.get(runId);
-    if (!view) {
-      const root = element("article", "run");
-      root.dataset.run = runId;
-      const status = element("p", "status");
-      root.append(status);
-      $("messages").append(root);
-      view = { root, status, text: null, buffer: "", tools: new Map(), pending: false };
-      runs.set(runId, view);
-    }
-    return view;
-  }
-
-  function container(view, parent) {
-    // Subagent activity nests under the tool call that started it.
-    if (parent && view.tools.has(parent)) return view.tools.get(parent).querySelector(".nested");
-    return view.root;
-  }
-
-  function setStatus(view, text, state) {
-    view.status.textContent = text;
-    view.status.dataset.state = state || "";
-  }
-
-  function streamText(view, data) {
-    if (data.kind === "thinking") return; // shown once whole, collapsed
-    if (!view.text) {
-      view.text = element("div", "assistant markdown");
-      container(view, data.parent_tool_use_id).append(view.text);
-      view.buffer = "";
-    }
-    view.buffer += data.text;
-    if (!view.pending) {
-      view.pending = true;
-      requestAnimationFrame(() => {
-        view.pending = false;
-        if (view.text) markdown(view.text, view.buffer);
-        scrollDown();
-      });
-    }
-  }
-
-  function block(view, data) {
-    const b = data.block || {};
-    const parent = data.parent_tool_use_id;
-    if (b.type === "text") {
-      const target = view.text || element("div", "assistant markdown");
-      if (!view.text) container(view, parent).append(target);
-      markdown(target, b.text || "");
-      view.text = null; // the next text streams into a new block
-    } else if (b.type === "thinking") {
-      const details = element("details", "thinking");
-      details.append(element("summary", "", "Thinking"), element("div", "", b.thinking || ""));
-      container(view, parent).append(details);
-    } else if (b.type === "tool_use") {
-      view.text = null;
-      const details = element("details", "tool");
-      const summary = element("summary", "", `${b.name}`);
-      summary.append(element("code", "", " " + toolLabel(b)));
-      const input = element("pre", "input", JSON.stringify(b.input, null, 2));
-      details.append(summary, input, element("pre", "result"), element("div", "nested"));
-      details.dataset.tool = b.id;
-      container(view, parent).append(details);
-      view.tools.set(b.id, details);
-    }
-  }
-
-  function toolLabel(b) {
-    const input = b.input || {};
-    const text = input.command || input.file_path || input.path || input.pattern || input.description || "";
-    return String(text).slice(0, 120);
-  }
-
-  function toolResult(view, data) {
-    const tool = view.tools.get(data.tool_use_id);
-    if (!tool) return;
-    const content = typeof data.content === "string" ? data.content : JSON.stringify(data.content, null, 2);
-    tool.querySelector(".result").textContent = content + (data.truncated ? "\n… (truncated)" : "");
-    tool.classList.toggle("error", Boolean(data.is_error));
-  }
-
-  function applyEvent(event) {
-    if (event.seq <= lastSeq) return; // already shown (a replay after reconnecting)
-    lastSeq = event.seq;
-    const view = runView(event.run_id);
-    const data = event.data || {};
-    switch (event.type) {
-      case "run.queued": {
-        const user = element("div", "user", data.input);
-        view.root.insertBefore(user, view.status);
-        setStatus(view, "Queued…", "queued");
+  const view = new ConversationEvents.ConversationView($("messages"), {
+    markdown,
+    cost: app.dataset.showsCost === "true",
+    onChange: scrollDown,
+    onEvent: (event, data) => {
+      $("empty").hidden = true;
+      if (event.type === "run.queued") {
         setActive(event.run_id);
-        break;
-      }
-      case "run.started":
-        setStatus(view, data.offline_model ? `Running · ${data.model_display_name}` : "Running…", "running");
+        if (data.attachments && data.attachments.length) refreshFiles();
+      } else if (event.type === "run.started") {
         $("model").textContent = data.model_display_name || "";
-        break;
-      case "message.delta":
-        streamText(view, data);
-        break;
-      case "message":
-        block(view, data);
-        break;
-      case "tool.result":
-        toolResult(view, data);
-        break;
-      case "model.retry":
-        setStatus(view, `The model is busy; retrying (attempt ${data.attempt})…`, "running");
-        break;
-      case "file.changed":
+      } else if (event.type === "file.changed" || event.type === "file.presented") {
         refreshFiles();
-        break;
-      case "run.completed":
-        finish(view, "", "completed", data);
-        break;
-      case "run.failed":
-        finish(view, `Failed: ${(data.error && data.error.message) || "the run failed"}`, "failed", data);
-        break;
-      case "run.interrupted":
-        finish(view, "Stopped", "interrupted", data);
-        break;
-    }
-    view.root.append(view.status);
-    scrollDown();
-  }
-
-  function finish(view, text, state, data) {
-    view.text = null;
-    const usage = data.usage;
-    const showsCost = app.dataset.showsCost === "true";
-    const cost = showsCost && usage && Number(usage.cost_usd) > 0 ? `$${Number(usage.cost_usd).toFixed(4)}` : "";
-    setStatus(view, [text, cost].filter(Boolean).join(" · "), state);
-    if (activeRun === view.root.dataset.run) setActive(null);
-    // Once for a burst: opening a conversation replays every run's end.
-    clearTimeout(budgetTimer);
-    budgetTimer = setTimeout(refreshBudget, 300);
-  }
+      } else if (ConversationEvents.TERMINAL[event.type]) {
+        if (activeRun === event.run_id) setActive(null);
+        // Once for a burst: opening a conversation replays every run's end.
+        clearTimeout(budgetTimer);
+        budgetTimer = setTimeout(refreshBudget, 300);
+      }
+    },
+  });
 
   // --- what is left of the end user's budgets ---------------------------------------------------
 
@@ -254,7 +162,7 @@
     }
     if (conversation !== current) return;
     const scheme = location.protocol === "https:" ? "wss" : "ws";
-    const url = `${scheme}://${location.host}/ws/tenants/${tenant}/conversations/${conversation}/?after=${lastSeq}`;
+    const url = `${scheme}://${location.host}/ws/tenants/${tenant}/conversations/${conversation}/?after=${view.lastSeq}`;
     const ws = new WebSocket(url, ["agent-events.v1", `token.${token}`]);
     socket = ws;
     ws.onopen = () => {
@@ -264,7 +172,7 @@
     };
     ws.onmessage = (message) => {
       const frame = JSON.parse(message.data);
-      if (frame.seq !== undefined) applyEvent(frame);
+      if (frame.seq !== undefined) view.apply(frame);
       else if (frame.type === "error") showError(frame.error.message);
     };
     ws.onclose = () => {
@@ -282,65 +190,114 @@
   }
 
   function showError(message) {
-    const note = element("p", "error", message);
-    note.setAttribute("role", "alert");
-    $("messages").append(note);
-    scrollDown();
+    view.note(message, "error");
   }
 
   // --- conversations -----------------------------------------------------------------------------
 
+  function conversationButton(conversation) {
+    const button = element("button", "conversation", conversation.title || "Untitled conversation");
+    button.type = "button";
+    button.dataset.id = conversation.id;
+    return button;
+  }
+
   async function loadConversations() {
-    const page = await call("GET", `${api}?limit=100`);
-    const list = $("conversations");
-    list.replaceChildren();
-    const visible = page.results.filter((c) => c.status !== "archived" && (!only || c.id === only));
-    for (const conversation of visible) {
-      const item = element("li");
-      const button = element("button", "conversation", conversation.title || "Untitled conversation");
-      button.type = "button";
-      button.dataset.id = conversation.id;
-      if (conversation.id === current) button.setAttribute("aria-current", "true");
-      button.addEventListener("click", () => open(conversation));
-      item.append(button);
-      list.append(item);
-    }
+    const page = await call("GET", `${api}?status=active&limit=100`);
+    const visible = page.results.filter((c) => !only || c.id === only);
+    $("conversations").replaceChildren(
+      ...visible.map((conversation) => {
+        const button = conversationButton(conversation);
+        button.toggleAttribute("aria-current", conversation.id === current);
+        button.addEventListener("click", () => open(conversation));
+        const item = element("li");
+        item.append(button);
+        return item;
+      }),
+    );
     return visible;
   }
 
-  async function open(conversation) {
+  function closeSocket() {
     if (socket) {
       const old = socket;
       socket = null;
       old.close();
     }
-    current = conversation.id;
-    lastSeq = 0;
+    delete app.dataset.connected;
+  }
+
+  // Show a conversation (or, with null, a new one not made yet) and follow its events from the start.
+  async function open(conversation) {
+    closeSocket();
+    current = conversation ? conversation.id : null;
     retries = 0;
-    runs.clear();
-    setActive(conversation.active_run);
-    $("messages").replaceChildren();
-    $("title").value = conversation.title || "";
+    view.clear();
+    $("empty").hidden = false; // until its first event
+    setActive(conversation ? conversation.active_run : null);
+    $("title").value = conversation ? conversation.title || "" : "";
+    $("archive").disabled = !conversation;
     app.classList.remove("show-sidebar");
     document.querySelectorAll("#conversations button").forEach((b) => {
       b.toggleAttribute("aria-current", b.dataset.id === current);
     });
-    showSkills(conversation.skills);
+    showSkills(conversation ? conversation.skills : null);
     await Promise.all([connect(), refreshFiles()]);
     $("text").focus();
   }
 
-  async function newConversation() {
-    const conversation = await call("POST", api, { title: "" });
-    await loadConversations();
-    await open(conversation);
+  // The title and skills chosen so far go with it; its first message follows.
+  async function createConversation() {
+    const conversation = await call("POST", api, { title: $("title").value, skills: chosenSkills() });
+    current = conversation.id;
+    return conversation;
+  }
+
+  // --- archiving: asked first, and undone from the list of archived conversations -------------------
+
+  function askToArchive() {
+    if (!current) return;
+    $("archive-title").textContent = $("title").value || "Untitled conversation";
+    $("archive-dialog").showModal();
+  }
+
+  async function archive() {
+    $("archive-dialog").close();
+    await call("POST", `${api}/${current}/archive`);
+    current = null;
+    const rest = await loadConversations();
+    await open(rest.length ? rest[0] : null);
+    if ($("archived").open) await loadArchived();
+  }
+
+  async function loadArchived() {
+    const page = await call("GET", `${api}?status=archived&limit=100`);
+    const archived = page.results.filter((c) => !only || c.id === only);
+    $("archived-list").replaceChildren(
+      ...archived.map((conversation) => {
+        const restore = element("button", "restore", "Restore");
+        restore.type = "button";
+        restore.setAttribute("aria-label", `Restore ${conversation.title || "Untitled conversation"}`);
+        restore.addEventListener("click", () => unarchive(conversation).catch((e) => showError(e.message)));
+        const item = element("li");
+        item.append(element("span", "title", conversation.title || "Untitled conversation"), restore);
+        return item;
+      }),
+    );
+    $("archived-count").textContent = archived.length ? `(${archived.length})` : "";
+    $("archived-empty").hidden = archived.length > 0;
+  }
+
+  async function unarchive(conversation) {
+    const restored = await call("PATCH", `${api}/${conversation.id}`, { status: "active" });
+    await Promise.all([loadConversations(), loadArchived()]);
+    await open(restored);
   }
 
   // --- files -------------------------------------------------------------------------------------
 
   async function refreshFiles() {
-    if (!current) return;
-    const files = await call("GET", `${api}/${current}/files`);
+    const files = current ? await call("GET", `${api}/${current}/files`) : [];
     const list = $("file-list");
     list.replaceChildren();
     for (const file of files) {
@@ -392,14 +349,18 @@
     $("skill-count").textContent = on === boxes.length ? "(all)" : `(${on} of ${boxes.length})`;
   }
 
-  async function chooseSkills() {
-    if (!current) return;
+  // The ticked skills; null when all are (the conversation then follows the tenant's list).
+  function chosenSkills() {
     const boxes = Array.from(document.querySelectorAll("#skill-list input"));
     const chosen = boxes.filter((box) => box.checked).map((box) => box.value);
+    return chosen.length === boxes.length ? null : chosen;
+  }
+
+  async function chooseSkills() {
     countSkills();
-    const skills = chosen.length === boxes.length ? null : chosen;
+    if (!current) return; // a new conversation is made with them
     try {
-      await call("PATCH", `${api}/${current}`, { skills });
+      await call("PATCH", `${api}/${current}`, { skills: chosenSkills() });
       await loadConversations(); // the sidebar's conversations carry their choice
     } catch (error) {
       showError(error.message);
@@ -448,25 +409,44 @@
   async function send(event) {
     event.preventDefault();
     const text = $("text").value;
-    if (!text.trim() || !current) return;
+    if (!text.trim()) return;
     const files = $("attach").files;
     try {
+      if (!current) {
+        // A new conversation: made now, its message sent over REST, then followed from its first event.
+        const conversation = await createConversation();
+        await call("POST", `${api}/${current}/messages`, messageBody(text, files));
+        clearComposer();
+        await loadConversations();
+        await open(conversation);
+        return;
+      }
       if (files.length) {
-        const form = new FormData();
-        form.append("text", text);
-        for (const file of files) form.append("file", file);
-        await call("POST", `${api}/${current}/messages`, form);
-        $("attach").value = "";
-        $("attached").textContent = "";
+        await call("POST", `${api}/${current}/messages`, messageBody(text, files));
       } else if (socket && socket.readyState === WebSocket.OPEN) {
         socket.send(JSON.stringify({ type: "message", text }));
       } else {
         await call("POST", `${api}/${current}/messages`, { text });
       }
-      $("text").value = "";
+      clearComposer();
     } catch (error) {
       showError(error.message);
     }
+  }
+
+  // Files go as multipart (stored in the workspace before the run starts), a bare message as JSON.
+  function messageBody(text, files) {
+    if (!files.length) return { text };
+    const form = new FormData();
+    form.append("text", text);
+    for (const file of files) form.append("file", file);
+    return form;
+  }
+
+  function clearComposer() {
+    $("text").value = "";
+    $("attach").value = "";
+    $("attached").textContent = "";
   }
 
   function stop() {
@@ -491,7 +471,10 @@
     }
   });
   $("stop").addEventListener("click", stop);
-  $("new-conversation").addEventListener("click", () => newConversation().catch((e) => showError(e.message)));
+  $("new-conversation").addEventListener("click", () => {
+    if (current) open(null).catch((e) => showError(e.message));
+    else $("text").focus(); // already a new one
+  });
   $("toggle-sidebar").addEventListener("click", () => app.classList.toggle("show-sidebar"));
   $("attach").addEventListener("change", () => {
     $("attached").textContent = Array.from($("attach").files, (f) => f.name).join(", ");
@@ -499,13 +482,18 @@
   $("title").addEventListener("change", () => {
     if (current) call("PATCH", `${api}/${current}`, { title: $("title").value }).then(loadConversations);
   });
-  $("archive").addEventListener("click", async () => {
-    if (!current) return;
-    await call("POST", `${api}/${current}/archive`);
-    current = null;
-    const rest = await loadConversations();
-    if (rest.length) await open(rest[0]);
-    else await newConversation();
+  $("archive").addEventListener("click", askToArchive);
+  $("archive-confirm").addEventListener("click", () => archive().catch((e) => showError(e.message)));
+  $("archive-cancel").addEventListener("click", () => $("archive-dialog").close());
+  $("archived").addEventListener("toggle", () => {
+    if ($("archived").open) loadArchived().catch((e) => showError(e.message));
+  });
+  // An example of the empty state goes into the composer, to send as it is or to change first.
+  document.querySelectorAll("#empty [data-example]").forEach((button) => {
+    button.addEventListener("click", () => {
+      $("text").value = button.dataset.example;
+      $("text").focus();
+    });
   });
   // A dropped connection, on demand (the browser tests cut the socket mid-run with it).
   document.addEventListener("cut-socket", () => socket && socket.close());
@@ -521,7 +509,7 @@
   (async () => {
     await loadSkills();
     const conversations = await loadConversations();
-    if (conversations.length) await open(conversations[0]);
-    else if (!only) await newConversation();
+    await open(conversations.length ? conversations[0] : null);
+    app.dataset.ready = "true";
   })().catch((error) => showError(error.message));
 })();

@@ -1,0 +1,295 @@
+// One drawing of the event vocabulary (README "Events"), shared by every page that follows a
+// conversation as it happens: the end users' chat page and the operators' live page in the admin.
+// The admin's stored transcript (templates/admin/conversations/conversation/change_form.html) draws
+// the same structure on the server, with the same class names and the same stylesheet.
+//
+// What a run looks like, whichever page shows it:
+//   article.run[data-run]
+//     div.user            the message as the user typed it, and chips for the files it brought
+//     div.assistant       text the agent wrote (Markdown where the page gives a renderer)
+//     details.thinking    thinking, collapsed
+//     details.tool        a tool call: its input, its result, and a subagent's activity nested in it
+//     p.meta              operators only: seq numbers, usage, the worker, events the page has no words for
+//     p.status            queued / running / how the run ended (a failed run's one error message)
+//
+// Everything in an event is untrusted (model and tool output): text goes in through textContent, and
+// Markdown only through the page's own renderer, which must sanitize.
+"use strict";
+
+window.ConversationEvents = (() => {
+  const TERMINAL = { "run.completed": "completed", "run.failed": "failed", "run.interrupted": "interrupted" };
+
+  function element(tag, className, text) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined && text !== null) node.textContent = text;
+    return node;
+  }
+
+  function pretty(value) {
+    try {
+      return JSON.stringify(value, null, 2);
+    } catch (error) {
+      return String(value);
+    }
+  }
+
+  function plainText(target, text) {
+    target.textContent = text;
+  }
+
+  // What a tool call is about, in a few words: its command, file or pattern.
+  function toolLabel(block) {
+    const input = block.input || {};
+    const text = input.command || input.file_path || input.path || input.pattern || input.description || "";
+    return String(text).slice(0, 120);
+  }
+
+  // The files a message brought, as `{path, size}` (older events have none).
+  function attachments(data) {
+    return Array.isArray(data.attachments) ? data.attachments : [];
+  }
+
+  class ConversationView {
+    /**
+     * @param {HTMLElement} root where the runs are drawn (emptied by clear())
+     * @param {object} options
+     *   operator: draw what operators need too (seq numbers, usage, sessions, unknown events)
+     *   markdown(target, text): fill target with the rendered text (default: plain text)
+     *   cost: add each run's cost to how it ended
+     *   onEvent(event, data): called after each new event is drawn (the page's own bookkeeping)
+     *   onChange(): called whenever the drawing changed (to keep the newest in view)
+     */
+    constructor(root, options = {}) {
+      this.root = root;
+      this.operator = Boolean(options.operator);
+      this.markdown = options.markdown || plainText;
+      this.cost = Boolean(options.cost);
+      this.onEvent = options.onEvent || (() => {});
+      this.onChange = options.onChange || (() => {});
+      this.clear();
+    }
+
+    clear() {
+      this.root.replaceChildren();
+      this.runs = new Map();
+      this.lastSeq = 0; // the highest seq drawn; a replay after reconnecting starts after it
+    }
+
+    /** Draw one event; false when its seq was drawn already (replays overlap live delivery). */
+    apply(event) {
+      if (typeof event.seq !== "number" || event.seq <= this.lastSeq) return false;
+      this.lastSeq = event.seq;
+      const run = this.run(event.run_id);
+      const data = event.data && typeof event.data === "object" ? event.data : {};
+      const draw = DRAW[event.type];
+      if (draw) draw(this, run, data, event);
+      else if (TERMINAL[event.type]) this.finish(run, TERMINAL[event.type], data, event);
+      else this.meta(run, `${event.type} #${event.seq}`, data);
+      run.root.append(run.status); // how the run stands stays last
+      this.onEvent(event, data);
+      this.onChange();
+      return true;
+    }
+
+    /** A line of the page's own (an error frame, an acknowledgement), after everything drawn. */
+    note(text, className) {
+      const node = element("p", className || "meta", text);
+      if (className === "error") node.setAttribute("role", "alert");
+      this.root.append(node);
+      this.onChange();
+      return node;
+    }
+
+    run(runId) {
+      let run = this.runs.get(runId);
+      if (!run) {
+        const root = element("article", "run");
+        root.dataset.run = runId;
+        const status = element("p", "status");
+        root.append(status);
+        this.root.append(root);
+        run = { root, status, tools: new Map(), messages: new Map(), streams: new Map() };
+        this.runs.set(runId, run);
+      }
+      return run;
+    }
+
+    // Subagent activity nests under the tool call that started it.
+    container(run, parent) {
+      const tool = parent && run.tools.get(parent);
+      return tool ? tool.querySelector(".nested") : run.root;
+    }
+
+    seq(node, event) {
+      if (this.operator) (node.querySelector(":scope > summary") || node).prepend(element("span", "seq", `#${event.seq}`));
+      return node;
+    }
+
+    // Operators see what the end user does not; events the page has no words for show their data.
+    meta(run, text, data) {
+      if (!this.operator) return null;
+      const node = element("p", "meta", text);
+      if (data !== undefined) {
+        const details = element("details", "meta");
+        details.append(element("summary", "", text), element("pre", "", pretty(data)));
+        run.root.append(details);
+        return details;
+      }
+      run.root.append(node);
+      return node;
+    }
+
+    setStatus(run, text, state) {
+      run.status.textContent = text;
+      run.status.dataset.state = state || "";
+      run.status.toggleAttribute("role", false);
+    }
+
+    userMessage(run, data, event) {
+      const user = element("div", "user");
+      if (this.operator) user.append(element("span", "who", `User${data.user_id ? ` ${data.user_id}` : ""}`));
+      // `text` is what the user typed; `input` (all older events have only that) is what the agent read.
+      user.append(element("div", "text", data.text ?? data.input ?? ""));
+      const files = attachments(data);
+      if (files.length) {
+        const chips = element("ul", "attachments");
+        chips.setAttribute("aria-label", "Attached files");
+        for (const file of files) {
+          const chip = element("li", "attachment", file.path);
+          if (file.size !== undefined) chip.title = `${Number(file.size).toLocaleString()} bytes`;
+          chips.append(chip);
+        }
+        user.append(chips);
+      }
+      run.root.insertBefore(this.seq(user, event), run.status);
+    }
+
+    // message.delta: the answer as it streams, replaced by the complete `message` block (which heals
+    // a missed delta). Thinking is shown once whole, collapsed.
+    stream(run, data) {
+      if (data.kind === "thinking") return;
+      const parent = data.parent_tool_use_id || "";
+      let stream = run.streams.get(parent);
+      if (!stream) {
+        stream = { node: element("div", "assistant markdown"), text: "", pending: false, done: false };
+        this.container(run, parent).append(stream.node);
+        run.streams.set(parent, stream);
+      }
+      stream.text += data.text || "";
+      if (!stream.pending) {
+        // Markdown is drawn once a frame, not once a token.
+        stream.pending = true;
+        requestAnimationFrame(() => {
+          stream.pending = false;
+          if (!stream.done) this.markdown(stream.node, stream.text);
+          this.onChange();
+        });
+      }
+    }
+
+    block(run, data, event) {
+      const block = data.block && typeof data.block === "object" ? data.block : {};
+      const parent = data.parent_tool_use_id || "";
+      const here = this.container(run, parent);
+      let node;
+      if (block.type === "text") {
+        const stream = run.streams.get(parent);
+        run.streams.delete(parent);
+        node = stream ? stream.node : here.appendChild(element("div", "assistant markdown"));
+        if (stream) stream.done = true; // a frame still to come must not draw the partial text over it
+        this.markdown(node, block.text || "");
+      } else if (block.type === "thinking") {
+        node = element("details", "thinking");
+        node.append(element("summary", "", "Thinking"), element("div", "body", block.thinking || ""));
+        here.append(node);
+      } else if (block.type === "tool_use") {
+        run.streams.delete(parent); // what follows the call streams into a new block
+        node = element("details", "tool");
+        node.open = this.operator;
+        node.dataset.tool = block.id || "";
+        const summary = element("summary");
+        summary.append(element("strong", "", block.name || "?"), " ", element("code", "", toolLabel(block)));
+        node.append(summary, element("pre", "input", pretty(block.input)), element("pre", "result"));
+        node.append(element("div", "nested"));
+        here.append(node);
+        if (block.id) run.tools.set(block.id, node);
+      } else {
+        node = this.meta(run, `message #${event.seq}`, block);
+      }
+      if (node && data.message_id) {
+        node.dataset.message = data.message_id;
+        run.messages.set(data.message_id, [...(run.messages.get(data.message_id) || []), node]);
+      }
+      if (node && node.parentNode === here) this.seq(node, event);
+    }
+
+    toolResult(run, data, event) {
+      const tool = run.tools.get(data.tool_use_id);
+      const content = typeof data.content === "string" ? data.content : pretty(data.content);
+      if (!tool) {
+        this.meta(run, `tool.result #${event.seq}`, data); // its call is outside what was drawn
+        return;
+      }
+      tool.querySelector(":scope > .result").textContent = content + (data.truncated ? "\n… (truncated)" : "");
+      tool.classList.toggle("error", Boolean(data.is_error));
+    }
+
+    // A failed model call: the CLI writes its own words as the agent's message (an API error, an
+    // internal address). The run's end says what went wrong, once and in the user's terms.
+    messageFailed(run, data) {
+      for (const node of run.messages.get(data.message_id) || []) node.remove();
+      run.messages.delete(data.message_id);
+      this.meta(run, `The model call failed: ${data.error || "?"}`);
+    }
+
+    finish(run, state, data, event) {
+      run.streams.clear();
+      const usage = data.usage || {};
+      const cost = Number(usage.cost_usd);
+      const parts = [];
+      if (state === "failed") parts.push((data.error && data.error.message) || "The run failed.");
+      else if (state === "interrupted") parts.push("Stopped");
+      if (this.operator) {
+        parts.unshift(event.type);
+        if (data.duration_ms !== undefined) parts.push(`${data.duration_ms} ms`);
+        if (!Number.isNaN(cost)) parts.push(`$${usage.cost_usd}`);
+      } else if (this.cost && cost > 0) {
+        parts.push(`$${cost.toFixed(4)}`);
+      }
+      this.setStatus(run, parts.join(" · "), state);
+      if (state === "failed") run.status.setAttribute("role", "alert");
+      this.seq(run.status, event);
+    }
+  }
+
+  const DRAW = {
+    "run.queued": (view, run, data, event) => {
+      view.userMessage(run, data, event);
+      view.setStatus(run, "Queued…", "queued");
+    },
+    "run.started": (view, run, data, event) => {
+      const name = data.model_display_name || data.model || "";
+      view.setStatus(run, name ? `Running · ${name}` : "Running…", "running");
+      const where = [data.worker && `worker ${data.worker}`, data.sandbox && `sandbox ${data.sandbox}`];
+      view.meta(run, [`Started #${event.seq}`, `model ${name || "?"}`, ...where, data.warning].filter(Boolean).join(" · "));
+    },
+    "session.init": (view, run, data) => view.meta(run, `Session ${data.session_id || "?"} · ${data.model || ""}`),
+    "message.delta": (view, run, data) => view.stream(run, data),
+    message: (view, run, data, event) => view.block(run, data, event),
+    "message.error": (view, run, data) => view.messageFailed(run, data),
+    "tool.result": (view, run, data, event) => view.toolResult(run, data, event),
+    "model.retry": (view, run, data) => {
+      view.setStatus(run, `The model is busy; retrying (attempt ${data.attempt})…`, "running");
+    },
+    usage: (view, run, data, event) => {
+      const tokens = `in ${data.input_tokens || 0} · out ${data.output_tokens || 0}`;
+      const cache = `cache write ${(data.cache_write_5m_tokens || 0) + (data.cache_write_1h_tokens || 0)} · cache read ${data.cache_read_tokens || 0}`;
+      view.meta(run, `Usage #${event.seq}: ${tokens} · ${cache}${data.cost_usd !== undefined ? ` · $${data.cost_usd}` : ""}`);
+    },
+    "file.changed": (view, run, data, event) => view.meta(run, `File ${data.change} #${event.seq}: ${data.path}`),
+    "file.presented": (view, run, data, event) => view.meta(run, `File presented #${event.seq}: ${data.path}`),
+  };
+
+  return { ConversationView, TERMINAL, element };
+})();
