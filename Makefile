@@ -33,7 +33,7 @@ worker: install
 # The whole suite against PostgreSQL and Redis (unit, API, WebSocket, and end-to-end with real processes),
 # as two pytest processes at once, each on a database and a Redis database of its own: the end-to-end
 # tests (mostly waiting on their Daphne, Celery, CLI and browser) beside the rest. Beside them a third
-# runs the tests marked `sqlite` (metrics, usage reports, dashboard) once more on `make run`'s embedded
+# runs the tests marked `sqlite` (metrics, usage reports, budgets, dashboard) once more on `make run`'s embedded
 # defaults: a SQLite file, no Redis, no broker. The other two reports follow.
 TEST_E2E_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/agent_platform_e2e
 TEST_E2E_REDIS_URL ?= redis://127.0.0.1:6379/1
