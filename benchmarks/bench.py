@@ -12,11 +12,11 @@ sync and placement figures against S3 (moto). MCP (benchmarks/mcp.py): what the 
 adds to a tool call against calling the server directly. Budgets (benchmarks/budgets.py): what
 reserving a call's worst case on five budgets adds to a model call at the gateway. Reports
 (benchmarks/reports.py): a month's usage report over 1,000,000 usage records.
-`BENCH_ONLY=streams|workspaces|skills|mcp|budgets|reports` measures one part.
+`BENCH_ONLY=streams|workspaces|skills|mcp|budgets|reports` measures one part; `BENCH_QUICK=1` runs
+each part once at small sizes, to show that every part still runs (CI does), not to measure.
 """
 
 import asyncio
-import json
 import os
 import statistics
 import sys
@@ -27,14 +27,11 @@ from typing import Any
 
 import psycopg
 
-RUNS = int(os.environ.get("BENCH_RUNS", "10"))
-WORDS = int(os.environ.get("BENCH_WORDS", "3000"))
-PACED_WORDS = 1000
+from benchmarks.measure import QUICK, percentile, platform_run, size, stream_run
 
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(int(len(ordered) * fraction), len(ordered) - 1)]
+RUNS = size(10, 1, "BENCH_RUNS")
+WORDS = size(3000, 200, "BENCH_WORDS")
+PACED_WORDS = size(1000, 100)
 
 
 def scratch_database(base_url: str) -> str:
@@ -118,56 +115,6 @@ async def serve_offline_model() -> tuple[Any, str]:
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
-
-
-def platform_run(client: Any, prompt: str) -> dict[str, float]:
-    """Seconds from POST to the first event, the first streamed text, and the terminal event, seen over WebSocket."""
-    conversation = client.create_conversation()
-    marks: dict[str, float] = {}
-    with client.websocket(conversation) as ws:
-        ws.send(json.dumps({"type": "ping"}))
-        assert json.loads(ws.recv(timeout=10))["type"] == "pong"  # the socket is fully set up
-        started = time.perf_counter()
-        run = client.send(conversation, prompt)
-        marks["post_returned"] = time.perf_counter() - started
-        while True:
-            frame = json.loads(ws.recv(timeout=60))
-            if "seq" not in frame:
-                continue
-            now = time.perf_counter() - started
-            marks.setdefault("first_event", now)
-            if frame["type"] == "message.delta":
-                marks.setdefault("first_text", now)
-            if frame["type"] in ("run.completed", "run.failed", "run.interrupted"):
-                assert frame["type"] == "run.completed", frame
-                assert frame["run_id"] == run["id"]
-                marks["terminal"] = now
-                return marks
-
-
-def stream_run(client: Any, prompt: str) -> tuple[list[float], float, int]:
-    """Per-event worker→WebSocket latency (ms), text deltas per second, and their count, for one run."""
-    from datetime import datetime
-
-    conversation = client.create_conversation()
-    latencies: list[float] = []
-    with client.websocket(conversation) as ws:
-        client.send(conversation, prompt)
-        first_at = last_at = 0.0
-        count = 0
-        while True:
-            frame = json.loads(ws.recv(timeout=120))
-            received = time.time()
-            if "seq" not in frame:
-                continue
-            stored_at = datetime.fromisoformat(frame["at"].replace("Z", "+00:00")).timestamp()
-            latencies.append((received - stored_at) * 1000)
-            if frame["type"] == "message.delta":
-                count += 1
-                first_at = first_at or received
-                last_at = received
-            if frame["type"] == "run.completed":
-                return latencies, count / max(last_at - first_at, 1e-9), count
 
 
 def main() -> None:
@@ -296,6 +243,8 @@ def main() -> None:
 def print_rows(rows: list[tuple[str, str]], work: Path) -> None:
     width = max(len(label) for label, _ in rows)
     print("\nAgent platform benchmark (offline model, real Daphne + Celery + PostgreSQL + Redis)")
+    if QUICK:
+        print("  QUICK MODE (BENCH_QUICK): each part once at small sizes; these are not measurements")
     for label, value in rows:
         print(f"  {label.ljust(width)}  {value}")
     print(f"  logs: {work}")

@@ -16,8 +16,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-CALLS = 300
-WARM_UP = 30
+from benchmarks.measure import percentile, size
+
+CALLS = size(300, 5)
+WARM_UP = size(30, 1)
 # A CLI request carries its system prompt, tools and history: tens of kilobytes.
 BODY = json.dumps(
     {
@@ -28,11 +30,6 @@ BODY = json.dumps(
         "messages": [{"role": "user", "content": "Say hello to the benchmark."}],
     }
 ).encode()
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(int(len(ordered) * fraction), len(ordered) - 1)]
 
 
 def figures(tenant: Any, work: Path) -> dict[str, float]:

@@ -20,16 +20,13 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
-CALLS = 200
-WARM_UP = 20
+from benchmarks.measure import percentile, size
+
+CALLS = size(200, 5)
+WARM_UP = size(20, 1)
 HOST = "127.0.0.2"
 SECRET = "bench-mcp-secret"
 RELAYED_NAME = "echo"
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(int(len(ordered) * fraction), len(ordered) - 1)]
 
 
 class ClientResets(logging.Filter):

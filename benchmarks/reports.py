@@ -8,17 +8,18 @@ tenancy, serializers), as a client sees it minus the network; by model and by us
 by day and by conversation are shown beside them.
 """
 
-import os
 import statistics
 import time
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-RECORDS = int(os.environ.get("BENCH_REPORT_RECORDS", "1000000"))
+from benchmarks.measure import size
+
+RECORDS = size(1_000_000, 2_000, "BENCH_REPORT_RECORDS")
 USERS = 200
-CONVERSATIONS = 20_000
-REPEATS = 10
+CONVERSATIONS = size(20_000, 40)
+REPEATS = size(10, 1)
 MONTH = (datetime(2026, 10, 1, tzinfo=UTC), datetime(2026, 11, 1, tzinfo=UTC))
 TENANT = "bench-reports"
 # (id, input, output, cache write 5m, cache write 1h, cache read) in USD per million tokens: list prices.

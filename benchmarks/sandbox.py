@@ -28,13 +28,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-LAUNCHES = int(os.environ.get("BENCH_LAUNCHES", "20"))
-LAUNCHER_RUNS = 20
-CHUNK_WORDS = 2000
-PACED_SECONDS = 4.0  # 2000 chunks at 500/s
-MEMORY_SESSIONS = 10
-MEMORY_SLOW_SECONDS = 15
-CONCURRENT_RUNS = (10, 20)
+from benchmarks.measure import percentile, size
+
+LAUNCHES = size(20, 1, "BENCH_LAUNCHES")
+LAUNCHER_RUNS = size(20, 1)
+CHUNK_WORDS = size(2000, 100)
+PACED_SECONDS = CHUNK_WORDS / 500  # chunks at 500/s
+MEMORY_SESSIONS = size(10, 2)
+MEMORY_SLOW_SECONDS = size(15, 5)
+CONCURRENT_RUNS = (10, 20) if size(True, False) else (2,)
 CONCURRENT_PROMPT = "[[bash echo hi]]"
 TRUE = "/usr/bin/true"
 
@@ -59,11 +61,6 @@ def clock() -> float:
     return time.clock_gettime(time.CLOCK_MONOTONIC)
 
 
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(int(len(ordered) * fraction), len(ordered) - 1)]
-
-
 # --- 1. launch overhead -------------------------------------------------------------------------
 
 
@@ -80,6 +77,7 @@ async def timed_launch(run: Any) -> dict[str, float]:
 
     from runs.session_store import DatabaseSessionStore
     from sandbox.launcher import agent_environment, gateway_base_url, prepare_launch, prepare_place, sandbox_ids
+    from skills.placement import place_skills
     from workspaces.services import workspace_dir
 
     stderr: list[str] = []
@@ -87,6 +85,8 @@ async def timed_launch(run: Any) -> dict[str, float]:
     began = clock()
     place = prepare_place(str(run.pk), workspace_dir(run.conversation))
     try:
+        # As runs.prepare does: the sandbox mounts the run's skills folder, so it must exist (here, empty).
+        place_skills([], place.skills_dir)
         gateway = first_call_gateway()(run, socket_path=place.gateway_socket, owner=sandbox_ids())
         async with gateway:
             launch = prepare_launch(
@@ -158,12 +158,14 @@ def launcher_costs(conversation: Any, runner: str) -> dict[str, list[float]]:
 
     from gateway.upstreams import anthropic
     from sandbox.launcher import agent_environment, prepare_launch, prepare_place
+    from skills.placement import place_skills
     from workspaces.services import workspace_dir
 
     times: dict[str, list[float]] = {"true": [], "version": []}
     with override_settings(SANDBOX_RUNNER=runner):
         place = prepare_place(f"launcher-{uuid.uuid4()}", workspace_dir(conversation))
         try:
+            place_skills([], place.skills_dir)  # the sandbox mounts it, as in timed_launch
             # Nothing is called: the process ends before any request.
             gateway = anthropic.cli_environment("http://127.0.0.1:9", "none")
             launch = prepare_launch(

@@ -14,9 +14,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-IDLE_SOCKETS = int(os.environ.get("BENCH_IDLE_SOCKETS", "1000"))
-IDLE_SECONDS = float(os.environ.get("BENCH_IDLE_SECONDS", "60"))
-LATENCY_WORDS = 1000
+from benchmarks.measure import percentile, size, stream_run
+
+IDLE_SOCKETS = size(1000, 20, "BENCH_IDLE_SOCKETS")
+IDLE_SECONDS = size(60.0, 2.0, "BENCH_IDLE_SECONDS")
+LATENCY_WORDS = size(1000, 100)
 
 
 def pss_kb(pid: int) -> int:
@@ -70,8 +72,6 @@ async def hold_idle_sockets(urls: list[str], started: threading.Event, result: d
 
 def figures(platform: Any, client: Any, tenant: Any) -> dict[str, Any]:
     """Idle sockets alive after the quiet, memory per idle socket, and live latency while they idle."""
-    from benchmarks.bench import percentile, stream_run
-
     daphne = platform.web.pid
     urls = idle_conversation_urls(tenant, platform.base_url)
     before_kb = pss_kb(daphne)

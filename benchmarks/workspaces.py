@@ -11,10 +11,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-SMALL_FILES = 1000
+from benchmarks.measure import size
+
+SMALL_FILES = size(1000, 20)
 SMALL_BYTES = 1024
-LARGE_BYTES = 100 * 1024 * 1024
-UNCHANGED_REPEATS = 20
+LARGE_BYTES = size(100, 1) * 1024 * 1024
+UNCHANGED_REPEATS = size(20, 1)
 
 
 def figures(tenant: Any, work: Path) -> dict[str, float]:
@@ -90,11 +92,14 @@ def rows(figures: dict[str, float]) -> list[tuple[str, str]]:
         return []
     return [
         (
-            "workspace sync out, 1,000 small files",
+            f"workspace sync out, {SMALL_FILES:,} small files",
             f"{figures['small_out'] * 1000:.0f} ms   (1 KB each, all new, to S3 (moto))",
         ),
         ("  again, nothing changed", f"{figures['small_unchanged'] * 1000:.1f} ms   (goal < 20 ms)"),
-        ("workspace sync in, 1,000 small files", f"{figures['small_in'] * 1000:.0f} ms   (an empty disk, from S3)"),
-        ("workspace sync out, one 100 MB file", f"{figures['large_out'] * 1000:.0f} ms"),
-        ("workspace sync in, one 100 MB file", f"{figures['large_in'] * 1000:.0f} ms"),
+        (
+            f"workspace sync in, {SMALL_FILES:,} small files",
+            f"{figures['small_in'] * 1000:.0f} ms   (an empty disk, from S3)",
+        ),
+        (f"workspace sync out, one {LARGE_BYTES // 2**20} MB file", f"{figures['large_out'] * 1000:.0f} ms"),
+        (f"workspace sync in, one {LARGE_BYTES // 2**20} MB file", f"{figures['large_in'] * 1000:.0f} ms"),
     ]

@@ -77,7 +77,9 @@ class RunCalls:
         try:
             reservation = await call_database(f"Reserving a call of run {self.run.pk}", budgets.reserve, self.run, body)
         except budgets.BudgetExceeded as exc:
-            return self.refuse("budget_exceeded", exc.message, exc.details)
+            # The figures are for operators (the log, the budgets API); the run and the CLI get the end user's words.
+            logger.info("Run %s: a model call was refused: %s", self.run.pk, exc.message)
+            return self.refuse("budget_exceeded", exc.notice, exc.details)
         if reservation is not None:
             request[RESERVATION] = reservation
         return None

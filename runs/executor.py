@@ -37,6 +37,11 @@ logger = logging.getLogger(__name__)
 
 Outcome = tuple[str, dict[str, Any] | None, dict[str, Any] | None]
 
+# What the end user reads when the model (or the way to it) failed; the CLI's own words, which name
+# its gateway's address and say "Failed to authenticate" for any 403, go to the log.
+MODEL_UNAVAILABLE = "The model is unavailable right now; try again."
+AGENT_FAILED = "The agent stopped unexpectedly; try again."
+
 
 class RunExecution:
     """One claimed run, from its `run.started` to its terminal event."""
@@ -71,9 +76,9 @@ class RunExecution:
         except TimeoutError:
             error = {"reason": "timeout", "message": f"The run exceeded {settings.RUN_MAX_SECONDS} seconds."}
         except ClaudeSDKError as exc:
-            # The CLI's own words (it only ever holds the run's token, never a real credential).
+            # The CLI's own words, for operators (it only ever holds the run's token, never a real credential).
             logger.warning("Run %s: the agent failed: %s\n%s", self.run.pk, exc, "\n".join(self.cli_stderr))
-            error = {"reason": "agent_error", "message": str(exc)[:2000]}
+            error = {"reason": "agent_error", "message": AGENT_FAILED}
         except Exception as exc:
             logger.exception("Run %s failed", self.run.pk)
             error = {"reason": "internal_error", "message": f"The run failed: {type(exc).__name__}."}
@@ -299,15 +304,11 @@ class RunExecution:
             return self._stopped_outcome()
         if message.is_error or message.subtype != "success":
             detail = "; ".join(message.errors or []) or message.result or message.subtype
-            return (
-                Run.Status.FAILED,
-                None,
-                {
-                    "reason": "model_error" if message.api_error_status else message.subtype,
-                    "message": detail,
-                    "api_status": message.api_error_status,
-                },
-            )
+            if message.api_error_status or self.translator.model_failed:
+                logger.warning("Run %s: the model failed (%s): %s", self.run.pk, message.api_error_status, detail)
+                error = {"reason": "model_error", "message": MODEL_UNAVAILABLE, "api_status": message.api_error_status}
+                return Run.Status.FAILED, None, error
+            return Run.Status.FAILED, None, {"reason": message.subtype, "message": detail, "api_status": None}
         return (
             Run.Status.COMPLETED,
             {

@@ -64,6 +64,8 @@ class EventTranslator:
 
     def __init__(self) -> None:
         self.session_id = ""
+        # Whether the CLI reported a model call that failed for good (after its own retries).
+        self.model_failed = False
         self._recorded: dict[str, UsageRecord] = {}  # calls recorded, not yet reported, by message id
         self._open_call_by_parent: dict[str | None, str] = {}
 
@@ -156,6 +158,13 @@ class EventTranslator:
         return []
 
     def _assistant(self, message: AssistantMessage) -> list[EventItem]:
+        if message.error:
+            # Not the model's words but the CLI's report of a failed model call ("Failed to authenticate.
+            # API Error: 403 …", "… check your inference gateway (127.0.0.1:8765)"): end users would read it
+            # beside the run's failure, and in the CLI's terms. Only its kind is kept; the terminal event
+            # says what happened, once.
+            self.model_failed = True
+            return [(EventType.MESSAGE_ERROR, {"error": message.error, "message_id": message.message_id})]
         items: list[EventItem] = []
         for block in message.content:
             data = _block_data(block)
@@ -171,8 +180,6 @@ class EventTranslator:
                         },
                     )
                 )
-        if message.error:
-            items.append((EventType.MESSAGE_ERROR, {"error": message.error, "message_id": message.message_id}))
         return items
 
     def _user(self, message: UserMessage) -> list[EventItem]:

@@ -50,18 +50,36 @@ LEVEL_NAMES = {
 }
 
 
-class BudgetExceeded(Exception):
-    """A call that would pass a budget; `message` is for the user and the model alike."""
+# What the end user reads when a budget stops their run: whose budget, in their terms ({renews}: when it does).
+NOTICES = {
+    BudgetLevel.TENANT_MONTH: "This service has reached its monthly budget; it renews on {renews}.",
+    BudgetLevel.USER_DAY: "You have reached your daily budget; it renews on {renews}.",
+    BudgetLevel.USER_MONTH: "You have reached your monthly budget; it renews on {renews}.",
+    BudgetLevel.CONVERSATION: "This conversation has reached its budget.",
+    BudgetLevel.RUN: "This message has reached its budget.",
+}
 
-    def __init__(self, cap: Cap, message: str) -> None:
+
+class BudgetExceeded(Exception):
+    """A call that would pass a budget: `message` gives the figures (for operators and logs), `notice` says
+    it to the end user (whose budget, and when it renews)."""
+
+    def __init__(self, cap: Cap, message: str, time_zone: str) -> None:
         super().__init__(message)
         self.level = cap.level
         self.period = cap.period
         self.message = message
+        self.notice = budget_notice(cap.level, cap.period, time_zone)
 
     @property
     def details(self) -> dict[str, str]:
         return {"level": self.level, "period": self.period}
+
+
+def budget_notice(level: str, period: str, time_zone: str) -> str:
+    """The end user's words for a budget at `level` used up in `period`, e.g. "…; it renews on 1 January."."""
+    renews = period_bounds(period, time_zone)[1]
+    return NOTICES[BudgetLevel(level)].format(renews=f"{renews.day} {renews:%B}" if renews else "")
 
 
 def periods(moment: datetime, time_zone: str) -> tuple[str, str]:
@@ -91,6 +109,7 @@ class CallTerms:
     caps: list[Cap]
     input_price: Decimal
     output_price: Decimal
+    time_zone: str = "UTC"  # the tenant's: where its days and months begin
 
 
 def call_terms(run: Run, moment: datetime) -> CallTerms:
@@ -120,6 +139,7 @@ def call_terms(run: Run, moment: datetime) -> CallTerms:
         caps=sorted((cap for cap in found if cap.usd is not None or cap.calls is not None), key=lambda cap: cap.key),
         input_price=max(input_prices),
         output_price=model.output_price if terms.output_price is None else terms.output_price,
+        time_zone=terms.time_zone,
     )
 
 
@@ -199,17 +219,17 @@ def reserve(run: Run, body: bytes) -> int | None:
     held, reservation = counters.hold(run.conversation.tenant_id, run.pk, terms.caps, worst_case)
     if reservation is None:
         refused = next(cap for cap in terms.caps if not cap.fits(held[cap.key], worst_case))
-        raise refusal(refused, held[refused.key], worst_case)
+        raise refusal(refused, held[refused.key], worst_case, terms.time_zone)
     return reservation
 
 
-def refusal(cap: Cap, counter: BudgetCounter, worst_case: Decimal) -> BudgetExceeded:
-    """Why a call of `worst_case` does not fit `cap`, whose counter stands as given."""
+def refusal(cap: Cap, counter: BudgetCounter, worst_case: Decimal, time_zone: str) -> BudgetExceeded:
+    """Why a call of `worst_case` does not fit `cap`, whose counter stands as given (periods in `time_zone`)."""
     name, period = LEVEL_NAMES[BudgetLevel(cap.level)], f" for {cap.period}" if cap.period else ""
     if cap.calls is not None and counter.calls + counter.reserved_calls + 1 > cap.calls:
         in_flight = f", {counter.reserved_calls} in progress" if counter.reserved_calls else ""
         return BudgetExceeded(
-            cap, f"{name}{period} of {cap.calls} model call(s) is used up ({counter.calls} made{in_flight})."
+            cap, f"{name}{period} of {cap.calls} model call(s) is used up ({counter.calls} made{in_flight}).", time_zone
         )
     assert cap.usd is not None  # it does not fit, and not by its calls
     held = f" and ${usd(counter.reserved_usd)} held by calls in progress" if counter.reserved_calls else ""
@@ -217,6 +237,7 @@ def refusal(cap: Cap, counter: BudgetCounter, worst_case: Decimal) -> BudgetExce
         cap,
         f"{name}{period} of ${cap.usd.normalize():f} USD would be exceeded: ${usd(counter.spent_usd)} spent"
         f"{held}, and the next model call may cost up to ${usd(worst_case)}.",
+        time_zone,
     )
 
 

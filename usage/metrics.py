@@ -9,12 +9,14 @@ loopback by default) opens it.
 import hmac
 import ipaddress
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db.models import Count, ExpressionWrapper, F, FloatField, Q, Sum
-from django.db.models.functions import Coalesce, Extract
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models import Count, F, FloatField, Func, Q, Sum
+from django.db.models.functions import Coalesce
+from django.db.models.sql.compiler import SQLCompiler
 from django.http import HttpRequest, HttpResponse
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -25,6 +27,9 @@ from api.errors import allow_methods, json_error
 from conversations.models import Conversation, Run
 from tenants.models import TOKEN_KINDS
 from usage.models import usage_figures, usage_for_report
+
+if TYPE_CHECKING:
+    from django.db.models.sql.compiler import _AsSqlType  # django-stubs' name for (sql, params)
 
 DURATION_BUCKETS = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
 WAIT_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0)
@@ -66,14 +71,14 @@ def _runs() -> Iterator[Any]:
         "agent_run_duration_seconds",
         "How long runs took, start to end.",
         Run.objects.filter(started_at__isnull=False, finished_at__isnull=False),
-        _seconds(F("finished_at") - F("started_at")),
+        Seconds(F("finished_at") - F("started_at")),
         DURATION_BUCKETS,
     )
     yield _histogram(
         "agent_run_queue_wait_seconds",
         "How long runs waited for a worker.",
         Run.objects.filter(started_at__isnull=False),
-        _seconds(F("started_at") - F("created_at")),
+        Seconds(F("started_at") - F("created_at")),
         WAIT_BUCKETS,
     )
     yield _histogram(
@@ -85,8 +90,18 @@ def _runs() -> Iterator[Any]:
     )
 
 
-def _seconds(interval: Any) -> Any:
-    return ExpressionWrapper(Extract(interval, "epoch"), output_field=FloatField())
+class Seconds(Func):
+    """A duration (the difference of two date-times) in seconds, on PostgreSQL and on the embedded SQLite.
+
+    Django's Extract(…, "epoch") needs a native interval type, which SQLite lacks: there Django
+    computes a difference of date-times as its microseconds (django_timestamp_diff).
+    """
+
+    template = "EXTRACT(EPOCH FROM %(expressions)s)"
+    output_field = FloatField()
+
+    def as_sqlite(self, compiler: SQLCompiler, connection: BaseDatabaseWrapper, **extra_context: Any) -> "_AsSqlType":
+        return self.as_sql(compiler, connection, template="(%(expressions)s / 1000000.0)", **extra_context)
 
 
 def _histogram(name: str, documentation: str, runs: Any, seconds: Any, buckets: tuple[float, ...]) -> Any:

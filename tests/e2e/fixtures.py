@@ -9,7 +9,17 @@ from django.conf import settings
 from django.db import connection
 from playwright.sync_api import Browser, sync_playwright
 
-from tests.e2e.harness import Client, Platform, database_url, serving, tenant_client, wait_for_quiet_database
+from tests.e2e.harness import (
+    Client,
+    Platform,
+    database_url,
+    serving,
+    serving_embedded,
+    tenant_client,
+    wait_for_quiet_database,
+)
+
+NEEDS_POSTGRESQL = "end-to-end tests need DATABASE_URL (PostgreSQL) and REDIS_URL; `make test` sets both"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -17,6 +27,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/e2e/" in str(item.path) or "platform" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.e2e)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """On SQLite the running platform is `make run`'s embedded one (no Celery, no Redis): only tests marked
+    `sqlite` are written for it."""
+    on_platform = "platform" in getattr(item, "fixturenames", ())
+    if on_platform and connection.vendor == "sqlite" and item.get_closest_marker("sqlite") is None:
+        pytest.skip(NEEDS_POSTGRESQL)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -31,9 +49,14 @@ def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
 def platform(
     django_db_setup: None, django_db_blocker: object, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Platform]:
-    """Real Daphne and a real Celery worker on the test database, PostgreSQL and Redis."""
+    """Real Daphne and a real Celery worker on the test database, PostgreSQL and Redis; on SQLite, Daphne
+    alone on the embedded defaults, as `make run` serves them."""
+    if connection.vendor == "sqlite":
+        with serving_embedded(database_url(connection.settings_dict), tmp_path_factory.mktemp("embedded")) as embedded:
+            yield embedded
+        return
     if connection.vendor != "postgresql" or not settings.REDIS_URL:
-        pytest.skip("end-to-end tests need DATABASE_URL (PostgreSQL) and REDIS_URL; `make test` sets both")
+        pytest.skip(NEEDS_POSTGRESQL)
     with serving(
         database_url(connection.settings_dict), settings.REDIS_URL, tmp_path_factory.mktemp("e2e")
     ) as platform:

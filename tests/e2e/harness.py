@@ -36,6 +36,8 @@ def free_port() -> int:
 
 
 def database_url(db_settings: dict[str, Any]) -> str:
+    if db_settings["ENGINE"] == "django.db.backends.sqlite3":
+        return f"sqlite:///{db_settings['NAME']}"
     user = quote(db_settings.get("USER") or "postgres")
     password = f":{quote(db_settings['PASSWORD'])}" if db_settings.get("PASSWORD") else ""
     host = db_settings.get("HOST") or "127.0.0.1"
@@ -328,6 +330,18 @@ class Platform:
                 self.kill(process)
         self.workers.clear()
         shutil.rmtree(self.env["RUN_ROOT"], ignore_errors=True)
+
+
+@contextmanager
+def serving_embedded(database_url: str, work_dir: Path) -> Iterator[Platform]:
+    """Daphne alone on `make run`'s embedded defaults: a SQLite file, no Redis (the in-memory channel
+    layer), no broker (runs in a thread of the web process)."""
+    platform = Platform(database_url, "", work_dir)
+    try:
+        platform.start_web()
+        yield platform
+    finally:
+        platform.stop()
 
 
 @contextmanager

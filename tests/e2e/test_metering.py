@@ -90,7 +90,7 @@ def test_a_run_over_its_call_budget_stops_at_the_gateway_with_budget_exceeded(
     assert response.status_code == 202
     assert terminal["type"] == "run.failed", terminal
     assert terminal["data"]["error"]["reason"] == "budget_exceeded"
-    assert "2 model call" in terminal["data"]["error"]["message"]
+    assert terminal["data"]["error"]["message"] == "This message has reached its budget."
     assert UsageRecord.objects.filter(run_id=run["id"]).count() == 2
     assert terminal["data"]["usage"]["model_calls"] == 2
     assert Run.objects.get(pk=run["id"]).budget_calls == 2
@@ -109,7 +109,7 @@ def test_a_run_whose_first_call_may_cost_more_than_its_usd_budget_never_reaches_
     assert terminal["type"] == "run.failed"
     error = terminal["data"]["error"]
     assert (error["reason"], error["level"]) == ("budget_exceeded", "run")
-    assert "This run's budget of $0.05 USD would be exceeded" in error["message"]
+    assert error["message"] == "This message has reached its budget."
     assert terminal["data"]["usage"]["model_calls"] == 0
 
 

@@ -370,7 +370,7 @@ async def test_past_the_budget_model_calls_are_refused_but_the_listing_is_not(
         listing = await call(gateway, "/inference-profiles?type=SYSTEM_DEFINED", method="GET")
 
     assert (first[0], second[0], listing[0]) == (200, 403, 200)
-    assert "budget of 1 model call" in json.loads(second[2])["error"]["message"]
+    assert json.loads(second[2])["error"]["message"] == "This message has reached its budget."
     assert [refusal[0] for refusal in refusals] == ["budget_exceeded"]
     assert [seen.method for seen in fake_bedrock.seen] == ["POST", "GET"]
     assert len(await sync_to_async(records)(run)) == 1

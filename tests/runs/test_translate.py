@@ -5,6 +5,7 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
+from claude_agent_sdk import AssistantMessage, TextBlock
 from claude_agent_sdk.types import StreamEvent
 
 from conversations.models import Run
@@ -165,3 +166,18 @@ def test_a_call_without_a_record_gets_no_usage_event(run: Run) -> None:
         == []
     )
     assert translator.translate(message_delta({"output_tokens": 5})) == []
+
+
+def test_the_clis_report_of_a_refused_call_is_kept_as_its_kind_not_its_words() -> None:
+    translator = EventTranslator()
+    report = AssistantMessage(
+        content=[TextBlock(text='Failed to authenticate. API Error: 403 {"type":"error","error":{"message":"…"}}')],
+        model="<synthetic>",
+        error="authentication_failed",
+        message_id="msg_1",
+    )
+
+    events = translator.translate(report)
+
+    assert events == [("message.error", {"error": "authentication_failed", "message_id": "msg_1"})]
+    assert translator.model_failed

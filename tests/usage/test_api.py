@@ -15,7 +15,8 @@ from tests.api.assertions import error_of
 from tests.conftest import client_with_key
 from usage.models import UsageRecord
 
-pytestmark = pytest.mark.django_db
+# Also on the embedded SQLite (`make run`'s default), where PostgreSQL's SQL would not run.
+pytestmark = [pytest.mark.django_db, pytest.mark.sqlite]
 
 URL = "/api/tenants/acme/usage"
 SCRIPTED = {"input": 1200, "output": 300, "cache_read": 5000, "cache_write_5m": 700, "cache_write_1h": 100}

@@ -15,16 +15,28 @@ from conversations.models import Conversation, Run
 from tenants.models import LanguageModel, Tenant
 from tests.usage.conftest import anthropic_usage
 from usage import budgets, counters
-from usage.budgets import BudgetExceeded, call_terms, periods, release, release_abandoned, reserve, worst_case_cost
+from usage.budgets import (
+    BudgetExceeded,
+    budget_notice,
+    call_terms,
+    periods,
+    release,
+    release_abandoned,
+    reserve,
+    worst_case_cost,
+)
 from usage.models import BudgetCounter, BudgetReservation, UserBudget
 from usage.services import record_usage
 
-pytestmark = pytest.mark.django_db
+# Also on the embedded SQLite, which takes the ORM steps.
+pytestmark = [pytest.mark.django_db, pytest.mark.sqlite]
 
 
 @pytest.fixture(autouse=True, params=["postgresql", "orm"])
 def counters_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Each test twice: with PostgreSQL's statements, and with the ORM steps other databases take."""
+    if request.param == "postgresql" and connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL's statements need PostgreSQL")
     if request.param == "orm":
         monkeypatch.setattr(counters, "fast", lambda: False)
     return str(request.param)
@@ -213,6 +225,20 @@ def test_the_tenant_month_refuses_with_its_level_and_period(run: Run, tenant: Te
         refused.value.message
         == f"The organisation's monthly budget for {month} of 1 model call(s) is used up (1 made)."
     )
+
+
+def test_the_end_user_is_told_whose_budget_ran_out_and_when_it_renews_where_the_tenant_lives() -> None:
+    assert budget_notice("tenant_month", "2026-12", "UTC") == (
+        "This service has reached its monthly budget; it renews on 1 January."
+    )
+    assert budget_notice("user_day", "2026-11-30", "Asia/Kolkata") == (
+        "You have reached your daily budget; it renews on 1 December."
+    )
+    assert (
+        budget_notice("user_month", "2026-02", "UTC") == "You have reached your monthly budget; it renews on 1 March."
+    )
+    assert budget_notice("conversation", "", "UTC") == "This conversation has reached its budget."
+    assert budget_notice("run", "", "UTC") == "This message has reached its budget."
 
 
 def test_a_users_own_budget_replaces_the_tenants_default_for_that_user_only(

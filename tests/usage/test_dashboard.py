@@ -18,7 +18,8 @@ from usage.budgets import periods
 from usage.dashboard import Period, dashboard_figures
 from usage.models import BudgetCounter, UsageRecord, UserBudget
 
-pytestmark = pytest.mark.django_db
+# Also on the embedded SQLite (`make run`'s default), where PostgreSQL's SQL would not run.
+pytestmark = [pytest.mark.django_db, pytest.mark.sqlite]
 
 DASHBOARD = reverse("admin:usage_dashboard")
 

@@ -16,7 +16,8 @@ from tests.e2e.harness import Platform
 from usage.budgets import periods
 from usage.models import BudgetCounter, UsageRecord
 
-pytestmark = pytest.mark.usefixtures("orm_beside_playwright")
+# Also on the embedded SQLite, with Daphne serving it as `make run` does.
+pytestmark = [pytest.mark.usefixtures("orm_beside_playwright"), pytest.mark.sqlite]
 
 # Set to a path (e.g. /tmp/dashboard.png) to keep a copy of the screenshot outside the test's tmp dir.
 SCREENSHOT_COPY = os.environ.get("DASHBOARD_SCREENSHOT", "")

@@ -3,6 +3,7 @@
 from datetime import timedelta
 from decimal import Decimal
 
+import httpx
 import pytest
 from django.test import Client
 from django.utils import timezone
@@ -12,10 +13,12 @@ from pytest_django.fixtures import Settings
 from conversations.models import Run
 from tenants.models import Tenant
 from tests.api.assertions import error_of
+from tests.e2e.harness import Platform
 from tests.factories import ConversationFactory, RunFactory
 from usage.services import record_usage
 
-pytestmark = pytest.mark.django_db
+# Also on the embedded SQLite (`make run`'s default), where PostgreSQL's SQL would not run.
+pytestmark = [pytest.mark.django_db, pytest.mark.sqlite]
 
 
 def scrape(client: Client, **headers: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -84,3 +87,25 @@ def test_metrics_are_closed_to_other_networks_unless_the_token_is_sent(settings:
     assert "METRICS_TOKEN" in error_of(stranger.get("/metrics"), 403)["message"]
     assert error_of(stranger.get("/metrics", HTTP_AUTHORIZATION="Bearer wrong"), 403)
     assert scrape(stranger, HTTP_AUTHORIZATION="Bearer metrics-token-for-tests") == scrape(Client())
+
+
+@pytest.mark.usefixtures("transactional_db")
+def test_the_running_platform_answers_a_scrape_with_its_figures(platform: Platform, tenant: Tenant) -> None:
+    now = timezone.now()
+    RunFactory(
+        conversation=ConversationFactory(tenant=tenant),
+        status=Run.Status.COMPLETED,
+        started_at=now - timedelta(seconds=2),
+        finished_at=now,
+    )
+
+    response = httpx.get(f"{platform.base_url}/metrics", timeout=30)
+
+    assert response.status_code == 200, response.text[:300]
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+    assert samples[("agent_run_duration_seconds_sum", (("tenant", "acme"),))] == pytest.approx(2.0)
+    assert samples[("agent_run_queue_wait_seconds_count", (("tenant", "acme"),))] == 1

@@ -15,7 +15,8 @@ from tests.factories import ConversationFactory, RunFactory
 from usage.models import UsageRecord
 from usage.services import record_usage
 
-pytestmark = pytest.mark.django_db
+# Also on the embedded SQLite (`make run`'s default), where PostgreSQL's SQL would not run.
+pytestmark = [pytest.mark.django_db, pytest.mark.sqlite]
 
 URL = "/api/tenants/acme/usage"
 UTC = ZoneInfo("UTC")
