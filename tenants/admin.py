@@ -22,7 +22,7 @@ from tenants.models import (
     ModelPrice,
     Tenant,
 )
-from tenants.services import delete_tenant
+from tenants.services import delete_tenant, save_language_model
 from usage.models import BudgetCounter, UsageRecord
 from workspaces.models import WorkspaceFile
 
@@ -147,6 +147,9 @@ class LanguageModelAdmin(admin.ModelAdmin):
                 conversation_count=count_of(Conversation.objects.all(), "model"),
             )
         )
+
+    def save_model(self, request: HttpRequest, obj: LanguageModel, form: forms.ModelForm, change: bool) -> None:
+        save_language_model(obj)
 
     def get_object(self, request: HttpRequest, object_id: str, from_field: str | None = None) -> LanguageModel | None:
         model = super().get_object(request, object_id, from_field)

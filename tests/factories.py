@@ -1,12 +1,14 @@
 """Data for tests of every app (factory-boy): each factory makes a valid row, given only what a test cares about."""
 
 from decimal import Decimal
+from typing import Any
 
 import factory
 from factory.django import DjangoModelFactory
 
 from conversations.models import Conversation, Run
 from tenants.models import LanguageModel, Tenant
+from tenants.services import save_language_model
 
 # Claude Sonnet 4.5 list prices, USD per million tokens.
 SONNET_PRICES = {
@@ -43,6 +45,12 @@ class LanguageModelFactory(DjangoModelFactory[LanguageModel]):
     cache_write_5m_price = SONNET_PRICES["cache_write_5m_price"]
     cache_write_1h_price = SONNET_PRICES["cache_write_1h_price"]
     cache_read_price = SONNET_PRICES["cache_read_price"]
+
+    @classmethod
+    def _create(cls, model_class: type[LanguageModel], *args: Any, **kwargs: Any) -> LanguageModel:
+        # Through the catalog service, as admin, API and loadmodels make models: with its first price recorded.
+        existing = model_class.objects.filter(pk=kwargs["id"]).first()
+        return existing or save_language_model(model_class(*args, **kwargs))
 
 
 class TenantFactory(DjangoModelFactory[Tenant]):

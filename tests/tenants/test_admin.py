@@ -67,6 +67,8 @@ def test_operator_defines_a_model_with_prices(admin_client: Client) -> None:
         Decimal("15"),
         Decimal("0.3"),
     )
+    (first_price,) = model.prices.all()
+    assert (first_price.effective_from, first_price.price_values()) == (model.created_at, model.price_values())
 
 
 def test_model_changelist_counts_tenants_and_conversations(

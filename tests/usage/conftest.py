@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from conversations.models import Conversation, Run
 from tenants.models import LanguageModel, Tenant
+from tests.factories import LanguageModelFactory
 from usage.models import UsageRecord
 from usage.services import record_usage
 
@@ -30,10 +31,9 @@ def anthropic_usage(
 @pytest.fixture
 def haiku(db: None) -> LanguageModel:
     """Claude Haiku 4.5 at its list prices."""
-    return LanguageModel.objects.create(
+    return LanguageModelFactory(
         id="haiku",
         display_name="Claude Haiku 4.5",
-        provider=LanguageModel.Provider.ANTHROPIC,
         provider_model_id="claude-haiku-4-5",
         input_price=Decimal("1"),
         output_price=Decimal("5"),
