@@ -13,10 +13,11 @@ from django.db import connection, connections
 
 from conversations.models import Conversation, Run
 from tenants.models import LanguageModel, Tenant
+from tests.factories import ConversationFactory, UserBudgetFactory
 from tests.usage.conftest import anthropic_usage
 from usage import budgets, counters
 from usage.budgets import BudgetExceeded, call_terms, periods, release, release_abandoned, reserve, worst_case_cost
-from usage.models import BudgetCounter, BudgetReservation, UserBudget
+from usage.models import BudgetCounter, BudgetReservation
 from usage.services import record_usage
 
 pytestmark = pytest.mark.django_db
@@ -220,7 +221,7 @@ def test_a_users_own_budget_replaces_the_tenants_default_for_that_user_only(
 ) -> None:
     tenant.user_daily_budget_usd = Decimal("0.001")  # less than one small call's worst case
     tenant.save()
-    UserBudget.objects.create(tenant=tenant, user_id="alice", daily_usd=Decimal("1"))
+    UserBudgetFactory(tenant=tenant, user_id="alice", daily_usd=Decimal("1"))
     bob = make_run(sonnet_conversation, user_id="bob")
 
     allowed = reserve(run, SMALL_CALL)
@@ -235,7 +236,7 @@ def test_a_users_own_budget_replaces_the_tenants_default_for_that_user_only(
 def test_a_conversation_budget_holds_across_its_runs(
     tenant: Tenant, sonnet: LanguageModel, make_run: Callable[..., Run]
 ) -> None:
-    conversation = Conversation.objects.create(tenant=tenant, model=sonnet, budget_calls=2)
+    conversation = ConversationFactory(tenant=tenant, model=sonnet, budget_calls=2)
     for number in range(2):
         run = make_run(conversation)
         held = reserve(run, SMALL_CALL)
