@@ -19,6 +19,7 @@ from conversations.events import TERMINAL_EVENT_TYPES, EventType
 from conversations.models import Conversation, Event, Run, RunQuerySet
 from runs import services
 from tenants.admin import drop_history_permissions
+from tenants.admin_mixins import ReadOnlyAdminMixin
 from tenants.models import TOKEN_KINDS
 from workspaces.models import WorkspaceFile
 
@@ -325,7 +326,8 @@ class ConversationAdmin(UuidSearchMixin, admin.ModelAdmin):
 
 
 @admin.register(Run)
-class RunAdmin(UuidSearchMixin, admin.ModelAdmin):
+class RunAdmin(UuidSearchMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+    # Read-only: a run's events are part of its conversation's gap-free seq; delete the conversation instead.
     list_display = [
         "id",
         "conversation",
@@ -379,16 +381,6 @@ class RunAdmin(UuidSearchMixin, admin.ModelAdmin):
     def error_json(self, obj: Run) -> str:
         return format_html("<pre>{}</pre>", pretty_json(obj.error)) if obj.error is not None else "—"
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Run | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Run | None = None) -> bool:
-        # A run's events are part of its conversation's gap-free seq; delete the conversation instead.
-        return False
-
     def has_interrupt_permission(self, request: HttpRequest) -> bool:
         # The pages are read-only for everyone, so interrupting needs the model permission itself.
         return request.user.has_perm("conversations.change_run")
@@ -422,7 +414,7 @@ class EventTypeFilter(admin.SimpleListFilter):
 
 
 @admin.register(Event)
-class EventAdmin(admin.ModelAdmin):
+class EventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["conversation", "seq", "type", "run", "created_at"]
     list_filter = [EventTypeFilter]
     list_select_related = ["conversation", "run"]
@@ -448,12 +440,3 @@ class EventAdmin(admin.ModelAdmin):
     @admin.display(description="data")
     def data_json(self, obj: Event) -> str:
         return format_html("<pre>{}</pre>", pretty_json(obj.data))
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Event | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Event | None = None) -> bool:
-        return False

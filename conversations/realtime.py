@@ -27,6 +27,10 @@ EVENTS_MESSAGE_TYPE = "conversation.events"
 INTERRUPT_MESSAGE_TYPE = "run.interrupt"
 # Made up by a GroupListener, never sent: "the layer may have lost messages; read the database".
 LAYER_POLL_MESSAGE_TYPE = "layer.poll"
+# A listener whose channel layer fails retries after this, doubling up to the maximum (GroupListener):
+# a blip is repaired within a fraction of a second, and during an outage (Redis restarting) each socket
+# asks at most every few seconds instead of hammering the layer it is waiting for. Every retry also
+# reads the database, so events keep flowing at that pace meanwhile.
 LAYER_RETRY_FIRST_SECONDS = 0.25
 LAYER_RETRY_MAX_SECONDS = 5.0
 # Larger batches travel as a seq range only; listeners read them from the database.

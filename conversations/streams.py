@@ -40,6 +40,9 @@ from tenants.auth import Principal, authenticate_headers, read_stream_token
 logger = logging.getLogger(__name__)
 
 Frame = tuple[int, str]
+# Events read per query when a cursor catches up from the database: however long the conversation,
+# each query (and the sync thread it occupies) stays short, while the usual catch-up (a reconnect
+# after a few missed events, a gap in a broadcast) is one query.
 CATCH_UP_BATCH = 1000
 
 

@@ -14,6 +14,7 @@ from conversations.events import EventItem
 from workspaces.services import RunWorkspace
 from workspaces.sync import valid_path
 
+# A listing is a tool result the model reads in full: past this, it costs tokens without helping.
 MAX_LISTED = 1000
 TOOL_DESCRIPTIONS = {
     "list_files": "List the files in /workspace (the conversation's files): path and size, at most 1,000.",

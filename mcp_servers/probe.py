@@ -24,6 +24,9 @@ from mcp_servers.openapi import operations
 from mcp_servers.services import MissingSecret, resolved_headers
 from tenants.models import Tenant
 
+# A probe answers an operator's request (REST or admin) that waits for it: long enough for a server's
+# connect, initialize and tools/list, short enough that a server that never answers gives a reason
+# rather than a hung page.
 TIMEOUT_SECONDS = 20
 
 

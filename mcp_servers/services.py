@@ -10,12 +10,11 @@ from django.conf import settings
 
 from gateway.egress import EgressRefused, check_url, guarded_connector
 from mcp_servers.models import SECRET_REFERENCE, McpServer, Secret
-from mcp_servers.openapi import OpenApiProblem, load_document, operations
+from mcp_servers.openapi import MAX_BYTES, OpenApiProblem, load_document, operations
 from mcp_servers.vault import reveal
 from tenants.models import Tenant
 
 BUILTIN_TOOLS = ("list_files", "present_files")  # mcp_servers.builtin
-MAX_DOCUMENT_BYTES = 2 * 1024 * 1024
 
 
 class ServerProblem(ValueError):
@@ -99,9 +98,10 @@ async def _fetch(url: str) -> dict[str, Any]:
             raise ServerProblem(
                 "openapi_url", f"{url} answered {response.status}; it must answer 200 with the document."
             )
-        raw = await response.content.read(MAX_DOCUMENT_BYTES + 1)
-    if len(raw) > MAX_DOCUMENT_BYTES:
-        raise ServerProblem("openapi_url", f"The document is over {MAX_DOCUMENT_BYTES:,} bytes.")
+        # The same cap as an upload's, read past by one byte to tell a document that is over it.
+        raw = await response.content.read(MAX_BYTES + 1)
+    if len(raw) > MAX_BYTES:
+        raise ServerProblem("openapi_url", f"The document is over {MAX_BYTES:,} bytes.")
     try:
         return load_document(raw)
     except OpenApiProblem as problem:

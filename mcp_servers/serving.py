@@ -4,7 +4,7 @@
   the CLI's configuration holds only the gateway's address and the run's token.
 - `stdio`: the allow-listed program, started by the CLI inside the sandbox, with no secret at all.
 - `builtin`: the platform's tools, in the worker (`mcp_servers.builtin`).
-- `openapi`: each operation a tool, called by the worker (`mcp_servers.openapi_tools`).
+- `openapi`: each operation a tool, called by the worker (`mcp_servers.openapi.calls`).
 
 Secrets come from the message's `mcp_tokens` (kept, encrypted, on the run until it ends), else the
 vault.
@@ -23,7 +23,7 @@ from gateway.egress import guarded_connector
 from gateway.mcp import McpRelay, RelayedServer
 from mcp_servers.builtin import builtin_server
 from mcp_servers.models import McpServer
-from mcp_servers.openapi_tools import openapi_server
+from mcp_servers.openapi.calls import openapi_server
 from mcp_servers.services import MissingSecret, describe, resolved_headers, run_servers
 from mcp_servers.vault import unseal
 from workspaces.services import RunWorkspace

@@ -11,6 +11,11 @@ from conversations.reconnect import call_database
 
 logger = logging.getLogger(__name__)
 
+# The most events one transaction stores. A burst (deltas piling up while a write is in flight) is
+# written as several short transactions, not one long one that would hold the conversation's row lock
+# (events.append_events) and keep the burst's first events from listeners until the last is stored.
+# Deltas are a few hundred bytes, so a batch this size also stays under realtime.MAX_INLINE_BYTES and
+# its broadcast carries the events instead of sending every listener to the database.
 MAX_EVENTS_PER_WRITE = 200
 # How long a closing writer waits for its last broadcasts before leaving them to the listeners'
 # database reads (the channel layer may be down).

@@ -23,6 +23,10 @@ BUBBLEWRAP, UNSANDBOXED = "bubblewrap", "unsandboxed"
 # working directory (and derives the session store's project key from it), so it must exist on the
 # host too: an empty placeholder that the sandbox mounts over.
 SANDBOX_CWD = Path("/workspace")
+# Where socat listens inside the sandbox, bridging to the run's gateway socket. Any port would do:
+# each sandbox has its own network namespace with only `lo` and nothing else listening, so every run
+# uses the same one without colliding, and the CLI's base URL is known before the sandbox starts.
+# Above 1024 because the bridge runs as the sandbox's unprivileged uid, with no capabilities.
 BRIDGE_PORT = 8765
 UNSANDBOXED_WARNING = (
     "This run is NOT sandboxed: the agent's tools run as the worker's own user with its file system "

@@ -17,6 +17,7 @@ from django.views.decorators.http import require_POST
 
 from skills import archive, services
 from skills.models import Skill, SkillVersion
+from tenants.admin_mixins import ReadOnlyAdminMixin
 
 # What the change form edits; the rest of a skill comes from its uploads (name, description, versions).
 EDITABLE_FIELDS = ["title", "enabled", "user_selectable", "slash_command"]
@@ -101,13 +102,15 @@ class PlatformFilter(admin.SimpleListFilter):
         return queryset
 
 
-class SkillVersionInline(admin.TabularInline):
-    """Every version, newest first: read-only, each a download and (unless current) a rollback away."""
+class SkillVersionInline(ReadOnlyAdminMixin, admin.TabularInline):
+    """Every version, newest first: read-only, each a download and (unless current) a rollback away.
+
+    Versions come from uploads, and their history stays: deleting the skill deletes its versions.
+    """
 
     model = SkillVersion
     fk_name = "skill"
     extra = 0
-    can_delete = False
     fields = readonly_fields = (
         "number",
         "file_size",
@@ -146,15 +149,6 @@ class SkillVersionInline(admin.TabularInline):
             "Make current</button>",
             url,
         )
-
-    def has_add_permission(self, request: HttpRequest, obj: Skill | None = None) -> bool:
-        return False  # versions come from uploads
-
-    def has_change_permission(self, request: HttpRequest, obj: Skill | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Skill | None = None) -> bool:
-        return False  # history stays; deleting the skill deletes its versions
 
 
 @admin.register(Skill)

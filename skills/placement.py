@@ -24,7 +24,7 @@ from skills.services import open_file
 logger = logging.getLogger(__name__)
 
 FETCH_THREADS = 4  # per version
-VERSION_THREADS = 4
+VERSION_THREADS = 4  # versions fetched side by side, each with its own FETCH_THREADS
 READ_ONLY_DIR, READ_ONLY_FILE, RUNNABLE_FILE = 0o555, 0o444, 0o555
 
 

@@ -12,6 +12,7 @@ from django.utils.html import format_html
 
 from conversations.models import Conversation, Event, Run
 from skills.models import SkillVersion
+from tenants.admin_mixins import ReadOnlyAdminMixin
 from tenants.models import (
     PRICE_FIELDS,
     ApiKey,
@@ -21,7 +22,7 @@ from tenants.models import (
     ModelPrice,
     Tenant,
 )
-from tenants.services import delete_tenant
+from tenants.services import delete_tenant, save_language_model
 from usage.models import BudgetCounter, UsageRecord
 from workspaces.models import WorkspaceFile
 
@@ -49,7 +50,7 @@ def drop_history_permissions(perms_needed: set[str]) -> set[str]:
     return perms_needed - {str(model._meta.verbose_name) for model in history}
 
 
-class PriceHistoryInline(admin.TabularInline):
+class PriceHistoryInline(ReadOnlyAdminMixin, admin.TabularInline):
     """The prices a model has had and has, newest first: read-only, since calls were charged at them."""
 
     model = ModelPrice
@@ -58,16 +59,9 @@ class PriceHistoryInline(admin.TabularInline):
     fields = readonly_fields = ("effective_from", *PRICE_FIELDS, "created_at")
     ordering = ["-effective_from"]
     extra = 0
-    can_delete = False
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[ModelPrice]:
         return super().get_queryset(request).filter(effective_from__lte=timezone.now())
-
-    def has_add_permission(self, request: HttpRequest, obj: LanguageModel | None = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: LanguageModel | None = None) -> bool:
-        return False
 
 
 class ScheduledPriceForm(forms.ModelForm):
@@ -153,6 +147,9 @@ class LanguageModelAdmin(admin.ModelAdmin):
                 conversation_count=count_of(Conversation.objects.all(), "model"),
             )
         )
+
+    def save_model(self, request: HttpRequest, obj: LanguageModel, form: forms.ModelForm, change: bool) -> None:
+        save_language_model(obj)
 
     def get_object(self, request: HttpRequest, object_id: str, from_field: str | None = None) -> LanguageModel | None:
         model = super().get_object(request, object_id, from_field)

@@ -12,7 +12,7 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from tenants.models import PRICE_FIELDS, LanguageModel, ModelPrice, slug_validator
-from tenants.services import OFFLINE_MODEL_ID
+from tenants.services import OFFLINE_MODEL_ID, save_language_model
 
 DEFAULT_FILE = Path(__file__).resolve().parent / "data" / "claude_models.toml"
 BEDROCK_ID_PREFIX = "bedrock-"
@@ -164,7 +164,7 @@ def format_prices(prices: tuple[Decimal, ...]) -> str:
 def load_entry(entry: CatalogEntry) -> Outcome:
     """Bring the catalog's entry in line with the file's: create it, or update its name, limits and prices.
 
-    A price that differs from the one in effect is recorded from now (LanguageModel.save), or from the
+    A price that differs from the one in effect is recorded from now (save_language_model), or from the
     entry's `prices_from` when that is still to come (a new entry starts at the file's prices at once).
     The provider model id of an existing entry is kept (an operator may have chosen another inference
     profile), as is its status; an entry of another provider, or the offline model, is not touched.
@@ -225,4 +225,4 @@ def _save(model: LanguageModel) -> None:
         model.full_clean()
     except ValidationError as exc:
         raise CatalogFileError(f"{model.pk}: {'; '.join(exc.messages)}") from None
-    model.save()
+    save_language_model(model)

@@ -7,7 +7,7 @@ from zoneinfo import available_timezones
 
 from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator, RegexValidator
-from django.db import models, transaction
+from django.db import models
 from django.utils import timezone
 
 slug_validator = RegexValidator(
@@ -90,9 +90,9 @@ class LanguageModel(PriceList):
     """One entry of the model catalog: where a model is served and what it costs.
 
     Its five prices are the price list an operator edits. Calls are charged from the price history
-    (`prices`, ModelPrice): saving changed prices adds a ModelPrice in effect from that moment, an
-    operator may schedule one for a later moment, and a call is charged at the price in effect when
-    it is made (`price_at`), which its UsageRecord keeps.
+    (`prices`, ModelPrice): saving changed prices through `tenants.services.save_language_model` adds a
+    ModelPrice in effect from that moment, an operator may schedule one for a later moment, and a call
+    is charged at the price in effect when it is made (`price_at`), which its UsageRecord keeps.
     """
 
     class Provider(models.TextChoices):
@@ -118,7 +118,8 @@ class LanguageModel(PriceList):
 
     objects = LanguageModelQuerySet.as_manager()
 
-    # The prices as read from the database (None: a new model, or prices not loaded), to tell whether a save changes them.
+    # The prices as last read from or written to the database (None: a new model, or prices not loaded), to tell
+    # whether an edit changed them (`prices_edited`).
     _loaded_prices: tuple[Decimal, ...] | None = None
 
     class Meta:
@@ -129,29 +130,10 @@ class LanguageModel(PriceList):
         return self.display_name
 
     def save(self, *args: Any, **kwargs: Any) -> None:
-        """Save; prices that differ from the price in effect become a new ModelPrice, in effect from now.
-
-        This is the one place a price change is recorded, whoever saves: admin, API, loadmodels. A save
-        that leaves the prices as they were read does not record them again; if a scheduled price has
-        come into effect since they were read, the list takes it on instead.
-        """
+        """Save the row only: recording a price change is `tenants.services.save_language_model`'s work."""
+        super().save(*args, **kwargs)
         update_fields = kwargs.get("update_fields")
-        if update_fields is not None and not set(PRICE_FIELDS) & set(update_fields):
-            super().save(*args, **kwargs)
-            return
-        # Read the history afresh: a prefetched copy may be older than this save.
-        getattr(self, "_prefetched_objects_cache", {}).pop("prices", None)
-        with transaction.atomic():
-            now = timezone.now()
-            in_effect = self._price_in_effect(now) if self.pk else None
-            untouched = self._loaded_prices is not None and self.price_values() == self._loaded_prices
-            if untouched and in_effect is not None and in_effect.price_values() != self.price_values():
-                self.show_price_in_effect()
-            super().save(*args, **kwargs)
-            if in_effect is None or in_effect.price_values() != self.price_values():
-                # The first price of a model is in effect from its creation, like the migration's.
-                since = now if self.prices.exists() else self.created_at
-                ModelPrice.objects.create(model=self, effective_from=since, **self.prices_by_field())
+        if update_fields is None or set(PRICE_FIELDS) <= set(update_fields):
             self._loaded_prices = self.price_values()
 
     @classmethod
@@ -166,6 +148,11 @@ class LanguageModel(PriceList):
         fields = kwargs.get("fields", args[1] if len(args) > 1 else None)
         if fields is None or set(PRICE_FIELDS) <= set(fields):
             self._loaded_prices = self.price_values()
+
+    @property
+    def prices_edited(self) -> bool:
+        """Whether its five prices differ from those last read or saved (a new model's always do)."""
+        return self._loaded_prices is None or self.price_values() != self._loaded_prices
 
     @property
     def is_usable(self) -> bool:
@@ -194,9 +181,10 @@ class LanguageModel(PriceList):
         """The price in effect at `moment`: the one with the latest `effective_from` not after it.
 
         A moment before the first price gets the first price. A model with no price history at all
-        (rows written around save(): bulk_create, update()) gets its price list recorded, from its creation.
+        (rows written around `save_language_model`: save(), bulk_create, update()) gets its price list
+        recorded, from its creation.
         """
-        price = self._price_in_effect(moment)
+        price = self.price_in_effect(moment)
         if price is None:
             price = self._first_price()
         if price is None:
@@ -212,7 +200,7 @@ class LanguageModel(PriceList):
         effect, the list is behind it until the next save. Pages and API answers show the price in
         effect, and edits start from it, so an edit never puts an outdated price back.
         """
-        price = self._price_in_effect(timezone.now())
+        price = self.price_in_effect(timezone.now())
         if price is not None:
             for name, value in price.prices_by_field().items():
                 setattr(self, name, value)
@@ -222,7 +210,12 @@ class LanguageModel(PriceList):
         cache = getattr(self, "_prefetched_objects_cache", {})
         return list(cache["prices"]) if "prices" in cache else None
 
-    def _price_in_effect(self, moment: datetime) -> "ModelPrice | None":
+    def forget_prefetched_prices(self) -> None:
+        """Read the price history from the database from now on: a prefetched copy may be older than a change."""
+        getattr(self, "_prefetched_objects_cache", {}).pop("prices", None)
+
+    def price_in_effect(self, moment: datetime) -> "ModelPrice | None":
+        """The price in effect at `moment`, or None before the first price (or with no history yet)."""
         prefetched = self._prefetched_prices()
         if prefetched is not None:
             past = [price for price in prefetched if price.effective_from <= moment]

@@ -4,6 +4,7 @@ from rest_framework import serializers
 
 from api.serializers import StrictModelSerializer
 from tenants.models import PRICE_FIELDS, LanguageModel, ModelPrice, Tenant
+from tenants.services import save_language_model
 
 
 class ModelPriceSerializer(serializers.ModelSerializer):
@@ -50,10 +51,15 @@ class LanguageModelSerializer(StrictModelSerializer):
             raise serializers.ValidationError("A model's id cannot change; create a new model instead.")
         return value
 
+    def create(self, validated_data: dict[str, Any]) -> LanguageModel:
+        return save_language_model(LanguageModel(**validated_data))
+
     def update(self, instance: LanguageModel, validated_data: dict[str, Any]) -> LanguageModel:
         # A change is a change from the price in effect (what a GET showed), not from an outdated list.
         instance.show_price_in_effect()
-        return super().update(instance, validated_data)
+        for name, value in validated_data.items():
+            setattr(instance, name, value)
+        return save_language_model(instance)
 
     def to_representation(self, instance: LanguageModel) -> dict[str, Any]:
         instance.show_price_in_effect()

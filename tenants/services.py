@@ -1,22 +1,50 @@
-from django.db import transaction
+from django.db import IntegrityError, transaction
+from django.utils import timezone
 
-from tenants.models import OFFLINE_LABEL, ApiKey, LanguageModel, Tenant
+from tenants.models import OFFLINE_LABEL, ApiKey, LanguageModel, ModelPrice, Tenant
 from tenants.storage import delete_quietly, delete_tenant_files
 
 OFFLINE_MODEL_ID = "offline"
 
 
+@transaction.atomic
+def save_language_model(model: LanguageModel) -> LanguageModel:
+    """Save a catalog entry; prices that differ from the price in effect become a new ModelPrice, from now.
+
+    The one way the catalog is written (admin, API, `loadmodels`, the offline model), so the history
+    holds every price a call is charged at. A save that leaves the prices as they were read records
+    nothing; if a scheduled price has come into effect since they were read, the list takes it on
+    instead, so an edit of the name never puts an outdated price back.
+    """
+    model.forget_prefetched_prices()
+    now = timezone.now()
+    in_effect = model.price_in_effect(now)
+    if not model.prices_edited and in_effect is not None and in_effect.price_values() != model.price_values():
+        model.show_price_in_effect()
+    model.save(force_insert=model._state.adding)
+    if in_effect is None or in_effect.price_values() != model.price_values():
+        # The first price of a model is in effect from its creation, like the migration's.
+        since = now if model.prices.exists() else model.created_at
+        ModelPrice.objects.create(model=model, effective_from=since, **model.prices_by_field())
+    return model
+
+
 def ensure_offline_model() -> LanguageModel:
     """The catalog entry of the built-in offline model, created on first use."""
-    model, _ = LanguageModel.objects.get_or_create(
+    model = LanguageModel.objects.filter(pk=OFFLINE_MODEL_ID).first()
+    if model is not None:
+        return model
+    offline = LanguageModel(
         pk=OFFLINE_MODEL_ID,
-        defaults={
-            "display_name": OFFLINE_LABEL,
-            "provider": LanguageModel.Provider.OFFLINE,
-            "provider_model_id": "offline-1",
-        },
+        display_name=OFFLINE_LABEL,
+        provider=LanguageModel.Provider.OFFLINE,
+        provider_model_id="offline-1",
     )
-    return model
+    try:
+        return save_language_model(offline)
+    except IntegrityError:
+        # Another process created it between the read and the insert (get_or_create's race).
+        return LanguageModel.objects.get(pk=OFFLINE_MODEL_ID)
 
 
 @transaction.atomic

@@ -13,7 +13,7 @@ from rest_framework.test import APIClient
 from conversations.models import Conversation, Event, Run
 from tenants.models import ApiKey, LanguageModel, Tenant
 from tenants.services import ensure_offline_model
-from tests.factories import SONNET_PRICES
+from tests.factories import LanguageModelFactory
 
 # The running platform (real Daphne, Celery, PostgreSQL and Redis) for the end-to-end tests of every app.
 pytest_plugins = ["tests.e2e.fixtures"]
@@ -58,13 +58,7 @@ def offline_model(db: None) -> LanguageModel:
 @pytest.fixture
 def sonnet(db: None) -> LanguageModel:
     """Claude Sonnet 4.5 at its list prices, read back so prices are the Decimals the database returns."""
-    LanguageModel.objects.create(
-        id="sonnet",
-        display_name="Claude Sonnet 4.5",
-        provider=LanguageModel.Provider.ANTHROPIC,
-        provider_model_id="claude-sonnet-4-5",
-        **SONNET_PRICES,
-    )
+    LanguageModelFactory(id="sonnet", display_name="Claude Sonnet 4.5")
     return LanguageModel.objects.get(pk="sonnet")
 
 

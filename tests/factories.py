@@ -1,12 +1,18 @@
 """Data for tests of every app (factory-boy): each factory makes a valid row, given only what a test cares about."""
 
 from decimal import Decimal
+from typing import Any
 
 import factory
+from django.utils import timezone
 from factory.django import DjangoModelFactory
 
 from conversations.models import Conversation, Run
+from mcp_servers.models import McpServer
 from tenants.models import LanguageModel, Tenant
+from tenants.services import save_language_model
+from usage.budgets import periods
+from usage.models import BudgetCounter, BudgetLevel, UserBudget
 
 # Claude Sonnet 4.5 list prices, USD per million tokens.
 SONNET_PRICES = {
@@ -44,6 +50,12 @@ class LanguageModelFactory(DjangoModelFactory[LanguageModel]):
     cache_write_1h_price = SONNET_PRICES["cache_write_1h_price"]
     cache_read_price = SONNET_PRICES["cache_read_price"]
 
+    @classmethod
+    def _create(cls, model_class: type[LanguageModel], *args: Any, **kwargs: Any) -> LanguageModel:
+        # Through the catalog service, as admin, API and loadmodels make models: with its first price recorded.
+        existing = model_class.objects.filter(pk=kwargs["id"]).first()
+        return existing or save_language_model(model_class(*args, **kwargs))
+
 
 class TenantFactory(DjangoModelFactory[Tenant]):
     class Meta:
@@ -75,3 +87,45 @@ class RunFactory(DjangoModelFactory[Run]):
     model = factory.SelfAttribute("conversation.model")
     user_id = factory.SelfAttribute("conversation.user_id")
     input = "Hi"
+
+
+class McpServerFactory(DjangoModelFactory[McpServer]):
+    """A tenant's built-in server (the kind that needs no address, command or secret)."""
+
+    class Meta:
+        model = McpServer
+
+    tenant = factory.SubFactory(TenantFactory)
+    name = factory.Sequence(lambda n: f"server-{n}")
+    kind = McpServer.Kind.BUILTIN
+
+    class Params:
+        # A remote server over streamable HTTP, at an address no test dials.
+        http = factory.Trait(kind=McpServer.Kind.HTTP, url="https://mcp.example.com/mcp")
+
+
+def current_period(level: str, tenant: Tenant) -> str:
+    """The period a budget of `level` counts in now, in the tenant's time zone (none for conversations and runs)."""
+    day, month = periods(timezone.now(), tenant.time_zone)
+    return {BudgetLevel.USER_DAY: day, BudgetLevel.TENANT_MONTH: month, BudgetLevel.USER_MONTH: month}.get(level, "")
+
+
+class BudgetCounterFactory(DjangoModelFactory[BudgetCounter]):
+    """What a budget has spent and holds: the tenant's, this month, nothing yet unless told."""
+
+    class Meta:
+        model = BudgetCounter
+
+    tenant = factory.SubFactory(TenantFactory)
+    level = BudgetLevel.TENANT_MONTH
+    period = factory.LazyAttribute(lambda counter: current_period(counter.level, counter.tenant))
+
+
+class UserBudgetFactory(DjangoModelFactory[UserBudget]):
+    """An end user's own budget, with no limit unless told."""
+
+    class Meta:
+        model = UserBudget
+
+    tenant = factory.SubFactory(TenantFactory)
+    user_id = factory.Sequence(lambda n: f"user-{n}")

@@ -12,6 +12,7 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
 from django.utils import timezone
 
+from tenants.admin_mixins import ReadOnlyAdminMixin
 from tenants.models import TOKEN_KINDS
 from usage.budgets import near_caps
 from usage.dashboard import dashboard_context
@@ -19,7 +20,9 @@ from usage.models import BudgetCounter, UsageRecord, UserBudget
 
 
 @admin.register(UsageRecord)
-class UsageRecordAdmin(admin.ModelAdmin):
+class UsageRecordAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    # Read-only: only the gateway records usage, once per model call, and billing history is not edited
+    # away; deleting the tenant deletes its records with it.
     list_display = [
         "created_at",
         "tenant",
@@ -93,17 +96,6 @@ class UsageRecordAdmin(admin.ModelAdmin):
         context["budgets_near_caps"] = near_caps(timezone.now(), context["tenant"])
         return TemplateResponse(request, "admin/usage/dashboard.html", context)
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        # Only the gateway records usage, once per model call.
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: UsageRecord | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: UsageRecord | None = None) -> bool:
-        # Billing history is not edited away; deleting the tenant deletes its records with it.
-        return False
-
 
 @admin.register(UserBudget)
 class UserBudgetAdmin(admin.ModelAdmin):
@@ -115,7 +107,7 @@ class UserBudgetAdmin(admin.ModelAdmin):
 
 
 @admin.register(BudgetCounter)
-class BudgetCounterAdmin(admin.ModelAdmin):
+class BudgetCounterAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """What each budget has spent and what calls in progress hold, per period: kept by the gateway alone."""
 
     list_display = ["tenant", "level", "subject", "period", "spent_usd", "calls", "reserved_usd", "reserved_calls"]
@@ -124,12 +116,3 @@ class BudgetCounterAdmin(admin.ModelAdmin):
     search_fields = ["=subject", "=period"]
     ordering = ["-updated_at"]
     show_full_result_count = False
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: BudgetCounter | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: BudgetCounter | None = None) -> bool:
-        return False

@@ -12,6 +12,8 @@ from api.serializers import MAX_INTEGER, StrictModelSerializer, StrictSerializer
 from usage.models import BudgetLevel, UserBudget
 
 GROUP_BY_CHOICES = ["day", "week", "month", "model", "user", "conversation"]
+# The most groups one report answers (the API says when there were more): a report by user or by
+# conversation over a busy month could otherwise be one answer of every row the tenant has.
 MAX_GROUPS = 1000
 
 

@@ -1,5 +1,3 @@
-from typing import Any
-
 from django.contrib import admin
 from django.http import FileResponse, Http404, HttpRequest
 from django.shortcuts import get_object_or_404
@@ -7,13 +5,18 @@ from django.template.defaultfilters import filesizeformat
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 
+from tenants.admin_mixins import ReadOnlyAdminMixin
 from workspaces import storage
 from workspaces.models import WorkspaceFile
 
 
 @admin.register(WorkspaceFile)
-class WorkspaceFileAdmin(admin.ModelAdmin):
-    """Every version of every conversation's files, with its content a click away."""
+class WorkspaceFileAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Every version of every conversation's files, with its content a click away.
+
+    Files arrive through the API and from runs, versioned; a deletion is a version too (the API's
+    DELETE), so the history stays.
+    """
 
     list_display = [
         "path",
@@ -69,12 +72,3 @@ class WorkspaceFileAdmin(admin.ModelAdmin):
         name = version.path.rsplit("/", 1)[-1]
         content = storage.open_blob(version.conversation, version.sha256)
         return FileResponse(content, as_attachment=True, filename=name, content_type=version.content_type or None)
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False  # files arrive through the API and from runs, versioned
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False  # a deletion is a version (the API's DELETE); history stays

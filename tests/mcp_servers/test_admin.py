@@ -16,6 +16,7 @@ from pytest_django.fixtures import Settings
 from mcp_servers import vault
 from mcp_servers.models import McpServer, Secret
 from tenants.models import Tenant
+from tests.factories import McpServerFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -449,8 +450,8 @@ def test_a_secret_name_the_tenant_already_has_is_a_form_error(admin_client: Clie
 
 
 def test_the_test_connection_action_lists_tools_or_says_why_not(admin_client: Client, tenant: Tenant) -> None:
-    builtin = McpServer.objects.create(tenant=tenant, name="files", kind="builtin", allowed_tools=["present_files"])
-    stdio = McpServer.objects.create(tenant=tenant, name="local", kind="stdio", command="time")
+    builtin = McpServerFactory(tenant=tenant, name="files", allowed_tools=["present_files"])
+    stdio = McpServerFactory(tenant=tenant, name="local", kind="stdio", command="time")
 
     response = admin_client.post(
         url("mcp_mcpserver_changelist"),

@@ -16,6 +16,7 @@ from mcp_servers import services, vault
 from mcp_servers.models import McpServer
 from tenants.models import Tenant
 from tests.api.assertions import error_of, nothing_created
+from tests.factories import McpServerFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -57,7 +58,7 @@ def http_server(client: APIClient, name: str = "tools", **fields: object) -> dic
 
 
 def platform_server(name: str, *, all_tenants: bool = False, granted_to: Tenant | None = None) -> McpServer:
-    server = McpServer.objects.create(tenant=None, name=name, kind="builtin", all_tenants=all_tenants)
+    server = McpServerFactory(tenant=None, name=name, all_tenants=all_tenants)
     if granted_to is not None:
         server.granted_to.add(granted_to)
     return server
@@ -433,7 +434,7 @@ def choosable(api_client: APIClient, tenant: Tenant, other_tenant: Tenant) -> No
     """acme may choose `tools` and `everyone`; not `off` (disabled), `theirs` (globex's) or `nobody` (not granted)."""
     http_server(api_client, "tools")
     created(api_client, name="off", kind="builtin", enabled=False)
-    McpServer.objects.create(tenant=other_tenant, name="theirs", kind="builtin")
+    McpServerFactory(tenant=other_tenant, name="theirs")
     platform_server("everyone", all_tenants=True)
     platform_server("nobody")
 

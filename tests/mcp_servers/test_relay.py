@@ -21,10 +21,11 @@ from aiohttp.test_utils import RawTestServer, TestClient
 from multidict import CIMultiDict
 from pytest_django.fixtures import Settings
 
-from conversations.models import Conversation, Run
+from conversations.models import Run
 from gateway.mcp import MAX_REQUEST_BYTES, McpRelay, RelayedServer
 from gateway.server import ModelGateway
 from tenants.models import Tenant
+from tests.factories import RunFactory
 
 pytestmark = pytest.mark.asyncio
 
@@ -485,8 +486,7 @@ async def test_the_cli_configuration_holds_the_gateway_and_token_never_a_secret(
 
 @pytest.fixture
 def run(tenant: Tenant) -> Run:
-    conversation = Conversation.objects.create(tenant=tenant, model=tenant.default_model)
-    return Run.objects.create(conversation=conversation, model=conversation.model, input="Hello")
+    return RunFactory(conversation__tenant=tenant)
 
 
 @pytest.mark.django_db(transaction=True)

@@ -17,6 +17,7 @@ from mcp_servers import vault
 from mcp_servers.models import McpServer, Secret
 from mcp_servers.services import MissingSecret, resolved_headers
 from tenants.models import Tenant
+from tests.factories import McpServerFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -208,15 +209,11 @@ def test_a_key_that_is_not_a_fernet_key_is_a_configuration_error(settings: Setti
 
 
 def tenant_server(tenant: Tenant, **headers: str) -> McpServer:
-    return McpServer.objects.create(
-        tenant=tenant, name="tools", kind="http", url="https://mcp.example.com/mcp", headers=headers
-    )
+    return McpServerFactory(tenant=tenant, name="tools", http=True, headers=headers)
 
 
 def platform_server(**headers: str) -> McpServer:
-    return McpServer.objects.create(
-        tenant=None, name="shared", kind="http", url="https://mcp.example.com/mcp", headers=headers, all_tenants=True
-    )
+    return McpServerFactory(tenant=None, name="shared", http=True, headers=headers, all_tenants=True)
 
 
 def test_headers_without_references_are_sent_as_they_are(tenant: Tenant) -> None:

@@ -5,11 +5,20 @@ from collections.abc import Callable
 from decimal import Decimal
 
 import pytest
-from django.test import Client
+from django.contrib.admin import site
+from django.contrib.admin.options import InlineModelAdmin
+from django.contrib.auth.models import User
+from django.db.models import Model
+from django.test import Client, RequestFactory
 from django.urls import reverse
 
 from conversations.models import Conversation, Event, Run
+from skills.admin import SkillVersionInline
+from skills.models import Skill
+from tenants.admin import PriceHistoryInline
 from tenants.models import ApiKey, LanguageModel, Tenant, hash_key
+from usage.models import BudgetCounter, UsageRecord
+from workspaces.models import WorkspaceFile
 
 pytestmark = pytest.mark.django_db
 
@@ -58,6 +67,8 @@ def test_operator_defines_a_model_with_prices(admin_client: Client) -> None:
         Decimal("15"),
         Decimal("0.3"),
     )
+    (first_price,) = model.prices.all()
+    assert (first_price.effective_from, first_price.price_values()) == (model.created_at, model.price_values())
 
 
 def test_model_changelist_counts_tenants_and_conversations(
@@ -251,3 +262,48 @@ def test_revoke_action_revokes_the_selected_keys(admin_client: Client, tenant: T
 
     key.refresh_from_db()
     assert key.is_revoked
+
+
+# --- History written only by the platform -----------------------------------------------------------
+
+PLATFORM_WRITTEN = [Run, Event, UsageRecord, BudgetCounter, WorkspaceFile]
+
+
+@pytest.mark.parametrize("model", PLATFORM_WRITTEN, ids=lambda model: model.__name__)
+def test_platform_written_history_cannot_be_added_changed_or_deleted_even_by_a_superuser(
+    rf: RequestFactory, admin_user: User, model: type[Model]
+) -> None:
+    request = rf.get("/")
+    request.user = admin_user
+    model_admin = site._registry[model]
+
+    answers = (
+        model_admin.has_view_permission(request),
+        model_admin.has_add_permission(request),
+        model_admin.has_change_permission(request),
+        model_admin.has_delete_permission(request),
+    )
+
+    assert answers == (True, False, False, False)
+
+
+@pytest.mark.parametrize(
+    ("parent", "inline"),
+    [(LanguageModel, PriceHistoryInline), (Skill, SkillVersionInline)],
+    ids=["price history", "skill versions"],
+)
+def test_history_inlines_show_rows_but_take_no_additions_changes_or_deletions(
+    rf: RequestFactory, admin_user: User, parent: type[Model], inline: type[InlineModelAdmin]
+) -> None:
+    request = rf.get("/")
+    request.user = admin_user
+    history = inline(parent, site)
+
+    answers = (
+        history.has_view_permission(request),
+        history.has_add_permission(request, None),
+        history.has_change_permission(request),
+        history.get_formset(request).can_delete,
+    )
+
+    assert answers == (True, False, False, False)

@@ -1,5 +1,5 @@
-"""The catalog's price history: a price change applies from its moment on, however it is made (model, API, admin),
-and a price may be scheduled for later."""
+"""The catalog's price history: a price change applies from its moment on, however it is made (the catalog
+service, API, admin; loadmodels in test_loadmodels.py), and a price may be scheduled for later."""
 
 import importlib
 from datetime import datetime, timedelta
@@ -14,6 +14,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from tenants.models import LanguageModel, ModelPrice
+from tenants.services import OFFLINE_MODEL_ID, ensure_offline_model, save_language_model
 from tests.clock import at
 from tests.factories import SONNET_PRICES, SPLIT_USAGE
 
@@ -26,12 +27,14 @@ T2 = datetime(2026, 10, 20, tzinfo=UTC)
 
 
 def make_model(model_id: str = "sonnet", **prices: object) -> LanguageModel:
-    LanguageModel.objects.create(
-        id=model_id,
-        display_name="Claude Sonnet",
-        provider="anthropic",
-        provider_model_id="claude-sonnet-4-5",
-        **{**SONNET_PRICES, **prices},
+    save_language_model(
+        LanguageModel(
+            id=model_id,
+            display_name="Claude Sonnet",
+            provider="anthropic",
+            provider_model_id="claude-sonnet-4-5",
+            **{**SONNET_PRICES, **prices},
+        )
     )
     return LanguageModel.objects.get(pk=model_id)
 
@@ -40,7 +43,7 @@ def history(model: LanguageModel) -> list[tuple[datetime, Decimal]]:
     return [(price.effective_from, price.input_price) for price in model.prices.order_by("effective_from")]
 
 
-# --- The model ---------------------------------------------------------------------------------------
+# --- The catalog service -----------------------------------------------------------------------------
 
 
 def test_a_new_model_has_its_prices_in_effect_from_its_creation() -> None:
@@ -57,13 +60,13 @@ def test_changed_prices_apply_from_the_save_and_other_saves_record_no_price() ->
         model = make_model()
     with at(T1):
         model.display_name = "Sonnet"
-        model.save()
+        save_language_model(model)
         model.status = LanguageModel.Status.DEPRECATED
-        model.save(update_fields=["status"])
+        save_language_model(model)
     with at(T2):
         model.input_price = Decimal("2.5")
-        model.save()
-        model.save()  # saved again as it is
+        save_language_model(model)
+        save_language_model(model)  # saved again as it is
 
     assert history(model) == [(T0, Decimal("3")), (T2, Decimal("2.5"))]
     assert model.price_at(T2 - timedelta(microseconds=1)).input_price == Decimal("3")
@@ -85,7 +88,7 @@ def test_a_scheduled_price_takes_effect_at_its_moment_and_the_list_follows_it() 
         # An edit of something else neither records the outdated list price nor keeps it.
         edited = LanguageModel.objects.get(pk="sonnet")
         edited.display_name = "Sonnet"
-        edited.save()
+        save_language_model(edited)
 
     assert history(model) == [(T0, Decimal("3")), (T1, Decimal("1"))]
     assert LanguageModel.objects.get(pk="sonnet").input_price == Decimal("1")
@@ -97,18 +100,40 @@ def test_a_model_read_again_edits_from_the_prices_it_read() -> None:
     with at(T1):
         elsewhere = LanguageModel.objects.get(pk="sonnet")
         elsewhere.input_price = Decimal("5")
-        elsewhere.save()
+        save_language_model(elsewhere)
     ModelPrice.objects.create(model=model, effective_from=T2, **{**SONNET_PRICES, "input_price": Decimal("1")})
 
     model.refresh_from_db()
     with at(T2 + timedelta(days=1)):
         model.display_name = "Sonnet"
-        model.save()
+        save_language_model(model)
 
     assert history(model) == [(T0, Decimal("3")), (T1, Decimal("5")), (T2, Decimal("1"))]
 
 
-def test_a_model_written_around_save_gets_its_list_price_as_its_first_price() -> None:
+def test_the_offline_model_made_on_first_use_has_its_first_price(db: None) -> None:
+    LanguageModel.objects.filter(pk=OFFLINE_MODEL_ID).delete()
+
+    model = ensure_offline_model()
+
+    assert [(price.effective_from, price.input_price) for price in model.prices.all()] == [
+        (model.created_at, Decimal("0"))
+    ]
+
+
+def test_saving_the_row_alone_records_no_price_the_catalog_service_does() -> None:
+    with at(T0):
+        model = make_model()
+
+    with at(T1):
+        model.input_price = Decimal("2.5")
+        model.save()
+
+    assert history(model) == [(T0, Decimal("3"))]
+    assert model.price_at(T1).input_price == Decimal("3")
+
+
+def test_a_model_written_around_the_catalog_service_gets_its_list_price_as_its_first_price() -> None:
     LanguageModel.objects.bulk_create(
         [LanguageModel(id="bulk", display_name="Bulk", provider="anthropic", input_price=7)]
     )
@@ -229,7 +254,7 @@ def test_the_model_page_shows_its_price_history(admin_client: Client) -> None:
         model = make_model()
     with at(T1):
         model.input_price = Decimal("2.5")
-        model.save()
+        save_language_model(model)
 
     page = admin_client.get(change_url(model))
 

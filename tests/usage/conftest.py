@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from conversations.models import Conversation, Run
 from tenants.models import LanguageModel, Tenant
+from tests.factories import ConversationFactory, LanguageModelFactory, RunFactory
 from usage.models import UsageRecord
 from usage.services import record_usage
 
@@ -30,10 +31,9 @@ def anthropic_usage(
 @pytest.fixture
 def haiku(db: None) -> LanguageModel:
     """Claude Haiku 4.5 at its list prices."""
-    return LanguageModel.objects.create(
+    return LanguageModelFactory(
         id="haiku",
         display_name="Claude Haiku 4.5",
-        provider=LanguageModel.Provider.ANTHROPIC,
         provider_model_id="claude-haiku-4-5",
         input_price=Decimal("1"),
         output_price=Decimal("5"),
@@ -45,22 +45,16 @@ def haiku(db: None) -> LanguageModel:
 
 @pytest.fixture
 def make_run() -> Callable[..., Run]:
-    def make(conversation: Conversation, model: LanguageModel | None = None, user_id: str = "", **fields: Any) -> Run:
-        fields = {"status": Run.Status.COMPLETED, **fields}
-        return Run.objects.create(
-            conversation=conversation,
-            model=model or conversation.model,
-            user_id=user_id or conversation.user_id,
-            input="Hello",
-            **fields,
-        )
+    def make(conversation: Conversation, **fields: Any) -> Run:
+        """A completed run of `conversation` unless told otherwise, by its user, on its model."""
+        return RunFactory(conversation=conversation, **{"status": Run.Status.COMPLETED, **fields})
 
     return make
 
 
 @pytest.fixture
 def sonnet_conversation(tenant: Tenant, sonnet: LanguageModel) -> Conversation:
-    return Conversation.objects.create(tenant=tenant, model=sonnet, user_id="alice", title="Priced")
+    return ConversationFactory(tenant=tenant, model=sonnet, user_id="alice", title="Priced")
 
 
 @pytest.fixture
@@ -99,20 +93,11 @@ def usage_history(
     def ended_run(conversation: Conversation, at: datetime, reason: str = "") -> Run:
         status = Run.Status.FAILED if reason else Run.Status.COMPLETED
         error = {"reason": reason, "message": "It went wrong."} if reason else None
-        return Run.objects.create(
-            conversation=conversation,
-            model=conversation.model,
-            user_id=conversation.user_id,
-            input="Hello",
-            status=status,
-            error=error,
-            started_at=at,
-            finished_at=at,
-        )
+        return RunFactory(conversation=conversation, status=status, error=error, started_at=at, finished_at=at)
 
-    report = Conversation.objects.create(tenant=tenant, model=sonnet, user_id="alice", title="Quarterly report")
-    translations = Conversation.objects.create(tenant=tenant, model=haiku, user_id="bob", title="Translations")
-    support = Conversation.objects.create(tenant=other_tenant, model=sonnet, user_id="carol", title="Support desk")
+    report = ConversationFactory(tenant=tenant, model=sonnet, user_id="alice", title="Quarterly report")
+    translations = ConversationFactory(tenant=tenant, model=haiku, user_id="bob", title="Translations")
+    support = ConversationFactory(tenant=other_tenant, model=sonnet, user_id="carol", title="Support desk")
     first, second = ended_run(report, days_ago[0]), ended_run(report, days_ago[2])
     failed = ended_run(translations, days_ago[1], reason="timeout")
     globex_runs = [ended_run(support, days_ago[5]), ended_run(support, days_ago[0], reason="model_error")]

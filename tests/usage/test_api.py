@@ -13,6 +13,7 @@ from conversations.models import Conversation, Run
 from tenants.models import LanguageModel, Tenant
 from tests.api.assertions import error_of
 from tests.conftest import client_with_key
+from tests.factories import ConversationFactory
 from usage.models import UsageRecord
 
 # Also on the embedded SQLite (`make run`'s default), where PostgreSQL's SQL would not run.
@@ -52,7 +53,7 @@ def figures(
 
 @pytest.fixture
 def bobs_conversation(tenant: Tenant, haiku: LanguageModel) -> Conversation:
-    return Conversation.objects.create(tenant=tenant, model=haiku, user_id="bob", title="Cheap")
+    return ConversationFactory(tenant=tenant, model=haiku, user_id="bob", title="Cheap")
 
 
 @pytest.fixture
@@ -244,8 +245,7 @@ def test_the_report_takes_the_same_few_queries_however_many_groups(
 ) -> None:
     api_client.get(URL)  # the key's first use is also written down (ApiKey.touch)
     for n in range(12):
-        conversation = Conversation.objects.create(tenant=tenant, model=sonnet, user_id=f"user-{n}")
-        run = make_run(conversation)
+        run = make_run(ConversationFactory(tenant=tenant, model=sonnet, user_id=f"user-{n}"))
         Run.objects.filter(pk=run.pk).update(created_at=at(f"2026-11-{n + 1:02}T11:00:00"))
         record(run, f"msg_{n}", at=at(f"2026-11-{n + 1:02}T12:00:00"), input=n, output=1)
 

@@ -10,8 +10,9 @@ from conversations.models import Conversation
 from tenants.models import Tenant
 from tests.api.assertions import error_of
 from tests.conftest import client_with_key
+from tests.factories import BudgetCounterFactory, UserBudgetFactory
 from usage.budgets import periods
-from usage.models import BudgetCounter, UserBudget
+from usage.models import UserBudget
 
 pytestmark = pytest.mark.django_db
 
@@ -25,15 +26,7 @@ def test_the_tenants_month_reads_with_what_is_spent_held_and_left(api_client: AP
         monthly_budget_usd=Decimal("10"), monthly_budget_calls=100, user_daily_budget_usd=Decimal("1")
     )
     _, month = now_periods()
-    BudgetCounter.objects.create(
-        tenant=tenant,
-        level="tenant_month",
-        period=month,
-        spent_usd=Decimal("2.5"),
-        calls=7,
-        reserved_usd=1,
-        reserved_calls=1,
-    )
+    BudgetCounterFactory(tenant=tenant, spent_usd=Decimal("2.5"), calls=7, reserved_usd=1, reserved_calls=1)
 
     body = api_client.get("/api/tenants/acme/budgets").json()
 
@@ -87,7 +80,7 @@ def test_an_end_users_own_budget_is_set_read_and_dropped(api_client: APIClient, 
 def test_a_bad_user_budget_is_a_400_that_names_the_field_and_keeps_the_old_one(
     api_client: APIClient, tenant: Tenant, body: dict[str, str], field: str
 ) -> None:
-    UserBudget.objects.create(tenant=tenant, user_id="alice", daily_usd=Decimal("2"))
+    UserBudgetFactory(tenant=tenant, user_id="alice", daily_usd=Decimal("2"))
 
     error = error_of(api_client.put("/api/tenants/acme/budgets/users/alice", body, format="json"), 400)
 

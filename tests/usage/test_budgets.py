@@ -13,6 +13,7 @@ from django.db import connection, connections
 
 from conversations.models import Conversation, Run
 from tenants.models import LanguageModel, Tenant
+from tests.factories import ConversationFactory, UserBudgetFactory
 from tests.usage.conftest import anthropic_usage
 from usage import budgets, counters
 from usage.budgets import (
@@ -25,7 +26,7 @@ from usage.budgets import (
     reserve,
     worst_case_cost,
 )
-from usage.models import BudgetCounter, BudgetReservation, UserBudget
+from usage.models import BudgetCounter, BudgetReservation
 from usage.services import record_usage
 
 # Also on the embedded SQLite, which takes the ORM steps.
@@ -246,7 +247,7 @@ def test_a_users_own_budget_replaces_the_tenants_default_for_that_user_only(
 ) -> None:
     tenant.user_daily_budget_usd = Decimal("0.001")  # less than one small call's worst case
     tenant.save()
-    UserBudget.objects.create(tenant=tenant, user_id="alice", daily_usd=Decimal("1"))
+    UserBudgetFactory(tenant=tenant, user_id="alice", daily_usd=Decimal("1"))
     bob = make_run(sonnet_conversation, user_id="bob")
 
     allowed = reserve(run, SMALL_CALL)
@@ -261,7 +262,7 @@ def test_a_users_own_budget_replaces_the_tenants_default_for_that_user_only(
 def test_a_conversation_budget_holds_across_its_runs(
     tenant: Tenant, sonnet: LanguageModel, make_run: Callable[..., Run]
 ) -> None:
-    conversation = Conversation.objects.create(tenant=tenant, model=sonnet, budget_calls=2)
+    conversation = ConversationFactory(tenant=tenant, model=sonnet, budget_calls=2)
     for number in range(2):
         run = make_run(conversation)
         held = reserve(run, SMALL_CALL)

@@ -14,9 +14,9 @@ from pytest_django import DjangoAssertNumQueries
 
 from conversations.models import Run
 from tenants.models import Tenant
-from usage.budgets import periods
+from tests.factories import BudgetCounterFactory, UserBudgetFactory
 from usage.dashboard import Period, dashboard_figures
-from usage.models import BudgetCounter, UsageRecord, UserBudget
+from usage.models import UsageRecord
 
 # Also on the embedded SQLite (`make run`'s default), where PostgreSQL's SQL would not run.
 pytestmark = [pytest.mark.django_db, pytest.mark.sqlite]
@@ -169,15 +169,12 @@ def test_days_are_utc_days_ending_today() -> None:
 def test_budgets_near_their_caps_show_fullest_first(admin_client: Client, tenant: Tenant, other_tenant: Tenant) -> None:
     tenant.monthly_budget_usd, tenant.user_daily_budget_calls = Decimal("100"), 10
     tenant.save()
-    UserBudget.objects.create(tenant=tenant, user_id="bob", daily_calls=100)  # bob's own: far from it
-    day, month = periods(timezone.now(), tenant.time_zone)
-    BudgetCounter.objects.create(tenant=tenant, level="tenant_month", period=month, spent_usd=90, reserved_usd=3)
-    BudgetCounter.objects.create(
-        tenant=tenant, level="user_day", subject="alice", period=day, calls=9, reserved_calls=1
-    )
-    BudgetCounter.objects.create(tenant=tenant, level="user_day", subject="bob", period=day, calls=9)
-    BudgetCounter.objects.create(tenant=tenant, level="tenant_month", period="2020-01", spent_usd=500)  # the past
-    BudgetCounter.objects.create(tenant=other_tenant, level="tenant_month", period=month, spent_usd=500)  # no cap
+    UserBudgetFactory(tenant=tenant, user_id="bob", daily_calls=100)  # bob's own: far from it
+    BudgetCounterFactory(tenant=tenant, spent_usd=90, reserved_usd=3)  # this month's
+    BudgetCounterFactory(tenant=tenant, level="user_day", subject="alice", calls=9, reserved_calls=1)  # today's
+    BudgetCounterFactory(tenant=tenant, level="user_day", subject="bob", calls=9)
+    BudgetCounterFactory(tenant=tenant, period="2020-01", spent_usd=500)  # the past
+    BudgetCounterFactory(tenant=other_tenant, spent_usd=500)  # no cap
 
     response = admin_client.get(DASHBOARD)
 

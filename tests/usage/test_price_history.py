@@ -14,6 +14,7 @@ from rest_framework.test import APIClient
 
 from conversations.models import Run
 from tenants.models import LanguageModel, ModelPrice
+from tenants.services import save_language_model
 from tests.clock import at
 from usage.models import UsageRecord
 
@@ -41,7 +42,7 @@ def test_a_price_changed_mid_month_charges_each_call_at_the_price_of_its_time(
         before = record(run, "msg_before", input=1_000_000, output=100_000)
     with at(NOV_15):
         sonnet.input_price, sonnet.output_price = Decimal("2"), Decimal("10")
-        sonnet.save()  # an operator lowers the price from now on (admin and API save the same way)
+        save_language_model(sonnet)  # an operator lowers the price from now on, as admin and API do
     with at(NOV_20):
         after = record(run, "msg_after", input=1_000_000, output=100_000)
 
@@ -71,7 +72,7 @@ def test_a_later_price_change_re_prices_nothing_already_recorded(
     report = api_client.get("/api/tenants/acme/usage").json()
 
     sonnet_since_november.input_price = Decimal("30")
-    sonnet_since_november.save()
+    save_language_model(sonnet_since_november)
 
     assert api_client.get("/api/tenants/acme/usage").json() == report
     assert report["totals"]["cost_usd"] == "3.0000000000"

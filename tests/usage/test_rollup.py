@@ -13,6 +13,7 @@ from rest_framework.test import APIClient
 
 from conversations.models import Conversation, Run
 from tenants.models import TOKEN_KINDS, LanguageModel, Tenant
+from tests.factories import ConversationFactory
 from usage.models import ROLLUP_PERIOD, UsageRecord, UsageRollup, on_period, usage_for_report
 
 pytestmark = pytest.mark.django_db
@@ -52,7 +53,7 @@ def calls(
     record: Callable[..., UsageRecord],
 ) -> list[UsageRecord]:
     """acme: alice on Sonnet either side of Kolkata's midnight, bob on Haiku; globex: one call."""
-    bob = make_run(Conversation.objects.create(tenant=run.conversation.tenant, model=haiku, user_id="bob"))
+    bob = make_run(ConversationFactory(tenant=run.conversation.tenant, model=haiku, user_id="bob"))
     return [
         record(run, "msg_1", at=KOLKATA_MIDNIGHT - timedelta(microseconds=1), input=1000, output=7),
         record(run, "msg_2", at=KOLKATA_MIDNIGHT, input=300, output=11, cache_read=4000),

@@ -11,9 +11,14 @@ from claude_agent_sdk import McpSdkServerConfig, SdkMcpTool, create_sdk_mcp_serv
 
 from gateway.egress import EgressRefused
 from mcp_servers.models import McpServer
-from mcp_servers.openapi import OpenApiProblem, Operation, build_request, operations
+from mcp_servers.openapi.operations import Operation, operations
+from mcp_servers.openapi.problems import OpenApiProblem
+from mcp_servers.openapi.request import build_request
 
+# An answer reaches the model as a tool result: past this it would crowd the context, so the rest is cut.
+# Reading stops at four times as many bytes, the most UTF-8 needs for that many characters.
 MAX_ANSWER_CHARS = 100_000
+# A call holds the agent's turn: slow APIs get two minutes, then the agent hears that it did not answer.
 TIMEOUT = aiohttp.ClientTimeout(total=120, connect=10)
 
 
