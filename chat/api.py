@@ -12,11 +12,13 @@ from api.serializers import StrictSerializer
 from api.viewsets import TENANT_PARAMETER, ApiKeyRequired, TenantScopedViewSet, principal
 from chat.links import ChatGrant, make_link_token
 from conversations.models import Conversation
-from tenants.auth import USER_ID_MAX_LENGTH
+from tenants.auth import USER_ID_MAX_LENGTH, validate_user_id
 
 
 class ChatLinkRequestSerializer(StrictSerializer):
-    user_id = serializers.CharField(max_length=USER_ID_MAX_LENGTH, help_text="The end user the chat is for.")
+    user_id = serializers.CharField(
+        max_length=USER_ID_MAX_LENGTH, validators=[validate_user_id], help_text="The end user the chat is for."
+    )
     conversation = serializers.UUIDField(required=False, help_text="Open only this conversation (the user's own).")
     expires_in = serializers.IntegerField(
         min_value=60, max_value=7 * 24 * 3600, default=3600, help_text="Seconds the link stays valid (60 s to 7 days)."

@@ -9,7 +9,7 @@ from api.serializers import MAX_BIGINT, MAX_INTEGER, StrictModelSerializer, Stri
 from conversations.models import Conversation, Event, Run
 from mcp_servers.models import SECRET_NAME
 from runs.services import RunOptions, message_text_problem
-from tenants.auth import USER_ID_MAX_LENGTH
+from tenants.auth import USER_ID_MAX_LENGTH, validate_user_id
 
 
 class BudgetSerializer(StrictSerializer):
@@ -61,7 +61,11 @@ class ConversationCreateSerializer(StrictSerializer):
         max_length=63, required=False, allow_blank=True, help_text="Defaults to the tenant's model."
     )
     user_id = serializers.CharField(
-        max_length=USER_ID_MAX_LENGTH, required=False, allow_blank=True, help_text="Defaults to the X-User-ID header."
+        max_length=USER_ID_MAX_LENGTH,
+        required=False,
+        allow_blank=True,
+        validators=[validate_user_id],
+        help_text="Defaults to the X-User-ID header.",
     )
     skills = skill_names(
         required=False,

@@ -1,5 +1,6 @@
 """Who is calling: API keys for REST and SSE, signed stream tokens for WebSockets."""
 
+import unicodedata
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -62,10 +63,37 @@ def raw_key_from_headers(headers: Any) -> str:
     return raw.strip()
 
 
-def user_id_from_headers(headers: Any) -> str:
-    user_id = (headers.get("X-User-ID") or "").strip()
+def user_id_problem(user_id: str) -> str | None:
+    """Why `user_id` cannot name an end user, or None when it can: the one rule for headers, bodies and paths."""
     if len(user_id) > USER_ID_MAX_LENGTH:
-        raise exceptions.ValidationError({"X-User-ID": [f"Use at most {USER_ID_MAX_LENGTH} characters."]})
+        return f"Use at most {USER_ID_MAX_LENGTH} characters."
+    # A tab, a line break or an escape in a user id splits log lines and report rows, and two ids that
+    # look the same on screen would be two users for budgets.
+    if any(unicodedata.category(character) == "Cc" for character in user_id):
+        return "A user id may not contain control characters (tabs, line breaks, NUL, escapes); send plain text."
+    return None
+
+
+def validate_user_id(user_id: str) -> str:
+    """A serializer validator: the user id, or a 400 that says what to fix."""
+    if problem := user_id_problem(user_id):
+        raise exceptions.ValidationError(problem)
+    return user_id
+
+
+def user_id_from_headers(headers: Any) -> str:
+    """The end user `X-User-ID` names ("" without one), read as UTF-8.
+
+    WSGI and ASGI servers hand header values over as latin-1 (each byte one character), while clients
+    send UTF-8: read as given, `zoë` would be stored as `zoÃ«`, another user for budgets and reports.
+    """
+    raw = headers.get("X-User-ID") or ""
+    try:
+        user_id = raw.encode("latin-1").decode("utf-8").strip()
+    except UnicodeError:
+        raise exceptions.ValidationError({"X-User-ID": ["Send the user id as UTF-8 text."]}) from None
+    if problem := user_id_problem(user_id):
+        raise exceptions.ValidationError({"X-User-ID": [problem]})
     return user_id
 
 

@@ -9,10 +9,12 @@ from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import permissions, status
+from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from api.viewsets import TENANT_PARAMETER, ApiKeyRequired, TenantScopedViewSet, principal
+from tenants.auth import user_id_problem
 from usage import budgets
 from usage.models import UserBudget
 from usage.serializers import TenantBudgetsSerializer, UserBudgetSerializer, UserBudgetsSerializer
@@ -84,6 +86,8 @@ class BudgetViewSet(TenantScopedViewSet):
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)
+        if problem := user_id_problem(kwargs.get("user_id", "")):
+            raise ValidationError({"user_id": [problem]})
         # With X-User-ID, only that end user exists, as with conversations.
         caller = principal(request)
         if "user_id" in kwargs and caller.user_id and caller.user_id != kwargs["user_id"]:

@@ -13,6 +13,7 @@ import json
 import os
 import stat
 import tempfile
+import unicodedata
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -84,8 +85,10 @@ def valid_path(path: str) -> str | None:
     """Why `path` cannot be a workspace path, or None when it can."""
     if not path or len(path) > MAX_PATH:
         return f"Use a path of 1 to {MAX_PATH} characters."
-    if "\x00" in path or "\\" in path:
-        return "A path may not contain NUL or backslashes."
+    # A line break or an escape in a name splits log lines and Content-Disposition headers, and shows
+    # one file as another in a listing.
+    if "\\" in path or any(unicodedata.category(character) == "Cc" for character in path):
+        return "A path may not contain backslashes or control characters (NUL, tabs, line breaks, escapes)."
     if path.startswith("/") or any(part in ("", ".", "..") for part in path.split("/")):
         return "Use a relative path without empty, `.` or `..` parts, e.g. `docs/report.md`."
     try:
