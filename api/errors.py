@@ -118,10 +118,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> HttpResponse |
     elif isinstance(exc, PermissionDenied):
         exc = exceptions.PermissionDenied()
     elif isinstance(exc, exceptions.UnsupportedMediaType):
-        sent = getattr(context.get("request"), "content_type", "") or "no Content-Type"
-        exc = exceptions.UnsupportedMediaType(
-            sent, f"Send the body as JSON, with Content-Type: application/json (not {sent})."
-        )
+        exc = unsupported_media_type(context.get("request"))
     elif isinstance(exc, RequestDataTooBig):
         exc = too_large()
     response = drf_exception_handler(exc, context)
@@ -132,6 +129,19 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> HttpResponse |
     code = getattr(exc, "default_code", "error")
     response.data = error_body(response.status_code, code, "; ".join(flatten_errors(detail)), fields)
     return response
+
+
+BODY_FORMATS = {"application/json": "JSON", "multipart/form-data": "a multipart form"}
+
+
+def unsupported_media_type(request: Any) -> exceptions.UnsupportedMediaType:
+    """A 415 that names what this endpoint takes: JSON almost everywhere, a multipart form for uploads."""
+    sent = getattr(request, "content_type", "") or "no Content-Type"
+    taken = [parser.media_type for parser in getattr(request, "parsers", None) or ()] or ["application/json"]
+    formats = " or ".join(BODY_FORMATS.get(media_type, media_type) for media_type in taken)
+    return exceptions.UnsupportedMediaType(
+        sent, f"Send the body as {formats}, with Content-Type: {' or '.join(taken)} (not {sent})."
+    )
 
 
 @csrf_exempt  # a POST to an unknown API path is a 404, not a CSRF failure

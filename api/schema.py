@@ -42,7 +42,7 @@ ERRORS = {
     405: "The method is not one this path serves.",
     409: "The request conflicts with the resource's state (a run already active, an archived conversation, …).",
     413: "The body is over the upload limit.",
-    415: "The body is not JSON (`Content-Type: application/json`).",
+    415: "The body is not of a type the operation takes: JSON, or a multipart form where its request body says so.",
     503: "The database is unavailable for a moment; retry after `Retry-After` seconds.",
 }
 BODY_METHODS = {"POST", "PUT", "PATCH"}

@@ -67,6 +67,9 @@ def read_upload(request: Request) -> archive.SkillContent:
     uploads = request.FILES
     try:
         if "archive" in uploads:
+            # A form keeps the last of repeated parts: refuse rather than take one zip of two unsaid.
+            if len(uploads.getlist("archive")) > 1:
+                raise archive.SkillProblem("Send one `archive`: a skill is one zip.")
             return archive.from_zip(uploads["archive"])
         files, paths = uploads.getlist("file"), request.POST.getlist("path")
         if not files:

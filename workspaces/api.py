@@ -52,6 +52,12 @@ class WorkspaceFilesViewSet(TenantScopedViewSet):
     def create(self, request: Request, tenant: str, conversation_id: str) -> Response:
         """Upload a file (multipart: `file`, optional `path`); it becomes the path's next version."""
         conversation = self.conversation()
+        # A form keeps the last of repeated parts: two files for one path would lose one without a word.
+        for name in ("file", "path"):
+            if len(request.data.getlist(name)) > 1:
+                raise exceptions.ValidationError(
+                    {name: [f"Send one `{name}`: an upload stores one file (a message takes several, as `file` parts)."]}
+                )
         body = FileUploadSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         upload = body.validated_data["file"]

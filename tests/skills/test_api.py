@@ -169,6 +169,23 @@ def test_a_bad_upload_is_400_naming_the_problem_and_stores_nothing(
     assert stored_files(media) == []
 
 
+def test_two_archives_are_400_and_store_nothing(api_client: APIClient, tenant: object, media: Path) -> None:
+    body = {"archive": [zipped(EXAMPLE), zipped(SECOND)]}
+
+    response = api_client.post(URL, body, format="multipart")
+
+    assert error_of(response, 400)["fields"] == {"skill": ["Send one `archive`: a skill is one zip."]}
+    assert not Skill.objects.exists() and stored_files(media) == []
+
+
+def test_json_instead_of_a_multipart_upload_is_415_saying_what_to_send(api_client: APIClient, tenant: object) -> None:
+    response = api_client.post(URL, {"archive": "x"}, format="json")
+
+    assert error_of(response, 415)["message"] == (
+        "Send the body as a multipart form, with Content-Type: multipart/form-data (not application/json)."
+    )
+
+
 def test_a_name_clash_is_400_and_keeps_the_first(api_client: APIClient, tenant: object) -> None:
     upload(api_client, zipped(EXAMPLE))
 

@@ -61,7 +61,10 @@ def test_a_file_is_stored_once_per_content(api_client: APIClient, conversation: 
     assert len(blobs) == 1 and blobs[0].read_bytes() == b"same"
 
 
-@pytest.mark.parametrize("path", ["../escape.txt", "/etc/passwd", "a//b", "x" * 1025, "a/./b"])
+@pytest.mark.parametrize(
+    "path",
+    ["../escape.txt", "/etc/passwd", "a//b", "x" * 1025, "a/./b", "a\nb.txt", "tab\there", "\x1b[31mred", "del\x7f"],
+)
 def test_a_bad_path_is_400_saying_what_to_use(api_client: APIClient, conversation: Conversation, path: str) -> None:
     error = error_of(upload(api_client, conversation, b"x", path=path), 400)
 
@@ -79,10 +82,32 @@ def test_an_upload_over_the_file_limit_is_413(
     assert "WORKSPACE_FILE_MB" in error["message"]
 
 
-def test_json_instead_of_multipart_is_415(api_client: APIClient, conversation: Conversation) -> None:
+def test_json_instead_of_multipart_is_415_saying_to_send_a_multipart_form(
+    api_client: APIClient, conversation: Conversation
+) -> None:
     response = api_client.post(files_url(conversation), {"file": "x"}, format="json")
 
-    assert error_of(response, 415)
+    assert error_of(response, 415)["message"] == (
+        "Send the body as a multipart form, with Content-Type: multipart/form-data (not application/json)."
+    )
+
+
+@pytest.mark.parametrize(
+    ("field", "body"),
+    [
+        ("file", {"file": [SimpleUploadedFile("a.txt", b"a"), SimpleUploadedFile("b.txt", b"b")]}),
+        ("path", {"file": SimpleUploadedFile("a.txt", b"a"), "path": ["one.txt", "two.txt"]}),
+    ],
+)
+def test_an_upload_with_two_files_or_paths_is_400_and_stores_nothing(
+    api_client: APIClient, conversation: Conversation, field: str, body: dict[str, Any]
+) -> None:
+    response = api_client.post(files_url(conversation), body, format="multipart")
+
+    assert error_of(response, 400)["fields"] == {
+        field: [f"Send one `{field}`: an upload stores one file (a message takes several, as `file` parts)."]
+    }
+    assert not WorkspaceFile.objects.exists()
 
 
 def test_another_tenants_or_users_files_do_not_exist(
