@@ -74,11 +74,10 @@ def user_id_problem(user_id: str) -> str | None:
     return None
 
 
-def validate_user_id(user_id: str) -> str:
-    """A serializer validator: the user id, or a 400 that says what to fix."""
+def validate_user_id(user_id: str) -> None:
+    """A serializer validator: a 400 that says what to fix when `user_id` cannot name an end user."""
     if problem := user_id_problem(user_id):
         raise exceptions.ValidationError(problem)
-    return user_id
 
 
 def user_id_from_headers(headers: Any) -> str:

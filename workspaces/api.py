@@ -54,10 +54,9 @@ class WorkspaceFilesViewSet(TenantScopedViewSet):
         conversation = self.conversation()
         # A form keeps the last of repeated parts: two files for one path would lose one without a word.
         for name in ("file", "path"):
-            if len(request.data.getlist(name)) > 1:
-                raise exceptions.ValidationError(
-                    {name: [f"Send one `{name}`: an upload stores one file (a message takes several, as `file` parts)."]}
-                )
+            if len(request.POST.getlist(name) + request.FILES.getlist(name)) > 1:
+                problem = f"Send one `{name}`: an upload stores one file (a message takes several, as `file` parts)."
+                raise exceptions.ValidationError({name: [problem]})
         body = FileUploadSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         upload = body.validated_data["file"]
