@@ -31,10 +31,22 @@ logger = logging.getLogger(__name__)
 
 SUBPROTOCOL = "agent-events.v1"
 TOKEN_SUBPROTOCOL_PREFIX = "token."  # noqa: S105 - a protocol prefix, not a secret
-# Close codes (4000-4999 are the application's); a refusal before accept is an HTTP 403 handshake.
-CLOSE_REFUSED = 4403
+# Close codes (4000-4999 are the application's), after HTTP's: a refused socket is accepted only to be
+# told why in an error frame (a refused handshake reaches clients as a bare 403, and Daphne drops close
+# reasons), then closed with one of these.
 CLOSE_INVALID = 4400
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_REFUSED = 4403
+CLOSE_NOT_FOUND = 4404
 RESYNC_SECONDS = 5.0
+
+
+class Refused(Exception):
+    """Why a socket may not open: its close code, and the error frame's code and message."""
+
+    def __init__(self, close_code: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.close_code, self.code, self.message = close_code, code, message
 
 
 def origin_allowed(origin: str) -> bool:
@@ -66,17 +78,15 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             await await_many_dispatch([receive, self.listener.receive], self.dispatch)
 
     async def connect(self) -> None:
-        access = await self._authorize()
-        if access is None:
-            await self.close(code=CLOSE_REFUSED)
+        try:
+            self.conversation, self.user_id, self.can_steer = await self._authorize()
+        except Refused as refused:
+            await refuse(self, refused)
             return
-        self.conversation, self.user_id, self.can_steer = access
         after = parse_after(self.scope)
         if after is None:
-            # Accepted only to say why, as REST and SSE answer 400 for the same mistake.
-            await self.accept(subprotocol=self._subprotocol())
-            await self._send_error("invalid_after", "`after` must be a whole number of 0 or more.")
-            await self.close(code=CLOSE_INVALID)
+            # As REST and SSE answer 400 for the same mistake.
+            await refuse(self, Refused(CLOSE_INVALID, "invalid_after", "`after` must be a whole number of 0 or more."))
             return
         self.cursor = EventCursor(self.conversation.pk, after)
         self.cursor.at_rest = self.conversation.active_run_id is None
@@ -84,30 +94,28 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         # Join the group before replaying so no event committed in between is missed. If the layer
         # is down, the socket still opens and reads the database until it is back.
         await self.listener.join(realtime.conversation_group(self.conversation.pk))
-        await self.accept(subprotocol=self._subprotocol())
+        await self.accept(subprotocol=chosen_subprotocol(self.scope))
         await self._catch_up()
         self.resync = asyncio.create_task(self._resync_forever())
-
-    def _subprotocol(self) -> str | None:
-        # Browsers fail a handshake that offered subprotocols but got none back: answer ours, or
-        # else echo the token one.
-        offered = self.scope.get("subprotocols", [])
-        return SUBPROTOCOL if SUBPROTOCOL in offered else next(iter(offered), None)
 
     async def disconnect(self, code: int) -> None:
         if hasattr(self, "resync"):
             self.resync.cancel()
         await self.listener.leave()
 
-    async def _authorize(self) -> tuple[Conversation, str, bool] | None:
+    async def _authorize(self) -> tuple[Conversation, str, bool]:
         """The conversation this socket may watch, the end user it speaks for, and whether it may
-        send and interrupt; None to refuse the socket."""
+        send and interrupt; Refused says why not."""
         kwargs = self.scope["url_route"]["kwargs"]
         tenant_id, conversation_id = kwargs["tenant"], kwargs["conversation_id"]
         headers = dict(self.scope.get("headers", []))
-        origin = headers.get(b"origin", b"").decode()
+        origin = headers.get(b"origin", b"").decode(errors="replace")
         if origin and not origin_allowed(origin):
-            return None
+            raise Refused(
+                CLOSE_REFUSED,
+                "origin_refused",
+                "This page's origin may not open the socket: it must match ALLOWED_HOSTS or WEBSOCKET_ALLOWED_ORIGINS.",
+            )
         token = parse_qs(self.scope.get("query_string", b"").decode()).get("token", [""])[0]
         for subprotocol in self.scope.get("subprotocols", []):
             if subprotocol.startswith(TOKEN_SUBPROTOCOL_PREFIX):
@@ -115,18 +123,30 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         if token:
             claims = read_stream_token(token)
             if claims is None or claims["c"] != str(conversation_id) or claims["t"] != tenant_id:
-                return None
+                raise Refused(
+                    CLOSE_REFUSED,
+                    "invalid_token",
+                    "The stream token is invalid, expired or for another conversation; "
+                    "get a new one from POST /api/tenants/{tenant}/conversations/{id}/stream-token.",
+                )
             user_id, can_steer = claims.get("u", ""), True
         else:
             # Staff watch any conversation with their admin session; a cookie is sent cross-site,
             # so this path requires a same-origin browser.
             user = self.scope.get("user")
             if not (origin and user is not None and user.is_active and user.is_staff):
-                return None
+                raise Refused(
+                    CLOSE_UNAUTHENTICATED,
+                    "not_authenticated",
+                    "Send a stream token from POST /api/tenants/{tenant}/conversations/{id}/stream-token, "
+                    "as ?token= or as the subprotocol token.<token>.",
+                )
             # Watching needs staff; steering someone's run needs the permission to change runs.
             user_id, can_steer = "", await sync_to_async(user.has_perm)("conversations.change_run")
         conversation = await Conversation.objects.filter(pk=conversation_id, tenant_id=tenant_id).afirst()
-        return None if conversation is None else (conversation, user_id, can_steer)
+        if conversation is None:  # or another tenant's: both answer alike
+            raise Refused(CLOSE_NOT_FOUND, "not_found", "Not found.")
+        return conversation, user_id, can_steer
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         try:
@@ -219,6 +239,23 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         await self._send_json({"type": "error", "error": error})
 
 
+def chosen_subprotocol(scope: dict[str, Any]) -> str | None:
+    # Browsers fail a handshake that offered subprotocols but got none back: answer ours, or
+    # else echo the token one.
+    offered = scope.get("subprotocols", [])
+    return SUBPROTOCOL if SUBPROTOCOL in offered else next(iter(offered), None)
+
+
+async def refuse(consumer: AsyncWebsocketConsumer, refused: Refused) -> None:
+    """Accept only to say why in an error frame, then close with the refusal's code (and the reason, for
+    servers that pass one on). Nothing of the conversation is sent."""
+    await consumer.accept(subprotocol=chosen_subprotocol(consumer.scope))
+    frame = {"type": "error", "error": {"code": refused.code, "message": refused.message}}
+    await consumer.send(text_data=json.dumps(frame))
+    # A close reason is at most 123 bytes; the frame carries the whole message.
+    await consumer.close(code=refused.close_code, reason=refused.code)
+
+
 def parse_after(scope: dict[str, Any]) -> int | None:
     """The socket's `?after=` (0 when absent), or None when it is not a whole number of 0 or more."""
     raw = parse_qs(scope.get("query_string", b"").decode()).get("after", ["0"])[0]
@@ -226,9 +263,10 @@ def parse_after(scope: dict[str, Any]) -> int | None:
 
 
 class NoSuchSocket(AsyncWebsocketConsumer):
-    """Any other WebSocket path: the handshake is refused (HTTP 403), as an unknown conversation's is."""
+    """Any other WebSocket path: refused as an unknown conversation's is, saying where sockets are."""
 
     channel_layer_alias = "none"  # no layer: nothing to listen to
 
     async def connect(self) -> None:
-        await self.close()
+        message = "No WebSocket at this path; a conversation's is /ws/tenants/{tenant}/conversations/{id}/."
+        await refuse(self, Refused(CLOSE_NOT_FOUND, "not_found", message))

@@ -185,14 +185,17 @@ async def handshake(path: str, subprotocols: list[str] | None = None) -> tuple[b
 )
 @pytest.mark.asyncio
 @pytest.mark.usefixtures("sockets")
-async def test_unknown_or_unauthorized_socket_paths_are_refused_at_the_handshake(
+async def test_unknown_or_unauthorized_socket_paths_are_told_why_then_closed_with_a_44xx_code(
     path: str, conversation: Conversation
 ) -> None:
     token = make_stream_token(str(conversation.pk), conversation.tenant_id, "")
     connected, _, socket = await handshake(path.format(conversation=conversation.pk, token=token))
 
-    assert not connected
-    await socket.disconnect()
+    assert connected
+    frame = await socket.receive_json_from(timeout=5)
+    closed = await socket.receive_output(timeout=5)
+    assert frame["type"] == "error" and frame["error"]["code"] and frame["error"]["message"], frame
+    assert 4400 <= closed["code"] < 4500 and closed["reason"] == frame["error"]["code"], closed
 
 
 @pytest.mark.parametrize("slash", ["/", ""])
@@ -225,7 +228,11 @@ async def test_a_bad_after_is_refused_with_an_error_frame_like_rest_and_sse(
         "type": "error",
         "error": {"code": "invalid_after", "message": "`after` must be a whole number of 0 or more."},
     }
-    assert (await socket.receive_output(timeout=5))["code"] == 4400
+    assert await socket.receive_output(timeout=5) == {
+        "type": "websocket.close",
+        "code": 4400,
+        "reason": "invalid_after",
+    }
 
 
 @pytest.mark.parametrize(

@@ -45,12 +45,17 @@ async def opened(path: str, **kwargs: Any) -> AsyncIterator[WebsocketCommunicato
         await socket.disconnect()
 
 
-async def is_refused(path: str, **kwargs: Any) -> bool:
+async def refusal(path: str, **kwargs: Any) -> tuple[int, str]:
+    """How a refused socket is told why: accepted, one error frame, then a 44xx close (its close code and
+    the frame's error code). Nothing of the conversation is sent."""
     socket = WebsocketCommunicator(application, path, **kwargs)
     connected, _ = await socket.connect()
-    if connected:
-        await socket.disconnect()
-    return not connected
+    assert connected, "refused at the handshake, without a reason"
+    frame = await socket.receive_json_from(timeout=2)
+    closed = await socket.receive_output(timeout=2)
+    assert frame["type"] == "error" and frame["error"]["message"], frame
+    assert closed["type"] == "websocket.close" and closed["reason"] == frame["error"]["code"], closed
+    return closed["code"], frame["error"]["code"]
 
 
 async def received_seqs(socket: WebsocketCommunicator, count: int) -> list[int]:
@@ -135,11 +140,18 @@ async def test_my_token_cannot_open_another_tenants_conversation(
 ) -> None:
     token = token_for(conversation)
 
-    theirs = await is_refused(ws_path("globex", other_conversation.pk, f"?token={token}"))
-    theirs_under_my_tenant = await is_refused(ws_path("acme", other_conversation.pk, f"?token={token}"))
-    mine_under_their_tenant = await is_refused(ws_path("globex", conversation.pk, f"?token={token}"))
+    theirs = await refusal(ws_path("globex", other_conversation.pk, f"?token={token}"))
+    theirs_under_my_tenant = await refusal(ws_path("acme", other_conversation.pk, f"?token={token}"))
+    mine_under_their_tenant = await refusal(ws_path("globex", conversation.pk, f"?token={token}"))
 
-    assert theirs and theirs_under_my_tenant and mine_under_their_tenant
+    assert theirs == theirs_under_my_tenant == mine_under_their_tenant == (4403, "invalid_token")
+
+
+async def test_a_token_for_a_deleted_conversation_is_told_not_found(conversation: Conversation) -> None:
+    token = token_for(conversation)
+    await sync_to_async(Conversation.objects.filter(pk=conversation.pk).delete)()
+
+    assert await refusal(ws_path("acme", conversation.pk, f"?token={token}")) == (4404, "not_found")
 
 
 async def test_a_forged_token_is_refused(conversation: Conversation) -> None:
@@ -149,29 +161,32 @@ async def test_a_forged_token_is_refused(conversation: Conversation) -> None:
     tampered = valid[:-4] + ("AAAA" if not valid.endswith("AAAA") else "BBBB")
 
     refusals = [
-        await is_refused(ws_path("acme", conversation.pk, f"?token={token}"))
-        for token in (other_key, tampered, "garbage")
+        await refusal(ws_path("acme", conversation.pk, f"?token={token}")) for token in (other_key, tampered, "garbage")
     ]
 
-    assert refusals == [True, True, True]
+    assert refusals == [(4403, "invalid_token")] * 3
 
 
 async def test_an_expired_token_is_refused(conversation: Conversation, settings: Settings) -> None:
     token = token_for(conversation)
     settings.STREAM_TOKEN_MAX_AGE_SECONDS = -1  # every token is now too old
 
-    assert await is_refused(ws_path("acme", conversation.pk, f"?token={token}"))
+    assert await refusal(ws_path("acme", conversation.pk, f"?token={token}")) == (4403, "invalid_token")
 
 
-async def test_no_token_is_refused(conversation: Conversation) -> None:
-    assert await is_refused(ws_path("acme", conversation.pk))
-    assert await is_refused(ws_path("acme", conversation.pk), headers=[(b"origin", b"http://testserver")])
+async def test_no_token_is_refused_saying_where_to_get_one(conversation: Conversation) -> None:
+    bare = await refusal(ws_path("acme", conversation.pk))
+    same_origin = await refusal(ws_path("acme", conversation.pk), headers=[(b"origin", b"http://testserver")])
+
+    assert bare == same_origin == (4401, "not_authenticated")
 
 
 async def test_a_disallowed_origin_is_refused_even_with_a_valid_token(conversation: Conversation) -> None:
     headers = [(b"origin", b"https://evil.example")]
 
-    assert await is_refused(ws_path("acme", conversation.pk, f"?token={token_for(conversation)}"), headers=headers)
+    refused = await refusal(ws_path("acme", conversation.pk, f"?token={token_for(conversation)}"), headers=headers)
+
+    assert refused == (4403, "origin_refused")
 
 
 # --- frames from the client ---------------------------------------------------------------------------
