@@ -2,6 +2,7 @@
 
 import logging
 from collections.abc import Callable
+from http import HTTPStatus
 from typing import Any
 
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
@@ -150,43 +151,60 @@ def api_not_found(request: HttpRequest, path: str = "") -> JsonResponse:
     return JsonResponse(error_body(404, "not_found", "Not found."), status=404)
 
 
-# Django's own error pages, in the API's shape (config/urls.py installs them); the admin keeps its HTML.
+# Django's own error pages, in the API's shape (config/urls.py installs them, and with DEBUG on, when
+# Django answers with its debug pages instead, api.middleware.errors_in_json); the admin and the chat
+# page keep their HTML.
+
+PAGES_FOR_PEOPLE = ("/admin/", "/chat/")
+PLAIN_ERRORS = {
+    400: ("bad_request", "The request is malformed."),
+    403: ("permission_denied", "You do not have permission to perform this action."),
+    404: ("not_found", "Not found."),
+    500: ("server_error", "The server failed to answer; the error is logged."),
+}
 
 
-def _for_people(request: HttpRequest) -> bool:
-    return request.path.startswith("/admin/")
+def for_people(request: HttpRequest) -> bool:
+    """Whether the path is a page for people, whose errors are pages too."""
+    return request.path.startswith(PAGES_FOR_PEOPLE)
+
+
+def plain_error(status: int) -> JsonResponse:
+    """The answer for a status that Django reached by itself (no view said more)."""
+    code, message = PLAIN_ERRORS.get(status) or ("error", f"{HTTPStatus(status).phrase}.")
+    return json_error(status, code, message)
 
 
 def bad_request(request: HttpRequest, exception: Exception) -> HttpResponseBase:
-    if _for_people(request):
+    if for_people(request):
         return defaults.bad_request(request, exception)
     if isinstance(exception, RequestDataTooBig):
         error = too_large()
         return json_error(error.status_code, error.default_code, str(error.detail))
-    return json_error(400, "bad_request", "The request is malformed.")
+    return plain_error(400)
 
 
 def permission_denied(request: HttpRequest, exception: Exception) -> HttpResponseBase:
-    if _for_people(request):
+    if for_people(request):
         return defaults.permission_denied(request, exception)
-    return json_error(403, "permission_denied", "You do not have permission to perform this action.")
+    return plain_error(403)
 
 
 def page_not_found(request: HttpRequest, exception: Exception) -> HttpResponseBase:
-    if _for_people(request):
+    if for_people(request):
         return defaults.page_not_found(request, exception)
-    return json_error(404, "not_found", "Not found.")
+    return plain_error(404)
 
 
 def server_error(request: HttpRequest) -> HttpResponseBase:
-    if _for_people(request):
+    if for_people(request):
         return defaults.server_error(request)
-    return json_error(500, "server_error", "The server failed to answer; the error is logged.")
+    return plain_error(500)
 
 
 def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponseBase:
     """CSRF_FAILURE_VIEW: only cookie-authenticated (admin) forms meet CSRF; the API uses keys."""
-    if _for_people(request):
+    if for_people(request):
         return django_csrf.csrf_failure(request, reason)
     return json_error(403, "csrf_failed", f"Refused as a possible cross-site request forgery: {reason}")
 

@@ -1,4 +1,5 @@
-"""Requests refused before any view: a NUL in the path or query string can reach no database."""
+"""Requests refused before any view (a NUL in the path or query string can reach no database), and error
+answers that Django makes itself kept in the API's one error shape."""
 
 from collections.abc import Callable
 from typing import Any
@@ -8,7 +9,7 @@ from asgiref.sync import iscoroutinefunction
 from django.http import HttpRequest, HttpResponseBase
 from django.utils.decorators import sync_and_async_middleware
 
-from api.errors import json_error
+from api.errors import for_people, json_error, plain_error
 
 
 def malformed(request: HttpRequest) -> HttpResponseBase | None:
@@ -30,5 +31,37 @@ def reject_malformed_requests(get_response: Any) -> Callable[[HttpRequest], Any]
 
     def sync_middleware(request: HttpRequest) -> HttpResponseBase:
         return malformed(request) or get_response(request)
+
+    return sync_middleware
+
+
+def in_json(request: HttpRequest, response: HttpResponseBase) -> HttpResponseBase:
+    """An error answer that is not JSON, outside the pages for people, in the one error shape instead.
+
+    With DEBUG on (the embedded default), Django answers a path no route matches (`/api`, `/API/…`) and
+    a crash with its HTML debug pages, and handler404/handler500 are not consulted; the traceback is
+    in the log all the same.
+    """
+    if response.status_code < 400 or for_people(request):
+        return response
+    if response.get("Content-Type", "").startswith("application/json"):
+        return response
+    answer = plain_error(response.status_code)
+    if "Allow" in response:
+        answer["Allow"] = response["Allow"]
+    return answer
+
+
+@sync_and_async_middleware
+def errors_in_json(get_response: Any) -> Callable[[HttpRequest], Any]:
+    if iscoroutinefunction(get_response):
+
+        async def middleware(request: HttpRequest) -> HttpResponseBase:
+            return in_json(request, await get_response(request))
+
+        return middleware
+
+    def sync_middleware(request: HttpRequest) -> HttpResponseBase:
+        return in_json(request, get_response(request))
 
     return sync_middleware

@@ -466,3 +466,24 @@ def test_list_filters_do_not_apply_to_a_lookup(api_client: APIClient, conversati
     detail = api_client.get(conversation_url(conversation) + "?status=archived")
 
     assert response.status_code == 200 and detail.status_code == 200
+
+
+# --- paths no route matches -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/api", "/API/tenants", "/Api/schema/", "/nothing", "/api/tenants/acme/nope"])
+@pytest.mark.parametrize("debug", [True, False], ids=["DEBUG on, as make run", "DEBUG off"])
+def test_a_path_no_route_matches_is_a_json_404(settings: Settings, path: str, debug: bool) -> None:
+    settings.DEBUG = debug
+
+    response = Client().get(path)
+
+    assert error_of(response, 404) == {"status": 404, "code": "not_found", "message": "Not found."}
+
+
+def test_a_refusal_on_a_page_for_people_stays_a_page(settings: Settings) -> None:
+    settings.DEBUG = True
+
+    response = Client().get("/chat/")  # no chat session: a page that says how to open the chat
+
+    assert response.status_code == 401 and response["Content-Type"].startswith("text/html")

@@ -60,9 +60,30 @@ ROUTES = sorted(set(routes()))
 
 def concrete(route: str, samples: dict[str, str]) -> str:
     """A request path for a route, each parameter filled with the sample of its name."""
-    path = re.sub(r"<(?:\w+:)?(\w+)>", lambda m: samples[m[1]], route)
-    path = re.sub(r"\(\?P<(\w+)>[^)]*\)", lambda m: samples[m[1]], path)
+    path = route
+    while (start := path.find("(?P<")) >= 0:
+        name = path[start + 4 : path.index(">", start)]
+        path = path[:start] + samples[name] + path[_group_end(path, start) :]
+    path = re.sub(r"<(?:\w+:)?(\w+)>", lambda m: samples[m[1]], path)
     return "/" + path.replace("^", "").replace("$", "").replace("/?", "")
+
+
+def _group_end(pattern: str, start: int) -> int:
+    """Where the regex group opening at `start` ends: its `)`, past nested groups and `[…]` classes."""
+    depth, at = 0, start
+    while True:
+        character = pattern[at]
+        if character == "\\":
+            at += 1
+        elif character == "[":
+            at = pattern.index("]", at + 2)  # a class's first character may be `]`
+        elif character == "(":
+            depth += 1
+        elif character == ")":
+            depth -= 1
+            if depth == 0:
+                return at + 1
+        at += 1
 
 
 def assert_json_error_or_success(response: HttpResponse, what: str) -> None:
@@ -113,6 +134,18 @@ def test_every_route_answers_json_to_every_method_and_bad_body(
                 response = client.generic(method, path, body, content_type=content_type)
                 assert_json_error_or_success(response, f"{method} {path} ({name}, {'key' if key else 'no key'})")
                 response.close()
+
+
+@pytest.mark.parametrize("route", [route for route in ROUTES if route.startswith("api/^tenants")])
+def test_options_on_every_tenant_route_names_its_methods(route: str, samples: dict[str, str], tenant_key: str) -> None:
+    path = concrete(route, {**samples, "pk": pk_for(route, samples)})
+
+    response = Client(HTTP_X_API_KEY=tenant_key).options(path)
+
+    assert_json_error_or_success(response, f"OPTIONS {path}")
+    if response.status_code != 404:  # an admin-only route, to a tenant key
+        assert response.status_code in (200, 405), (path, response.status_code, response.content[:300])
+        assert "OPTIONS" in response["Allow"] or response.status_code == 405, (path, response["Allow"])
 
 
 @pytest.mark.parametrize("suffix", ["/nope", "/%00", "%0A", "/..%2F", "/" + "x" * 5000])
