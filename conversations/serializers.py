@@ -17,6 +17,13 @@ class BudgetSerializer(StrictSerializer):
     calls = serializers.IntegerField(min_value=0, max_value=MAX_INTEGER, required=False)
 
 
+class BudgetLimitsSerializer(serializers.Serializer):
+    """A conversation's own budget as it reads back: each limit, or null where it sets none."""
+
+    usd = serializers.DecimalField(max_digits=12, decimal_places=6, allow_null=True, help_text="null: no USD limit.")
+    calls = serializers.IntegerField(allow_null=True, help_text="null: no limit on model calls.")
+
+
 class ConversationSerializer(serializers.ModelSerializer):
     model = serializers.CharField(source="model_id", read_only=True)
     tenant = serializers.CharField(source="tenant_id", read_only=True)
@@ -44,7 +51,9 @@ class ConversationSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = fields
 
-    @extend_schema_field(BudgetSerializer(help_text="What all its runs together may spend; null: unlimited."))
+    @extend_schema_field(
+        BudgetLimitsSerializer(help_text="What all its runs together may spend, below the tenant's budgets.")
+    )
     def get_budget(self, conversation: Conversation) -> dict[str, Any]:
         usd = conversation.budget_usd
         return {"usd": None if usd is None else f"{usd:f}", "calls": conversation.budget_calls}

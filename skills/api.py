@@ -203,7 +203,11 @@ class SkillViewSet(TenantScopedViewSet):
 
     @extend_schema(
         parameters=[TENANT_PARAMETER, NUMBER_PARAMETER, FILE_PATH_PARAMETER],
-        responses={(200, "application/octet-stream"): OpenApiResponse(OpenApiTypes.BINARY, description="The file.")},
+        responses={
+            (200, "*/*"): OpenApiResponse(
+                OpenApiTypes.BINARY, description="The file, with the content type its name suggests (else bytes)."
+            )
+        },
     )
     @action(detail=True, methods=["get"], url_path=r"versions/(?P<number>[0-9]{1,9})/files/(?P<path>.+?)")
     def file(self, request: Request, tenant: str, name: str, number: str, path: str) -> FileResponse:

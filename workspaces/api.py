@@ -84,7 +84,11 @@ class WorkspaceFilesViewSet(TenantScopedViewSet):
 
     @extend_schema(
         parameters=[TENANT_PARAMETER, CONVERSATION_PARAMETER, PATH_PARAMETER, VERSION_PARAMETER],
-        responses={(200, "application/octet-stream"): OpenApiResponse(OpenApiTypes.BINARY, description="The content.")},
+        responses={
+            (200, "*/*"): OpenApiResponse(
+                OpenApiTypes.BINARY, description="The content, with the content type it was stored with (else bytes)."
+            )
+        },
     )
     def retrieve(self, request: Request, tenant: str, conversation_id: str, path: str) -> Any:
         """The content of the file (the current version, or `?version=N`)."""
