@@ -95,6 +95,10 @@ class ConversationViewSet(
             body.validated_data["skills"] = services.checked_skills(
                 self.tenant, body.validated_data["skills"], "skills"
             )
+        if body.validated_data.get("mcp_servers") is not None:
+            body.validated_data["mcp_servers"] = services.checked_servers(
+                self.tenant, body.validated_data["mcp_servers"]
+            )
         body.save()
         return Response(ConversationSerializer(conversation).data)
 

@@ -98,10 +98,15 @@ class ConversationUpdateSerializer(StrictModelSerializer):
         allow_null=True,
         help_text="The skills (names) its runs may use; null: all the tenant's enabled ones.",
     )
+    mcp_servers = skill_names(
+        required=False,
+        allow_null=True,
+        help_text="The MCP servers (names) its runs get; null: all the tenant's enabled ones.",
+    )
 
     class Meta:
         model = Conversation
-        fields = ["title", "status", "skills"]
+        fields = ["title", "status", "skills", "mcp_servers"]
 
 
 class MessageCreateSerializer(StrictSerializer):

@@ -465,6 +465,25 @@ def test_a_conversation_keeps_the_servers_it_chose(api_client: APIClient, choosa
     assert everything.status_code == 201 and everything.json()["mcp_servers"] is None
 
 
+def test_a_conversations_servers_change_only_to_usable_ones_and_back_to_all(
+    api_client: APIClient, choosable: None, conversation: Conversation
+) -> None:
+    url = f"{CONVERSATIONS}/{conversation.pk}"
+
+    chosen = api_client.patch(url, {"mcp_servers": ["everyone", "tools", "everyone"]}, format="json")
+    refused = api_client.patch(url, {"mcp_servers": ["theirs"]}, format="json")
+
+    assert chosen.status_code == 200, chosen.content
+    assert chosen.json()["mcp_servers"] == ["everyone", "tools"]
+    assert error_of(refused, 400)["code"] == "unknown_mcp_server"
+    conversation.refresh_from_db()
+    assert conversation.mcp_servers == ["everyone", "tools"]
+    cleared = api_client.patch(url, {"mcp_servers": None}, format="json")
+    assert cleared.status_code == 200 and cleared.json()["mcp_servers"] is None
+    conversation.refresh_from_db()
+    assert conversation.mcp_servers is None
+
+
 def test_with_no_server_the_choices_are_none(api_client: APIClient, tenant: Tenant) -> None:
     error = error_of(api_client.post(CONVERSATIONS, {"mcp_servers": ["nope"]}, format="json"), 400)
 
