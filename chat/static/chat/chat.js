@@ -175,9 +175,11 @@
       if (frame.seq !== undefined) view.apply(frame);
       else if (frame.type === "error") showError(frame.error.message);
     };
-    ws.onclose = () => {
+    ws.onclose = (event) => {
       if (socket !== ws) return;
       delete app.dataset.connected;
+      // 4400-4499: refused, and told why in an error frame (shown); trying again would not change it.
+      if (event.code >= 4400 && event.code <= 4499) return;
       reconnectLater(conversation);
     };
   }

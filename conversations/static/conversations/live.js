@@ -82,10 +82,15 @@
       }
       if (frame && typeof frame === "object") renderFrame(frame);
     });
-    socket.addEventListener("close", () => {
+    socket.addEventListener("close", (event) => {
       sendButton.disabled = true;
       interruptButton.disabled = true;
-      // A refused handshake looks like a drop to the browser, so retry slower each time.
+      if (event.code >= 4400 && event.code <= 4499) {
+        // Refused, and told why in an error frame (shown above): trying again would not change it.
+        setBadge($("conn"), "refused · reload to try again", "closed");
+        return;
+      }
+      // A drop (or the server away) retries slower each time.
       setBadge($("conn"), `closed · retrying in ${Math.round(retryDelay / 1000)} s`, "closed");
       setTimeout(connect, retryDelay);
       retryDelay = Math.min(retryDelay * 2, 15000);
