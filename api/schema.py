@@ -52,8 +52,8 @@ X_USER_ID = OpenApiParameter(
     str,
     OpenApiParameter.HEADER,
     description=(
-        "The tenant's end user the request is for (at most 200 characters). With it, only that user's "
-        "conversations, runs and usage exist, and new conversations and runs are theirs."
+        "The tenant's end user the request is for (UTF-8, at most 200 characters, no control characters). "
+        "With it, only that user's conversations, runs and usage exist, and new conversations and runs are theirs."
     ),
 )
 
