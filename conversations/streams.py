@@ -28,6 +28,7 @@ from api.errors import (
     database_unavailable,
     flatten_errors,
     json_error,
+    unsupported_media_type,
 )
 from api.parsers import is_json, load_json, read_bounded
 from conversations import realtime
@@ -219,10 +220,7 @@ async def stream_message(request: HttpRequest, tenant: str, conversation_id: UUI
     caller, conversation = found
     if not is_json(request.content_type or ""):
         # Also what keeps a cross-site form (text/plain) from starting runs with a stream token.
-        sent = request.content_type or "no Content-Type"
-        return json_error(
-            415, "unsupported_media_type", f"Send the body as JSON, with Content-Type: application/json (not {sent})."
-        )
+        return api_exception_response(unsupported_media_type(request))
     try:
         body = load_json(read_bounded(request))
     except exceptions.APIException as exc:
