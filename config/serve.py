@@ -55,7 +55,9 @@ class JsonRefusalsChannel(http.HTTPChannel):
             message = f"The headers are over {self.totalHeadersSize:,} bytes in all; send shorter headers."
             self._refuse(431, "headers_too_large", message)
         else:
-            self._refuse(400, "bad_request", "The request line or a header is malformed.")
+            # Twisted also parses a multipart/form-data body itself and lands here when its parts are broken.
+            message = "The request is malformed: check its request line, its headers and, for a multipart body, its parts and boundary."
+            self._refuse(400, "bad_request", message)
 
     def _refuse(self, status: int, code: str, message: str) -> None:
         body = json.dumps({"error": {"status": status, "code": code, "message": message}}).encode()

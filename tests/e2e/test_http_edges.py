@@ -33,6 +33,21 @@ def test_headers_past_the_servers_limits_are_answered_431_in_the_error_shape(
     assert httpx.get(f"{platform.base_url}/healthz", timeout=10).status_code == 200
 
 
+@pytest.mark.parametrize("body", [b"garbage", b"--zzz\r\nContent-Disposition: form-data\r\n\r\nno end"])
+def test_a_broken_multipart_body_is_answered_400_in_the_error_shape(acme: Client, body: bytes) -> None:
+    conversation = acme.create_conversation()
+
+    response = acme.http.post(
+        acme.path(conversation, "/files"),
+        content=body,
+        headers={"Content-Type": "multipart/form-data; boundary=zzz"},
+    )
+
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] in {"bad_request", "parse_error", "invalid"}
+    assert "multipart" in response.json()["error"]["message"] or "file" in response.json()["error"]["message"]
+
+
 def test_a_utf8_user_id_reaches_the_platform_as_sent(acme: Client) -> None:
     zoe = {"X-User-ID": "zoë".encode()}  # httpx sends bytes as they are: UTF-8 on the wire
 
