@@ -80,8 +80,9 @@ class RunExecution:
             logger.warning("Run %s: the agent failed: %s\n%s", self.run.pk, exc, "\n".join(self.cli_stderr))
             error = {"reason": "agent_error", "message": AGENT_FAILED}
         except Exception as exc:
+            # The exception's name and text are for operators (the log); an end user reads what to do.
             logger.exception("Run %s failed", self.run.pk)
-            error = {"reason": "internal_error", "message": f"The run failed: {type(exc).__name__}."}
+            error = {"reason": "internal_error", "message": "The run failed on our side; try again."}
         finally:
             await self._sync_workspace_out()
             await self._report_remaining_usage()
