@@ -79,7 +79,7 @@ class RunExecution:
             # The CLI's own words, for operators (it only ever holds the run's token, never a real credential).
             logger.warning("Run %s: the agent failed: %s\n%s", self.run.pk, exc, "\n".join(self.cli_stderr))
             error = {"reason": "agent_error", "message": AGENT_FAILED}
-        except Exception as exc:
+        except Exception:
             # The exception's name and text are for operators (the log); an end user reads what to do.
             logger.exception("Run %s failed", self.run.pk)
             error = {"reason": "internal_error", "message": "The run failed on our side; try again."}
