@@ -21,6 +21,7 @@ from pytest_django.fixtures import Settings
 from rest_framework.test import APIClient
 
 from conversations.models import Conversation
+from mcp_servers import vault
 from mcp_servers.models import McpServer, Secret
 from runs.services import delete_conversation
 from skills.archive import from_files
@@ -30,6 +31,7 @@ from tenants.models import ApiKey, Tenant
 from tenants.storage import WideDeletion, delete_tree
 from tests.conftest import client_with_key
 from tests.e2e.harness import S3Server
+from tests.factories import ConversationFactory, McpServerFactory, RunFactory
 from workspaces.models import WorkspaceFile
 from workspaces.services import save_file
 
@@ -122,7 +124,7 @@ def world(store: Store, make_tenant: Callable[..., Tenant]) -> World:
     acme, globex = make_tenant("acme"), make_tenant("globex")
     conversations = []
     for tenant, title in [(acme, "first"), (acme, "second"), (globex, "theirs")]:
-        conversation = Conversation.objects.create(tenant=tenant, model=tenant.default_model, title=title)
+        conversation = ConversationFactory(tenant=tenant, title=title)
         for path, content in [("notes.md", f"# {title}\n"), ("out/report.csv", f"{title},1\n")]:
             save_file(conversation, path, io.BytesIO(content.encode()), source=WorkspaceFile.Source.USER)
         conversations.append(conversation)
@@ -199,8 +201,6 @@ def test_the_admins_bulk_deletion_deletes_the_chosen_conversations_files_only(
 
 
 def test_a_refused_deletion_deletes_nothing(store: Store, world: World) -> None:
-    from tests.factories import RunFactory
-
     run = RunFactory(conversation=world.first)
     Conversation.objects.filter(pk=world.first.pk).update(active_run=run)
 
@@ -259,9 +259,9 @@ def test_deleting_an_mcp_server_deletes_no_stored_file_and_no_other_server(
     store: Store, world: World, acme_client: APIClient
 ) -> None:
     for tenant in (world.acme, world.globex):
-        McpServer.objects.create(tenant=tenant, name="files", kind=McpServer.Kind.BUILTIN)
-        McpServer.objects.create(tenant=tenant, name="docs", kind=McpServer.Kind.BUILTIN)
-        Secret.objects.create(tenant=tenant, name="token", encrypted=b"sealed")
+        McpServerFactory(tenant=tenant, name="files")
+        McpServerFactory(tenant=tenant, name="docs")
+        vault.store(tenant, "token", "a secret")
 
     response = acme_client.delete("/api/tenants/acme/mcp-servers/files")
 
