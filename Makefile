@@ -16,6 +16,9 @@ $(VENV)/.installed: requirements.txt
 
 install: $(VENV)/.installed
 
+# Without bubblewrap and socat, `make run` runs agents unsandboxed (DEBUG only, with a warning).
+UNSANDBOXED = $(if $(shell command -v bwrap && command -v socat),,SANDBOX_RUNNER=unsandboxed )
+
 # The platform on its embedded defaults (SQLite, in-process runs, offline model) or whatever .env says.
 run: install
 	@command -v bwrap >/dev/null && command -v socat >/dev/null || { \
@@ -23,8 +26,7 @@ run: install
 	  echo "         Install them (apt-get install bubblewrap socat) to run agents in their sandbox."; }
 	$(PY) manage.py migrate --noinput -v0
 	$(PY) manage.py bootstrapdemo --base-url http://127.0.0.1:$(PORT)
-	$(if $(shell command -v bwrap && command -v socat),,SANDBOX_RUNNER=unsandboxed) \
-	$(PY) -m config.serve -b 127.0.0.1 -p $(PORT) config.asgi:application
+	$(UNSANDBOXED)$(PY) -m config.serve -b 127.0.0.1 -p $(PORT) config.asgi:application
 
 # A run worker, for when CELERY_BROKER_URL is set (WORKER_CONCURRENCY runs at once, 4 by default).
 worker: install

@@ -392,5 +392,11 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"daphne": {"level": "WARNING"}, "django.channels.server": {"level": "WARNING"}},
+    "loggers": {
+        "daphne": {"level": "WARNING"},
+        "django.channels.server": {"level": "WARNING"},
+        # Django's own handler on "django" prints each record bare with DEBUG on, then the record reaches
+        # the root's handler as well: every warning twice. Here it has only the root's.
+        "django": {"handlers": [], "level": "INFO", "propagate": True},
+    },
 }
