@@ -6,7 +6,6 @@ here once, and is recorded in `run.queued` as it was decided. What a run then ne
 `runs.prepare`'s. The REST views, the SSE views, the WebSocket consumer and the admin all call these.
 """
 
-import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -34,8 +33,6 @@ from tenants.storage import delete_quietly
 from usage.services import effective_budget, effective_conversation_budget
 from workspaces.services import attach_files, with_attachments
 from workspaces.storage import delete_conversation_files
-
-logger = logging.getLogger(__name__)
 
 
 def message_text_problem(text: str) -> str | None:

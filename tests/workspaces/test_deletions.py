@@ -9,7 +9,7 @@ the same bytes. Deletions run in real transactions, so their after-commit work r
 import hashlib
 import io
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,14 +40,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 Snapshot = dict[str, str]  # key → sha256 of its bytes
 
 
-@pytest.fixture(scope="module")
-def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    server = S3Server(tmp_path_factory.mktemp("s3"))
-    server.start()
-    yield server
-    server.stop()
-
-
 @dataclass
 class Store:
     """The storage a test runs on, read directly (not through the code under test)."""
@@ -73,7 +65,7 @@ def store(request: pytest.FixtureRequest, settings: Settings, tmp_path: Path) ->
 
         return Store("local", read_local)
 
-    server: S3Server = request.getfixturevalue("s3_server")
+    server: S3Server = request.getfixturevalue("s3")
     client = server.client()
     for key in server.objects():  # a bucket of its own for each test
         client.delete_object(Bucket=server.BUCKET, Key=key)

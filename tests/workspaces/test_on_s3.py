@@ -22,14 +22,6 @@ from workspaces.models import WorkspaceFile
 
 
 @pytest.fixture(scope="module")
-def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    server = S3Server(tmp_path_factory.mktemp("s3"))
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def stored(platform: Platform, s3: S3Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     """A platform whose workspaces live in the S3 server, saving a running workspace every second."""
     with serving(
