@@ -14,6 +14,7 @@ to `None` and deleted every file of the tenant.
 import logging
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -104,13 +105,13 @@ def delete_tenant_files(tenant_id: str) -> None:
     _delete_under(tenant_prefix(tenant_id))
 
 
-def delete_quietly(delete: Any, *args: Any) -> None:
+def delete_quietly(delete: Callable[..., None], *args: Any) -> None:
     """Run a deletion after its rows are gone; a failure is logged, since the rows cannot come back."""
     try:
         delete(*args)
     except Exception:
         # What is left in storage is found by its prefix; the log names it.
-        logger.exception("Deleting stored files (%s%r) failed", getattr(delete, "__name__", delete), args)
+        logger.exception("Deleting stored files (%s%r) failed", delete.__name__, args)
 
 
 def _delete_under(prefix: str) -> None:
