@@ -55,6 +55,7 @@ INSTALLED_APPS = [
     "mcp_servers",
     "workspaces",
     "chat",
+    "agents",
 ]
 
 MIDDLEWARE = [

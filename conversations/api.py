@@ -10,6 +10,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import ValidationError
 
+from agents.services import choose_agent
 from api.filters import UtcDateTimeFilter
 from api.parsers import JSONParser
 from api.viewsets import TENANT_PARAMETER, TenantScopedViewSet, principal
@@ -61,7 +62,10 @@ class ConversationViewSet(
         if getattr(self, "swagger_fake_view", False):
             # Schema generation has no request, hence no tenant; it only needs the model.
             return Conversation.objects.none()
-        return principal(self.request).narrow(Conversation.objects.for_tenant(self.tenant))
+        conversations = Conversation.objects.for_tenant(self.tenant).select_related(
+            "tenant", "agent__current_version", "agent_version"
+        )
+        return principal(self.request).narrow(conversations)
 
     @extend_schema(
         parameters=[TENANT_PARAMETER], request=ConversationCreateSerializer, responses={201: ConversationSerializer}
@@ -76,6 +80,7 @@ class ConversationViewSet(
         conversation = services.create_conversation(
             self.tenant,
             user_id=header_user or body_user,
+            agent=body.validated_data.get("agent"),
             model_id=body.validated_data.get("model"),
             title=body.validated_data["title"],
             skills=body.validated_data.get("skills"),
@@ -99,6 +104,9 @@ class ConversationViewSet(
             body.validated_data["mcp_servers"] = services.checked_servers(
                 self.tenant, body.validated_data["mcp_servers"]
             )
+        if "agent" in body.validated_data:
+            choice = choose_agent(self.tenant, body.validated_data.pop("agent"))
+            body.validated_data.update(agent=choice.profile, agent_version=choice.pinned)
         body.save()
         return Response(ConversationSerializer(conversation).data)
 

@@ -20,7 +20,30 @@ class Conversation(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="conversations")
     user_id = models.CharField(max_length=200, blank=True, help_text="The tenant's end user (X-User-ID).")
-    model = models.ForeignKey(LanguageModel, on_delete=models.PROTECT, related_name="conversations")
+    agent = models.ForeignKey(
+        "agents.AgentProfile",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="conversations",
+        help_text="Its agent profile; empty: the tenant's default agent.",
+    )
+    agent_version = models.ForeignKey(
+        "agents.AgentVersion",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="A version it is pinned to (name@version); empty: its agent's current version.",
+    )
+    model = models.ForeignKey(
+        LanguageModel,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="conversations",
+        help_text="A model it names over its agent's; empty: its agent's model.",
+    )
     title = models.CharField(max_length=300, blank=True)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.ACTIVE)
     sdk_session_id = models.CharField(max_length=100, blank=True, help_text="The Agent SDK session to resume.")
@@ -39,6 +62,9 @@ class Conversation(models.Model):
     )
     budget_calls = models.PositiveIntegerField(
         null=True, blank=True, help_text="Model calls all its runs together may make; empty = unlimited"
+    )
+    context_usage = models.JSONField(
+        null=True, blank=True, help_text="How full its context window was after its last turn (event context.usage)."
     )
     # The last event seq handed out; bumped under a row lock so seq stays gap-free.
     last_seq = models.PositiveBigIntegerField(default=0)
@@ -87,6 +113,14 @@ class Run(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="runs")
     model = models.ForeignKey(LanguageModel, on_delete=models.PROTECT, related_name="runs")
+    agent_version = models.ForeignKey(
+        "agents.AgentVersion",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="runs",
+        help_text="The agent profile version it ran with (its run.queued event keeps the name and number).",
+    )
     user_id = models.CharField(max_length=200, blank=True)
     input = models.TextField()
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)

@@ -24,8 +24,14 @@ class BudgetLimitsSerializer(serializers.Serializer):
     calls = serializers.IntegerField(allow_null=True, help_text="null: no limit on model calls.")
 
 
+class ConversationAgentSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    version = serializers.IntegerField(allow_null=True, help_text="The version it is pinned to; null: the current one.")
+
+
 class ConversationSerializer(serializers.ModelSerializer):
-    model = serializers.CharField(source="model_id", read_only=True)
+    model = serializers.SerializerMethodField()
+    agent = serializers.SerializerMethodField()
     tenant = serializers.CharField(source="tenant_id", read_only=True)
     active_run = serializers.UUIDField(source="active_run_id", read_only=True, allow_null=True)
     session_id = serializers.CharField(source="sdk_session_id", read_only=True)
@@ -37,12 +43,14 @@ class ConversationSerializer(serializers.ModelSerializer):
             "id",
             "tenant",
             "user_id",
+            "agent",
             "model",
             "title",
             "status",
             "skills",
             "mcp_servers",
             "budget",
+            "context_usage",
             "session_id",
             "active_run",
             "last_seq",
@@ -50,6 +58,20 @@ class ConversationSerializer(serializers.ModelSerializer):
             "updated_at",
         ]
         read_only_fields = fields
+
+    @extend_schema_field(serializers.CharField(help_text="The model its next run uses: its own, else its agent's."))
+    def get_model(self, conversation: Conversation) -> str:
+        if conversation.model_id:
+            return conversation.model_id
+        version = conversation.agent_version or (conversation.agent.current_version if conversation.agent else None)
+        return (version.model_id if version else None) or conversation.tenant.default_model_id
+
+    @extend_schema_field(ConversationAgentSerializer(allow_null=True, help_text="null: the tenant's default agent."))
+    def get_agent(self, conversation: Conversation) -> dict[str, Any] | None:
+        if conversation.agent is None:
+            return None
+        pinned = conversation.agent_version
+        return {"name": conversation.agent.name, "version": pinned.number if pinned else None}
 
     @extend_schema_field(
         BudgetLimitsSerializer(help_text="What all its runs together may spend, below the tenant's budgets.")
@@ -66,8 +88,14 @@ def skill_names(**kwargs: Any) -> serializers.ListField:
 
 class ConversationCreateSerializer(StrictSerializer):
     title = serializers.CharField(max_length=300, required=False, allow_blank=True, default="")
+    agent = serializers.CharField(
+        max_length=140,
+        required=False,
+        allow_blank=True,
+        help_text="An agent profile: `name` follows its current version, `name@version` pins one; omitted: the default.",
+    )
     model = serializers.CharField(
-        max_length=63, required=False, allow_blank=True, help_text="Defaults to the tenant's model."
+        max_length=63, required=False, allow_blank=True, help_text="A model over the agent's; omitted: the agent's."
     )
     user_id = serializers.CharField(
         max_length=USER_ID_MAX_LENGTH,
@@ -93,6 +121,11 @@ class ConversationCreateSerializer(StrictSerializer):
 
 
 class ConversationUpdateSerializer(StrictModelSerializer):
+    agent = serializers.CharField(
+        max_length=140,
+        required=False,
+        help_text="Move it to another agent profile from its next run: `name` or `name@version`.",
+    )
     skills = skill_names(
         required=False,
         allow_null=True,
@@ -106,11 +139,17 @@ class ConversationUpdateSerializer(StrictModelSerializer):
 
     class Meta:
         model = Conversation
-        fields = ["title", "status", "skills", "mcp_servers"]
+        fields = ["title", "status", "agent", "skills", "mcp_servers"]
 
 
 class MessageCreateSerializer(StrictSerializer):
     text = serializers.CharField(trim_whitespace=False)
+    agent = serializers.CharField(
+        max_length=140,
+        required=False,
+        allow_blank=True,
+        help_text="Another agent profile for this message only (`name` or `name@version`); omitted: the conversation's.",
+    )
     budget = BudgetSerializer(
         required=False,
         help_text="Lowers this run's budget below the tenant's default: USD and/or model calls.",

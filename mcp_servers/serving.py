@@ -55,10 +55,15 @@ class RunMcp:
         return {**gateway_config, **self.in_sandbox, **self.in_worker}
 
 
-def servers_of(run: Run) -> tuple[list[McpServer], dict[str, dict[str, str]], dict[str, str]]:
-    """The run's servers, the headers of those the gateway relays (secrets filled in), and what is missing."""
+def servers_of(
+    run: Run, agent_choice: list[str] | None = None
+) -> tuple[list[McpServer], dict[str, dict[str, str]], dict[str, str]]:
+    """The run's servers, the headers of those the gateway relays (secrets filled in), and what is missing.
+
+    `agent_choice` is its agent profile's servers (None: all), which the conversation's choice overrides."""
     conversation = run.conversation
-    servers = run_servers(conversation.tenant, conversation.mcp_servers, run.mcp_servers)
+    choice = conversation.mcp_servers if conversation.mcp_servers is not None else agent_choice
+    servers = run_servers(conversation.tenant, choice, run.mcp_servers)
     tokens = unseal(bytes(run.mcp_tokens)) if run.mcp_tokens else {}
     headers, problems = {}, {}
     for server in servers:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import jsonschema
 from asgiref.sync import ThreadSensitiveContext, sync_to_async
 from channels import DEFAULT_CHANNEL_LAYER
 from channels.layers import InMemoryChannelLayer, channel_layers, get_channel_layer
@@ -222,6 +223,7 @@ class RunExecution:
         self.writer.emit(
             EventType.RUN_STARTED,
             {
+                "agent": setup.agent.summary(),
                 "model": self.model.pk,
                 "model_display_name": self.model.display_name,
                 "offline_model": self.model.is_offline,
@@ -309,17 +311,33 @@ class RunExecution:
                 logger.warning("Run %s: the model failed (%s): %s", self.run.pk, message.api_error_status, detail)
                 error = {"reason": "model_error", "message": MODEL_UNAVAILABLE, "api_status": message.api_error_status}
                 return Run.Status.FAILED, None, error
+            if message.subtype == "error_max_structured_output_retries":
+                return Run.Status.FAILED, None, {"reason": "output_invalid", "message": detail, "api_status": None}
             return Run.Status.FAILED, None, {"reason": message.subtype, "message": detail, "api_status": None}
-        return (
-            Run.Status.COMPLETED,
-            {
-                "result": message.result or "",
-                "num_turns": message.num_turns,
-                "stop_reason": message.stop_reason,
-                "session_id": message.session_id,
-            },
-            None,
-        )
+        result = {
+            "result": message.result or "",
+            "num_turns": message.num_turns,
+            "stop_reason": message.stop_reason,
+            "session_id": message.session_id,
+        }
+        schema = self.setup.agent.version.output_schema if self.setup else None
+        if schema is not None:
+            if problem := output_problem(schema, message.structured_output):
+                return Run.Status.FAILED, None, {"reason": "output_invalid", "message": problem, "api_status": None}
+            result["structured_output"] = message.structured_output
+        return Run.Status.COMPLETED, result, None
+
+
+def output_problem(schema: dict[str, Any], output: Any) -> str | None:
+    """Why a run's structured output does not fit its agent's schema, or None. The CLI checks it too; this is
+    the platform's own word on what it stores and hands on."""
+    if output is None:
+        return "The agent ended without a structured answer."
+    error = jsonschema.exceptions.best_match(jsonschema.validators.validator_for(schema)(schema).iter_errors(output))
+    if error is None:
+        return None
+    where = "/".join(str(part) for part in error.absolute_path)
+    return f"The structured answer does not fit the agent's schema{f' at {where}' if where else ''}: {error.message}"
 
 
 async def user_message(text: str, skills: RunSkills) -> AsyncIterator[dict[str, Any]]:

@@ -19,7 +19,9 @@ def claim_run(run_id: UUID | str) -> Run | None:
     )
     if not claimed:
         return None
-    return Run.objects.select_related("conversation__tenant", "model").get(pk=run_id)
+    return Run.objects.select_related(
+        "conversation__tenant", "model", "agent_version__profile", "agent_version__fallback_model"
+    ).get(pk=run_id)
 
 
 def beat(run_id: UUID) -> bool:

@@ -1,11 +1,22 @@
-"""The Agent SDK options of a run."""
+"""The Agent SDK options of a run: its agent profile version, mapped option by option."""
 
+import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from claude_agent_sdk import ClaudeAgentOptions, HookMatcher
-from claude_agent_sdk.types import HookContext, HookEvent, HookInput, SyncHookJSONOutput
+from claude_agent_sdk import AgentDefinition, ClaudeAgentOptions, HookMatcher
+from claude_agent_sdk.types import (
+    HookContext,
+    HookEvent,
+    HookInput,
+    SyncHookJSONOutput,
+    SystemPromptPreset,
+    ThinkingConfig,
+)
 
+from agents.models import AgentVersion
+from agents.rules import ToolPolicy
+from agents.services import RunAgent
 from conversations.models import Run
 from runs.session_store import DatabaseSessionStore
 
@@ -13,24 +24,40 @@ if TYPE_CHECKING:
     from runs.prepare import RunSetup
 from workspaces.services import WORKSPACE_PROMPT
 
+logger = logging.getLogger(__name__)
+
+# Who is calling, on every request the CLI makes (the SDK's `client_app`).
+CLIENT_APP = "agent-platform/1"
+
 
 def agent_options(run: Run, setup: "RunSetup", *, stderr: Callable[[str], None]) -> ClaudeAgentOptions:
-    """The CLI behind the sandbox launcher, in the run's workspace, on the run's model, with the tenant's
-    prompt, and with exactly the run's skills and MCP servers."""
-    launch, skills = setup.launch, setup.skills
-    parts = (WORKSPACE_PROMPT, run.conversation.tenant.system_prompt, preferred_skills_prompt(skills.preferred))
-    system_prompt = "\n\n".join(part for part in parts if part)
+    """The CLI behind the sandbox launcher, in the run's workspace, as its agent profile version says: its
+    instructions, model, tools and their policy, subagents and structured output; with exactly the run's
+    skills and MCP servers."""
+    launch, skills, agent = setup.launch, setup.skills, setup.agent
+    version = agent.version
+    mcp_tools = {server.name: list(server.allowed_tools) for server in setup.mcp.servers}
     return ClaudeAgentOptions(
         cli_path=launch.cli_path,
         env=launch.env,
         cwd=launch.cwd,
         model=run.model.provider_model_id,
-        system_prompt={"type": "preset", "preset": "claude_code", "append": system_prompt},
+        fallback_model=agent.fallback_model.provider_model_id if agent.fallback_model else None,
+        system_prompt=system_prompt(version, preferred_skills_prompt(skills.preferred)),
+        effort=version.effort or None,  # type: ignore[arg-type]  # one of the SDK's levels (AgentVersion.Effort)
+        thinking=thinking(version),
+        max_turns=version.max_turns,
+        agents=subagents(agent) or None,
+        output_format={"type": "json_schema", "schema": version.output_schema} if version.output_schema else None,
+        # The run's policy hook decides every call (approvals will change the mode, not the hook).
         permission_mode="bypassPermissions",
         include_partial_messages=True,
         resume=setup.resume,
         mcp_servers=setup.mcp_config,
-        hooks=allowed_tools_hook({server.name: list(server.allowed_tools) for server in setup.mcp.servers}),
+        hooks=policy_hooks(agent.policy(mcp_tools)),
+        # End users' text is theirs: no `@path` expansion, none of the CLI's own slash commands.
+        verbatim_prompts=True,
+        client_app=CLIENT_APP,
         # The transcript lives in the database, so the next message resumes on any worker;
         # the CLI's config directory is per run and thrown away.
         # (mypy takes the SDK protocol's optional methods, which raise NotImplementedError, for abstract ones.)
@@ -43,25 +70,63 @@ def agent_options(run: Run, setup: "RunSetup", *, stderr: Callable[[str], None])
     )
 
 
-def allowed_tools_hook(allowed: dict[str, list[str]]) -> dict[HookEvent, list[HookMatcher]]:
-    """Refuse a call of an MCP tool its server does not allow (however the server is served)."""
+def system_prompt(version: AgentVersion, *more: str) -> SystemPromptPreset:
+    """Claude Code's prompt with the workspace's rules and the agent's instructions appended.
+
+    The SDK's `snapshot` decides whether a resumed session keeps the prompt it first recorded: off (the
+    default `next_turn`), an edit of the instructions reaches every conversation at its next turn."""
+    parts = (WORKSPACE_PROMPT, version.instructions, *more)
+    return {
+        "type": "preset",
+        "preset": "claude_code",
+        "append": "\n\n".join(part for part in parts if part),
+        "snapshot": version.prompt_scope == AgentVersion.PromptScope.NEW_CONVERSATIONS,
+    }
+
+
+def thinking(version: AgentVersion) -> ThinkingConfig | None:
+    if version.thinking_budget is None:
+        return None
+    if version.thinking_budget == 0:
+        return {"type": "disabled"}
+    return {"type": "enabled", "budget_tokens": version.thinking_budget}
+
+
+def subagents(agent: RunAgent) -> dict[str, AgentDefinition]:
+    definitions = {}
+    for subagent in agent.version.subagents:
+        model = agent.subagent_models.get(subagent["name"])
+        definitions[subagent["name"]] = AgentDefinition(
+            description=subagent["description"],
+            prompt=subagent["prompt"],
+            tools=subagent.get("tools"),
+            # A subagent naming no model runs on the run's.
+            model=model.provider_model_id if model else "inherit",
+        )
+    return definitions
+
+
+def policy_hooks(policy: ToolPolicy) -> dict[HookEvent, list[HookMatcher]]:
+    """One PreToolUse hook for every tool call: the profile's tool rules and each MCP server's allow-list.
+
+    It fails closed (`on_failure="block"`): a hook that raises would otherwise let the call through."""
 
     async def check(hook_input: HookInput, tool_use_id: str | None, context: HookContext) -> SyncHookJSONOutput:
         name = str(hook_input.get("tool_name", ""))
-        _, server, tool = [*name.split("__", 2), "", ""][:3]
-        tools = allowed.get(server)
-        if not tools or tool in tools:
+        tool_input: Any = hook_input.get("tool_input") or {}
+        refusal = policy.refusal(name, tool_input if isinstance(tool_input, dict) else {})
+        if refusal is None:
             return {}
-        reason = f"MCP server {server!r} allows only these tools: {', '.join(tools)}."
+        logger.info("Refused a call of %s: %s", name, refusal)
         return {
             "hookSpecificOutput": {
                 "hookEventName": "PreToolUse",
                 "permissionDecision": "deny",
-                "permissionDecisionReason": reason,
+                "permissionDecisionReason": refusal,
             }
         }
 
-    return {"PreToolUse": [HookMatcher(matcher="mcp__.*", hooks=[check])]}
+    return {"PreToolUse": [HookMatcher(matcher=None, hooks=[check], on_failure="block")]}
 
 
 def preferred_skills_prompt(names: list[str]) -> str:

@@ -2,6 +2,9 @@
 
 A coming feature adds one call here, and a field to RunSetup where the options need it:
 
+- agents: `run_agent(run)` gives the profile version the run records (instructions, tools and their policy,
+  models, subagents, structured output), which `runs.options.agent_options` maps to SDK options; its
+  skills and MCP servers are the defaults the conversation and message narrow;
 - workspaces: `RunWorkspace.sync_in()` fills /workspace from storage before the launch (here); the
   executor calls `sync_out()` every WORKSPACE_SYNC_SECONDS and at every ending;
 - skills: `run_skills(…)` chooses them, `place_skills(…)` links them from the worker's cache into the
@@ -22,6 +25,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 
+from agents.services import RunAgent, run_agent
 from conversations.events import EventItem
 from conversations.models import Conversation, Run, SessionEntry
 from gateway.calls import Refusal
@@ -46,6 +50,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class RunSetup:
+    agent: RunAgent
     place: RunPlace
     workspace: RunWorkspace
     gateway: ModelGateway
@@ -72,14 +77,15 @@ async def prepare_run(
     Raises SandboxUnavailable when the run cannot be isolated, SkillsUnavailable when its skills'
     files cannot be had.
     """
+    agent = await sync_to_async(run_agent)(run)
     place = prepare_place(str(run.pk), workspace_dir(run.conversation))
     # Removed last, after the CLI is gone: the run's directory, cgroup and anything left in it.
     resources.callback(place.remove)
     workspace = RunWorkspace(run, place.workspace, owner=sandbox_ids() if os.geteuid() == 0 else None)
     await workspace.sync_in()
-    skills = await sync_to_async(skills_of)(run)
+    skills = await sync_to_async(skills_of)(run, agent)
     await asyncio.to_thread(place_skills, skills.versions, place.skills_dir)
-    mcp = prepare_mcp(*await sync_to_async(servers_of)(run), workspace, emit)
+    mcp = prepare_mcp(*await sync_to_async(servers_of)(run, agent.version.mcp_servers), workspace, emit)
     resources.push_async_callback(mcp.close)
     gateway = await resources.enter_async_context(
         ModelGateway(
@@ -101,6 +107,7 @@ async def prepare_run(
         ),
     )
     return RunSetup(
+        agent=agent,
         place=place,
         workspace=workspace,
         gateway=gateway,
@@ -112,9 +119,11 @@ async def prepare_run(
     )
 
 
-def skills_of(run: Run) -> RunSkills:
+def skills_of(run: Run, agent: RunAgent) -> RunSkills:
     conversation = run.conversation
-    return run_skills(conversation.tenant, conversation.skills, run.skills, run.preferred_skills, run.input)
+    # The conversation's choice, else the agent's: either narrows what the tenant has, never widens it.
+    choice = conversation.skills if conversation.skills is not None else agent.version.skills
+    return run_skills(conversation.tenant, choice, run.skills, run.preferred_skills, run.input)
 
 
 async def session_to_resume(conversation: Conversation) -> str | None:

@@ -17,6 +17,8 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from agents.models import AgentVersion
+from agents.services import choose_agent, run_version
 from api.errors import Conflict, ServiceError
 from conversations import realtime
 from conversations.events import EventType, finish_run, record_events
@@ -48,7 +50,8 @@ def message_text_problem(text: str) -> str | None:
 class RunOptions:
     """One message and everything it asks of its run, as the end user sent it.
 
-    `skills` and `mcp_servers` narrow the conversation's (None: the conversation's own choice);
+    `agent` names the agent profile (`name` or `name@version`) for this message only (None: the
+    conversation's); `skills` and `mcp_servers` narrow the conversation's (None: the conversation's own choice);
     `preferred_skills` are added and named to the agent as the ones to use first; `budget_usd` and
     `budget_calls` may lower the tenant's run budget, never raise it; `mcp_tokens` are secrets for
     this run only (sealed, and gone when it ends); `files` land in the workspace before the run.
@@ -56,6 +59,7 @@ class RunOptions:
 
     text: str
     user_id: str = ""
+    agent: str | None = None
     files: Sequence[UploadedFile] = ()
     skills: Sequence[str] | None = None
     preferred_skills: Sequence[str] = ()
@@ -70,6 +74,7 @@ class RunOptions:
         budget = data.get("budget") or {}
         return cls(
             text=data["text"],
+            agent=data.get("agent") or None,
             skills=data.get("skills"),
             preferred_skills=tuple(data.get("preferred_skills") or ()),
             mcp_servers=data.get("mcp_servers"),
@@ -84,6 +89,8 @@ class RunOptions:
 class _Decided:
     """What `start_run` decided for a message, as `run.queued` records it."""
 
+    agent: AgentVersion
+    model: LanguageModel
     skills: list[str] | None
     preferred_skills: list[str]
     mcp_servers: list[str] | None
@@ -94,15 +101,8 @@ class _Decided:
 # --- Conversations --------------------------------------------------------------------------------
 
 
-def resolve_model(tenant: Tenant, model_id: str | None) -> LanguageModel:
-    """The catalog model a conversation should use: the one named, or the tenant's default."""
-    if not model_id:
-        if not tenant.default_model.is_usable:
-            raise ServiceError(
-                f"The tenant's default model '{tenant.default_model_id}' is deprecated; name an active model.",
-                code="model_deprecated",
-            )
-        return tenant.default_model
+def resolve_model(model_id: str) -> LanguageModel:
+    """The catalog model a conversation names over its agent's, or the 400 that says which to choose."""
     model = LanguageModel.objects.filter(pk=model_id).first()
     if model is None:
         choices = ", ".join(LanguageModel.objects.usable().values_list("id", flat=True)) or "none defined"
@@ -116,16 +116,22 @@ def create_conversation(
     tenant: Tenant,
     *,
     user_id: str = "",
+    agent: str | None = None,
     model_id: str | None = None,
     title: str = "",
     skills: Sequence[str] | None = None,
     mcp_servers: Sequence[str] | None = None,
     budget: Mapping[str, Any] | None = None,
 ) -> Conversation:
-    """A new conversation; its budget is the tenant's default, lowered by `budget` (`usd`, `calls`)."""
+    """A new conversation of `agent` (`name` follows its current version, `name@version` pins one; None: the
+    tenant's default agent), on the agent's model unless `model_id` names another; its budget is the
+    tenant's default, lowered by `budget` (`usd`, `calls`)."""
     if not tenant.is_active:
         raise Conflict(f"Tenant '{tenant.pk}' is inactive.", code="tenant_inactive")
-    model = resolve_model(tenant, model_id)
+    choice = choose_agent(tenant, agent)
+    model = resolve_model(model_id) if model_id else None
+    if model is None:
+        _agent_model(tenant, choice.version)  # refuses a deprecated one now, not at the first message
     chosen = None if skills is None else checked_skills(tenant, skills, "skills")
     servers = None if mcp_servers is None else checked_servers(tenant, mcp_servers)
     budget_usd, budget_calls = effective_conversation_budget(
@@ -134,6 +140,8 @@ def create_conversation(
     return Conversation.objects.create(
         tenant=tenant,
         user_id=user_id,
+        agent=choice.profile,
+        agent_version=choice.pinned,
         model=model,
         title=title,
         skills=chosen,
@@ -211,11 +219,12 @@ def start_run(conversation: Conversation, options: RunOptions) -> Run:
         )
         _check_startable(locked)
         user_id = options.user_id or locked.user_id
-        decided = _decide(locked.tenant, user_id, options)
+        decided = _decide(locked, user_id, options)
         attached = attach_files(locked, list(options.files))
         run = Run.objects.create(
             conversation=locked,
-            model=locked.model,
+            model=decided.model,
+            agent_version=decided.agent,
             user_id=user_id,
             input=with_attachments(options.text, attached),
             heartbeat_at=timezone.now(),  # for a queued run: when it was handed to a worker
@@ -233,6 +242,7 @@ def start_run(conversation: Conversation, options: RunOptions) -> Run:
             "text": options.text,  # as the end user typed it; `input` is what the agent reads
             "attachments": [{"path": version.path, "size": version.size} for version in attached],
             "user_id": run.user_id,
+            "agent": agent_label(decided.agent),
             "model": run.model_id,
             "budget": {
                 "usd": None if decided.budget_usd is None else str(decided.budget_usd),
@@ -254,7 +264,7 @@ def _check_startable(conversation: Conversation) -> None:
         raise Conflict("This conversation is archived; unarchive it or start a new one.", code="archived")
     if not conversation.tenant.is_active:
         raise Conflict(f"Tenant '{conversation.tenant_id}' is inactive.", code="tenant_inactive")
-    if not conversation.model.is_usable:
+    if conversation.model is not None and not conversation.model.is_usable:
         raise Conflict(
             f"This conversation's model '{conversation.model_id}' is deprecated; start a new conversation.",
             code="model_deprecated",
@@ -267,8 +277,9 @@ def _check_startable(conversation: Conversation) -> None:
         )
 
 
-def _decide(tenant: Tenant, user_id: str, options: RunOptions) -> _Decided:
+def _decide(conversation: Conversation, user_id: str, options: RunOptions) -> _Decided:
     """Each feature's answer to what the message asks, or the ServiceError that says what to fix."""
+    tenant = conversation.tenant
     try:
         ratelimit.check(ratelimit.run_limits(tenant, user_id))
     except ratelimit.RateLimited as limited:
@@ -282,8 +293,33 @@ def _decide(tenant: Tenant, user_id: str, options: RunOptions) -> _Decided:
         check_command(tenant, options.text)
     except SkillProblem as problem:
         raise ServiceError(str(problem), code="unknown_command") from None
-    budget_usd, budget_calls = effective_budget(tenant, options.budget_usd, options.budget_calls)
-    return _Decided(skills, preferred, servers, budget_usd, budget_calls)
+    agent = run_version(conversation, options.agent)
+    model = conversation.model or _agent_model(tenant, agent)
+    budget_usd, budget_calls = effective_budget(
+        tenant,
+        options.budget_usd,
+        options.budget_calls,
+        agent_usd=agent.run_budget_usd,
+        agent_calls=agent.run_budget_calls,
+    )
+    return _Decided(agent, model, skills, preferred, servers, budget_usd, budget_calls)
+
+
+def _agent_model(tenant: Tenant, agent: AgentVersion) -> LanguageModel:
+    """The model an agent version runs on (the tenant's default when it names none), or why it cannot."""
+    model = agent.model or tenant.default_model
+    if not model.is_usable:
+        raise Conflict(
+            f"Agent {agent_label(agent)} runs on model '{model.pk}', which is deprecated; "
+            "choose an active model for the agent, or name one for the conversation.",
+            code="model_deprecated",
+        )
+    return model
+
+
+def agent_label(agent: AgentVersion) -> dict[str, Any]:
+    """How events name an agent version."""
+    return {"name": agent.profile.name, "version": agent.number, "kind": agent.kind}
 
 
 def interrupt_run(conversation: Conversation) -> Run:

@@ -191,7 +191,6 @@ class TenantAdminForm(forms.ModelForm):
             "name",
             "status",
             "default_model",
-            "system_prompt",
             "run_budget_usd",
             "run_budget_calls",
             "monthly_budget_usd",
@@ -236,7 +235,7 @@ class TenantAdmin(admin.ModelAdmin):
     actions = ["activate", "deactivate"]
     fieldsets = [
         (None, {"fields": ["id", "name", "status"]}),
-        ("Agent", {"fields": ["default_model", "system_prompt"]}),
+        ("Agents", {"fields": ["default_model"], "description": "Instructions, tools and models: Agent profiles."}),
         ("Chat page", {"fields": ["chat_shows_cost"]}),
         ("Reports", {"fields": ["time_zone"]}),
         (

@@ -291,9 +291,13 @@ class Tenant(models.Model):
 
     id = models.CharField(primary_key=True, max_length=63, validators=[slug_validator])
     name = models.CharField(max_length=200)
-    # Appended to every run's system prompt; 100,000 characters is some 25,000 tokens of every call.
-    system_prompt = models.TextField(blank=True, max_length=100_000)
-    default_model = models.ForeignKey(LanguageModel, on_delete=models.PROTECT, related_name="tenants")
+    # What an agent profile runs on when it names no model (the instructions live in the profiles: agents app).
+    default_model = models.ForeignKey(
+        LanguageModel,
+        on_delete=models.PROTECT,
+        related_name="tenants",
+        help_text="The model of agent profiles that name none.",
+    )
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.ACTIVE)
     # The default budget of each run in this tenant (a request may override it); empty = unlimited.
     run_budget_usd = models.DecimalField(

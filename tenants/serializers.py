@@ -74,7 +74,6 @@ class TenantSerializer(StrictModelSerializer):
         fields = [
             "id",
             "name",
-            "system_prompt",
             "default_model",
             "status",
             "run_budget_usd",

@@ -48,14 +48,13 @@ def ensure_offline_model() -> LanguageModel:
 
 
 @transaction.atomic
-def create_tenant_with_key(
-    tenant_id: str, name: str, *, system_prompt: str = "", model_id: str = ""
-) -> tuple[Tenant, str]:
-    """A tenant and its first API key; returns the raw key, which is shown once."""
+def create_tenant_with_key(tenant_id: str, name: str, *, model_id: str = "") -> tuple[Tenant, str]:
+    """A tenant and its first API key; returns the raw key, which is shown once. Its default agent profile
+    is made on first use (`agents.services.default_profile`)."""
     model = (
         LanguageModel.objects.get(pk=model_id) if model_id and model_id != OFFLINE_MODEL_ID else ensure_offline_model()
     )
-    tenant = Tenant.objects.create(id=tenant_id, name=name, system_prompt=system_prompt, default_model=model)
+    tenant = Tenant.objects.create(id=tenant_id, name=name, default_model=model)
     _, raw_key = ApiKey.issue(f"{tenant_id} key", tenant=tenant)
     return tenant, raw_key
 

@@ -10,6 +10,7 @@ from django.test import override_settings
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from agents.services import default_profile, update_profile
 from conversations.models import Conversation, Event, Run
 from tenants.models import ApiKey, LanguageModel, Tenant
 from tenants.services import ensure_offline_model
@@ -64,15 +65,19 @@ def sonnet(db: None) -> LanguageModel:
 
 @pytest.fixture
 def make_tenant(offline_model: LanguageModel) -> Callable[..., Tenant]:
-    def make(tenant_id: str, **fields: object) -> Tenant:
-        return Tenant.objects.create(id=tenant_id, name=tenant_id.title(), default_model=offline_model, **fields)
+    def make(tenant_id: str, instructions: str = "", **fields: object) -> Tenant:
+        """A tenant; `instructions` are its default agent's."""
+        tenant = Tenant.objects.create(id=tenant_id, name=tenant_id.title(), default_model=offline_model, **fields)
+        if instructions:
+            update_profile(default_profile(tenant), {"instructions": instructions})
+        return tenant
 
     return make
 
 
 @pytest.fixture
 def tenant(make_tenant: Callable[..., Tenant]) -> Tenant:
-    return make_tenant("acme", system_prompt="You help Acme's customers.")
+    return make_tenant("acme", instructions="You help Acme's customers.")
 
 
 @pytest.fixture

@@ -67,14 +67,23 @@ def run_totals(run_id: UUID | str) -> dict[str, Any]:
 
 
 def effective_budget(
-    tenant: Tenant, override_usd: Decimal | None = None, override_calls: int | None = None
+    tenant: Tenant,
+    override_usd: Decimal | None = None,
+    override_calls: int | None = None,
+    *,
+    agent_usd: Decimal | None = None,
+    agent_calls: int | None = None,
 ) -> tuple[Decimal | None, int | None]:
-    """A new run's (budget_usd, budget_calls): the tenant's default, lowered by a per-request override.
+    """A new run's (budget_usd, budget_calls): the tenant's default, lowered by its agent profile's, lowered by a
+    per-request override.
 
     None means unlimited. An override can tighten the operator's limit but never loosen it (a
     tenant's own key must not raise what the operator set); each of the two is decided on its own.
     """
-    return (_lower(tenant.run_budget_usd, override_usd), _lower(tenant.run_budget_calls, override_calls))
+    return (
+        _lower(_lower(tenant.run_budget_usd, agent_usd), override_usd),
+        _lower(_lower(tenant.run_budget_calls, agent_calls), override_calls),
+    )
 
 
 def effective_conversation_budget(

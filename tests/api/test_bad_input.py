@@ -8,6 +8,7 @@ from django.test import Client
 from pytest_django.fixtures import Settings
 from rest_framework.test import APIClient
 
+from agents.services import default_profile
 from conversations.models import Conversation, Run
 from runs.services import RunOptions, start_run
 from tenants.models import LanguageModel, Tenant
@@ -414,12 +415,11 @@ def test_a_call_budget_past_the_column_is_400(api_client: APIClient, conversatio
     assert "budget" in error_of(response, 400)["fields"]
 
 
-def test_a_system_prompt_over_100000_characters_is_400(admin_api_client: APIClient, tenant: Tenant) -> None:
-    response = admin_api_client.patch(f"/api/tenants/{tenant.pk}", {"system_prompt": "x" * 100_001}, format="json")
+def test_a_tenants_system_prompt_is_now_its_agents_instructions(admin_api_client: APIClient, tenant: Tenant) -> None:
+    response = admin_api_client.patch(f"/api/tenants/{tenant.pk}", {"system_prompt": "Be brief."}, format="json")
 
     assert "system_prompt" in error_of(response, 400)["fields"]
-    tenant.refresh_from_db()
-    assert tenant.system_prompt == "You help Acme's customers."
+    assert default_profile(tenant).current_version.instructions == "You help Acme's customers."
 
 
 # --- lists and their query strings --------------------------------------------------------------------

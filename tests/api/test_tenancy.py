@@ -252,7 +252,7 @@ def test_tenant_key_reads_its_own_tenant(api_client: APIClient, tenant: Tenant) 
     response = api_client.get("/api/tenants/acme")
 
     assert response.status_code == 200
-    assert response.json()["system_prompt"] == "You help Acme's customers."
+    assert response.json()["default_model"] == "offline"
 
 
 @pytest.mark.parametrize(("method", "body"), [("patch", {"name": "Mine"}), ("delete", None)], ids=["patch", "delete"])
@@ -303,12 +303,12 @@ def test_admin_key_manages_tenants(admin_api_client: APIClient, tenant: Tenant, 
         "/api/tenants", {"id": "initech", "name": "Initech", "default_model": "offline"}, format="json"
     )
     listing = admin_api_client.get("/api/tenants")
-    updated = admin_api_client.patch("/api/tenants/initech", {"system_prompt": "Be brief."}, format="json")
+    updated = admin_api_client.patch("/api/tenants/initech", {"name": "Initech Corp."}, format="json")
     deleted = admin_api_client.delete("/api/tenants/initech")
 
     assert created.status_code == 201
     assert [item["id"] for item in listing.json()["results"]] == ["acme", "globex", "initech"]
-    assert updated.json()["system_prompt"] == "Be brief."
+    assert updated.json()["name"] == "Initech Corp."
     assert deleted.status_code == 204
     assert not Tenant.objects.filter(pk="initech").exists()
 

@@ -112,7 +112,7 @@ def test_tenant_changelist_add_and_change_pages_render(admin_client: Client, ten
         assert admin_client.get(page).status_code == 200, page
 
 
-def test_operator_creates_a_tenant_with_system_prompt_and_default_model(
+def test_operator_creates_a_tenant_with_a_time_zone_and_default_model(
     admin_client: Client, offline_model: LanguageModel
 ) -> None:
     response = admin_client.post(
@@ -122,14 +122,13 @@ def test_operator_creates_a_tenant_with_system_prompt_and_default_model(
             "name": "Initech",
             "status": "active",
             "default_model": offline_model.pk,
-            "system_prompt": "Answer like a TPS report.",
             "time_zone": "Europe/Paris",
         },
     )
 
     assert response.status_code == 302
     tenant = Tenant.objects.get(pk="initech")
-    assert (tenant.default_model_id, tenant.system_prompt) == (offline_model.pk, "Answer like a TPS report.")
+    assert (tenant.default_model_id, tenant.time_zone) == (offline_model.pk, "Europe/Paris")
 
 
 def test_a_new_tenant_cannot_default_to_a_deprecated_model(admin_client: Client, offline_model: LanguageModel) -> None:

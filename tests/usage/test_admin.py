@@ -103,7 +103,6 @@ def test_the_operator_sets_a_tenants_run_budget(admin_client: Client, tenant: Te
             "name": tenant.name,
             "status": "active",
             "default_model": tenant.default_model_id,
-            "system_prompt": tenant.system_prompt,
             "run_budget_usd": "2.50",
             "run_budget_calls": "40",
             "time_zone": "UTC",

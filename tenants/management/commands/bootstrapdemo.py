@@ -5,6 +5,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
+from agents.services import default_profile, update_profile
 from chat.links import ChatGrant, make_link_token
 from tenants.models import ApiKey, Tenant, hash_key
 from tenants.services import create_tenant_with_key, ensure_offline_model
@@ -32,8 +33,11 @@ class Command(BaseCommand):
         key_file: Path = options["key_file"]
         tenant = Tenant.objects.filter(pk="demo").first()
         if tenant is None:
-            tenant, raw_key = create_tenant_with_key(
-                "demo", "Demo tenant", system_prompt="You are a helpful assistant for the demo tenant."
+            tenant, raw_key = create_tenant_with_key("demo", "Demo tenant")
+            update_profile(
+                default_profile(tenant),
+                {"instructions": "You are a helpful assistant for the demo tenant."},
+                created_by="bootstrapdemo",
             )
         else:
             raw_key = self._kept_key(key_file, tenant) or ApiKey.issue(DEMO_KEY_NAME, tenant=tenant)[1]

@@ -1,0 +1,419 @@
+"""Agent profiles' workflows: create, change (a new version), choose, delete, and the version a run uses."""
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, fields, replace
+from decimal import Decimal
+from typing import Any
+
+import jsonschema
+from django.db import IntegrityError, transaction
+from django.db.models import Max
+
+from agents.models import DEFAULT_PROFILE_NAME, MAX_INSTRUCTIONS_CHARS, AgentProfile, AgentVersion
+from agents.rules import PatternError, ToolPolicy, parse_patterns, parse_rules
+from api.errors import Conflict, ServiceError
+from mcp_servers.services import enabled_servers
+from skills.services import enabled_skills
+from tenants.models import LanguageModel, Tenant, slug_validator
+
+MAX_SUBAGENTS = 20
+MAX_SCHEMA_CHARS = 100_000
+SUBAGENT_KEYS = {"name", "description", "prompt", "tools", "model"}
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    """What a version holds: one value per AgentVersion field (see there), as a client or operator wrote it."""
+
+    kind: str = AgentVersion.Kind.AGENT
+    instructions: str = ""
+    prompt_scope: str = AgentVersion.PromptScope.NEXT_TURN
+    model: str | None = None  # a catalog model id
+    fallback_model: str | None = None
+    effort: str = ""
+    thinking_budget: int | None = None
+    max_turns: int | None = None
+    run_budget_usd: Decimal | None = None
+    run_budget_calls: int | None = None
+    allowed_tools: Sequence[str] = ()
+    disallowed_tools: Sequence[str] = ()
+    permission_rules: Sequence[Mapping[str, Any]] = ()
+    skills: Sequence[str] | None = None
+    mcp_servers: Sequence[str] | None = None
+    subagents: Sequence[Mapping[str, Any]] = ()
+    output_schema: Mapping[str, Any] | None = None
+
+    @classmethod
+    def of(cls, version: AgentVersion) -> "AgentSpec":
+        values = {spec_field.name: getattr(version, spec_field.name) for spec_field in fields(cls)}
+        values["model"], values["fallback_model"] = version.model_id, version.fallback_model_id
+        return cls(**values)
+
+    def changed(self, changes: Mapping[str, Any]) -> "AgentSpec":
+        unknown = set(changes) - {spec_field.name for spec_field in fields(self)}
+        if unknown:
+            raise ServiceError(f"Unknown agent fields: {', '.join(sorted(unknown))}.", code="invalid_agent")
+        return replace(self, **changes)
+
+
+def _problem(field_name: str, message: str) -> ServiceError:
+    return ServiceError(f"{field_name}: {message}", code="invalid_agent", fields={field_name: [message]})
+
+
+def check_spec(tenant: Tenant, spec: AgentSpec) -> dict[str, LanguageModel | None]:
+    """Refuse a spec that could not run, naming the field to fix; the catalog models it names, by field."""
+    if spec.kind not in AgentVersion.Kind.values:
+        raise _problem("kind", f"Choose one of: {', '.join(AgentVersion.Kind.values)}.")
+    if spec.prompt_scope not in AgentVersion.PromptScope.values:
+        raise _problem("prompt_scope", f"Choose one of: {', '.join(AgentVersion.PromptScope.values)}.")
+    if spec.effort not in AgentVersion.Effort.values:
+        raise _problem("effort", f"Choose one of: {', '.join(v for v in AgentVersion.Effort.values if v)}, or empty.")
+    if len(spec.instructions) > MAX_INSTRUCTIONS_CHARS:
+        raise _problem(
+            "instructions", f"{len(spec.instructions):,} characters; the limit is {MAX_INSTRUCTIONS_CHARS:,}."
+        )
+    models = {name: _catalog_model(name, getattr(spec, name)) for name in ("model", "fallback_model")}
+    for name in ("allowed_tools", "disallowed_tools"):
+        try:
+            parse_patterns(_strings(name, getattr(spec, name)))
+        except PatternError as problem:
+            raise _problem(name, str(problem)) from None
+    if not isinstance(spec.permission_rules, Sequence) or isinstance(spec.permission_rules, str):
+        raise _problem("permission_rules", 'A list of {"pattern": …, "action": "allow" | "ask" | "deny"}.')
+    try:
+        parse_rules(spec.permission_rules)
+    except PatternError as problem:
+        raise _problem("permission_rules", str(problem)) from None
+    if spec.skills is not None:
+        _check_names("skills", _strings("skills", spec.skills), enabled_skills(tenant), "enabled skill")
+    if spec.mcp_servers is not None:
+        _check_names("mcp_servers", _strings("mcp_servers", spec.mcp_servers), enabled_servers(tenant), "MCP server")
+    _check_subagents(spec.subagents)
+    if spec.output_schema is not None:
+        _check_schema(spec.output_schema)
+    if spec.kind == AgentVersion.Kind.CHAT:
+        asked = [
+            name
+            for name in ("allowed_tools", "disallowed_tools", "permission_rules", "subagents")
+            if getattr(spec, name)
+        ]
+        if asked:
+            raise _problem(asked[0], "A chat agent has no tools; leave it empty or choose kind 'agent'.")
+        if spec.output_schema is not None:
+            raise _problem("output_schema", "Structured output needs kind 'agent'.")
+    return models
+
+
+def _strings(field_name: str, values: Any) -> list[str]:
+    if isinstance(values, str) or not isinstance(values, Sequence) or not all(isinstance(v, str) for v in values):
+        raise _problem(field_name, "A list of strings.")
+    return list(values)
+
+
+def _catalog_model(field_name: str, model_id: str | None) -> LanguageModel | None:
+    if model_id in (None, ""):
+        return None
+    model = LanguageModel.objects.filter(pk=model_id).first()
+    if model is None or not model.is_usable:
+        choices = ", ".join(LanguageModel.objects.usable().values_list("id", flat=True)) or "none defined"
+        state = "is deprecated" if model else "is not in the model catalog"
+        raise _problem(field_name, f"Model {model_id!r} {state}. Choose one of: {choices}.")
+    return model
+
+
+def _check_names(field_name: str, names: list[str], available: Mapping[str, Any], what: str) -> None:
+    for name in names:
+        if name not in available:
+            choices = ", ".join(sorted(available)) or "none"
+            raise _problem(field_name, f"No {what} is named {name!r}. Choose from: {choices}.")
+
+
+def _check_subagents(subagents: Any) -> None:
+    if isinstance(subagents, str) or not isinstance(subagents, Sequence):
+        raise _problem("subagents", "A list of {name, description, prompt, tools, model}.")
+    if len(subagents) > MAX_SUBAGENTS:
+        raise _problem("subagents", f"At most {MAX_SUBAGENTS} subagents.")
+    names = set()
+    for number, subagent in enumerate(subagents, 1):
+        where = f"subagent {number}"
+        if not isinstance(subagent, Mapping):
+            raise _problem("subagents", f"{where}: an object with name, description and prompt.")
+        if unknown := set(subagent) - SUBAGENT_KEYS:
+            raise _problem("subagents", f"{where}: unknown keys {', '.join(sorted(unknown))}.")
+        for key in ("name", "description", "prompt"):
+            if not isinstance(subagent.get(key), str) or not subagent[key].strip():
+                raise _problem("subagents", f"{where}: {key} is required (a non-empty string).")
+        try:
+            slug_validator(subagent["name"])
+        except Exception:
+            raise _problem("subagents", f"{where}: name {subagent['name']!r}: {slug_validator.message}") from None
+        if subagent["name"] in names:
+            raise _problem("subagents", f"{where}: the name {subagent['name']!r} is used twice.")
+        names.add(subagent["name"])
+        if len(subagent["prompt"]) > MAX_INSTRUCTIONS_CHARS:
+            raise _problem("subagents", f"{where}: the prompt is longer than {MAX_INSTRUCTIONS_CHARS:,} characters.")
+        if subagent.get("tools") is not None:
+            try:
+                parse_patterns(_strings("subagents", subagent["tools"]))
+            except PatternError as problem:
+                raise _problem("subagents", f"{where}: {problem}") from None
+        if subagent.get("model") is not None:
+            _catalog_model("subagents", subagent["model"])
+
+
+def _check_schema(schema: Any) -> None:
+    if not isinstance(schema, Mapping):
+        raise _problem("output_schema", 'A JSON Schema object, such as {"type": "object", "properties": {…}}.')
+    if len(str(schema)) > MAX_SCHEMA_CHARS:
+        raise _problem("output_schema", f"Longer than {MAX_SCHEMA_CHARS:,} characters.")
+    if schema.get("type") != "object":
+        raise _problem("output_schema", 'The schema must describe an object ("type": "object").')
+    try:
+        jsonschema.validators.validator_for(schema).check_schema(dict(schema))
+    except jsonschema.SchemaError as problem:
+        path = "/".join(str(part) for part in problem.absolute_path)
+        raise _problem("output_schema", f"Does not compile{f' at {path}' if path else ''}: {problem.message}") from None
+
+
+# --- Profiles and versions -------------------------------------------------------------------------
+
+
+def default_profile(tenant: Tenant) -> AgentProfile:
+    """The tenant's default profile; a tenant created before profiles (or by hand) gets one on first use."""
+    profile = AgentProfile.objects.select_related("current_version").filter(tenant=tenant, is_default=True).first()
+    if profile is not None:
+        return profile
+    try:
+        with transaction.atomic():
+            return create_profile(tenant, DEFAULT_PROFILE_NAME, AgentSpec(), is_default=True, choosable=True)
+    except (IntegrityError, Conflict):
+        # Another request made it first (or a profile named "default" exists: it becomes the default).
+        profile = AgentProfile.objects.filter(tenant=tenant, is_default=True).first()
+        if profile is None:
+            AgentProfile.objects.filter(tenant=tenant, name=DEFAULT_PROFILE_NAME).update(is_default=True)
+            profile = AgentProfile.objects.get(tenant=tenant, is_default=True)
+        return profile
+
+
+def create_profile(
+    tenant: Tenant,
+    name: str,
+    spec: AgentSpec,
+    *,
+    description: str = "",
+    choosable: bool = False,
+    is_default: bool = False,
+    created_by: str = "",
+) -> AgentProfile:
+    """A new profile with its version 1, current."""
+    try:
+        slug_validator(name)
+    except Exception:
+        raise _problem("name", str(slug_validator.message)) from None
+    check_spec(tenant, spec)
+    with transaction.atomic():
+        if AgentProfile.objects.filter(tenant=tenant, name=name).exists():
+            raise Conflict(f"The tenant already has an agent named {name!r}.", code="agent_exists")
+        if is_default:
+            AgentProfile.objects.filter(tenant=tenant, is_default=True).update(is_default=False)
+        profile = AgentProfile.objects.create(
+            tenant=tenant, name=name, description=description, choosable=choosable, is_default=is_default
+        )
+        profile.current_version = _store_version(profile, 1, spec, created_by)
+        profile.save(update_fields=["current_version"])
+    return profile
+
+
+def add_version(
+    profile: AgentProfile, spec: AgentSpec, *, created_by: str = "", make_current: bool = True
+) -> AgentVersion:
+    """Store `spec` as the profile's next version (immutable), current unless told otherwise."""
+    check_spec(profile.tenant, spec)
+    with transaction.atomic():
+        locked = AgentProfile.objects.select_for_update().get(pk=profile.pk)
+        number = (locked.versions.aggregate(last=Max("number"))["last"] or 0) + 1
+        version = _store_version(locked, number, spec, created_by)
+        if make_current:
+            locked.current_version = version
+            locked.save(update_fields=["current_version", "updated_at"])
+    profile.refresh_from_db()
+    return version
+
+
+def update_profile(
+    profile: AgentProfile,
+    changes: Mapping[str, Any],
+    *,
+    description: str | None = None,
+    choosable: bool | None = None,
+    is_default: bool | None = None,
+    created_by: str = "",
+) -> AgentProfile:
+    """Change a profile: `changes` to its version fields make a new current version (none if nothing changed);
+    its description, choosability and default flag change in place."""
+    with transaction.atomic():
+        if changes:
+            current = AgentSpec.of(profile.current_version) if profile.current_version else AgentSpec()
+            spec = current.changed(changes)
+            if asdict(spec) != asdict(current):
+                add_version(profile, spec, created_by=created_by)
+        updated = []
+        if description is not None:
+            profile.description = description
+            updated.append("description")
+        if choosable is not None:
+            profile.choosable = choosable
+            updated.append("choosable")
+        if is_default is not None and is_default != profile.is_default:
+            if not is_default:
+                raise Conflict(
+                    "A tenant always has a default agent: make another one the default.", code="default_agent"
+                )
+            AgentProfile.objects.filter(tenant=profile.tenant, is_default=True).update(is_default=False)
+            profile.is_default = True
+            updated.append("is_default")
+        if updated:
+            profile.save(update_fields=[*updated, "updated_at"])
+    profile.refresh_from_db()
+    return profile
+
+
+def make_current(profile: AgentProfile, number: int) -> AgentProfile:
+    """Point the profile at one of its versions (roll back or forward)."""
+    version = profile.versions.filter(number=number).first()
+    if version is None:
+        raise ServiceError(f"Agent {profile.name!r} has no version {number}.", status=404, code="not_found")
+    profile.current_version = version
+    profile.save(update_fields=["current_version", "updated_at"])
+    return profile
+
+
+def delete_profile(profile: AgentProfile) -> None:
+    """Delete a profile and its versions; refused for the default one and while conversations or runs use it."""
+    if profile.is_default:
+        raise Conflict("The default agent cannot be deleted; make another one the default first.", code="default_agent")
+    used = profile.conversations.count()
+    if used:
+        raise Conflict(
+            f"{used} conversation(s) use agent {profile.name!r}; delete them or move them to another agent first.",
+            code="agent_in_use",
+        )
+    with transaction.atomic():
+        AgentProfile.objects.filter(pk=profile.pk).update(current_version=None)
+        profile.delete()
+
+
+def _store_version(profile: AgentProfile, number: int, spec: AgentSpec, created_by: str) -> AgentVersion:
+    values = asdict(spec)
+    model, fallback = values.pop("model"), values.pop("fallback_model")
+    for name in ("allowed_tools", "disallowed_tools", "permission_rules", "subagents"):
+        values[name] = [dict(item) if isinstance(item, Mapping) else item for item in values[name]]
+    for name in ("skills", "mcp_servers"):
+        values[name] = None if values[name] is None else list(values[name])
+    return AgentVersion.objects.create(
+        profile=profile,
+        number=number,
+        model_id=model or None,
+        fallback_model_id=fallback or None,
+        created_by=created_by,
+        **values,
+    )
+
+
+# --- Which version a conversation or run gets ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AgentChoice:
+    """A reference to an agent (`name` or `name@version`) resolved in a tenant."""
+
+    profile: AgentProfile
+    pinned: AgentVersion | None = None
+
+    @property
+    def version(self) -> AgentVersion:
+        version = self.pinned or self.profile.current_version
+        if version is None:
+            raise Conflict(f"Agent {self.profile.name!r} has no version to run.", code="agent_unavailable")
+        return version
+
+
+def choose_agent(tenant: Tenant, reference: str | None, *, field_name: str = "agent") -> AgentChoice:
+    """The agent a reference names (`support`, `support@3`), or the tenant's default for None / ""."""
+    if not reference:
+        return AgentChoice(default_profile(tenant))
+    name, _, number = reference.partition("@")
+    profile = AgentProfile.objects.select_related("current_version").filter(tenant=tenant, name=name).first()
+    if profile is None:
+        choices = ", ".join(AgentProfile.objects.filter(tenant=tenant).values_list("name", flat=True)) or "none"
+        raise _unknown(field_name, f"No agent is named {name!r}. Choose one of: {choices}.")
+    if not number:
+        return AgentChoice(profile)
+    if not number.isdigit():
+        raise _unknown(field_name, f"Write name@version with a version number, such as {name}@1.")
+    pinned = profile.versions.filter(number=int(number)).first()
+    if pinned is None:
+        raise _unknown(field_name, f"Agent {name!r} has no version {number}.")
+    return AgentChoice(profile, pinned)
+
+
+def _unknown(field_name: str, message: str) -> ServiceError:
+    return ServiceError(f"{field_name}: {message}", code="unknown_agent", fields={field_name: [message]})
+
+
+def run_version(conversation: Any, reference: str | None = None) -> AgentVersion:
+    """The version a run of `conversation` uses: the message's agent (`reference`), else the conversation's
+    pinned version, else its agent's current version (the tenant's default agent when it names none)."""
+    tenant = conversation.tenant
+    if reference:
+        return choose_agent(tenant, reference).version
+    if conversation.agent_version_id is not None:
+        return conversation.agent_version
+    profile = conversation.agent if conversation.agent_id is not None else default_profile(tenant)
+    return AgentChoice(profile).version
+
+
+@dataclass(frozen=True)
+class RunAgent:
+    """The agent version a run uses, with the catalog models it may call besides the run's own."""
+
+    version: AgentVersion
+    fallback_model: LanguageModel | None
+    subagent_models: Mapping[str, LanguageModel]  # by subagent name
+
+    @property
+    def models(self) -> list[LanguageModel]:
+        """Every other catalog model the run's calls may name (the gateway meters each at its own price)."""
+        found = [self.fallback_model, *self.subagent_models.values()]
+        return list({model.pk: model for model in found if model is not None}.values())
+
+    def policy(self, mcp_tools: Mapping[str, Sequence[str]] | None = None) -> ToolPolicy:
+        """The profile's decision on each tool call; `mcp_tools`: per MCP server, the tools it allows (empty: all)."""
+        version = self.version
+        return ToolPolicy.of(
+            version.profile.name, version.allowed_tools, version.disallowed_tools, version.permission_rules, mcp_tools
+        )
+
+    def summary(self) -> dict[str, Any]:
+        """What `run.started` says of it."""
+        version = self.version
+        summary: dict[str, Any] = {"name": version.profile.name, "version": version.number, "kind": version.kind}
+        if asks := self.policy().ask_patterns:
+            summary["permissions"] = {
+                "ask": asks,
+                "note": "Calls these rules ask about are refused: approvals are not available yet.",
+            }
+        return summary
+
+
+def run_agent(run: Any) -> RunAgent:
+    """The agent of a claimed run: the version it recorded when it was queued (a run stored without one, by an
+    older platform, gets its conversation's)."""
+    version = run.agent_version or run_version(run.conversation)
+    subagent_ids = {sub["name"]: sub["model"] for sub in version.subagents if sub.get("model")}
+    models = LanguageModel.objects.in_bulk(set(subagent_ids.values()))
+    return RunAgent(
+        version,
+        version.fallback_model,
+        {name: models[model_id] for name, model_id in subagent_ids.items() if model_id in models},
+    )
