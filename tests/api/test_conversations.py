@@ -261,6 +261,7 @@ def test_a_message_is_accepted_with_a_queued_run_and_a_first_event(tenant_key: s
         "text": "What is 2+2?",
         "attachments": [],
         "user_id": "alice",
+        "agent": {"name": "default", "version": 2, "kind": "agent"},
         "model": "offline",
         "budget": {"usd": None, "calls": None},
         "skills": None,
