@@ -34,6 +34,8 @@ class EventType(StrEnum):
     RUN_COMPLETED = "run.completed"
     RUN_FAILED = "run.failed"
     RUN_INTERRUPTED = "run.interrupted"
+    CONVERSATION_TITLED = "conversation.titled"
+    CONTEXT_USAGE = "context.usage"
 
 
 # A run's one terminal event, by the status it ends in.
