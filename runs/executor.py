@@ -341,15 +341,15 @@ def output_problem(schema: dict[str, Any], output: Any) -> str | None:
 
 
 async def user_message(text: str, skills: RunSkills) -> AsyncIterator[dict[str, Any]]:
-    """The message as the CLI gets it: `/name` runs the skill it names (the API let only the run's slash-command
-    skills through); any other text that starts with '/' is delivered as written, never as one of the CLI's
-    own commands (/init, /compact, …), which are not for end users."""
+    """The message as the CLI gets it: verbatim (`client_composed`: no `@path` expansion, none of the CLI's own
+    commands such as /init or /compact), except `/name args` naming one of the run's slash-command skills (the API
+    let only those through), which the CLI dispatches as that skill, provided its arguments mention no `@path`."""
     command = SLASH_COMMAND.match(text)
     invokes_skill = command is not None and any(
         version.skill.name == command[1] and version.skill.slash_command for version in skills.versions
     )
     message: dict[str, Any] = {"type": "user", "message": {"role": "user", "content": text}, "parent_tool_use_id": None}
-    if text.lstrip().startswith("/") and not invokes_skill:
+    if not invokes_skill or "@" in text:
         message["client_composed"] = True
     yield message
 

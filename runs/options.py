@@ -19,6 +19,7 @@ from agents.rules import ToolPolicy
 from agents.services import RunAgent
 from conversations.models import Run
 from runs.session_store import DatabaseSessionStore
+from skills.services import RunSkills
 
 if TYPE_CHECKING:
     from runs.prepare import RunSetup
@@ -43,7 +44,7 @@ def agent_options(run: Run, setup: "RunSetup", *, stderr: Callable[[str], None])
         cwd=launch.cwd,
         model=run.model.provider_model_id,
         fallback_model=agent.fallback_model.provider_model_id if agent.fallback_model else None,
-        system_prompt=system_prompt(version, preferred_skills_prompt(skills.preferred)),
+        system_prompt=system_prompt(version, skills_prompt(skills), preferred_skills_prompt(skills.preferred)),
         effort=version.effort or None,  # type: ignore[arg-type]  # one of the SDK's levels (AgentVersion.Effort)
         thinking=thinking(version),
         max_turns=version.max_turns,
@@ -55,8 +56,11 @@ def agent_options(run: Run, setup: "RunSetup", *, stderr: Callable[[str], None])
         resume=setup.resume,
         mcp_servers=setup.mcp_config,
         hooks=policy_hooks(agent.policy(mcp_tools)),
-        # End users' text is theirs: no `@path` expansion, none of the CLI's own slash commands.
-        verbatim_prompts=True,
+        # End users' text is delivered verbatim, message by message (`runs.executor.user_message` marks each
+        # `client_composed`: no `@path` expansion, none of the CLI's own slash commands). The session-wide
+        # `verbatim_prompts=True` would do the same for every message but leaves no way to dispatch the
+        # tenant's slash-command skills, which the API has already checked.
+        verbatim_prompts=False,
         client_app=CLIENT_APP,
         # The transcript lives in the database, so the next message resumes on any worker;
         # the CLI's config directory is per run and thrown away.
@@ -127,6 +131,15 @@ def policy_hooks(policy: ToolPolicy) -> dict[HookEvent, list[HookMatcher]]:
         }
 
     return {"PreToolUse": [HookMatcher(matcher=None, hooks=[check], on_failure="block")]}
+
+
+def skills_prompt(skills: RunSkills) -> str:
+    """The run's skills, named in the system prompt: a verbatim message skips the CLI's listing of them, which
+    would otherwise come with the message (it arrives only after the turn's first tool call)."""
+    if not skills.versions:
+        return ""
+    listed = "\n".join(f"- `{version.skill.name}`: {version.description}" for version in skills.versions)
+    return f"Skills you can load with the Skill tool:\n{listed}"
 
 
 def preferred_skills_prompt(names: list[str]) -> str:
