@@ -43,7 +43,7 @@ anywhere in it (args cannot contain `]]`); the text without them is the *prompt*
   `model`, `max_tokens`, `thinking`, `output_config`, `effort` (from `output_config`), `tools` (names,
   sorted), `temperature`, `metadata`, `anthropic_beta` (the header), `system_sha256` (first 16 hex
   digits) and `system_tail` (last 200 characters) of the system prompt: its text blocks joined by
-  newlines, without the billing header block, whose version suffix changes with every request.
+  newlines, without the billing header block (its version suffix differs between conversations).
 
 Reply precedence: `reply`, then `options`, then `words`, then `recall`, then the default. A directive
 with unreadable arguments is answered with a 400 `invalid_request_error` that names it.
