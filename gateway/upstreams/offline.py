@@ -27,9 +27,26 @@ anywhere in it (args cannot contain `]]`); the text without them is the *prompt*
 - `[[usage input=N output=N cache_read=N cache_write_5m=N cache_write_1h=N]]`: exact usage
   figures for every call of the turn (missing keys are 0).
 - `[[recall]]`: reply `Earlier turns: 1) <text>; 2) <text>` (or `Earlier turns: none`).
+- `[[structured {json object}]]`: answer the way a run with `output_format` must, by calling the
+  CLI's `StructuredOutput` tool (whose input schema is the run's schema) with exactly that object,
+  after the turn's other tools. The CLI ends the turn on a fitting object (`structured_output` set,
+  no further call); an object that does not fit comes back as an error tool_result, and the call is
+  made again, one per model call (several `structured` directives are used in order, the last one
+  repeats) until the CLI gives up (`error_max_structured_output_retries`, 5 attempts by default).
+  It repeats only while the request offers `StructuredOutput`; without it the call is made once.
+  The CLI's `[structured-output-enforce]` nudge after a plain-text reply belongs to the same turn.
+- `[[task AGENT PROMPT]]`: launch subagent AGENT (the CLI's `Agent` tool, in the foreground:
+  `run_in_background` false) with PROMPT. The subagent's own model calls see PROMPT as their turn's
+  text, so directives in it run there; write them `{{name args}}` (args cannot contain `]]`):
+  `[[task researcher look {{bash ls}}]]` has the subagent run `[[bash ls]]`. One level deep.
+- `[[options]]`: reply one line of compact JSON (sorted keys) reporting what this request carried:
+  `model`, `max_tokens`, `thinking`, `output_config`, `effort` (from `output_config`), `tools` (names,
+  sorted), `temperature`, `metadata`, `anthropic_beta` (the header), `system_sha256` (first 16 hex
+  digits) and `system_tail` (last 200 characters) of the system prompt: its text blocks joined by
+  newlines, without the billing header block (its version suffix differs between conversations).
 
-Reply precedence: `reply`, then `words`, then `recall`, then the default. A directive with
-unreadable arguments is answered with a 400 `invalid_request_error` that names it.
+Reply precedence: `reply`, then `options`, then `words`, then `recall`, then the default. A directive
+with unreadable arguments is answered with a 400 `invalid_request_error` that names it.
 
 Without `[[usage]]`: input_tokens = max(1, len(json of messages+system) // 4), output_tokens =
 number of deltas, no cache. Ids derive from sha256 of the request body, so identical requests get
@@ -65,11 +82,17 @@ _ERROR_TYPES = {
     500: "api_error",
     529: "overloaded_error",
 }
-_DIRECTIVE = re.compile(
-    r"\[\[(reply|think|tool|bash|write|read|skill|mcp|slow|words|error|usage|recall)(?:\s+(.*?))?\]\]", re.DOTALL
-)
+_NAMES = "reply|think|tool|bash|write|read|skill|mcp|task|structured|options|slow|words|error|usage|recall"
+_DIRECTIVE = re.compile(rf"\[\[({_NAMES})(?:\s+(.*?))?\]\]", re.DOTALL)
 _REMINDER = re.compile(r"<system-reminder>.*?</system-reminder>", re.DOTALL)
-_TOOL_DIRECTIVES = {"tool", "bash", "write", "read", "skill", "mcp"}
+# What the CLI sends after a plain-text reply when the run wants structured output: not a new turn.
+_ENFORCE = "[structured-output-enforce]"
+# `{{name args}}` inside a task's PROMPT: `[[name args]]` for the subagent.
+_ESCAPED = re.compile(rf"\{{\{{(?=(?:{_NAMES})\b)")
+_TOOL_DIRECTIVES = {"tool", "bash", "write", "read", "skill", "mcp", "task"}
+_STRUCTURED_TOOL = "StructuredOutput"
+_BILLING_HEADER = "x-anthropic-billing-header:"
+_SYSTEM_TAIL = 200
 _USAGE_KEYS = ("input", "output", "cache_read", "cache_write_5m", "cache_write_1h")
 _MIN_SLOW_DELTAS = 20
 _RESULT_LIMIT = 2000
@@ -148,10 +171,11 @@ async def respond(path: str, body: bytes, headers: Mapping[str, str]) -> Offline
         usage = _usage(turn, request)
         if route == "/v1/messages/count_tokens":
             return _json(200, {"input_tokens": usage.input})
-        failure = _failure(turn, {k.lower(): v for k, v in headers.items()})
+        lowered = {k.lower(): v for k, v in headers.items()}
+        failure = _failure(turn, lowered)
         if failure:
             return _error(failure, f"{OFFLINE_LABEL}: scripted error {failure}")
-        blocks, stop_reason = _plan(turn, f"toolu_offline_{digest}")
+        blocks, stop_reason = _plan(turn, request, lowered, f"toolu_offline_{digest}")
     except DirectiveError as exc:
         return _error(400, f"{OFFLINE_LABEL}: bad directive: {exc}")
     output = usage.output if usage.output is not None else sum(len(b.deltas) for b in blocks)
@@ -240,7 +264,7 @@ def _user_text(message: Any) -> str:
     if not isinstance(message, dict) or message.get("role") != "user":
         return ""
     texts = [_REMINDER.sub("", str(b.get("text", ""))).strip() for b in _blocks_of(message) if b.get("type") == "text"]
-    return next((text for text in reversed(texts) if text), "")
+    return next((text for text in reversed(texts) if text and not text.startswith(_ENFORCE)), "")
 
 
 def _current_turn(messages: list[Any]) -> Turn:
@@ -309,6 +333,12 @@ def _tool_call(name: str, args: str) -> tuple[str, Json]:
         # Only the one separator is dropped, so CONTENT keeps any further whitespace.
         path, *content = re.split(r"\s", args.lstrip(), maxsplit=1)
         return "Write", {"file_path": path, "content": "".join(content)}
+    if name == "task":
+        agent, _, prompt = args.strip().partition(" ")
+        if not agent or not prompt.strip():
+            raise DirectiveError("task expects `[[task AGENT PROMPT]]`")
+        task = {"subagent_type": agent, "description": "offline model task", "prompt": _unescape(prompt.strip())}
+        return "Agent", {**task, "run_in_background": False}
     if name == "mcp":
         server, _, rest = args.strip().partition(" ")
         tool, _, raw = rest.strip().partition(" ")
@@ -323,6 +353,38 @@ def _tool_call(name: str, args: str) -> tuple[str, Json]:
     if not tool or not isinstance(payload, dict):
         raise DirectiveError("tool expects `[[tool NAME {json object}]]`")
     return tool, payload
+
+
+def _unescape(prompt: str) -> str:
+    """PROMPT with each `{{name args}}` written `[[name args]]`; braces inside args (JSON) must balance."""
+    out, index = [], 0
+    for opening in _ESCAPED.finditer(prompt):
+        if opening.start() < index:
+            continue  # inside the directive just unescaped
+        out.append(prompt[index : opening.start()] + "[[")
+        depth, index = 0, opening.end()
+        while index < len(prompt):
+            char = prompt[index]
+            if char == "}" and depth == 0 and prompt.startswith("}}", index):
+                break
+            depth += {"{": 1, "}": -1}.get(char, 0)
+            out.append(char)
+            index += 1
+        else:
+            raise DirectiveError(f"task prompt has `{{{{` with no closing `}}}}`: {prompt!r}")
+        out.append("]]")
+        index += 2
+    return "".join(out) + prompt[index:]
+
+
+def _structured(args: str) -> Json:
+    try:
+        payload = json.loads(args)
+    except ValueError as exc:
+        raise DirectiveError(f"structured input is not JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise DirectiveError("structured expects `[[structured {json object}]]`")
+    return payload
 
 
 def _tool_position(turn: Turn) -> int:
@@ -350,10 +412,39 @@ def _earlier_turns(turn: Turn) -> str:
     return "Earlier turns: " + ("; ".join(f"{n}) {t}" for n, t in enumerate(texts, 1)) or "none")
 
 
-def _reply_text(turn: Turn) -> str:
+def _system_text(request: Json) -> str:
+    system = request.get("system")
+    blocks = [{"text": system}] if isinstance(system, str) else system if isinstance(system, list) else []
+    texts = [str(b.get("text", "")) for b in blocks if isinstance(b, dict)]
+    return "\n".join(t for t in texts if not t.startswith(_BILLING_HEADER))
+
+
+def _options_report(request: Json, headers: Mapping[str, str]) -> str:
+    output_config = request.get("output_config")
+    tools = request.get("tools")
+    system = _system_text(request)
+    report = {
+        "model": request.get("model"),
+        "max_tokens": request.get("max_tokens"),
+        "thinking": request.get("thinking"),
+        "output_config": output_config,
+        "effort": output_config.get("effort") if isinstance(output_config, dict) else None,
+        "tools": sorted(str(t.get("name")) for t in tools if isinstance(t, dict)) if isinstance(tools, list) else [],
+        "temperature": request.get("temperature"),
+        "metadata": request.get("metadata"),
+        "anthropic_beta": headers.get("anthropic-beta"),
+        "system_sha256": hashlib.sha256(system.encode()).hexdigest()[:16],
+        "system_tail": system[-_SYSTEM_TAIL:],
+    }
+    return json.dumps(report, sort_keys=True, separators=(",", ":"))
+
+
+def _reply_text(turn: Turn, request: Json, headers: Mapping[str, str]) -> str:
     reply = turn.directive("reply")
     if reply is not None:
         return reply
+    if turn.directive("options") is not None:
+        return _options_report(request, headers)
     words = turn.directive("words")
     if words is not None:
         return " ".join(f"word{n}" for n in range(1, _integer(words, "words") + 1))
@@ -402,11 +493,23 @@ def _tool_block(name: str, payload: Json, tool_id: str) -> Block:
     return Block(start, deltas, {**start, "input": payload})
 
 
-def _plan(turn: Turn, tool_id: str) -> tuple[list[Block], str]:
+def _offers(request: Json, tool: str) -> bool:
+    tools = request.get("tools")
+    return isinstance(tools, list) and any(isinstance(t, dict) and t.get("name") == tool for t in tools)
+
+
+def _plan(turn: Turn, request: Json, headers: Mapping[str, str], tool_id: str) -> tuple[list[Block], str]:
     position = _tool_position(turn)
     think = turn.directive("think")
     blocks = [_thinking_block(think)] if think is not None and position == 0 else []
+    if (options := turn.directive("options")) is not None and options.strip():
+        raise DirectiveError(f"options takes no arguments, got {options!r}")
     tools = [_tool_call(name, args) for name, args in turn.directives if name in _TOOL_DIRECTIVES]
-    if position < len(tools):
-        return [*blocks, _tool_block(*tools[position], tool_id)], "tool_use"
-    return [*blocks, _text_block(turn, _reply_text(turn))], "end_turn"
+    structured = [(_STRUCTURED_TOOL, _structured(args)) for name, args in turn.directives if name == "structured"]
+    calls = tools + structured
+    if position < len(calls):
+        return [*blocks, _tool_block(*calls[position], tool_id)], "tool_use"
+    if structured and _offers(request, _STRUCTURED_TOOL):
+        # The CLI refused the object: a real model would try again, and the CLI counts the attempts.
+        return [*blocks, _tool_block(*structured[-1], tool_id)], "tool_use"
+    return [*blocks, _text_block(turn, _reply_text(turn, request, headers))], "end_turn"

@@ -1,6 +1,7 @@
 """The offline model speaks the Anthropic Messages API well enough for the real Claude Code CLI."""
 
 import asyncio
+import hashlib
 import importlib.util
 import json
 import os
@@ -41,9 +42,14 @@ async def call(
     stream: bool = True,
     path: str = "/v1/messages",
     session: str = "session-1",
+    extra: dict[str, Any] | None = None,
+    beta: str | None = None,
 ) -> tuple[int, str, bytes]:
-    body = json.dumps({"model": "offline-1", "max_tokens": 100, "stream": stream, "messages": messages})
+    request = {"model": "offline-1", "max_tokens": 100, "stream": stream, "messages": messages, **(extra or {})}
+    body = json.dumps(request)
     headers = {"X-Claude-Code-Session-Id": session, "x-api-key": "anything"}
+    if beta is not None:
+        headers["anthropic-beta"] = beta
     response = await respond(path, body.encode(), headers)
     return response.status, response.content_type, b"".join([chunk async for chunk in response.body])
 
@@ -330,6 +336,153 @@ async def test_unknown_path_is_a_404_not_found() -> None:
 
     assert status == 404
     assert json.loads(raw)["error"]["type"] == "not_found_error"
+
+
+STRUCTURED_TOOL = {"name": "StructuredOutput", "input_schema": {"type": "object"}}
+
+
+@pytest.mark.asyncio
+async def test_structured_directive_calls_the_structured_output_tool_with_exactly_the_object() -> None:
+    events = await stream(
+        [user('answer [[structured {"city": "Paris", "n": [1, 2]}]]')], extra={"tools": [STRUCTURED_TOOL]}
+    )
+
+    assert tool_use(events)[1:] == ("StructuredOutput", {"city": "Paris", "n": [1, 2]})
+    assert stop_reason(events) == "tool_use"
+
+
+@pytest.mark.asyncio
+async def test_structured_directives_follow_the_tools_and_the_last_repeats_while_the_tool_is_offered() -> None:
+    turn = user('[[structured {"n": "bad"}]] [[bash ls]] [[structured {"n": 0}]]')
+    history = [turn]
+    calls = []
+    for number in range(4):
+        events = await stream(history, extra={"tools": [STRUCTURED_TOOL]})
+        calls.append(tool_use(events)[1:])
+        tool_id = f"t{number}"
+        history += [assistant_tool_use(tool_id, *calls[-1]), tool_result(tool_id, "Output does not match")]
+
+    assert calls == [
+        ("Bash", {"command": "ls", "description": "offline model command"}),
+        ("StructuredOutput", {"n": "bad"}),
+        ("StructuredOutput", {"n": 0}),
+        ("StructuredOutput", {"n": 0}),
+    ]
+
+
+@pytest.mark.asyncio
+async def test_structured_directive_is_made_once_when_the_request_offers_no_structured_output_tool() -> None:
+    turn = user('[[structured {"n": 1}]]')
+    refused = tool_result("t1", "No such tool available: StructuredOutput")
+
+    events = await stream([turn, assistant_tool_use("t1", "StructuredOutput", {"n": 1}), refused])
+
+    assert stop_reason(events) == "end_turn"
+    assert reply_text(events).endswith("[StructuredOutput result] No such tool available: StructuredOutput")
+
+
+@pytest.mark.asyncio
+async def test_the_clis_structured_output_nudge_continues_the_turn_it_follows() -> None:
+    first = user("tell me [[words 2]]")
+    nudge = user("[structured-output-enforce] You MUST call the StructuredOutput tool to complete this request.")
+
+    events = await stream([first, {"role": "assistant", "content": "word1 word2"}, nudge])
+
+    assert reply_text(events) == "word1 word2"
+
+
+@pytest.mark.asyncio
+async def test_task_directive_launches_the_subagent_in_the_foreground_with_unescaped_directives() -> None:
+    events = await stream(
+        [user('delegate [[task researcher look {{bash ls -a}} then {{tool Glob {"pattern": "*"}}}]]')]
+    )
+
+    assert tool_use(events)[1:] == (
+        "Agent",
+        {
+            "subagent_type": "researcher",
+            "description": "offline model task",
+            "prompt": 'look [[bash ls -a]] then [[tool Glob {"pattern": "*"}]]',
+            "run_in_background": False,
+        },
+    )
+
+
+@pytest.mark.asyncio
+async def test_a_subagent_turn_runs_the_directives_of_its_prompt() -> None:
+    reminder = "<system-reminder>context</system-reminder>"
+    prompt = "look [[bash ls -a]] then [[reply found it]]"
+
+    first = await stream([user(reminder, prompt)])
+    final = await stream([user(reminder, prompt), assistant_tool_use("t1", "Bash", {}), tool_result("t1", "a")])
+
+    assert tool_use(first)[1:] == ("Bash", {"command": "ls -a", "description": "offline model command"})
+    assert reply_text(final) == "found it"
+
+
+@pytest.mark.asyncio
+async def test_options_directive_reports_what_the_request_carried_in_one_json_line() -> None:
+    system = [
+        {"type": "text", "text": "x-anthropic-billing-header: cc_version=2.1.327.e78;"},
+        {"type": "text", "text": "You are an agent."},
+        {"type": "text", "text": "Preset prompt.\n\n" + "A" * 300 + " APPENDED"},
+    ]
+    extra = {
+        "system": system,
+        "thinking": {"type": "adaptive"},
+        "output_config": {"effort": "low"},
+        "tools": [{"name": "Write"}, {"name": "Agent"}],
+        "metadata": {"user_id": "u"},
+    }
+
+    events = await stream([user("[[options]]")], extra=extra, beta="effort-2025-11-24")
+
+    text = reply_text(events)
+    report = json.loads(text)
+    system_text = "You are an agent.\nPreset prompt.\n\n" + "A" * 300 + " APPENDED"
+    assert "\n" not in text
+    assert report == {
+        "model": "offline-1",
+        "max_tokens": 100,
+        "thinking": {"type": "adaptive"},
+        "output_config": {"effort": "low"},
+        "effort": "low",
+        "tools": ["Agent", "Write"],
+        "temperature": None,
+        "metadata": {"user_id": "u"},
+        "anthropic_beta": "effort-2025-11-24",
+        "system_sha256": hashlib.sha256(system_text.encode()).hexdigest()[:16],
+        "system_tail": system_text[-200:],
+    }
+
+
+@pytest.mark.asyncio
+async def test_options_directive_reports_a_plain_string_system_and_absent_fields_as_null() -> None:
+    events = await stream([user("[[options]]")], extra={"system": "Be brief."})
+
+    report = json.loads(reply_text(events))
+    assert report["system_tail"] == "Be brief."
+    assert report["tools"] == [] and report["thinking"] is None and report["effort"] is None
+    assert report["anthropic_beta"] is None
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("directive", "named"),
+    [
+        ("[[structured {oops]]", "structured"),
+        ("[[structured 42]]", "structured"),
+        ("[[task researcher]]", "task"),
+        ("[[task researcher look {{bash ls]]", "task"),
+        ("[[options please]]", "options"),
+    ],
+)
+async def test_new_directives_with_bad_arguments_are_a_400_naming_them(directive: str, named: str) -> None:
+    status, _, raw = await call([user(directive)])
+
+    message = json.loads(raw)["error"]["message"]
+    assert status == 400
+    assert f"bad directive: {named}" in message
 
 
 # --- the real CLI -----------------------------------------------------------------------------
