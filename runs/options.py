@@ -27,8 +27,10 @@ from workspaces.services import WORKSPACE_PROMPT
 
 logger = logging.getLogger(__name__)
 
-# Who is calling, on every request the CLI makes (the SDK's `client_app`).
+# Who is calling, on every request the CLI makes (the SDK's `client_app`: its User-Agent).
 CLIENT_APP = "agent-platform/1"
+# The tool that starts a subagent: `Agent` in the model's requests, `Task` in the CLI's init message.
+SUBAGENT_TOOLS = frozenset({"Agent", "Task"})
 
 
 def agent_options(run: Run, setup: "RunSetup", *, stderr: Callable[[str], None]) -> ClaudeAgentOptions:
@@ -49,6 +51,8 @@ def agent_options(run: Run, setup: "RunSetup", *, stderr: Callable[[str], None])
         thinking=thinking(version),
         max_turns=version.max_turns,
         agents=subagents(agent) or None,
+        # Whole tools a profile disallows are not offered at all (the policy hook refuses them too, with reasons).
+        disallowed_tools=bare_tool_names(version.disallowed_tools),
         output_format={"type": "json_schema", "schema": version.output_schema} if version.output_schema else None,
         # The run's policy hook decides every call (approvals will change the mode, not the hook).
         permission_mode="bypassPermissions",
@@ -88,6 +92,12 @@ def system_prompt(version: AgentVersion, *more: str) -> SystemPromptPreset:
     }
 
 
+def bare_tool_names(patterns: list[str]) -> list[str]:
+    """The whole tools among patterns (not `Bash(rm *)`, not MCP tools), as the CLI names them."""
+    names = {pattern for pattern in patterns if "(" not in pattern and not pattern.startswith("mcp__")}
+    return sorted(names | SUBAGENT_TOOLS if names & SUBAGENT_TOOLS else names)
+
+
 def thinking(version: AgentVersion) -> ThinkingConfig | None:
     if version.thinking_budget is None:
         return None
@@ -106,6 +116,8 @@ def subagents(agent: RunAgent) -> dict[str, AgentDefinition]:
             tools=subagent.get("tools"),
             # A subagent naming no model runs on the run's.
             model=model.provider_model_id if model else "inherit",
+            # In the foreground: a background subagent outlives its run's ResultMessage, and its events its run.
+            background=False,
         )
     return definitions
 
@@ -118,7 +130,18 @@ def policy_hooks(policy: ToolPolicy) -> dict[HookEvent, list[HookMatcher]]:
     async def check(hook_input: HookInput, tool_use_id: str | None, context: HookContext) -> SyncHookJSONOutput:
         name = str(hook_input.get("tool_name", ""))
         tool_input: Any = hook_input.get("tool_input") or {}
-        refusal = policy.refusal(name, tool_input if isinstance(tool_input, dict) else {})
+        tool_input = tool_input if isinstance(tool_input, dict) else {}
+        refusal = policy.refusal(name, tool_input)
+        if refusal is None and name in SUBAGENT_TOOLS and tool_input.get("run_in_background"):
+            # A run ends with its agent's answer: a subagent left running in the background would act after
+            # it, unseen. The model asked for the background; it gets the foreground, and its answer.
+            return {
+                "hookSpecificOutput": {
+                    "hookEventName": "PreToolUse",
+                    "permissionDecision": "allow",
+                    "updatedInput": {**tool_input, "run_in_background": False},
+                }
+            }
         if refusal is None:
             return {}
         logger.info("Refused a call of %s: %s", name, refusal)
