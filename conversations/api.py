@@ -159,7 +159,7 @@ class ConversationViewSet(
     @action(detail=True, methods=["get"])
     def runs(self, request: Request, tenant: str, pk: str) -> Response:
         conversation = self.get_object()
-        page = self.paginate_queryset(conversation.runs.all())
+        page = self.paginate_queryset(conversation.runs.select_related("agent_version__profile"))
         return self.get_paginated_response(RunSerializer(page, many=True).data)
 
     @extend_schema(
@@ -168,7 +168,9 @@ class ConversationViewSet(
     )
     @action(detail=True, methods=["get"], url_path=r"runs/(?P<run_id>[0-9a-f-]{36})")
     def run(self, request: Request, tenant: str, pk: str, run_id: str) -> Response:
-        run = get_object_or_404(Run, pk=run_id, conversation=self.get_object())
+        run = get_object_or_404(
+            Run.objects.select_related("agent_version__profile"), pk=run_id, conversation=self.get_object()
+        )
         return Response(RunSerializer(run).data)
 
     @extend_schema(

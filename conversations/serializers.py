@@ -218,15 +218,24 @@ class MessageWithFilesSerializer(MessageCreateSerializer):
         return cls(data={name: value for name, value in data.items() if value is not None})
 
 
+class RunAgentSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    version = serializers.IntegerField()
+    kind = serializers.CharField(help_text="`agent` or `chat`.")
+
+
 class RunSerializer(serializers.ModelSerializer):
     conversation = serializers.UUIDField(source="conversation_id", read_only=True)
     model = serializers.CharField(source="model_id", read_only=True)
+    agent = serializers.SerializerMethodField()
+    structured_output = serializers.SerializerMethodField()
 
     class Meta:
         model = Run
         fields = [
             "id",
             "conversation",
+            "agent",
             "model",
             "user_id",
             "input",
@@ -236,9 +245,26 @@ class RunSerializer(serializers.ModelSerializer):
             "finished_at",
             "interrupt_requested_at",
             "result",
+            "structured_output",
             "error",
         ]
         read_only_fields = fields
+
+    @extend_schema_field(RunAgentSerializer(allow_null=True, help_text="The agent profile version it ran with."))
+    def get_agent(self, run: Run) -> dict[str, Any] | None:
+        version = run.agent_version
+        if version is None:
+            return None
+        return {"name": version.profile.name, "version": version.number, "kind": version.kind}
+
+    @extend_schema_field(
+        serializers.JSONField(
+            allow_null=True,
+            help_text="The validated object of an agent with an output_schema (also in `result`); null otherwise.",
+        )
+    )
+    def get_structured_output(self, run: Run) -> Any:
+        return (run.result or {}).get("structured_output")
 
 
 class EventSerializer(serializers.ModelSerializer):
