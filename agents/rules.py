@@ -19,30 +19,41 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-# The CLI's built-in tools (Claude Code 2.1.327, as its `init` message lists them).
+# The CLI's built-in tools (Claude Code 2.1.327 in SDK mode, measured: its `init` message calls the subagent
+# tool `Task`, its requests `Agent`; Glob and Grep appear only without Bash; AskUserQuestion comes with approvals).
 BUILTIN_TOOLS = frozenset(
     {
         "Agent",
         "AskUserQuestion",
         "Bash",
-        "BashOutput",
+        "CronCreate",
+        "CronDelete",
+        "CronList",
         "Edit",
-        "ExitPlanMode",
+        "EnterWorktree",
+        "ExitWorktree",
         "Glob",
         "Grep",
-        "KillShell",
+        "ListAgents",
+        "Monitor",
         "NotebookEdit",
         "Read",
+        "ReportFindings",
+        "ScheduleWakeup",
+        "SendMessage",
         "Skill",
-        "SlashCommand",
         "Task",
-        "TodoWrite",
+        "TaskStop",
         "ToolSearch",
         "WebFetch",
         "WebSearch",
+        "Workflow",
         "Write",
     }
 )
+# Tools no run is offered, whatever its profile: they schedule turns (a cron, a wake-up) that would run
+# after the run has ended, outside its sandbox, budget and event log.
+PLATFORM_DISALLOWED = ("CronCreate", "CronDelete", "CronList", "ScheduleWakeup")
 # What a profile cannot take away, because the platform needs it: finding deferred MCP tools, and
 # delivering a structured answer.
 ALWAYS_ALLOWED = frozenset({"ToolSearch", "StructuredOutput"})
@@ -215,6 +226,8 @@ class ToolPolicy:
     def refusal(self, tool: str, tool_input: Mapping[str, Any]) -> str | None:
         if tool in ALWAYS_ALLOWED:
             return None
+        if tool in PLATFORM_DISALLOWED:
+            return f"{tool} is not available here: a scheduled turn would run after this run has ended."
         for pattern in self.disallowed:
             if pattern.matches(tool, tool_input, every_part=False):
                 return f"The agent profile {self.profile!r} does not allow this call ({pattern.text})."

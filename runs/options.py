@@ -15,7 +15,7 @@ from claude_agent_sdk.types import (
 )
 
 from agents.models import AgentVersion
-from agents.rules import ToolPolicy
+from agents.rules import PLATFORM_DISALLOWED, ToolPolicy
 from agents.services import RunAgent
 from conversations.models import Run
 from runs.session_store import DatabaseSessionStore
@@ -52,7 +52,7 @@ def agent_options(run: Run, setup: "RunSetup", *, stderr: Callable[[str], None])
         max_turns=version.max_turns,
         agents=subagents(agent) or None,
         # Whole tools a profile disallows are not offered at all (the policy hook refuses them too, with reasons).
-        disallowed_tools=bare_tool_names(version.disallowed_tools),
+        disallowed_tools=[*PLATFORM_DISALLOWED, *bare_tool_names(version.disallowed_tools)],
         output_format={"type": "json_schema", "schema": version.output_schema} if version.output_schema else None,
         # The run's policy hook decides every call (approvals will change the mode, not the hook).
         permission_mode="bypassPermissions",
