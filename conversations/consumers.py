@@ -181,7 +181,9 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             await self._send_error("invalid", "; ".join(flatten_errors(body.errors)))
             return
         run = await sync_to_async(services.start_run)(self.conversation, body.run_options(self.user_id))
-        await self._send_json({"type": "ack", "request": "message", "run": RunSerializer(run).data})
+        # Serialized where the database may be read: the run names its agent version's profile.
+        data = await sync_to_async(lambda: RunSerializer(run).data)()
+        await self._send_json({"type": "ack", "request": "message", "run": data})
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         # Live events are the hot path: Channels' dispatch first runs close_old_connections on the
