@@ -42,6 +42,7 @@ Outcome = tuple[str, dict[str, Any] | None, dict[str, Any] | None]
 # its gateway's address and say "Failed to authenticate" for any 403, go to the log.
 MODEL_UNAVAILABLE = "The model is unavailable right now; try again."
 AGENT_FAILED = "The agent stopped unexpectedly; try again."
+MAX_TURNS = "The agent reached its limit of turns ({limit}) before it finished."
 
 
 class RunExecution:
@@ -313,6 +314,11 @@ class RunExecution:
                 return Run.Status.FAILED, None, error
             if message.subtype == "error_max_structured_output_retries":
                 return Run.Status.FAILED, None, {"reason": "output_invalid", "message": detail, "api_status": None}
+            if message.subtype == "error_max_turns" and self.setup is not None:
+                # The agent profile's limit, named as the platform's other limits are (not in the CLI's terms).
+                limit = self.setup.agent.version.max_turns
+                error = {"reason": "max_turns", "message": MAX_TURNS.format(limit=limit), "api_status": None}
+                return Run.Status.FAILED, None, error
             return Run.Status.FAILED, None, {"reason": message.subtype, "message": detail, "api_status": None}
         result = {
             "result": message.result or "",

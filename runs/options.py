@@ -51,6 +51,9 @@ def agent_options(run: Run, setup: "RunSetup", *, stderr: Callable[[str], None])
         thinking=thinking(version),
         max_turns=version.max_turns,
         agents=subagents(agent) or None,
+        # A subagent's text reaches the stream only when asked for; its calls stream no events either, so its
+        # messages are all there is to nest its answer under its call and to place its calls' usage.
+        forward_subagent_text=True,
         # Whole tools a profile disallows are not offered at all (the policy hook refuses them too, with reasons).
         disallowed_tools=[*PLATFORM_DISALLOWED, *bare_tool_names(version.disallowed_tools)],
         output_format={"type": "json_schema", "schema": version.output_schema} if version.output_schema else None,

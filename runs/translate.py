@@ -68,17 +68,30 @@ class EventTranslator:
         self.model_failed = False
         self._recorded: dict[str, UsageRecord] = {}  # calls recorded, not yet reported, by message id
         self._open_call_by_parent: dict[str | None, str] = {}
+        # A subagent's calls stream no events (CLI 2.1.327): each is known by its messages' id, and the
+        # Agent call it belongs to, until its record is in and reported.
+        self._subagent_calls: dict[str, str] = {}
 
     def usage_recorded(self, record: UsageRecord) -> None:
         self._recorded[record.message_id] = record
 
     def unreported_usage(self) -> list[EventItem]:
         """The `usage` events of recorded calls the stream never showed (cut off, or side calls), once."""
-        items = [usage_event(record, None) for record in self._recorded.values()]
+        items = [usage_event(record, self._subagent_calls.get(key)) for key, record in self._recorded.items()]
         self._recorded.clear()
+        self._subagent_calls.clear()
         return items
 
     def translate(self, message: Any) -> list[EventItem]:
+        # A subagent's call is reported as soon as both its message and its record are in: with its message,
+        # or (the gateway records a call at its end, after the CLI has passed on its blocks) just after.
+        return [*self._subagent_usage(), *self._translate(message), *self._subagent_usage()]
+
+    def _subagent_usage(self) -> list[EventItem]:
+        reported = [key for key in self._subagent_calls if key in self._recorded]
+        return [usage_event(self._recorded.pop(key), self._subagent_calls.pop(key)) for key in reported]
+
+    def _translate(self, message: Any) -> list[EventItem]:
         if isinstance(message, StreamEvent):
             return self._stream_event(message)
         if isinstance(message, AssistantMessage):
@@ -165,6 +178,8 @@ class EventTranslator:
             # says what happened, once.
             self.model_failed = True
             return [(EventType.MESSAGE_ERROR, {"error": message.error, "message_id": message.message_id})]
+        if message.parent_tool_use_id is not None and message.message_id:
+            self._subagent_calls.setdefault(message.message_id, message.parent_tool_use_id)
         items: list[EventItem] = []
         for block in message.content:
             data = _block_data(block)

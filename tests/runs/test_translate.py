@@ -5,7 +5,7 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
-from claude_agent_sdk import AssistantMessage, TextBlock
+from claude_agent_sdk import AssistantMessage, TextBlock, ToolResultBlock, ToolUseBlock, UserMessage
 from claude_agent_sdk.types import StreamEvent
 
 from conversations.models import Run
@@ -120,6 +120,42 @@ def test_a_subagents_call_carries_its_parent(run: Run) -> None:
         "message.delta",
         {"kind": "text", "text": "from the subagent", "index": 0, "parent_tool_use_id": "toolu_1"},
     )
+
+
+def assistant(message_id: str, parent: str | None, *blocks: Any) -> AssistantMessage:
+    return AssistantMessage(
+        content=list(blocks), model="claude-sonnet-4-5", parent_tool_use_id=parent, message_id=message_id
+    )
+
+
+def test_a_subagents_calls_which_stream_nothing_get_their_usage_with_their_messages(run: Run) -> None:
+    # As CLI 2.1.327 sends them: no stream events of a subagent, its blocks as whole messages, and the
+    # gateway's record of a call after its blocks (it records the call at its end).
+    translator = EventTranslator()
+    searched = ToolUseBlock(id="toolu_sub", name="Bash", input={"command": "ls"})
+    reported = TextBlock(text="Found it.")
+
+    before_its_record = translator.translate(assistant("msg_sub_1", "toolu_agent", searched))
+    translator.usage_recorded(recorded(run, "msg_sub_1", {"input_tokens": 40, "output_tokens": 7}))
+    translator.usage_recorded(recorded(run, "msg_sub_2", {"input_tokens": 50, "output_tokens": 3}))
+    result = UserMessage(
+        content=[ToolResultBlock(tool_use_id="toolu_sub", content="a.txt")], parent_tool_use_id="toolu_agent"
+    )
+    after_it = translator.translate(result) + translator.translate(assistant("msg_sub_2", "toolu_agent", reported))
+    translator.translate(assistant("msg_sub_3", "toolu_agent", TextBlock(text="And more.")))
+    # The run ends (an interrupt) before another message: its record comes in last, still under its call.
+    translator.usage_recorded(recorded(run, "msg_sub_3", {"input_tokens": 9, "output_tokens": 1}))
+
+    assert [kind for kind, _ in before_its_record] == ["message"]
+    assert [(kind, data.get("message_id"), data["parent_tool_use_id"]) for kind, data in after_it] == [
+        ("usage", "msg_sub_1", "toolu_agent"),
+        ("tool.result", None, "toolu_agent"),
+        ("message", "msg_sub_2", "toolu_agent"),
+        ("usage", "msg_sub_2", "toolu_agent"),
+    ]
+    assert [(data["message_id"], data["parent_tool_use_id"]) for _, data in translator.unreported_usage()] == [
+        ("msg_sub_3", "toolu_agent")
+    ]
 
 
 def test_each_call_gets_its_own_usage_event_with_its_recorded_cost(run: Run) -> None:
