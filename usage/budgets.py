@@ -25,7 +25,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from conversations.models import Conversation, Run
-from tenants.models import PER_MILLION, Tenant
+from tenants.models import PER_MILLION, LanguageModel, Tenant
 from usage import counters
 from usage.counters import Cap, Key, own_or_default
 from usage.models import COST_PLACES, BudgetCounter, BudgetLevel, BudgetReservation, UserBudget, usd
@@ -112,12 +112,14 @@ class CallTerms:
     time_zone: str = "UTC"  # the tenant's: where its days and months begin
 
 
-def call_terms(run: Run, moment: datetime) -> CallTerms:
-    """The budgets that cap the run's next call, read afresh so that an operator's change applies to it.
+def call_terms(run: Run, moment: datetime, model: LanguageModel | None = None) -> CallTerms:
+    """The budgets that cap the run's next call of `model` (the run's own by default), and that model's prices,
+    read afresh so that an operator's change applies to it.
 
     A conversation's and a run's budgets are fixed when they are made: those come from `run`.
     """
-    terms = counters.read_terms(run.conversation.tenant_id, run.user_id, run.model_id, moment)
+    model = model or run.model
+    terms = counters.read_terms(run.conversation.tenant_id, run.user_id, model.pk, moment)
     day, month = periods(moment, terms.time_zone)
     found = [
         Cap((BudgetLevel.TENANT_MONTH, "", month), terms.month_usd, terms.month_calls),
@@ -133,7 +135,6 @@ def call_terms(run: Run, moment: datetime) -> CallTerms:
             Cap((BudgetLevel.USER_DAY, run.user_id, day), terms.user_day_usd, terms.user_day_calls),
             Cap((BudgetLevel.USER_MONTH, run.user_id, month), terms.user_month_usd, terms.user_month_calls),
         ]
-    model = run.model
     input_prices = terms.input_prices or (model.input_price, model.cache_write_5m_price, model.cache_write_1h_price)
     return CallTerms(
         caps=sorted((cap for cap in found if cap.usd is not None or cap.calls is not None), key=lambda cap: cap.key),
@@ -167,19 +168,17 @@ def user_caps(tenant: Tenant, own: UserBudget, day: str, month: str) -> list[Cap
     ]
 
 
-def worst_case_cost(terms: CallTerms, max_output_tokens: int, body: bytes) -> Decimal:
+def worst_case_cost(terms: CallTerms, max_output_tokens: int, body: bytes, request: Json | None = None) -> Decimal:
     """The most a Messages call can cost: its input at the dearest input price, and all of its `max_tokens`.
 
     Input is priced as if every BYTES_PER_INPUT_TOKEN bytes of the request were a token written to
     the cache for an hour (the dearest way to send input), a base64 image's bytes at most
     IMAGE_TOKENS; output as the request's `max_tokens` (at most the model's `max_output_tokens`),
-    the model's own limit when the request names none.
+    the model's own limit when the request names none. `request` is `body` already read
+    (`read_request`), when the caller has read it.
     """
-    try:
-        request = json.loads(body)
-    except (ValueError, RecursionError):  # not JSON, or nested past what Python parses
-        request = None
-    request = request if isinstance(request, dict) else {}
+    if request is None:
+        request = read_request(body)
     images = list(_base64_images(request.get("messages")))
     text_bytes = len(body) - sum(images)
     input_tokens = math.ceil(text_bytes / BYTES_PER_INPUT_TOKEN) + sum(
@@ -206,16 +205,27 @@ def _base64_images(messages: object) -> Iterator[int]:
                     yield len(source["data"])
 
 
-def reserve(run: Run, body: bytes) -> int | None:
+def read_request(body: bytes) -> Json:
+    """A Messages call's body as a JSON object; {} when it is none (the upstream refuses such a call)."""
+    try:
+        request = json.loads(body)
+    except (ValueError, RecursionError):  # not JSON, or nested past what Python parses
+        return {}
+    return request if isinstance(request, dict) else {}
+
+
+def reserve(run: Run, body: bytes, model: LanguageModel | None = None, request: Json | None = None) -> int | None:
     """Hold the worst-case cost of the call `body` asks for, and one call, on every budget that caps it.
 
-    The reservation's id, or None when no budget caps the call. Raises BudgetExceeded, holding
-    nothing, when one would be passed.
+    The call is priced at `model`, the catalog model it names (the run's own by default); `request`
+    is `body` already read (`read_request`), when the caller has read it. The reservation's id, or
+    None when no budget caps the call. Raises BudgetExceeded, holding nothing, when one would be passed.
     """
-    terms = call_terms(run, timezone.now())
+    model = model or run.model
+    terms = call_terms(run, timezone.now(), model)
     if not terms.caps:
         return None
-    worst_case = worst_case_cost(terms, run.model.max_output_tokens, body)
+    worst_case = worst_case_cost(terms, model.max_output_tokens, body, request)
     held, reservation = counters.hold(run.conversation.tenant_id, run.pk, terms.caps, worst_case)
     if reservation is None:
         refused = next(cap for cap in terms.caps if not cap.fits(held[cap.key], worst_case))

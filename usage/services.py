@@ -8,7 +8,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from conversations.models import Run
-from tenants.models import Tenant, normalize_usage
+from tenants.models import LanguageModel, Tenant, normalize_usage
 from usage import budgets
 from usage.models import COST_PLACES, UsageRecord
 
@@ -16,13 +16,18 @@ Json = dict[str, Any]
 
 
 def record_usage(
-    run_id: Run | UUID | str, message_id: str, usage: Json, reservation: int | None = None
+    run_id: Run | UUID | str,
+    message_id: str,
+    usage: Json,
+    reservation: int | None = None,
+    model: LanguageModel | None = None,
 ) -> UsageRecord | None:
     """Store one model call of the run, at its model's price in effect now; None if that call is already recorded.
 
-    `run_id` is the run or its id; `usage` is the call's Anthropic usage dict (as UsageTap.usage gives it). Idempotent on
-    (run, message_id), also against a concurrent call for the same message. The call's cost
-    replaces its budget `reservation` (usage.budgets) in the same transaction.
+    `run_id` is the run or its id; `usage` is the call's Anthropic usage dict (as UsageTap.usage gives it);
+    `model` the catalog model the call named (the run's own by default), which the gateway has checked
+    the run was given. Idempotent on (run, message_id), also against a concurrent call for the same
+    message. The call's cost replaces its budget `reservation` (usage.budgets) in the same transaction.
     """
     if not message_id:
         raise ValueError("A model call without a message id cannot be recorded once and only once.")
@@ -33,14 +38,15 @@ def record_usage(
         if isinstance(run_id, Run)
         else Run.objects.select_related("conversation__tenant", "model").get(pk=run_id)
     )
-    price = run.model.price_at(timezone.now())  # the price of the call's time, kept on its record
+    model = model or run.model
+    price = model.price_at(timezone.now())  # the price of the call's time, kept on its record
     cost = price.cost(usage).quantize(COST_PLACES)
     record = UsageRecord(
         tenant_id=run.conversation.tenant_id,
         conversation_id=run.conversation_id,
         run=run,
         user_id=run.user_id,
-        model=run.model,
+        model=model,
         message_id=message_id,
         cost_usd=cost,
         price=price,

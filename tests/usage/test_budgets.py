@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 from django.db import connection, connections
+from django.utils import timezone
 
 from conversations.models import Conversation, Run
-from tenants.models import LanguageModel, Tenant
+from tenants.models import LanguageModel, ModelPrice, Tenant
 from tests.factories import ConversationFactory, UserBudgetFactory
 from tests.usage.conftest import anthropic_usage
 from usage import budgets, counters
@@ -351,3 +352,53 @@ def test_an_odd_body_is_reckoned_by_its_bytes_and_the_models_limit(run: Run, bod
     terms = call_terms(run, datetime.now(UTC))
     expected = (math.ceil(len(body) / 3) * Decimal(6) + 1000 * Decimal(15)) / 1_000_000
     assert worst_case_cost(terms, 1000, body) == expected.quantize(Decimal("1e-10"))
+
+
+# --- a run that may call several models ------------------------------------------------------------
+
+
+def test_a_call_of_another_catalog_model_reserves_that_models_worst_case(run: Run, haiku: LanguageModel) -> None:
+    run.budget_usd = Decimal("1")
+    run.save()
+    haiku.max_output_tokens = 1000
+    haiku.save(update_fields=["max_output_tokens"])
+
+    reserve(run, SMALL_CALL, haiku)
+    reserve(run, b"{}", haiku)  # no max_tokens: that model's own limit
+
+    # 100 output tokens at Haiku's 5 USD per million, and 7 of input at its dearest input price (2);
+    # then 1000 output tokens (Haiku's limit here, not Sonnet's 32,000) and 1 of input.
+    held = [Decimal("0.000514"), Decimal("0.005002")]
+    assert sorted(BudgetReservation.objects.values_list("usd", flat=True)) == held
+    assert counter("acme", "run", str(run.pk)).reserved_usd == sum(held)
+
+
+def test_a_call_of_another_model_is_reckoned_at_that_models_price_in_effect(run: Run, haiku: LanguageModel) -> None:
+    ModelPrice.objects.create(  # in effect from now on, after the price the model was made with
+        model=haiku,
+        effective_from=timezone.now(),
+        input_price=Decimal("2"),
+        output_price=Decimal("10"),
+        cache_write_1h_price=Decimal("4"),
+    )
+
+    by_haiku = call_terms(run, timezone.now(), haiku)
+    by_run = call_terms(run, timezone.now())
+
+    assert (by_haiku.input_price, by_haiku.output_price) == (Decimal(4), Decimal(10))
+    assert (by_run.input_price, by_run.output_price) == (Decimal(6), Decimal(15))
+
+
+def test_a_call_of_another_model_replaces_its_reservation_with_its_cost_at_that_model(
+    run: Run, haiku: LanguageModel
+) -> None:
+    run.budget_usd = Decimal("1")
+    run.save()
+    held = reserve(run, SMALL_CALL, haiku)
+
+    record = record_usage(run.pk, "msg_1", anthropic_usage(output=10), held, haiku)
+
+    assert record is not None and record.cost_usd == Decimal("0.00005")  # 10 tokens at 5 USD per million
+    budget = counter("acme", "run", str(run.pk))
+    assert (budget.spent_usd, budget.calls, budget.reserved_usd, budget.reserved_calls) == (record.cost_usd, 1, 0, 0)
+    assert not BudgetReservation.objects.exists()

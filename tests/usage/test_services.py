@@ -6,7 +6,7 @@ from decimal import Decimal
 import pytest
 
 from conversations.models import Conversation, Run
-from tenants.models import Tenant
+from tenants.models import LanguageModel, Tenant
 from tests.usage.conftest import anthropic_usage
 from usage.models import UsageRecord
 from usage.services import effective_budget, record_usage, run_totals
@@ -153,3 +153,28 @@ def test_a_zero_override_wins_rather_than_meaning_no_override(tenant: Tenant) ->
 
 def test_a_tenant_without_defaults_gives_unlimited_runs(tenant: Tenant) -> None:
     assert effective_budget(tenant) == (None, None)
+
+
+# --- a run that may call several models ------------------------------------------------------------
+
+
+def test_a_call_of_another_catalog_model_is_recorded_at_that_models_price(run: Run, haiku: LanguageModel) -> None:
+    record = record_usage(run.pk, "msg_1", anthropic_usage(**SCRIPTED), model=haiku)
+
+    assert record is not None
+    stored = UsageRecord.objects.select_related("price").get(pk=record.pk)
+    assert stored.model_id == "haiku"
+    assert stored.price is not None and stored.price.model_id == "haiku"
+    # 1200 * 1 + 300 * 5 + 700 * 1.25 + 100 * 2 + 5000 * 0.10 = 4 275 USD per million tokens
+    assert stored.cost_usd == Decimal("0.0042750000")
+
+
+def test_a_call_recorded_again_under_another_model_still_counts_once_at_the_first(
+    run: Run, haiku: LanguageModel
+) -> None:
+    first = record_usage(run.pk, "msg_1", anthropic_usage(**SCRIPTED))
+
+    again = record_usage(run.pk, "msg_1", anthropic_usage(**SCRIPTED), model=haiku)
+
+    assert first is not None and again is None
+    assert list(UsageRecord.objects.values_list("model_id", flat=True)) == ["sonnet"]
