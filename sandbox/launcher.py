@@ -159,11 +159,23 @@ def prepare_place(run_id: str, workspace: Path) -> RunPlace:
     return place
 
 
-def agent_environment(*, model_id: str, config_dir: Path, gateway: Mapping[str, str]) -> dict[str, str]:
+def agent_environment(
+    *,
+    model_id: str,
+    config_dir: Path,
+    gateway: Mapping[str, str],
+    small_model_id: str | None = None,
+    subagent_model_id: str | None = None,
+) -> dict[str, str]:
     """The CLI's whole environment: nothing of the worker's, and no credential but the run's token.
 
     `gateway` is what sends the CLI's model calls to the run's gateway (`ModelGateway.cli_environment`).
+    Every model the CLI chooses itself must be one the run was given, or the gateway refuses the call:
+    `model_id` is the run's, also for the `sonnet` and `opus` aliases; `small_model_id` the CLI's
+    "small fast" model of its side calls (titles, summaries) and the `haiku` alias; `subagent_model_id`
+    that of subagents whose definition names no model. Both are the run's model unless told otherwise.
     """
+    small_model_id = small_model_id or model_id
     return {
         "PATH": "/usr/local/bin:/usr/bin:/bin",
         "HOME": "/home/agent",
@@ -171,11 +183,13 @@ def agent_environment(*, model_id: str, config_dir: Path, gateway: Mapping[str, 
         "TERM": "dumb",
         "CLAUDE_CONFIG_DIR": str(config_dir),
         "ANTHROPIC_MODEL": model_id,
-        # Side calls (titles, summaries, subagents) go to the conversation's model, through the gateway.
+        # The CLI's aliases resolve to catalog models, not to its own table of Anthropic's models.
         "ANTHROPIC_DEFAULT_SONNET_MODEL": model_id,
-        "ANTHROPIC_DEFAULT_HAIKU_MODEL": model_id,
         "ANTHROPIC_DEFAULT_OPUS_MODEL": model_id,
-        "CLAUDE_CODE_SUBAGENT_MODEL": model_id,
+        "ANTHROPIC_DEFAULT_HAIKU_MODEL": small_model_id,
+        # Read before the haiku alias for side calls (CLI 2.1.327), though no longer documented.
+        "ANTHROPIC_SMALL_FAST_MODEL": small_model_id,
+        "CLAUDE_CODE_SUBAGENT_MODEL": subagent_model_id or model_id,
         "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
         # The CLI's own skills (code review, data viz, …) are not the tenant's: only the run's are listed.
         "CLAUDE_CODE_DISABLE_BUNDLED_SKILLS": "1",
