@@ -3,7 +3,7 @@ refusals, and relaying the answer while metering it once."""
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 
 import aiohttp
 from aiohttp import web
@@ -21,6 +21,10 @@ logger = logging.getLogger(__name__)
 MESSAGES_PATH = "/v1/messages"
 # Where a call's budget reservation waits (on its request) for the call's record, or its release.
 RESERVATION = web.RequestKey("budget_reservation", int)
+# The catalog model a call named, which its record is priced at.
+CALL_MODEL = web.RequestKey("call_model", LanguageModel)
+# How much of a model id a call names goes into a refusal and the log: the sandbox writes it.
+SHOWN_MODEL_ID = 200
 
 Refusal = Callable[[str, str, Mapping[str, str]], None]
 
@@ -30,8 +34,27 @@ def error_response(status: int, kind: str, message: str) -> web.Response:
     return web.json_response({"type": "error", "error": {"type": kind, "message": message}}, status=status)
 
 
+def models_by_id(models: Iterable[LanguageModel]) -> dict[str, LanguageModel]:
+    """Catalog models by the id a call names them by (`provider_model_id`): the shape `RunCalls` takes."""
+    return {model.provider_model_id: model for model in models}
+
+
+class ModelNotGiven(Exception):
+    """A call names a model the run was not given; the message says which it may call."""
+
+    def __init__(self, model_id: str, given: Iterable[str]) -> None:
+        self.model_id = model_id[:SHOWN_MODEL_ID]
+        self.message = f"This run may not call model {self.model_id}; it may call {', '.join(sorted(given))}."
+        super().__init__(self.message)
+
+
 class RunCalls:
     """The model calls of one run, as its upstream serves them.
+
+    `models` are the catalog models the run may call (its fallback, its subagents' models, a small one
+    for side calls), by the id calls name them by (`models_by_id`); the run's own model always is one,
+    and by default the only one. They all come with the run's upstream (the CLI speaks to one), and are
+    loaded before the run's first call: a call's model is looked up here, never in the database.
 
     `on_refusal(reason, message, details)` hears of a refusal the run cannot recover from (so it
     ends now instead of the CLI retrying for minutes); `on_usage(record)` hears of each call as it is
@@ -42,11 +65,20 @@ class RunCalls:
         self,
         run: Run,
         *,
+        models: Mapping[str, LanguageModel] | None = None,
         on_refusal: Refusal | None = None,
         on_usage: Callable[[UsageRecord], None] | None = None,
     ) -> None:
         self.run = run
         self.model: LanguageModel = run.model
+        for model_id, model in (models or {}).items():
+            if model.provider != self.model.provider:
+                raise ValueError(
+                    f"Run {run.pk} cannot be given model {model_id} ({model.get_provider_display()}): its calls "
+                    f"go to {self.model.get_provider_display()}, the provider of its model {self.model.pk}."
+                )
+        # The run's own model wins its id, should another catalog model share it.
+        self.models: dict[str, LanguageModel] = {**(models or {}), self.model.provider_model_id: self.model}
         self.on_refusal = on_refusal
         self.on_usage = on_usage
         self._session: aiohttp.ClientSession | None = None
@@ -72,17 +104,58 @@ class RunCalls:
             return False
         return True
 
-    async def reserve(self, request: web.BaseRequest, body: bytes) -> web.Response | None:
-        """Hold the call's worst-case cost on the run's budgets (usage.budgets); the refusal of a call past one."""
+    def model_named(self, model_id: object) -> LanguageModel:
+        """The catalog model of a call that names `model_id`; ModelNotGiven if the run was not given it.
+
+        A call that names no model is priced as the run's own: Anthropic's API refuses it (a 400,
+        which is not metered); only the offline model answers it.
+        """
+        if not isinstance(model_id, str) or not model_id:
+            return self.model
         try:
-            reservation = await call_database(f"Reserving a call of run {self.run.pk}", budgets.reserve, self.run, body)
+            return self.models[model_id]
+        except KeyError:
+            raise ModelNotGiven(model_id, self.models) from None
+
+    async def reserve(
+        self, request: web.BaseRequest, body: bytes, model_id: str | None = None, *, model_refusal_status: int = 403
+    ) -> web.Response | None:
+        """Admit a Messages call: find the catalog model it names (`model_id`, from a Bedrock path, else its body's
+        `model`) and hold the call's worst-case cost at that model's prices on the run's budgets (usage.budgets).
+
+        The refusal of a call past a budget, or of a call naming a model the run was not given (with
+        `model_refusal_status`: the status at which the upstream's CLI gives up at once).
+        """
+        try:
+            model, reservation = await call_database(
+                f"Reserving a call of run {self.run.pk}", self._reserve, body, model_id
+            )
+        except ModelNotGiven as exc:
+            # Not the run's end: a side call or a subagent's may name a model the run was not given, and the
+            # CLI carries on without it (a refused subagent's Task call is a tool error its model reads);
+            # a main call's refusal ends the CLI's turn with this message, which the run then reports.
+            logger.info("Run %s: a call naming model %r was refused: not given", self.run.pk, exc.model_id)
+            return error_response(model_refusal_status, "permission_error", exc.message)
         except budgets.BudgetExceeded as exc:
             # The figures are for operators (the log, the budgets API); the run and the CLI get the end user's words.
             logger.info("Run %s: a model call was refused: %s", self.run.pk, exc.message)
             return self.refuse("budget_exceeded", exc.notice, exc.details)
+        request[CALL_MODEL] = model
         if reservation is not None:
             request[RESERVATION] = reservation
         return None
+
+    def _reserve(self, body: bytes, model_id: str | None) -> tuple[LanguageModel, int | None]:
+        # The body is read once, here, for its model and its worst case: json.loads holds the GIL
+        # some 7 ms per MB wherever it runs.
+        parsed = None
+        if model_id is None:
+            parsed = budgets.read_request(body)
+            # Python keeps the last of duplicate keys, as JavaScript's and Go's parsers do; one that
+            # refuses them refuses the call.
+            model_id = parsed.get("model")
+        model = self.model_named(model_id)
+        return model, budgets.reserve(self.run, body, model, parsed)
 
     async def release(self, request: web.BaseRequest) -> None:
         """Give back what the call held if it ended without a record (refused upstream, unreachable, no usage)."""
@@ -166,6 +239,7 @@ class RunCalls:
             tap.message_id,
             tap.usage,
             request.pop(RESERVATION, None),
+            request.get(CALL_MODEL),
         )
         if record is not None and self.on_usage:
             self.on_usage(record)

@@ -3,9 +3,10 @@
 Each run gets its own gateway, on a Unix socket in the run's private directory (bridged to
 127.0.0.1 inside the sandbox) or, unsandboxed, on a loopback port, with its own token. The CLI talks
 to it as its model's upstream tells it to (`cli_environment`): the gateway checks the token, and the
-upstream (`gateway.upstreams`) refuses calls past the run's budget, swaps in the real credential (or
-serves the offline model in-process), streams the answer through chunk by chunk, and meters every
-call from the answer's own usage figures (`gateway.calls`). The same door relays the run's `http`
+upstream (`gateway.upstreams`) refuses calls of a model the run was not given or past its budget,
+swaps in the real credential (or serves the offline model in-process), streams the answer through
+chunk by chunk, and meters every call at the price of the model it names, from the answer's own
+usage figures (`gateway.calls`). The same door relays the run's `http`
 and `sse` MCP servers (`gateway.mcp`).
 """
 
@@ -42,7 +43,8 @@ UPSTREAMS: dict[str, Upstream] = {
 class ModelGateway:
     """Serves one run for as long as the `async with` block lasts; its token is revoked at the end.
 
-    `on_refusal` and `on_usage` are the run's ears (see `RunCalls`).
+    `models` are the catalog models the run may call besides its own, by the id its calls name them
+    by (see `RunCalls`); `on_refusal` and `on_usage` are the run's ears (see `RunCalls`).
     """
 
     def __init__(
@@ -53,11 +55,12 @@ class ModelGateway:
         on_refusal: Refusal | None = None,
         on_usage: Callable[[UsageRecord], None] | None = None,
         mcp: McpRelay | None = None,
+        models: Mapping[str, LanguageModel] | None = None,
     ) -> None:
         self.run = run
         self.mcp = mcp or McpRelay([])
         self.upstream = UPSTREAMS[run.model.provider]
-        self.calls = RunCalls(run, on_refusal=on_refusal, on_usage=on_usage)
+        self.calls = RunCalls(run, models=models, on_refusal=on_refusal, on_usage=on_usage)
         self.socket_path = socket_path
         self.owner = owner
         self.token = "run_" + secrets.token_urlsafe(32)

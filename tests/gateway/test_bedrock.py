@@ -28,6 +28,7 @@ from botocore.credentials import Credentials
 from pytest_django.fixtures import Settings
 
 from conversations.models import Conversation, Run
+from gateway.calls import models_by_id
 from gateway.metering import SSEDecoder
 from gateway.server import ModelGateway
 from gateway.upstreams import bedrock, offline
@@ -39,6 +40,7 @@ from usage.models import UsageRecord
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 
 MODEL_ID = "anthropic.claude-sonnet-4-5-20250929-v1:0"
+HAIKU_ID = "anthropic.claude-haiku-4-5-20251001-v1:0"
 KEY_ID, SECRET, SESSION_TOKEN, REGION = "AKIDBEDROCKTEST", "test-secret-key", "test-session-token", "eu-west-1"
 STREAM_PATH = f"/model/{MODEL_ID}/invoke-with-response-stream"
 REQUEST = {
@@ -342,17 +344,58 @@ async def test_without_credentials_in_settings_botocores_default_chain_signs(
     assert_signed_and_clean(fake_bedrock.seen[0], token)
 
 
-async def test_a_call_for_another_model_is_refused_before_it_reaches_bedrock(
+async def test_a_call_for_a_model_the_run_was_not_given_is_refused_before_it_reaches_bedrock(
     run: Run, aws: Settings, fake_bedrock: FakeBedrock, tmp_path: Path
 ) -> None:
-    async with ModelGateway(run, socket_path=tmp_path / "gateway.sock") as gateway:
+    refusals: list[tuple[str, str]] = []
+
+    async with ModelGateway(
+        run, socket_path=tmp_path / "gateway.sock", on_refusal=lambda *refusal: refusals.append(refusal)
+    ) as gateway:
         status, _, body = await call(
             gateway, "/model/anthropic.claude-opus-4-1-20250805-v1:0/invoke-with-response-stream"
         )
 
-    assert status == 403
-    assert json.loads(body)["error"]["message"] == f"This run may only call model {MODEL_ID}."
+    # A 400: in Bedrock mode the CLI retries a 403 for minutes, and ends its turn at a 400 at once.
+    assert status == 400
+    assert json.loads(body)["error"] == {
+        "type": "permission_error",
+        "message": f"This run may not call model anthropic.claude-opus-4-1-20250805-v1:0; it may call {MODEL_ID}.",
+    }
     assert fake_bedrock.seen == []
+    assert refusals == []  # the CLI may carry on without that call
+    assert await sync_to_async(records)(run) == []
+
+
+async def test_a_call_for_another_model_the_run_was_given_is_budgeted_and_priced_at_that_model(
+    run: Run, aws: Settings, fake_bedrock: FakeBedrock, tmp_path: Path
+) -> None:
+    haiku = await sync_to_async(LanguageModel.objects.create)(
+        id="bedrock-haiku",
+        display_name="Claude Haiku 4.5 on Bedrock",
+        provider=LanguageModel.Provider.BEDROCK,
+        provider_model_id=HAIKU_ID,
+        input_price=Decimal("1"),
+        output_price=Decimal("5"),
+        cache_read_price=Decimal("0.10"),
+    )
+    # A call of 100 output tokens may cost $0.0005 on Haiku, $0.0015 on the run's Sonnet.
+    run.budget_usd = Decimal("0.001")
+    await sync_to_async(run.save)()
+
+    async with ModelGateway(run, socket_path=tmp_path / "gateway.sock", models=models_by_id([haiku])) as gateway:
+        by_haiku = await call(gateway, f"/model/{HAIKU_ID}/invoke-with-response-stream")
+        by_sonnet = await call(gateway, STREAM_PATH)
+
+    assert (by_haiku[0], by_sonnet[0]) == (200, 403)
+    assert json.loads(by_sonnet[2])["error"]["message"] == "This message has reached its budget."
+    assert [seen.raw_path for seen in fake_bedrock.seen] == [
+        "/model/anthropic.claude-haiku-4-5-20251001-v1%3A0/invoke-with-response-stream"
+    ]
+    [record] = await sync_to_async(list)(UsageRecord.objects.filter(run=run).select_related("price"))
+    assert record.model_id == "bedrock-haiku"
+    assert record.price is not None and record.price.model_id == "bedrock-haiku"
+    assert record.cost_usd == (10 * Decimal(1) + 5 * Decimal(5) + 3 * Decimal("0.10")) / 1_000_000
 
 
 async def test_past_the_budget_model_calls_are_refused_but_the_listing_is_not(
