@@ -53,8 +53,8 @@ class RunCalls:
 
     `models` are the catalog models the run may call (its fallback, its subagents' models, a small one
     for side calls), by the id calls name them by (`models_by_id`); the run's own model always is one,
-    and by default the only one. They all come with the run's upstream (the CLI speaks to one), and are
-    loaded before the run's first call: a call's model is looked up here, never in the database.
+    and by default the only one. Only those of the run's model's provider are given, and all are loaded
+    before the run's first call: a call's model is looked up here, never in the database.
 
     `on_refusal(reason, message, details)` hears of a refusal the run cannot recover from (so it
     ends now instead of the CLI retrying for minutes); `on_usage(record)` hears of each call as it is
@@ -71,14 +71,23 @@ class RunCalls:
     ) -> None:
         self.run = run
         self.model: LanguageModel = run.model
-        for model_id, model in (models or {}).items():
-            if model.provider != self.model.provider:
-                raise ValueError(
-                    f"Run {run.pk} cannot be given model {model_id} ({model.get_provider_display()}): its calls "
-                    f"go to {self.model.get_provider_display()}, the provider of its model {self.model.pk}."
-                )
+        given = dict(models or {})
+        # The CLI speaks to one upstream, its model's: a model of another provider cannot be served (a profile's
+        # fallback on Bedrock, say, for a conversation on an Anthropic model). Its calls are refused like those
+        # of any model not given, rather than failing every run of the conversation.
+        if elsewhere := sorted(model_id for model_id, model in given.items() if model.provider != self.model.provider):
+            logger.warning(
+                "Run %s cannot call %s: not served by %s, the provider of its model %s",
+                run.pk,
+                ", ".join(elsewhere),
+                self.model.get_provider_display(),
+                self.model.pk,
+            )
         # The run's own model wins its id, should another catalog model share it.
-        self.models: dict[str, LanguageModel] = {**(models or {}), self.model.provider_model_id: self.model}
+        self.models: dict[str, LanguageModel] = {
+            **{model_id: model for model_id, model in given.items() if model_id not in elsewhere},
+            self.model.provider_model_id: self.model,
+        }
         self.on_refusal = on_refusal
         self.on_usage = on_usage
         self._session: aiohttp.ClientSession | None = None

@@ -198,11 +198,18 @@ async def test_finding_a_calls_model_asks_the_database_nothing(
     assert not any("tenants_languagemodel" in sql for sql in by_main + by_fallback)
 
 
-def test_a_run_cannot_be_given_a_model_of_another_provider(run: Run) -> None:
-    bedrock = LanguageModelFactory(id="bedrock-haiku", provider=LanguageModel.Provider.BEDROCK)
+def test_a_model_of_another_provider_is_not_given_to_the_run_and_the_operator_is_told(
+    run: Run, fallback: LanguageModel, caplog: pytest.LogCaptureFixture
+) -> None:
+    bedrock = LanguageModelFactory(
+        id="bedrock-haiku", provider=LanguageModel.Provider.BEDROCK, provider_model_id="anthropic.claude-haiku"
+    )
 
-    with pytest.raises(ValueError, match=r"cannot be given model claude-sonnet-4-5 \(AWS Bedrock\): its calls go to"):
-        ModelGateway(run, models=models_by_id([bedrock]))
+    gateway = ModelGateway(run, models=models_by_id([fallback, bedrock]))
+
+    # Its calls would reach the run's upstream (here the offline model), priced as Bedrock's.
+    assert gateway.calls.models == {"offline-fallback": fallback, "offline-main": run.model}
+    assert "cannot call anthropic.claude-haiku: not served by Offline model (not Claude)" in caplog.text
 
 
 def test_the_runs_own_model_wins_its_id_over_another_catalog_model_with_the_same(run: Run, main: LanguageModel) -> None:
