@@ -28,7 +28,7 @@ from asgiref.sync import sync_to_async
 from agents.services import RunAgent, run_agent
 from conversations.events import EventItem
 from conversations.models import Conversation, Run, SessionEntry
-from gateway.calls import Refusal
+from gateway.calls import Refusal, models_by_id
 from gateway.server import ModelGateway
 from mcp_servers.serving import RunMcp, prepare_mcp, servers_of
 from sandbox.launcher import (
@@ -95,6 +95,7 @@ async def prepare_run(
             on_refusal=on_refusal,
             on_usage=on_usage,
             mcp=mcp.relay,
+            models=models_by_id(agent.models),  # its fallback's and subagents' calls, each at its own price
         )
     )
     base_url = gateway_base_url(place, gateway.base_url)

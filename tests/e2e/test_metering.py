@@ -6,6 +6,7 @@ from decimal import Decimal
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from agents.services import default_profile, update_profile
 from conversations.models import Run
 from tenants.models import ApiKey, LanguageModel, Tenant
 from tests.e2e.harness import Client, Platform, sandbox_reachable_dir
@@ -72,6 +73,31 @@ def test_usage_records_match_the_model_call_by_call_and_cost_matches_the_catalog
     # The run's sandboxed CLI was timed from launch to its answer to `initialize`.
     assert scraped[("agent_sandbox_launch_seconds_count", (("tenant", "priced"),))] == 1
     assert 0 < scraped[("agent_sandbox_launch_seconds_sum", (("tenant", "priced"),))] < 30
+
+
+def test_a_run_that_falls_back_to_its_agents_fallback_model_is_billed_at_the_fallbacks_price(
+    platform: Platform, transactional_db: None
+) -> None:
+    client = priced_client(platform)
+    LanguageModel.objects.create(
+        id="offline-cheap",
+        display_name="Offline model (not Claude), priced like Haiku",
+        provider=LanguageModel.Provider.OFFLINE,
+        provider_model_id="offline-cheap",
+        input_price=Decimal("1"),
+        output_price=Decimal("5"),
+    )
+    update_profile(default_profile(Tenant.objects.get(pk="priced")), {"fallback_model": "offline-cheap"})
+    conversation = client.create_conversation()
+
+    # The CLI takes its fallback model after three "overloaded" answers in a row, which are not billed.
+    run = client.send(conversation, "Hello [[error 529 times=3]] [[usage input=1000 output=100]]")
+    terminal = client.wait_for_terminal(conversation, run["id"])
+
+    assert terminal["type"] == "run.completed"
+    records = UsageRecord.objects.filter(run_id=run["id"]).values_list("model_id", "price__model_id", "cost_usd")
+    assert list(records) == [("offline-cheap", "offline-cheap", Decimal("0.0015"))]  # 1000 * 1 + 100 * 5 per million
+    assert Decimal(terminal["data"]["usage"]["cost_usd"]) == Decimal("0.0015")
 
 
 def test_a_run_over_its_call_budget_stops_at_the_gateway_with_budget_exceeded(
