@@ -7,7 +7,7 @@ import aiohttp
 from aiohttp import web
 from django.conf import settings
 
-from gateway.calls import RunCalls, error_response, messages_tap
+from gateway.calls import MESSAGES_PATH, RunCalls, error_response, messages_tap
 
 logger = logging.getLogger(__name__)
 
@@ -20,6 +20,9 @@ FORWARDED_REQUEST_HEADERS = (
     "accept",
 )
 FORWARDED_RESPONSE_HEADERS = ("content-type", "request-id", "retry-after", "anthropic-ratelimit-requests-remaining")
+# What the CLI calls, and all the gateway relays: any other path (batches, files, models) would reach the
+# platform's account unmetered, naming any model.
+RELAYED_PATHS = (MESSAGES_PATH, f"{MESSAGES_PATH}/count_tokens")
 
 
 def cli_environment(base_url: str, token: str) -> Mapping[str, str]:
@@ -36,6 +39,8 @@ def call_token(request: web.BaseRequest) -> str:
 
 
 async def serve(calls: RunCalls, request: web.BaseRequest) -> web.StreamResponse:
+    if request.path.rstrip("/") not in RELAYED_PATHS:
+        return error_response(404, "not_found_error", f"The gateway relays only {' and '.join(RELAYED_PATHS)}.")
     body = await calls.read_messages_call(request)
     if isinstance(body, web.StreamResponse):
         return body

@@ -3,14 +3,17 @@
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from asgiref.sync import sync_to_async
 
 from conversations.models import Conversation, Run
 from gateway.server import ModelGateway
 from tenants.models import Tenant
+from tests.factories import LanguageModelFactory
 from usage.models import UsageRecord
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
@@ -100,3 +103,46 @@ async def test_a_call_past_the_budget_is_refused_before_it_reaches_the_model(run
     assert json.loads(second[1])["error"]["message"] == "This message has reached its budget."
     assert [refusal[0] for refusal in refusals] == ["budget_exceeded"]
     assert await sync_to_async(UsageRecord.objects.filter(run=run).count)() == 1
+
+
+@pytest.fixture
+def anthropic_run(tenant: Tenant) -> Run:
+    model = LanguageModelFactory(id="claude", provider="anthropic", provider_model_id="claude-x")
+    conversation = Conversation.objects.create(tenant=tenant, model=model)
+    return Run.objects.create(conversation=conversation, model=model, input="Hello")
+
+
+async def test_the_anthropic_upstream_relays_the_messages_api_and_nothing_else(
+    anthropic_run: Run, tmp_path: Path, settings: Any
+) -> None:
+    seen: list[str] = []
+
+    async def upstream(request: web.Request) -> web.Response:
+        seen.append(request.path)
+        return web.json_response({"input_tokens": 3})
+
+    app = web.Application()
+    app.router.add_route("POST", "/{tail:.*}", upstream)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    settings.ANTHROPIC_BASE_URL, settings.ANTHROPIC_API_KEY = f"http://127.0.0.1:{port}", "sk-test-not-real"
+    try:
+        async with (
+            ModelGateway(anthropic_run, socket_path=tmp_path / "gateway.sock") as gateway,
+            aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(tmp_path / "gateway.sock"))) as session,
+        ):
+            headers = {"x-api-key": gateway.token}
+            counted = await session.post("http://gateway/v1/messages/count_tokens", json=REQUEST, headers=headers)
+            batches = await session.post("http://gateway/v1/messages/batches", json=REQUEST, headers=headers)
+            models = await session.post("http://gateway/v1/models", json={}, headers=headers)
+            statuses = (counted.status, batches.status, models.status)
+            refusal = await batches.json()
+    finally:
+        await runner.cleanup()
+
+    assert statuses == (200, 404, 404)
+    assert "relays only /v1/messages" in refusal["error"]["message"]
+    assert seen == ["/v1/messages/count_tokens"]
