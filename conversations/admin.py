@@ -12,6 +12,7 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 
+from agents.services import run_version
 from api.errors import ServiceError
 from conversations.events import EventType
 from conversations.models import Conversation, Event, Run, RunQuerySet
@@ -182,12 +183,15 @@ class ConversationAdmin(UuidSearchMixin, admin.ModelAdmin):
         )
         if not self.has_view_permission(request, conversation):
             raise PermissionDenied
+        # What its next run uses: its agent's version, and the model it names over the agent's (if any).
+        agent = run_version(conversation)
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts,
             "title": f"Live: {conversation}",
             "conversation": conversation,
-            "model": conversation.model,
+            "agent": agent,
+            "model": conversation.model or agent.model or conversation.tenant.default_model,
             "live_config": {
                 "websocketPath": f"/ws/tenants/{conversation.tenant_id}/conversations/{conversation.pk}/",
                 "conversationId": str(conversation.pk),

@@ -10,7 +10,7 @@ from django.urls import reverse
 
 from agents.services import AgentSpec, create_profile
 from conversations.models import Conversation, Event, Run
-from tenants.models import Tenant
+from tenants.models import LanguageModel, Tenant
 from tests.conftest import add_events
 from tests.subagent_events import AGENT_CALL, STRUCTURED_OUTPUT, subagent_run_events
 
@@ -231,6 +231,19 @@ def test_live_page_renders_with_the_conversation_websocket_path(
     assert response.status_code == 200
     assert f"/ws/tenants/{conversation.tenant_id}/conversations/{conversation.pk}/" in response.content.decode()
     assert b"Offline model (not Claude)" in response.content
+
+
+def test_live_page_names_the_agent_and_the_model_its_next_run_uses(
+    admin_client: Client, conversation: Conversation, sonnet: LanguageModel
+) -> None:
+    create_profile(conversation.tenant, "analyst", AgentSpec(model="sonnet"))
+    Conversation.objects.filter(pk=conversation.pk).update(
+        agent=conversation.tenant.agents.get(name="analyst"), model=None
+    )
+
+    page = admin_client.get(url("conversations_conversation_live", conversation.pk)).content.decode()
+
+    assert "Agent: analyst@1 · Model: Claude Sonnet 4.5" in page
 
 
 def test_live_page_requires_a_staff_login(client: Client, conversation: Conversation) -> None:
