@@ -441,3 +441,25 @@ def test_a_new_conversation_runs_the_agent_the_user_picks_and_the_header_names_i
     expect(chat.locator("#agent-name")).to_have_text("support")
     chat.click("#new-conversation")
     expect(chat.locator("#agent-picker")).to_be_visible()
+
+
+def test_a_link_to_one_conversation_opens_it_and_offers_no_other(
+    browser: Browser, platform: Platform, acme: Client
+) -> None:
+    conversation = acme.create_conversation(user_id="alice", title="Only this one")
+    acme.create_conversation(user_id="alice", title="Another")
+    link = acme.http.post(
+        f"/api/tenants/{acme.tenant}/chat-links", json={"user_id": "alice", "conversation": conversation}
+    ).json()["url"]
+    context = browser.new_context(base_url=platform.base_url)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+
+    page.goto(link)
+
+    expect(page.locator("#app[data-ready='true']")).to_have_count(1, timeout=15_000)
+    expect(page.locator("#conversations button")).to_have_text(["Only this one"])
+    expect(page.locator("#new-conversation")).to_have_count(0)
+    context.close()
+    assert errors == []

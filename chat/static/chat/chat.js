@@ -554,7 +554,8 @@
     }
   });
   $("stop").addEventListener("click", stop);
-  $("new-conversation").addEventListener("click", () => {
+  // A link to one conversation has no "New conversation" button.
+  $("new-conversation")?.addEventListener("click", () => {
     if (current) open(null).catch((e) => showError(e.message));
     else $("text").focus(); // already a new one
   });
