@@ -419,26 +419,38 @@ def test_the_header_gauges_the_context_window_and_takes_the_title_given_live(cha
     expect(chat.locator(".meta")).to_have_count(0)  # end users see no operator lines for either event
 
 
-def test_a_new_conversation_runs_the_agent_the_user_picks_and_the_header_names_it(chat: Page, acme: Client) -> None:
+def test_the_agent_the_user_picks_runs_and_its_subagents_work_nests_in_its_call(chat: Page, acme: Client) -> None:
     expect(chat.locator("#agent-picker")).to_be_hidden()  # only the default: nothing to choose
     expect(chat.locator("#agent-name")).to_have_text("default")
     tenant = Tenant.objects.get(pk=acme.tenant)
-    create_profile(tenant, "support", AgentSpec(), description="Answers questions about orders.", choosable=True)
+    researcher = {"name": "researcher", "description": "Looks things up", "prompt": "You research.", "tools": ["Bash"]}
+    lead = AgentSpec(subagents=[researcher])
+    create_profile(tenant, "lead", lead, description="Delegates the research.", choosable=True)
     create_profile(tenant, "internal", AgentSpec())  # not choosable: never offered
     reopened(chat)
-    expect(chat.locator("#agent option")).to_have_text(["default", "support"])
+    expect(chat.locator("#agent option")).to_have_text(["default", "lead"])
 
-    chat.select_option("#agent", "support")
-    expect(chat.locator("#agent-description")).to_have_text("support · Answers questions about orders.")
-    send(chat, "Hello")
+    chat.select_option("#agent", "lead")
+    expect(chat.locator("#agent-description")).to_have_text("lead · Delegates the research.")
+    send(chat, "[[task researcher {{bash echo from-sub}}]]")
 
     completed(chat)
     (conversation,) = conversations(acme)
-    assert conversation["agent"] == {"name": "support", "version": None}
+    assert conversation["agent"] == {"name": "lead", "version": None}
     started = next(e for e in acme.events(conversation["id"]) if e["type"] == "run.started")
-    assert started["data"]["agent"]["name"] == "support"
+    assert started["data"]["agent"]["name"] == "lead"
     expect(chat.locator("#agent-picker")).to_be_hidden()
-    expect(chat.locator("#agent-name")).to_have_text("support")
+    expect(chat.locator("#agent-name")).to_have_text("lead")
+    # Through the real CLI: the subagent's Bash call and its answer, inside the Agent call.
+    call = chat.locator("article.run > details.tool")
+    expect(call.locator(":scope > summary")).to_contain_text("Agent")
+    expect(call.locator(":scope > summary .agent-type")).to_have_text("researcher")
+    call.locator(":scope > summary").click()
+    nested = call.locator(":scope > details.subagent > .nested")
+    bash = nested.locator(":scope > details.tool")
+    expect(bash.locator(":scope > summary")).to_have_text("Bash echo from-sub")
+    expect(bash.locator(":scope > .result")).to_have_text("from-sub")
+    expect(nested.locator(":scope > .assistant")).to_contain_text(["[Bash result] from-sub"])
     chat.click("#new-conversation")
     expect(chat.locator("#agent-picker")).to_be_visible()
 
