@@ -7,7 +7,7 @@ from typing import Any
 
 import jsonschema
 from django.db import IntegrityError, transaction
-from django.db.models import Max
+from django.db.models import Max, Q, QuerySet
 
 from agents.models import DEFAULT_PROFILE_NAME, MAX_INSTRUCTIONS_CHARS, AgentProfile, AgentVersion
 from agents.rules import PatternError, ToolPolicy, parse_patterns, parse_rules
@@ -355,6 +355,34 @@ def choose_agent(tenant: Tenant, reference: str | None, *, field_name: str = "ag
     if pinned is None:
         raise _unknown(field_name, f"Agent {name!r} has no version {number}.")
     return AgentChoice(profile, pinned)
+
+
+def end_user_agents(tenant: Tenant) -> QuerySet[AgentProfile]:
+    """The agents an end user may start a conversation with in the chat page: the default one (what naming
+    none gives) first, then those the tenant marks choosable, by name; a profile with no version is left out."""
+    default_profile(tenant)  # a tenant made before profiles gets its default now
+    return (
+        AgentProfile.objects.for_tenant(tenant)
+        .filter(Q(choosable=True) | Q(is_default=True), current_version__isnull=False)
+        .select_related("current_version")
+        .order_by("-is_default", "name")
+    )
+
+
+def choose_agent_as_end_user(tenant: Tenant, reference: str | None, *, field_name: str = "agent") -> AgentChoice:
+    """`choose_agent` for an end user's own chat session: only the agents `end_user_agents` offers, and never a
+    pinned version (a tenant that narrowed an agent's tools must not see its older version chosen back).
+
+    An agent the tenant keeps from end users answers exactly like a missing one."""
+    if not reference:
+        return choose_agent(tenant, reference, field_name=field_name)
+    offered = {profile.name: profile for profile in end_user_agents(tenant)}
+    name, at, _ = reference.partition("@")
+    if name not in offered:
+        raise _unknown(field_name, f"No agent is named {name!r}. Choose one of: {', '.join(offered)}.")
+    if at:
+        raise _unknown(field_name, f"Name the agent without a version: {name}.")
+    return AgentChoice(offered[name])
 
 
 def _unknown(field_name: str, message: str) -> ServiceError:

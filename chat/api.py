@@ -1,4 +1,5 @@
-"""`POST /api/tenants/{t}/chat-links`: a tenant's backend gets a link that opens the chat for one end user."""
+"""The chat page's own API: `POST /api/tenants/{t}/chat-links` (a tenant's backend gets a link that opens the chat
+for one end user) and `GET /api/tenants/{t}/chat-agents` (the agents that end user may start a conversation with)."""
 
 from datetime import timedelta
 
@@ -8,6 +9,8 @@ from rest_framework import permissions, serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from agents.models import AgentProfile
+from agents.services import end_user_agents
 from api.serializers import StrictSerializer
 from api.viewsets import TENANT_PARAMETER, ApiKeyRequired, TenantScopedViewSet, principal
 from chat.links import ChatGrant, make_link_token
@@ -54,3 +57,31 @@ class ChatLinkViewSet(TenantScopedViewSet):
         url = request.build_absolute_uri(f"/chat/open/{make_link_token(grant, expires_in)}")
         expires_at = timezone.now() + timedelta(seconds=expires_in)
         return Response({"url": url, "expires_at": expires_at}, status=status.HTTP_201_CREATED)
+
+
+class ChatAgentSerializer(serializers.Serializer):
+    name = serializers.CharField(help_text="Send it as `agent` when creating a conversation.")
+    description = serializers.CharField()
+    kind = serializers.ChoiceField(
+        choices=["agent", "chat"], help_text="agent: tools and files in a sandbox; chat: a plain chat."
+    )
+    is_default = serializers.BooleanField(help_text="What a conversation that names no agent gets; listed first.")
+
+
+class ChatAgentViewSet(TenantScopedViewSet):
+    queryset = AgentProfile.objects.none()  # for the schema only
+
+    @extend_schema(parameters=[TENANT_PARAMETER], responses=ChatAgentSerializer(many=True))
+    def list(self, request: Request, tenant: str) -> Response:
+        """The agents an end user may start a conversation with: the tenant's default agent first, then those
+        it marks choosable. An end user's chat session and the tenant's backend read the same list."""
+        agents = [
+            {
+                "name": profile.name,
+                "description": profile.description,
+                "kind": profile.current_version.kind if profile.current_version else "agent",
+                "is_default": profile.is_default,
+            }
+            for profile in end_user_agents(self.tenant)
+        ]
+        return Response(ChatAgentSerializer(agents, many=True).data)

@@ -1,8 +1,6 @@
 """Operator admin for conversations, runs and events: read-only history, transcripts, a live view."""
 
-import json
 import uuid
-from dataclasses import dataclass, field
 from typing import Any
 
 from django.contrib import admin, messages
@@ -14,20 +12,15 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 
+from agents.services import run_version
 from api.errors import ServiceError
-from conversations.events import TERMINAL_EVENT_TYPES, EventType
+from conversations.events import EventType
 from conversations.models import Conversation, Event, Run, RunQuerySet
+from conversations.transcripts import TRANSCRIPT_MAX_EVENTS, ContextUsage, build_transcript, pretty_json
 from runs import services
 from tenants.admin import drop_history_permissions
 from tenants.admin_mixins import ReadOnlyAdminMixin
-from tenants.models import TOKEN_KINDS
 from workspaces.models import WorkspaceFile
-
-# The newest events a change page renders; a long agent run easily stores tens of thousands.
-TRANSCRIPT_MAX_EVENTS = 2000
-# Token-level copies of the `message` events that follow them: noise in a transcript.
-TRANSCRIPT_SKIPPED_TYPES = (EventType.MESSAGE_DELTA,)
-TERMINAL_STATUS: dict[str, str] = {event_type: status for status, event_type in TERMINAL_EVENT_TYPES.items()}
 
 
 def search_uuid(term: str) -> uuid.UUID | None:
@@ -35,141 +28,6 @@ def search_uuid(term: str) -> uuid.UUID | None:
         return uuid.UUID(term.strip())
     except ValueError:
         return None
-
-
-def pretty_json(value: Any) -> str:
-    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True, default=str)
-
-
-@dataclass
-class TranscriptItem:
-    """One line of a transcript; `kind` picks how the template draws it (as conversations/events.js
-    draws the same event on the live page)."""
-
-    kind: str
-    event: Event
-    data: dict[str, Any]
-    text: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
-    result: "TranscriptItem | None" = None  # a tool call's result, drawn inside it
-
-
-@dataclass
-class RunTranscript:
-    run: Run
-    user_text: str  # as the user typed it (the agent read it with the attachments' paths added)
-    attachments: list[dict[str, Any]] = field(default_factory=list)
-    items: list[TranscriptItem] = field(default_factory=list)
-    offline_model: bool = False
-
-
-@dataclass
-class Transcript:
-    runs: list[RunTranscript]
-    shown: int
-    total: int
-    before: int | None
-    earlier_before: int | None
-
-
-def tool_label(block: dict[str, Any]) -> str:
-    """What a tool call is about, in a few words (as events.js labels it on the live page)."""
-    tool_input = block.get("input")
-    if not isinstance(tool_input, dict):
-        return ""
-    for key in ("command", "file_path", "path", "pattern", "description"):
-        if tool_input.get(key):
-            return str(tool_input[key])[:120]
-    return ""
-
-
-def transcript_item(event: Event) -> TranscriptItem | None:
-    """The transcript line for one stored event, or None for events the transcript leaves out."""
-    data = event.data if isinstance(event.data, dict) else {"value": event.data}
-    if event.type == EventType.MESSAGE:
-        block = data.get("block")
-        if not isinstance(block, dict):
-            block = {}
-        block_type = block.get("type")
-        if block_type == "text":
-            return TranscriptItem("text", event, data, text=str(block.get("text", "")))
-        if block_type == "thinking":
-            return TranscriptItem("thinking", event, data, text=str(block.get("thinking", "")))
-        if block_type == "tool_use":
-            return TranscriptItem(
-                "tool_use",
-                event,
-                data,
-                text=pretty_json(block.get("input")),
-                extra={"name": block.get("name", "?"), "id": block.get("id", ""), "label": tool_label(block)},
-            )
-        return TranscriptItem("other", event, data, text=pretty_json(data))
-    if event.type == EventType.TOOL_RESULT:
-        content = data.get("content")
-        return TranscriptItem(
-            "tool_result",
-            event,
-            data,
-            text=content if isinstance(content, str) else pretty_json(content),
-            extra={"is_error": bool(data.get("is_error")), "truncated": bool(data.get("truncated"))},
-        )
-    if event.type == EventType.USAGE:
-        tokens = {key.removesuffix("_tokens").replace("_", " "): data.get(key, 0) for key in TOKEN_KINDS}
-        return TranscriptItem("usage", event, data, extra={"tokens": tokens, "cost_usd": data.get("cost_usd")})
-    if event.type in TERMINAL_STATUS:
-        error = data.get("error")
-        if not isinstance(error, dict):
-            error = {}
-        return TranscriptItem(
-            "terminal",
-            event,
-            data,
-            text=str(error.get("message") or data.get("message") or ""),
-            extra={"status": TERMINAL_STATUS[event.type]},
-        )
-    if event.type == EventType.RUN_STARTED:
-        return TranscriptItem("started", event, data)
-    if event.type == EventType.MESSAGE_ERROR:
-        return TranscriptItem("message_error", event, data, text=str(data.get("error", "")))
-    if event.type == EventType.RUN_QUEUED:
-        return None
-    return TranscriptItem("other", event, data, text=pretty_json(data))
-
-
-def build_transcript(conversation: Conversation, before: int | None = None) -> Transcript:
-    """The conversation's stored events as runs of transcript lines, newest TRANSCRIPT_MAX_EVENTS only."""
-    events_qs = Event.objects.filter(conversation=conversation).exclude(type__in=TRANSCRIPT_SKIPPED_TYPES)
-    total = events_qs.count()
-    window = events_qs.filter(seq__lt=before) if before else events_qs
-    events = list(reversed(window.order_by("-seq")[:TRANSCRIPT_MAX_EVENTS]))
-    runs = Run.objects.in_bulk({event.run_id for event in events})
-    transcripts: list[RunTranscript] = []
-    tool_calls: dict[str, TranscriptItem] = {}
-    for event in events:
-        if not transcripts or transcripts[-1].run.pk != event.run_id:
-            run = runs[event.run_id]
-            transcripts.append(RunTranscript(run=run, user_text=run.input))
-        current = transcripts[-1]
-        data = event.data if isinstance(event.data, dict) else {}
-        if event.type == EventType.RUN_QUEUED:
-            current.user_text = str(data.get("text", data.get("input", current.user_text)))
-            current.attachments = [file for file in data.get("attachments") or [] if isinstance(file, dict)]
-        if event.type == EventType.RUN_STARTED:
-            current.offline_model = bool(data.get("offline_model"))
-        item = transcript_item(event)
-        if item is None:
-            continue
-        if item.kind == "tool_use":
-            tool_calls[item.extra["id"]] = item
-        elif item.kind == "tool_result" and (call := tool_calls.get(str(data.get("tool_use_id")))) is not None:
-            call.result = item
-            continue
-        elif item.kind == "message_error" and (failed := data.get("message_id")):
-            # The CLI's own words for a failed model call; the run's end says what went wrong.
-            current.items = [kept for kept in current.items if kept.data.get("message_id") != failed]
-        current.items.append(item)
-    earlier = events[0].seq if events and window.filter(seq__lt=events[0].seq).exists() else None
-    return Transcript(runs=transcripts, shown=len(events), total=total, before=before, earlier_before=earlier)
 
 
 class UuidSearchMixin:
@@ -194,6 +52,7 @@ class ConversationAdmin(UuidSearchMixin, admin.ModelAdmin):
         "label",
         "tenant",
         "user_id",
+        "agent_label",
         "model",
         "status",
         "active_run_status",
@@ -201,7 +60,7 @@ class ConversationAdmin(UuidSearchMixin, admin.ModelAdmin):
         "created_at",
     ]
     list_filter = ["tenant", "status", "model", "created_at"]
-    list_select_related = ["tenant", "model", "active_run"]
+    list_select_related = ["tenant", "model", "active_run", "agent", "agent_version"]
     search_fields = ["title", "user_id"]
     search_help_text = "Title or user id, or a conversation's full id."
     uuid_search_fields = ("pk",)
@@ -210,8 +69,10 @@ class ConversationAdmin(UuidSearchMixin, admin.ModelAdmin):
         "title",
         "tenant",
         "user_id",
+        "agent_label",
         "model",
         "status",
+        "context",
         "active_run",
         "last_seq",
         "sdk_session_id",
@@ -234,6 +95,18 @@ class ConversationAdmin(UuidSearchMixin, admin.ModelAdmin):
     def label(self, obj: Conversation) -> str:
         short_id = str(obj.pk)[:8]
         return f"{short_id} · {obj.title}" if obj.title else short_id
+
+    @admin.display(description="agent")
+    def agent_label(self, obj: Conversation) -> str:
+        if obj.agent is None:
+            return "the tenant's default"
+        # A pinned version is one of its agent's: no query for its profile.
+        return f"{obj.agent.name}@{obj.agent_version.number}" if obj.agent_version else obj.agent.name
+
+    @admin.display(description="context window")
+    def context(self, obj: Conversation) -> str:
+        usage = ContextUsage.read(obj.context_usage)
+        return str(usage) if usage else "—"
 
     @admin.display(description="active run")
     def active_run_status(self, obj: Conversation) -> str:
@@ -310,12 +183,15 @@ class ConversationAdmin(UuidSearchMixin, admin.ModelAdmin):
         )
         if not self.has_view_permission(request, conversation):
             raise PermissionDenied
+        # What its next run uses: its agent's version, and the model it names over the agent's (if any).
+        agent = run_version(conversation)
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts,
             "title": f"Live: {conversation}",
             "conversation": conversation,
-            "model": conversation.model,
+            "agent": agent,
+            "model": conversation.model or agent.model or conversation.tenant.default_model,
             "live_config": {
                 "websocketPath": f"/ws/tenants/{conversation.tenant_id}/conversations/{conversation.pk}/",
                 "conversationId": str(conversation.pk),

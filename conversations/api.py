@@ -10,7 +10,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import ValidationError
 
-from agents.services import choose_agent
+from agents.services import AgentChoice, choose_agent, choose_agent_as_end_user
 from api.filters import UtcDateTimeFilter
 from api.parsers import JSONParser
 from api.viewsets import TENANT_PARAMETER, TenantScopedViewSet, principal
@@ -67,6 +67,13 @@ class ConversationViewSet(
         )
         return principal(self.request).narrow(conversations)
 
+    def chosen_agent(self, reference: str | None) -> AgentChoice:
+        """The agent a request names. An end user's chat session may name only the agents its chat page
+        offers (the default and those marked choosable); the tenant's backend, with its key, any of them."""
+        if principal(self.request).key is None:
+            return choose_agent_as_end_user(self.tenant, reference)
+        return choose_agent(self.tenant, reference)
+
     @extend_schema(
         parameters=[TENANT_PARAMETER], request=ConversationCreateSerializer, responses={201: ConversationSerializer}
     )
@@ -77,6 +84,7 @@ class ConversationViewSet(
         body_user = body.validated_data.get("user_id", "")
         if header_user and body_user and header_user != body_user:
             raise ValidationError({"user_id": ["It differs from the X-User-ID header; send one or make them equal."]})
+        self.chosen_agent(body.validated_data.get("agent"))
         conversation = services.create_conversation(
             self.tenant,
             user_id=header_user or body_user,
@@ -105,7 +113,7 @@ class ConversationViewSet(
                 self.tenant, body.validated_data["mcp_servers"]
             )
         if "agent" in body.validated_data:
-            choice = choose_agent(self.tenant, body.validated_data.pop("agent"))
+            choice = self.chosen_agent(body.validated_data.pop("agent"))
             body.validated_data.update(agent=choice.profile, agent_version=choice.pinned)
         body.save()
         return Response(ConversationSerializer(conversation).data)
@@ -139,6 +147,8 @@ class ConversationViewSet(
             return self._message_with_files(request, conversation)
         body = MessageCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
+        if body.validated_data.get("agent"):
+            self.chosen_agent(body.validated_data["agent"])
         run = services.start_run(conversation, body.run_options(principal(request).user_id))
         return Response(RunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
 

@@ -2,15 +2,24 @@
 
 import io
 import re
+import threading
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from django.db import connection
 from playwright.sync_api import Browser, Page, expect
 
+from agents.services import AgentSpec, create_profile
+from conversations.events import EventItem, record_events
+from conversations.models import Conversation, Run
+from tenants.models import Tenant
+from tenants.services import ensure_offline_model
+from tests.conftest import add_events
 from tests.e2e.harness import Client, Platform
+from tests.subagent_events import AGENT_CALL, STRUCTURED_OUTPUT, subagent_run_events
 
 pytestmark = pytest.mark.usefixtures("orm_beside_playwright")
 
@@ -315,3 +324,154 @@ def test_a_failed_run_shows_its_error_once(chat: Page, acme: Client) -> None:
     expect(run.locator(".status")).to_have_text(message)
     expect(run.locator(".assistant")).to_have_count(0)  # not the CLI's words of the failed call as well
     assert run.inner_text().count(message) == 1
+
+
+# --- what the page shows of agent profiles: subagents, the agent, the context window, titles, structured output
+
+
+def stored_conversation(acme: Client, events: list[EventItem], **fields: Any) -> tuple[Conversation, Run]:
+    """alice's conversation with one finished run whose events are `events`, stored as a worker stores them."""
+    conversation = Conversation.objects.get(pk=acme.create_conversation(user_id="alice"))
+    Conversation.objects.filter(pk=conversation.pk).update(**fields)
+    run = Run.objects.create(
+        conversation=conversation, model=ensure_offline_model(), user_id="alice", status=Run.Status.COMPLETED
+    )
+    add_events(run, events)
+    return conversation, run
+
+
+def record_live(run: Run, events: list[EventItem]) -> None:
+    """Store and broadcast events as a worker does, from a thread of their own (Playwright's loop holds this one)."""
+
+    def record() -> None:
+        try:
+            record_events(run, events)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=record)
+    thread.start()
+    thread.join()
+
+
+def reopened(chat: Page) -> Page:
+    chat.reload()
+    expect(chat.locator("#app[data-ready='true']")).to_have_count(1, timeout=15_000)
+    return chat
+
+
+def test_a_subagents_activity_is_nested_in_its_agent_call_and_folds_away(chat: Page, acme: Client) -> None:
+    stored_conversation(acme, subagent_run_events(structured_output=STRUCTURED_OUTPUT))
+    reopened(chat)
+
+    call = chat.locator(f"details.tool[data-tool='{AGENT_CALL}']")
+    expect(call.locator(":scope > summary")).to_have_text("Agent Find the notes researcher")
+    call.locator(":scope > summary").click()
+    section = call.locator(":scope > details.subagent")
+    expect(section.locator(":scope > summary")).to_have_text("Subagent researcher")
+    nested = section.locator(":scope > .nested")
+    expect(nested.locator(":scope > .assistant")).to_have_text(
+        ["SUB-LOOKING", "SUB-ANSWER The notes are in notes.txt."]
+    )
+    bash = nested.locator(":scope > details.tool[data-tool='toolu_sub_bash']")
+    expect(bash.locator(":scope > summary")).to_have_text("Bash ls notes*")
+    expect(bash.locator(":scope > .result")).to_have_text("notes.txt")
+    expect(call.locator(":scope > .result")).to_have_text("AGENT-RESULT notes.txt")
+    run = chat.locator("article.run")
+    expect(run.locator(":scope > .assistant")).to_have_text(
+        ["MAIN-BEFORE Let me ask for help.", "MAIN-AFTER Your notes are in notes.txt."]
+    )
+    expect(run.locator(":scope > .structured pre")).to_contain_text('"count": 1')
+
+    section.locator(":scope > summary").click()
+
+    expect(nested).to_be_hidden()
+    expect(call.locator(":scope > .result")).to_be_visible()
+
+
+def test_the_header_gauges_the_context_window_and_takes_the_title_given_live(chat: Page, acme: Client) -> None:
+    usage = {"totalTokens": 12_345, "maxTokens": 200_000, "percentage": 6.2, "categories": []}
+    _, run = stored_conversation(acme, subagent_run_events(), context_usage=usage)
+    reopened(chat)
+    expect(chat.locator("#context-label")).to_have_text("12k / 200k · 6%")
+    expect(chat.locator("#conversations button[aria-current]")).to_have_text("Untitled conversation")
+
+    fuller = {
+        "totalTokens": 150_000,
+        "maxTokens": 200_000,
+        "percentage": 75,
+        "categories": [
+            {"name": "Messages", "tokens": 140_000, "color": "purple"},
+            {"name": "System prompt", "tokens": 10_000},
+        ],
+    }
+    record_live(run, [("context.usage", fuller), ("conversation.titled", {"title": "Where the notes are"})])
+
+    expect(chat.locator("#context-label")).to_have_text("150k / 200k · 75%")
+    expect(chat.locator("#context")).to_have_attribute("data-state", "high")
+    expect(chat.locator("#context")).to_have_attribute(
+        "title",
+        "Context window: 150,000 of 200,000 tokens (75%)\nMessages: 140,000 tokens\nSystem prompt: 10,000 tokens",
+    )
+    assert chat.locator("#context-meter").evaluate("meter => meter.value") == 75
+    expect(chat.locator("#title")).to_have_value("Where the notes are")
+    expect(chat.locator("#conversations button[aria-current]")).to_have_text("Where the notes are")
+    expect(chat.locator(".meta")).to_have_count(0)  # end users see no operator lines for either event
+
+
+def test_the_agent_the_user_picks_runs_and_its_subagents_work_nests_in_its_call(chat: Page, acme: Client) -> None:
+    expect(chat.locator("#agent-picker")).to_be_hidden()  # only the default: nothing to choose
+    expect(chat.locator("#agent-name")).to_have_text("default")
+    tenant = Tenant.objects.get(pk=acme.tenant)
+    researcher = {"name": "researcher", "description": "Looks things up", "prompt": "You research.", "tools": ["Bash"]}
+    lead = AgentSpec(subagents=[researcher])
+    create_profile(tenant, "lead", lead, description="Delegates the research.", choosable=True)
+    create_profile(tenant, "internal", AgentSpec())  # not choosable: never offered
+    reopened(chat)
+    expect(chat.locator("#agent option")).to_have_text(["default", "lead"])
+
+    chat.select_option("#agent", "lead")
+    expect(chat.locator("#agent-description")).to_have_text("lead · Delegates the research.")
+    send(chat, "[[task researcher {{bash echo from-sub}}]]")
+
+    completed(chat)
+    (conversation,) = conversations(acme)
+    assert conversation["agent"] == {"name": "lead", "version": None}
+    started = next(e for e in acme.events(conversation["id"]) if e["type"] == "run.started")
+    assert started["data"]["agent"]["name"] == "lead"
+    expect(chat.locator("#agent-picker")).to_be_hidden()
+    expect(chat.locator("#agent-name")).to_have_text("lead")
+    # Through the real CLI: the subagent's Bash call and its answer, inside the Agent call.
+    call = chat.locator("article.run > details.tool")
+    expect(call.locator(":scope > summary")).to_contain_text("Agent")
+    expect(call.locator(":scope > summary .agent-type")).to_have_text("researcher")
+    call.locator(":scope > summary").click()
+    nested = call.locator(":scope > details.subagent > .nested")
+    bash = nested.locator(":scope > details.tool")
+    expect(bash.locator(":scope > summary")).to_have_text("Bash echo from-sub")
+    expect(bash.locator(":scope > .result")).to_have_text("from-sub")
+    expect(nested.locator(":scope > .assistant")).to_contain_text(["[Bash result] from-sub"])
+    chat.click("#new-conversation")
+    expect(chat.locator("#agent-picker")).to_be_visible()
+
+
+def test_a_link_to_one_conversation_opens_it_and_offers_no_other(
+    browser: Browser, platform: Platform, acme: Client
+) -> None:
+    conversation = acme.create_conversation(user_id="alice", title="Only this one")
+    acme.create_conversation(user_id="alice", title="Another")
+    link = acme.http.post(
+        f"/api/tenants/{acme.tenant}/chat-links", json={"user_id": "alice", "conversation": conversation}
+    ).json()["url"]
+    context = browser.new_context(base_url=platform.base_url)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+
+    page.goto(link)
+
+    expect(page.locator("#app[data-ready='true']")).to_have_count(1, timeout=15_000)
+    expect(page.locator("#conversations button")).to_have_text(["Only this one"])
+    expect(page.locator("#new-conversation")).to_have_count(0)
+    context.close()
+    assert errors == []

@@ -5,11 +5,14 @@ from collections.abc import Callable
 
 import pytest
 from django.test import Client
+from django.test.html import Element, parse_html
 from django.urls import reverse
 
+from agents.services import AgentSpec, create_profile
 from conversations.models import Conversation, Event, Run
-from tenants.models import Tenant
+from tenants.models import LanguageModel, Tenant
 from tests.conftest import add_events
+from tests.subagent_events import AGENT_CALL, STRUCTURED_OUTPUT, subagent_run_events
 
 pytestmark = pytest.mark.django_db
 
@@ -80,6 +83,118 @@ def test_the_transcript_shows_what_the_user_typed_with_chips_and_a_failed_call_o
     assert page.count("The model refused the call.") == 1
 
 
+def ancestry(page: str, text: str) -> list[str]:
+    """The elements around the first text holding `text`, outermost first, as `tag.class[data-tool]`."""
+
+    def find(element: Element, path: list[str]) -> list[str] | None:
+        for child in element.children:
+            if isinstance(child, str):
+                if text in child:
+                    return path
+                continue
+            attributes = dict(child.attributes)
+            step = child.name + "".join(f".{name}" for name in (attributes.get("class") or "").split())
+            step += f"[{attributes['data-tool']}]" if attributes.get("data-tool") else ""
+            if (found := find(child, [*path, step])) is not None:
+                return found
+        return None
+
+    found = find(parse_html(page), [])
+    assert found is not None, f"{text!r} is not on the page"
+    return found
+
+
+def transcript_of(page: str) -> str:
+    start = page.index('<section class="transcript')
+    return page[start : page.index("</section>", start) + len("</section>")]
+
+
+SUBAGENT_SECTION = [f"details.tool[{AGENT_CALL}]", "details.subagent", "div.nested"]
+
+
+def nested(path: list[str], steps: list[str]) -> bool:
+    """Whether `steps` follow one another somewhere in `path`."""
+    return any(path[at : at + len(steps)] == steps for at in range(len(path)))
+
+
+def test_the_transcript_nests_a_subagents_lines_in_the_agent_call_that_started_it(
+    admin_client: Client, conversation: Conversation
+) -> None:
+    run = Run.objects.create(conversation=conversation, model=conversation.model, input="Where are my notes?")
+    add_events(run, subagent_run_events())
+
+    page = admin_client.get(url("conversations_conversation_change", conversation.pk)).content.decode()
+
+    transcript = transcript_of(page)
+    for line in ("SUB-LOOKING", "SUB-ANSWER", "input 40"):  # its words, and its model call's usage
+        assert nested(ancestry(transcript, line), SUBAGENT_SECTION)
+    assert nested(ancestry(transcript, "ls notes*"), [*SUBAGENT_SECTION, "details.tool[toolu_sub_bash]"])
+    assert nested(ancestry(transcript, "notes.txt"), [*SUBAGENT_SECTION, "details.tool[toolu_sub_bash]", "pre.result"])
+    assert ancestry(transcript, "researcher")[-2:] == ["summary", "span.agent-type"]  # in the Agent call's summary
+    assert '<details class="subagent" open><summary>Subagent <strong>researcher</strong></summary>' in transcript
+    assert ancestry(transcript, "AGENT-RESULT")[-2:] == [f"details.tool[{AGENT_CALL}]", "pre.result"]
+    for line in ("MAIN-BEFORE", "MAIN-AFTER"):
+        assert not any(step.startswith("details.tool") for step in ancestry(transcript, line))
+    assert transcript.index("MAIN-BEFORE") < transcript.index("SUB-ANSWER") < transcript.index("MAIN-AFTER")
+    assert "(subagent)" not in transcript  # nested lines need no marker
+
+
+def test_a_subagents_line_whose_call_is_older_than_the_window_stays_in_its_run_marked(
+    admin_client: Client, conversation: Conversation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = Run.objects.create(conversation=conversation, model=conversation.model, input="Where are my notes?")
+    add_events(run, subagent_run_events())
+    # The newest four: the subagent's answer, the Agent call's result, the main agent's answer, the end.
+    monkeypatch.setattr("conversations.transcripts.TRANSCRIPT_MAX_EVENTS", 4)
+
+    page = admin_client.get(url("conversations_conversation_change", conversation.pk)).content.decode()
+
+    transcript = transcript_of(page)
+    assert "Find the notes" not in transcript  # the Agent call is older than the window
+    assert ancestry(transcript, "SUB-ANSWER")[-2:] == ["article.run", "div.assistant"]
+    assert re.search(r'<span class="who">Subagent</span>SUB-ANSWER', transcript)
+    assert "MAIN-AFTER" in transcript
+
+
+def test_the_transcript_shows_structured_output_the_agent_context_and_the_title(
+    admin_client: Client, conversation: Conversation
+) -> None:
+    create_profile(conversation.tenant, "analyst", AgentSpec(), description="Reports in JSON.")
+    conversation.agent = conversation.tenant.agents.get(name="analyst")
+    conversation.context_usage = {"totalTokens": 12_345, "maxTokens": 200_000, "percentage": 6.17, "categories": []}
+    conversation.save()
+    run = Run.objects.create(conversation=conversation, model=conversation.model, input="Report")
+    context = {
+        "totalTokens": 12_345,
+        "maxTokens": 200_000,
+        "percentage": 6.17,
+        "categories": [
+            {"name": "System prompt", "tokens": 3_100, "color": "gray"},
+            {"name": "Messages", "tokens": 420},
+        ],
+    }
+    add_events(
+        run,
+        [
+            *subagent_run_events(structured_output=STRUCTURED_OUTPUT),
+            ("context.usage", context),
+            ("conversation.titled", {"title": "Where the notes are"}),
+        ],
+    )
+
+    page = admin_client.get(url("conversations_conversation_change", conversation.pk)).content.decode()
+
+    transcript = transcript_of(page)
+    assert ancestry(transcript, '"count": 1')[-2:] == ["div.structured", "pre"]
+    assert "Structured output" in transcript
+    assert "Context: 12,345 of 200,000 tokens (6%)" in transcript
+    assert "System prompt: 3100 tokens" in transcript and "Messages: 420 tokens" in transcript
+    assert "Titled “Where the notes are”" in transcript
+    assert "agent default@1" in transcript  # what run.started named
+    fields = page[: page.index('id="transcript"')]
+    assert "analyst" in fields and "12,345 of 200,000 tokens (6%)" in fields
+
+
 def test_conversation_search_finds_a_conversation_by_its_exact_id(
     admin_client: Client, conversation: Conversation, other_conversation: Conversation
 ) -> None:
@@ -116,6 +231,19 @@ def test_live_page_renders_with_the_conversation_websocket_path(
     assert response.status_code == 200
     assert f"/ws/tenants/{conversation.tenant_id}/conversations/{conversation.pk}/" in response.content.decode()
     assert b"Offline model (not Claude)" in response.content
+
+
+def test_live_page_names_the_agent_and_the_model_its_next_run_uses(
+    admin_client: Client, conversation: Conversation, sonnet: LanguageModel
+) -> None:
+    create_profile(conversation.tenant, "analyst", AgentSpec(model="sonnet"))
+    Conversation.objects.filter(pk=conversation.pk).update(
+        agent=conversation.tenant.agents.get(name="analyst"), model=None
+    )
+
+    page = admin_client.get(url("conversations_conversation_live", conversation.pk)).content.decode()
+
+    assert "Agent: analyst@1 · Model: Claude Sonnet 4.5" in page
 
 
 def test_live_page_requires_a_staff_login(client: Client, conversation: Conversation) -> None:

@@ -4,10 +4,13 @@ from collections.abc import Iterator
 
 import pytest
 from django.contrib.auth.models import User
-from playwright.sync_api import Browser, Page
+from playwright.sync_api import Browser, Page, expect
 
 from conversations.models import Conversation, Run
+from tenants.services import ensure_offline_model
+from tests.conftest import add_events
 from tests.e2e.harness import Client, Platform
+from tests.subagent_events import AGENT_CALL, STRUCTURED_OUTPUT, subagent_run_events
 
 
 @pytest.fixture(autouse=True)
@@ -59,3 +62,24 @@ def test_an_operator_interrupts_a_slow_run_from_the_browser(operator_page: Page,
     page.wait_for_selector("#run-status:text('interrupted')", timeout=10_000)
 
     assert Run.objects.get(pk=run["id"]).status == Run.Status.INTERRUPTED
+
+
+def test_the_live_page_nests_a_subagents_activity_with_its_usage_in_the_agent_call(
+    operator_page: Page, acme: Client
+) -> None:
+    page = operator_page
+    conversation = Conversation.objects.get(pk=acme.create_conversation())
+    run = Run.objects.create(conversation=conversation, model=ensure_offline_model(), status=Run.Status.COMPLETED)
+    add_events(run, subagent_run_events(structured_output=STRUCTURED_OUTPUT))
+
+    page.goto(f"/admin/conversations/conversation/{conversation.pk}/live/")
+    page.wait_for_selector("#conn:text('open')")
+
+    call = page.locator(f"#feed details.tool[data-tool='{AGENT_CALL}']")
+    nested = call.locator(":scope > details.subagent > .nested")
+    expect(call.locator(":scope > details.subagent > summary")).to_have_text("Subagent researcher")
+    expect(nested.locator(":scope > .assistant")).to_have_count(2)
+    expect(nested.locator(":scope > details.tool summary")).to_contain_text("ls notes*")
+    expect(nested.locator(":scope > p.meta")).to_contain_text("in 40 · out 12")  # the subagent's model call
+    expect(page.locator("#feed article.run > .structured pre")).to_contain_text('"files": [')
+    expect(page.locator("#feed article.run > p.meta").first).to_contain_text("agent default@1")

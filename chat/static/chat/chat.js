@@ -102,6 +102,10 @@
         $("model").textContent = data.model_display_name || "";
       } else if (event.type === "file.changed" || event.type === "file.presented") {
         refreshFiles();
+      } else if (event.type === "context.usage") {
+        showContext(data);
+      } else if (event.type === "conversation.titled") {
+        showTitle(data.title);
       } else if (ConversationEvents.TERMINAL[event.type]) {
         if (activeRun === event.run_id) setActive(null);
         // Once for a burst: opening a conversation replays every run's end.
@@ -201,7 +205,20 @@
     const button = element("button", "conversation", conversation.title || "Untitled conversation");
     button.type = "button";
     button.dataset.id = conversation.id;
+    button.toggleAttribute("data-untitled", !conversation.title);
     return button;
+  }
+
+  // The title the platform gave the conversation after its first turn (`conversation.titled`). Opening a
+  // conversation replays it: a title the user has set since stays.
+  function showTitle(title) {
+    if (!title) return;
+    if (!$("title").value && document.activeElement !== $("title")) $("title").value = title;
+    const button = document.querySelector(`#conversations button[data-untitled][data-id="${current}"]`);
+    if (button) {
+      button.textContent = title;
+      button.removeAttribute("data-untitled");
+    }
   }
 
   async function loadConversations() {
@@ -244,13 +261,18 @@
       b.toggleAttribute("aria-current", b.dataset.id === current);
     });
     showSkills(conversation ? conversation.skills : null);
+    showAgent(conversation);
+    showContext(conversation ? conversation.context_usage : null);
     await Promise.all([connect(), refreshFiles()]);
     $("text").focus();
   }
 
-  // The title and skills chosen so far go with it; its first message follows.
+  // The title, agent and skills chosen so far go with it; its first message follows.
   async function createConversation() {
-    const conversation = await call("POST", api, { title: $("title").value, skills: chosenSkills() });
+    const body = { title: $("title").value, skills: chosenSkills() };
+    const agent = agents.find((each) => each.name === $("agent").value);
+    if (agent && !agent.is_default) body.agent = agent.name; // none: the tenant's default, whichever it is then
+    const conversation = await call("POST", api, body);
     current = conversation.id;
     return conversation;
   }
@@ -312,6 +334,65 @@
       list.append(item);
     }
     $("file-count").textContent = files.length ? `(${files.length})` : "";
+  }
+
+  // --- agents: a new conversation's is chosen among those the tenant offers; the header names it ------
+
+  let agents = []; // [{name, description, kind, is_default}], the default first
+
+  async function loadAgents() {
+    agents = await call("GET", `/api/tenants/${tenant}/chat-agents`).catch(() => []);
+    $("agent").replaceChildren(
+      ...agents.map((agent) => {
+        const option = element("option", "", agent.kind === "chat" ? `${agent.name} (chat)` : agent.name);
+        option.value = agent.name;
+        option.title = agent.description;
+        return option;
+      }),
+    );
+  }
+
+  // A new conversation offers the choice (when there is one); an open one names its agent.
+  function showAgent(conversation) {
+    const picking = !conversation && agents.length > 1;
+    const fallback = conversation ? agents.find((agent) => agent.is_default) : agents[0];
+    const chosen = conversation && conversation.agent;
+    $("agent-name").textContent = chosen ? chosen.name : fallback ? fallback.name : "";
+    $("agent-name").title = chosen && chosen.version ? `Pinned to version ${chosen.version}` : "";
+    $("agent-picker").hidden = !picking;
+    $("agent-shown").hidden = picking || !$("agent-name").textContent;
+    describeAgent();
+  }
+
+  // Before the first message, what the chosen agent is for.
+  function describeAgent() {
+    const agent = current ? null : agents.find((each) => each.name === $("agent").value) || agents[0];
+    const about = $("agent-description");
+    about.replaceChildren();
+    about.hidden = !(agent && agent.description);
+    if (!about.hidden) about.append(element("strong", "", agent.name), ` · ${agent.description}`);
+  }
+
+  // --- how full the conversation's context window is: set when it opens, then by each context.usage ----
+
+  function compact(tokens) {
+    if (tokens < 1000) return String(tokens);
+    return `${(tokens / 1000).toFixed(tokens < 10000 ? 1 : 0)}k`;
+  }
+
+  function showContext(data) {
+    const usage = ConversationEvents.contextUsage(data);
+    $("context").hidden = !usage;
+    if (!usage) return;
+    const share = `${Math.round(usage.percent)}%`;
+    const known = usage.used !== null && usage.window !== null;
+    $("context-label").textContent = known ? `${compact(usage.used)} / ${compact(usage.window)} · ${share}` : share;
+    $("context-meter").value = usage.percent;
+    const description = `Context window: ${ConversationEvents.describeContext(usage)}`;
+    $("context-meter").setAttribute("aria-label", description);
+    const categories = usage.categories.map((c) => `${c.name}: ${c.tokens.toLocaleString("en")} tokens`);
+    $("context").title = [description, ...categories].join("\n");
+    $("context").dataset.state = usage.percent >= 90 ? "full" : usage.percent >= 70 ? "high" : "ok";
   }
 
   // --- skills: which of the tenant's skills the conversation's runs may use -------------------------
@@ -473,7 +554,8 @@
     }
   });
   $("stop").addEventListener("click", stop);
-  $("new-conversation").addEventListener("click", () => {
+  // A link to one conversation has no "New conversation" button.
+  $("new-conversation")?.addEventListener("click", () => {
     if (current) open(null).catch((e) => showError(e.message));
     else $("text").focus(); // already a new one
   });
@@ -481,6 +563,7 @@
   $("attach").addEventListener("change", () => {
     $("attached").textContent = Array.from($("attach").files, (f) => f.name).join(", ");
   });
+  $("agent").addEventListener("change", describeAgent);
   $("title").addEventListener("change", () => {
     if (current) call("PATCH", `${api}/${current}`, { title: $("title").value }).then(loadConversations);
   });
@@ -509,7 +592,7 @@
   loadCommands();
   refreshBudget();
   (async () => {
-    await loadSkills();
+    await Promise.all([loadSkills(), loadAgents()]);
     const conversations = await loadConversations();
     await open(conversations.length ? conversations[0] : null);
     app.dataset.ready = "true";

@@ -8,7 +8,8 @@
 //     div.user            the message as the user typed it, and chips for the files it brought
 //     div.assistant       text the agent wrote (Markdown where the page gives a renderer)
 //     details.thinking    thinking, collapsed
-//     details.tool        a tool call: its input, its result, and a subagent's activity nested in it
+//     details.tool        a tool call: its input, a subagent's activity (details.subagent), its result
+//     div.structured      the run's structured output (run.completed), as formatted JSON
 //     p.meta              operators only: seq numbers, usage, the worker, events the page has no words for
 //     p.status            queued / running / how the run ended (a failed run's one error message)
 //
@@ -43,6 +44,38 @@ window.ConversationEvents = (() => {
     const input = block.input || {};
     const text = input.command || input.file_path || input.path || input.pattern || input.description || "";
     return String(text).slice(0, 120);
+  }
+
+  // The subagent a tool call starts (the Agent tool's `subagent_type`), or "" for any other call.
+  function subagentType(block) {
+    const type = block.input && block.input.subagent_type;
+    return typeof type === "string" ? type : "";
+  }
+
+  // How full the context window is, from a `context.usage` event or a conversation's `context_usage`: the
+  // SDK's get_context_usage keys (totalTokens, maxTokens, percentage, categories) or their snake_case.
+  // null when it says too little to show. (conversations/transcripts.py reads it the same way.)
+  function contextUsage(data) {
+    if (!data || typeof data !== "object") return null;
+    const number = (...keys) => {
+      for (const key of keys) if (typeof data[key] === "number" && Number.isFinite(data[key])) return data[key];
+      return null;
+    };
+    const used = number("totalTokens", "total_tokens");
+    const size = number("maxTokens", "max_tokens");
+    let percent = number("percentage", "percent");
+    if (percent === null && used !== null && size) percent = (used * 100) / size;
+    if (percent === null) return null;
+    const categories = (Array.isArray(data.categories) ? data.categories : [])
+      .filter((category) => category && category.name)
+      .map((category) => ({ name: String(category.name), tokens: Number(category.tokens) || 0 }));
+    return { used, window: size, percent: Math.min(Math.max(percent, 0), 100), categories };
+  }
+
+  function describeContext(usage) {
+    const share = `${Math.round(usage.percent)}%`;
+    if (usage.used === null || usage.window === null) return `${share} of the context window`;
+    return `${usage.used.toLocaleString("en")} of ${usage.window.toLocaleString("en")} tokens (${share})`;
   }
 
   // The files a message brought, as `{path, size}` (older events have none).
@@ -115,10 +148,22 @@ window.ConversationEvents = (() => {
       return run;
     }
 
-    // Subagent activity nests under the tool call that started it.
+    // A subagent's activity nests in the tool call that started it (the events' `parent_tool_use_id`); when
+    // that call is not drawn (older than what was loaded), it stays in its run.
     container(run, parent) {
       const tool = parent && run.tools.get(parent);
-      return tool ? tool.querySelector(".nested") : run.root;
+      if (!tool) return run.root;
+      let section = tool.querySelector(":scope > .subagent");
+      if (!section) {
+        // Folded on its own, between the call's input and its result, labelled with the subagent's type.
+        section = element("details", "subagent");
+        section.open = true;
+        const title = element("summary", "", "Subagent");
+        if (tool.dataset.subagent) title.append(" ", element("strong", "", tool.dataset.subagent));
+        section.append(title, element("div", "nested"));
+        tool.insertBefore(section, tool.querySelector(":scope > .result"));
+      }
+      return section.querySelector(":scope > .nested");
     }
 
     seq(node, event) {
@@ -126,17 +171,19 @@ window.ConversationEvents = (() => {
       return node;
     }
 
-    // Operators see what the end user does not; events the page has no words for show their data.
-    meta(run, text, data) {
+    // Operators see what the end user does not; events the page has no words for show their data (or a
+    // text of the page's own), folded. A subagent's (`parent`: its tool call's id) go with its activity.
+    meta(run, text, data, parent) {
       if (!this.operator) return null;
+      const where = this.container(run, parent);
       const node = element("p", "meta", text);
       if (data !== undefined) {
         const details = element("details", "meta");
-        details.append(element("summary", "", text), element("pre", "", pretty(data)));
-        run.root.append(details);
+        details.append(element("summary", "", text), element("pre", "", typeof data === "string" ? data : pretty(data)));
+        where.append(details);
         return details;
       }
-      run.root.append(node);
+      where.append(node);
       return node;
     }
 
@@ -209,9 +256,13 @@ window.ConversationEvents = (() => {
         node.open = this.operator;
         node.dataset.tool = block.id || "";
         const summary = element("summary");
+        const agent = subagentType(block);
         summary.append(element("strong", "", block.name || "?"), " ", element("code", "", toolLabel(block)));
+        if (agent) {
+          summary.append(" ", element("span", "agent-type", agent));
+          node.dataset.subagent = agent;
+        }
         node.append(summary, element("pre", "input", pretty(block.input)), element("pre", "result"));
-        node.append(element("div", "nested"));
         here.append(node);
         if (block.id) run.tools.set(block.id, node);
       } else {
@@ -257,6 +308,11 @@ window.ConversationEvents = (() => {
       } else if (this.cost && cost > 0) {
         parts.push(`$${cost.toFixed(4)}`);
       }
+      if (data.structured_output !== undefined && data.structured_output !== null) {
+        const output = element("div", "structured");
+        output.append(element("span", "who", "Structured output"), element("pre", "", pretty(data.structured_output)));
+        run.root.insertBefore(output, run.status);
+      }
       this.setStatus(run, parts.join(" · "), state);
       if (state === "failed") run.status.setAttribute("role", "alert");
       this.seq(run.status, event);
@@ -271,8 +327,10 @@ window.ConversationEvents = (() => {
     "run.started": (view, run, data, event) => {
       const name = data.model_display_name || data.model || "";
       view.setStatus(run, name ? `Running · ${name}` : "Running…", "running");
+      const agent = data.agent && data.agent.name ? `agent ${data.agent.name}@${data.agent.version}` : "";
       const where = [data.worker && `worker ${data.worker}`, data.sandbox && `sandbox ${data.sandbox}`];
-      view.meta(run, [`Started #${event.seq}`, `model ${name || "?"}`, ...where, data.warning].filter(Boolean).join(" · "));
+      const words = [`Started #${event.seq}`, agent, `model ${name || "?"}`, ...where, data.warning];
+      view.meta(run, words.filter(Boolean).join(" · "));
     },
     "session.init": (view, run, data) => view.meta(run, `Session ${data.session_id || "?"} · ${data.model || ""}`),
     "message.delta": (view, run, data) => view.stream(run, data),
@@ -285,11 +343,20 @@ window.ConversationEvents = (() => {
     usage: (view, run, data, event) => {
       const tokens = `in ${data.input_tokens || 0} · out ${data.output_tokens || 0}`;
       const cache = `cache write ${(data.cache_write_5m_tokens || 0) + (data.cache_write_1h_tokens || 0)} · cache read ${data.cache_read_tokens || 0}`;
-      view.meta(run, `Usage #${event.seq}: ${tokens} · ${cache}${data.cost_usd !== undefined ? ` · $${data.cost_usd}` : ""}`);
+      const cost = data.cost_usd !== undefined ? ` · $${data.cost_usd}` : "";
+      view.meta(run, `Usage #${event.seq}: ${tokens} · ${cache}${cost}`, undefined, data.parent_tool_use_id);
     },
+    // The gauge of the chat page shows it to end users; operators read it, by category, in the transcript.
+    "context.usage": (view, run, data, event) => {
+      const usage = contextUsage(data);
+      if (!usage) return view.meta(run, `context.usage #${event.seq}`, data);
+      const categories = usage.categories.map((category) => `${category.name}: ${category.tokens} tokens`);
+      view.meta(run, `Context #${event.seq}: ${describeContext(usage)}`, categories.join("\n") || undefined);
+    },
+    "conversation.titled": (view, run, data, event) => view.meta(run, `Titled #${event.seq}: “${data.title || ""}”`),
     "file.changed": (view, run, data, event) => view.meta(run, `File ${data.change} #${event.seq}: ${data.path}`),
     "file.presented": (view, run, data, event) => view.meta(run, `File presented #${event.seq}: ${data.path}`),
   };
 
-  return { ConversationView, TERMINAL, element };
+  return { ConversationView, TERMINAL, element, contextUsage, describeContext };
 })();
