@@ -141,6 +141,15 @@ class ConversationUpdateSerializer(StrictModelSerializer):
         model = Conversation
         fields = ["title", "status", "agent", "skills", "mcp_servers"]
 
+    def update(self, instance: Conversation, validated_data: dict[str, Any]) -> Conversation:
+        """Save only what the request changes. A whole-row save would put back what the conversation's run changed
+        since the request read it: its event seq (the next events would then reuse taken seqs), its lease, the
+        session to resume, a title the run gave it."""
+        for name, value in validated_data.items():
+            setattr(instance, name, value)
+        instance.save(update_fields=[*validated_data, "updated_at"])
+        return instance
+
 
 class MessageCreateSerializer(StrictSerializer):
     text = serializers.CharField(trim_whitespace=False)

@@ -12,6 +12,7 @@ from rest_framework.test import APIClient
 
 from conversations.events import append_events
 from conversations.models import Conversation, Event, Run
+from conversations.serializers import ConversationUpdateSerializer
 from runs.lease import claim_run
 from runs.services import RunOptions, start_run
 from tenants.auth import read_stream_token
@@ -201,6 +202,24 @@ def test_patch_changes_the_title_and_status(api_client: APIClient, conversation:
     assert (response.json()["title"], response.json()["status"]) == ("Renamed", "archived")
     conversation.refresh_from_db()
     assert (conversation.title, conversation.status) == ("Renamed", "archived")
+
+
+def test_patch_keeps_what_the_conversations_run_changed_meanwhile(conversation: Conversation, running_run: Run) -> None:
+    Conversation.objects.filter(pk=conversation.pk).update(title="")
+    conversation.refresh_from_db()
+    body = ConversationUpdateSerializer(conversation, data={"skills": []}, partial=True)  # a PATCH has read it
+    body.is_valid(raise_exception=True)
+    append_events(conversation.pk, running_run.pk, [("run.started", {}), ("message.delta", {"text": "Hi"})])
+    Conversation.objects.filter(pk=conversation.pk).update(title="Quarterly report", context_usage={"tokens": 2423})
+
+    body.save()
+
+    conversation.refresh_from_db()
+    assert conversation.skills == []
+    assert (conversation.last_seq, conversation.active_run_id) == (3, running_run.pk)
+    assert (conversation.title, conversation.context_usage) == ("Quarterly report", {"tokens": 2423})
+    stored = append_events(conversation.pk, running_run.pk, [("message.delta", {"text": " there"})])
+    assert [event.seq for event in stored] == [4]
 
 
 def test_patch_can_unarchive(api_client: APIClient, conversation: Conversation) -> None:
