@@ -4,6 +4,7 @@ refusals, and relaying the answer while metering it once."""
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from dataclasses import dataclass
 
 import aiohttp
 from aiohttp import web
@@ -32,6 +33,16 @@ Refusal = Callable[[str, str, Mapping[str, str]], None]
 def error_response(status: int, kind: str, message: str) -> web.Response:
     """An error in the Anthropic API's shape, which the CLI understands whatever the upstream."""
     return web.json_response({"type": "error", "error": {"type": kind, "message": message}}, status=status)
+
+
+@dataclass(frozen=True)
+class SideCall:
+    """A Messages call of the platform's own (not the CLI's), as it is sent to the run's gateway: the path
+    (quoted as sent), headers and body that the run's upstream expects from its CLI."""
+
+    path: str
+    headers: Mapping[str, str]
+    body: bytes
 
 
 def models_by_id(models: Iterable[LanguageModel]) -> dict[str, LanguageModel]:

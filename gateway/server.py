@@ -6,10 +6,12 @@ to it as its model's upstream tells it to (`cli_environment`): the gateway check
 upstream (`gateway.upstreams`) refuses calls of a model the run was not given or past its budget,
 swaps in the real credential (or serves the offline model in-process), streams the answer through
 chunk by chunk, and meters every call at the price of the model it names, from the answer's own
-usage figures (`gateway.calls`). The same door relays the run's `http`
-and `sse` MCP servers (`gateway.mcp`).
+usage figures (`gateway.calls`). The same door relays the run's `http` and `sse` MCP servers
+(`gateway.mcp`), and takes the platform's own calls for the run (`side_call`: a conversation's title),
+with a token of their own that never enters the sandbox.
 """
 
+import asyncio
 import hmac
 import logging
 import os
@@ -19,7 +21,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+import aiohttp
 from aiohttp import web
+from yarl import URL
 
 from conversations.models import Run
 from gateway.calls import Refusal, RunCalls, error_response
@@ -40,11 +44,20 @@ UPSTREAMS: dict[str, Upstream] = {
 }
 
 
+class SideCallFailed(Exception):
+    """A side call was refused (a budget) or failed; the message is the gateway's or the upstream's."""
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        super().__init__(f"{status}: {message}")
+
+
 class ModelGateway:
-    """Serves one run for as long as the `async with` block lasts; its token is revoked at the end.
+    """Serves one run for as long as the `async with` block lasts; its tokens are revoked at the end.
 
     `models` are the catalog models the run may call besides its own, by the id its calls name them
-    by (see `RunCalls`); `on_refusal` and `on_usage` are the run's ears (see `RunCalls`).
+    by (see `RunCalls`); `on_refusal` and `on_usage` are the run's ears (see `RunCalls`); side calls
+    are heard by `on_usage` only.
     """
 
     def __init__(
@@ -61,9 +74,12 @@ class ModelGateway:
         self.mcp = mcp or McpRelay([])
         self.upstream = UPSTREAMS[run.model.provider]
         self.calls = RunCalls(run, models=models, on_refusal=on_refusal, on_usage=on_usage)
+        # The platform's own calls: metered and budgeted like the CLI's, but no refusal of one ends the run.
+        self.side_calls = RunCalls(run, models=models, on_usage=on_usage)
         self.socket_path = socket_path
         self.owner = owner
         self.token = "run_" + secrets.token_urlsafe(32)
+        self.side_token = "side_" + secrets.token_urlsafe(32)
         self.base_url = ""
         self._runner: web.ServerRunner | None = None
 
@@ -91,6 +107,7 @@ class ModelGateway:
     ) -> None:
         self.revoke()
         await self.calls.close()
+        await self.side_calls.close()
         await self.mcp.close()
         if self._runner is not None:
             await self._runner.cleanup()
@@ -104,20 +121,56 @@ class ModelGateway:
         return self.mcp.cli_config(base_url, self.token)
 
     def revoke(self) -> None:
-        """From now on every call answers 403, whoever still holds the token."""
-        self.token = ""
+        """From now on every call answers 403, whoever still holds a token."""
+        self.token = self.side_token = ""
+
+    async def settled(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for the answers still streaming, the CLI's and side calls'; False if some still are."""
+        settled = await asyncio.gather(self.calls.settled(timeout), self.side_calls.settled(timeout))
+        return all(settled)
+
+    async def side_call(self, request: dict[str, Any]) -> dict[str, Any]:
+        """The answer (an Anthropic message) to the platform's own Messages call `request`, which names its model.
+
+        It goes through this gateway's door like the CLI's calls (token, budgets, credentials, metering
+        to the run and `on_usage`), but its refusal ends nothing. Raises SideCallFailed when refused or failed.
+        """
+        call = self.upstream.side_call(self.side_token, request)
+        connector = aiohttp.UnixConnector(path=str(self.socket_path)) if self.socket_path else None
+        base_url = "http://gateway" if self.socket_path else self.base_url
+        async with (
+            aiohttp.ClientSession(connector=connector) as session,
+            session.post(URL(base_url + call.path, encoded=True), data=call.body, headers=dict(call.headers)) as answer,
+        ):
+            try:
+                message = await answer.json(content_type=None)
+            except ValueError:
+                message = None
+        if answer.status != 200 or not isinstance(message, dict) or message.get("type") != "message":
+            error = message.get("error") if isinstance(message, dict) else None
+            detail = error.get("message") if isinstance(error, dict) else None
+            raise SideCallFailed(answer.status, str(detail or "The answer was not a message."))
+        return message
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         relayed = request.path.startswith(MCP_PREFIX)
         token = request.headers.get("X-Run-Token", "") if relayed else self.upstream.call_token(request)
+        calls = self.calls if matches(token, self.token) else None
+        if calls is None and not relayed and matches(token, self.side_token):
+            calls = self.side_calls
         # A 403, not a 401: the CLI retries a 401 ten times with backoff. Neither the token sent nor
         # the expected one is ever logged.
-        if not self.token or not hmac.compare_digest(token.encode(), self.token.encode()):
+        if calls is None:
             logger.warning("Gateway of run %s refused a call with a wrong or revoked token", self.run.pk)
             return error_response(403, "permission_error", "Unknown or revoked run token.")
         if relayed:
             return await self.mcp.serve(request)
         try:
-            return await self.upstream.serve(self.calls, request)
+            return await self.upstream.serve(calls, request)
         finally:
-            await self.calls.release(request)
+            await calls.release(request)
+
+
+def matches(token: str, expected: str) -> bool:
+    """Whether a call's token is `expected`, a token not yet revoked; in constant time."""
+    return bool(expected) and hmac.compare_digest(token.encode(), expected.encode())

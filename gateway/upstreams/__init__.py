@@ -6,11 +6,11 @@ provider is a new module here and one line there.
 """
 
 from collections.abc import Mapping
-from typing import Protocol
+from typing import Any, Protocol
 
 from aiohttp import web
 
-from gateway.calls import RunCalls
+from gateway.calls import RunCalls, SideCall
 
 
 class Upstream(Protocol):
@@ -24,4 +24,9 @@ class Upstream(Protocol):
 
     async def serve(self, calls: RunCalls, request: web.BaseRequest) -> web.StreamResponse:
         """Answer a call whose token has been checked: refuse it, or relay the model's answer, metered."""
+        ...
+
+    def side_call(self, token: str, request: dict[str, Any]) -> SideCall:
+        """The platform's own Messages call `request` (Anthropic's body, naming its model, not streamed), as this
+        upstream's CLI would send it to the gateway with `token`; the answer is one Anthropic message."""
         ...

@@ -1,13 +1,15 @@
 """The gateway's Anthropic upstream: the CLI's own API calls, relayed with the platform's API key."""
 
+import json
 import logging
 from collections.abc import Mapping
+from typing import Any
 
 import aiohttp
 from aiohttp import web
 from django.conf import settings
 
-from gateway.calls import MESSAGES_PATH, RunCalls, error_response, messages_tap
+from gateway.calls import MESSAGES_PATH, RunCalls, SideCall, error_response, messages_tap
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +25,7 @@ FORWARDED_RESPONSE_HEADERS = ("content-type", "request-id", "retry-after", "anth
 # What the CLI calls, and all the gateway relays: any other path (batches, files, models) would reach the
 # platform's account unmetered, naming any model.
 RELAYED_PATHS = (MESSAGES_PATH, f"{MESSAGES_PATH}/count_tokens")
+API_VERSION = "2023-06-01"
 
 
 def cli_environment(base_url: str, token: str) -> Mapping[str, str]:
@@ -36,6 +39,11 @@ def call_token(request: web.BaseRequest) -> str:
         scheme, _, value = request.headers.get("authorization", "").partition(" ")
         token = value if scheme.lower() == "bearer" else ""
     return token
+
+
+def side_call(token: str, request: dict[str, Any]) -> SideCall:
+    headers = {"x-api-key": token, "anthropic-version": API_VERSION, "content-type": "application/json"}
+    return SideCall(MESSAGES_PATH, headers, json.dumps({**request, "stream": False}).encode())
 
 
 async def serve(calls: RunCalls, request: web.BaseRequest) -> web.StreamResponse:

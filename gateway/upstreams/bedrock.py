@@ -16,6 +16,7 @@ import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 import aiohttp
@@ -29,7 +30,7 @@ from botocore.exceptions import BotoCoreError
 from django.conf import settings
 from yarl import URL
 
-from gateway.calls import RunCalls, error_response
+from gateway.calls import RunCalls, SideCall, error_response
 from gateway.metering import UsageTap
 
 logger = logging.getLogger(__name__)
@@ -46,6 +47,8 @@ FORWARDED_RESPONSE_PREFIX = "x-amzn-bedrock-"  # invocation latency, token count
 # The CLI's Bedrock clients send no credential, and its AWS SDK call ignores ANTHROPIC_CUSTOM_HEADERS,
 # so a Bedrock run's token travels as the first segments of the base URL's path, which both keep.
 RUN_PATH_PREFIX = "/run-token/"
+# What a Bedrock body carries in place of the Anthropic API's version header.
+ANTHROPIC_VERSION = "bedrock-2023-05-31"
 
 
 def cli_environment(base_url: str, token: str) -> Mapping[str, str]:
@@ -60,6 +63,14 @@ def cli_environment(base_url: str, token: str) -> Mapping[str, str]:
 
 def call_token(request: web.BaseRequest) -> str:
     return path_token(request.raw_path)[0]
+
+
+def side_call(token: str, request: dict[str, Any]) -> SideCall:
+    """A Bedrock `invoke`: the model is named in the path, the API version in the body."""
+    body = {key: value for key, value in request.items() if key not in ("model", "stream")}
+    path = f"{RUN_PATH_PREFIX}{token}/model/{quote(request['model'], safe='')}/invoke"
+    headers = {"content-type": "application/json", "accept": "application/json"}
+    return SideCall(path, headers, json.dumps({**body, "anthropic_version": ANTHROPIC_VERSION}).encode())
 
 
 def path_token(raw_path: str) -> tuple[str, str]:

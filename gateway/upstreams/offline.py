@@ -197,6 +197,7 @@ async def respond(path: str, body: bytes, headers: Mapping[str, str]) -> Offline
 # The CLI speaks the Anthropic API to the offline model, with the run's token as its key.
 cli_environment = anthropic.cli_environment
 call_token = anthropic.call_token
+side_call = anthropic.side_call
 
 
 async def serve(calls: RunCalls, request: web.BaseRequest) -> web.StreamResponse:

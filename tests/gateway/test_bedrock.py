@@ -268,6 +268,28 @@ async def test_a_non_streaming_invoke_is_metered_from_its_json_answer(
     assert [figures for _, *figures in await sync_to_async(records)(run)] == [[10, 5, 3]]
 
 
+async def test_a_side_call_is_an_invoke_signed_and_metered_like_the_clis_calls(
+    run: Run, aws: Settings, fake_bedrock: FakeBedrock, tmp_path: Path
+) -> None:
+    request = {"model": MODEL_ID, "max_tokens": 32, "system": "Name it.", "messages": REQUEST["messages"]}
+
+    async with ModelGateway(run, socket_path=tmp_path / "gateway.sock") as gateway:
+        side_token = gateway.side_token
+        message = await gateway.side_call(request)
+
+    [seen] = fake_bedrock.seen
+    assert seen.raw_path == "/model/anthropic.claude-sonnet-4-5-20250929-v1%3A0/invoke"
+    assert json.loads(seen.body) == {
+        "anthropic_version": "bedrock-2023-05-31",
+        "max_tokens": 32,
+        "system": "Name it.",
+        "messages": REQUEST["messages"],
+    }
+    assert_signed_and_clean(seen, side_token)
+    assert message["type"] == "message"
+    assert [figures for _, *figures in await sync_to_async(records)(run)] == [[10, 5, 3]]
+
+
 async def test_the_inference_profiles_listing_is_signed_and_forwarded_but_not_metered(
     run: Run, aws: Settings, fake_bedrock: FakeBedrock, tmp_path: Path
 ) -> None:

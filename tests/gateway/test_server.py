@@ -11,7 +11,7 @@ from aiohttp import web
 from asgiref.sync import sync_to_async
 
 from conversations.models import Conversation, Run
-from gateway.server import ModelGateway
+from gateway.server import ModelGateway, SideCallFailed
 from tenants.models import Tenant
 from tests.factories import LanguageModelFactory
 from usage.models import UsageRecord
@@ -146,3 +146,58 @@ async def test_the_anthropic_upstream_relays_the_messages_api_and_nothing_else(
     assert statuses == (200, 404, 404)
     assert "relays only /v1/messages" in refusal["error"]["message"]
     assert seen == ["/v1/messages/count_tokens"]
+
+
+# --- side calls: the platform's own calls for the run (a conversation's title) ---------------------
+
+SIDE_REQUEST = {
+    "model": "offline-1",
+    "max_tokens": 32,
+    "messages": [{"role": "user", "content": "Name this [[reply Quarterly report]] [[usage input=10 output=2]]"}],
+}
+
+
+async def test_a_side_call_is_answered_and_metered_to_the_run_like_the_clis_calls(run: Run, tmp_path: Path) -> None:
+    heard: list[UsageRecord] = []
+
+    async with ModelGateway(run, socket_path=tmp_path / "gateway.sock", on_usage=heard.append) as gateway:
+        message = await gateway.side_call(SIDE_REQUEST)
+
+    records = await sync_to_async(list)(UsageRecord.objects.filter(run=run))
+    assert message["content"] == [{"type": "text", "text": "Quarterly report"}]
+    assert [(r.message_id, r.input_tokens, r.output_tokens) for r in records] == [(message["id"], 10, 2)]
+    assert [record.message_id for record in heard] == [message["id"]]
+
+
+async def test_a_side_call_past_the_budget_is_refused_but_never_ends_the_run(run: Run, tmp_path: Path) -> None:
+    run.budget_calls = 1
+    await sync_to_async(run.save)()
+    refusals: list[tuple[str, str]] = []
+
+    async with ModelGateway(
+        run, socket_path=tmp_path / "gateway.sock", on_refusal=lambda *refusal: refusals.append(refusal)
+    ) as gateway:
+        await gateway.side_call(SIDE_REQUEST)
+        with pytest.raises(SideCallFailed) as refused:
+            await gateway.side_call(SIDE_REQUEST)
+        side_refusals = list(refusals)
+        clis = await call(gateway, gateway.token)
+
+    assert refused.value.status == 403 and "This message has reached its budget." in str(refused.value)
+    assert side_refusals == []
+    # The CLI's own call past the same budget does end the run.
+    assert clis[0] == 403 and [refusal[0] for refusal in refusals] == ["budget_exceeded"]
+    assert await sync_to_async(UsageRecord.objects.filter(run=run).count)() == 1
+
+
+async def test_the_side_token_is_not_the_clis_and_dies_with_the_gateway(run: Run, tmp_path: Path) -> None:
+    async with ModelGateway(run, socket_path=tmp_path / "gateway.sock") as gateway:
+        side_token = gateway.side_token
+        environment = gateway.cli_environment("http://127.0.0.1:1")
+        mcp = gateway.cli_mcp_servers("http://127.0.0.1:1")
+
+    assert side_token and side_token != gateway.token
+    assert side_token not in json.dumps([dict(environment), mcp])
+    assert gateway.side_token == ""
+    with pytest.raises(aiohttp.ClientConnectionError):
+        await call(gateway, side_token)
