@@ -279,6 +279,9 @@ AWS_ACCESS_KEY_ID = env.str("AWS_ACCESS_KEY_ID", default="")
 AWS_SECRET_ACCESS_KEY = env.str("AWS_SECRET_ACCESS_KEY", default="")
 AWS_SESSION_TOKEN = env.str("AWS_SESSION_TOKEN", default="")
 BEDROCK_BASE_URL = env.str("BEDROCK_BASE_URL", default=f"https://bedrock-runtime.{AWS_REGION_NAME}.amazonaws.com")
+# The catalog model (its id) that names a conversation after its first message, through the run's gateway;
+# empty, or a model the run's provider does not serve: the run's own model.
+TITLE_MODEL = env.str("TITLE_MODEL", default="")
 
 # --- File storage ---------------------------------------------------------------------------------
 AWS_STORAGE_BUCKET_NAME = env.str("AWS_STORAGE_BUCKET_NAME", default="")

@@ -25,6 +25,7 @@ from conversations.reconnect import call_database, close_connection
 from runs import lease
 from runs.options import agent_options
 from runs.prepare import RunSetup, prepare_run
+from runs.titles import title_conversation
 from runs.translate import EventTranslator
 from runs.writer import EventWriter
 from sandbox.launcher import SandboxUnavailable
@@ -55,6 +56,7 @@ class RunExecution:
         self.translator = EventTranslator()
         self.setup: RunSetup | None = None
         self.saver: asyncio.Task[None] | None = None
+        self.titling: asyncio.Task[None] | None = None
         self.saving_stops = asyncio.Event()
         self.interrupted = asyncio.Event()
         # The CLI's last words, logged when it fails (never put in events: they are not for users).
@@ -87,6 +89,7 @@ class RunExecution:
             error = {"reason": "internal_error", "message": "The run failed on our side; try again."}
         finally:
             await self._sync_workspace_out()
+            await self._end_titling()
             await self._report_remaining_usage()
             await self.writer.close()
             await self._finish(status, result, error)
@@ -120,13 +123,19 @@ class RunExecution:
             except Exception:
                 logger.exception("Run %s: saving its workspace failed; trying again", self.run.pk)
 
+    async def _end_titling(self) -> None:
+        """A title still being asked for (the run ended at once) gets as long as an answer still streaming, no longer."""
+        if self.titling is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.titling, settings.RUN_INTERRUPT_GRACE_SECONDS)
+
     async def _report_remaining_usage(self) -> None:
-        """The `usage` events of calls the stream did not show, so the run's events add up to its bill.
+        """The `usage` events of calls the stream did not show (side calls too), so the run's events add up to its bill.
 
         An answer may still be streaming (an interrupt, a timeout): it is waited for, briefly.
         """
         if self.setup is not None:
-            await self.setup.gateway.calls.settled(settings.RUN_INTERRUPT_GRACE_SECONDS)
+            await self.setup.gateway.settled(settings.RUN_INTERRUPT_GRACE_SECONDS)
         for kind, data in self.translator.unreported_usage():
             self.writer.emit(kind, data)
 
@@ -238,6 +247,11 @@ class RunExecution:
                 "mcp_servers": setup.mcp.summary(),
             },
         )
+        if setup.title_model is not None:
+            # Beside the agent, from the first message: the title comes long before the run's end (runs.titles).
+            self.titling = asyncio.create_task(
+                title_conversation(self.run, setup.gateway, setup.title_model, self.writer.emit)
+            )
         options = agent_options(self.run, setup, stderr=self.cli_stderr.append)
         client = ClaudeSDKClient(options)
         self.resources.push_async_callback(self._disconnect, client)

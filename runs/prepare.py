@@ -12,7 +12,9 @@ A coming feature adds one call here, and a field to RunSetup where the options n
 - MCP servers: `mcp_servers.serving` chooses them and fills in their secrets; the gateway relays the http/sse
   ones, and `runs.options.agent_options` passes the CLI its configuration (`RunSetup.mcp`);
 - approvals: `can_use_tool_for(run, …)`, likewise;
-- budgets: nothing here; the gateway reserves each model call's worst case first (`usage.budgets`).
+- budgets: nothing here; the gateway reserves each model call's worst case first (`usage.budgets`);
+- titles: `title_model(run)`, the model a conversation's first run names it with (`runs.titles`), beside the
+  agent's models.
 """
 
 import asyncio
@@ -31,6 +33,7 @@ from conversations.models import Conversation, Run, SessionEntry
 from gateway.calls import Refusal, models_by_id
 from gateway.server import ModelGateway
 from mcp_servers.serving import RunMcp, prepare_mcp, servers_of
+from runs.titles import title_model
 from sandbox.launcher import (
     Launch,
     RunPlace,
@@ -42,6 +45,7 @@ from sandbox.launcher import (
 )
 from skills.placement import place_skills
 from skills.services import RunSkills, run_skills
+from tenants.models import LanguageModel
 from usage.models import UsageRecord
 from workspaces.services import RunWorkspace, workspace_dir
 
@@ -59,6 +63,7 @@ class RunSetup:
     skills: RunSkills
     mcp: RunMcp
     mcp_config: dict[str, Any]  # the CLI's MCP servers: no secret in it
+    title_model: LanguageModel | None  # the model that names the conversation, if this run names it
 
 
 async def prepare_run(
@@ -78,6 +83,7 @@ async def prepare_run(
     files cannot be had.
     """
     agent = await sync_to_async(run_agent)(run)
+    titling = await sync_to_async(title_model)(run)
     place = prepare_place(str(run.pk), workspace_dir(run.conversation))
     # Removed last, after the CLI is gone: the run's directory, cgroup and anything left in it.
     resources.callback(place.remove)
@@ -117,6 +123,7 @@ async def prepare_run(
         skills=skills,
         mcp=mcp,
         mcp_config=mcp.cli_config(gateway.cli_mcp_servers(base_url)),
+        title_model=titling,
     )
 
 
