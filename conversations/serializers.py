@@ -29,6 +29,27 @@ class ConversationAgentSerializer(serializers.Serializer):
     version = serializers.IntegerField(allow_null=True, help_text="The version it is pinned to; null: the current one.")
 
 
+class ContextCategorySerializer(serializers.Serializer):
+    id = serializers.CharField(help_text="The CLI's id of the category: `system_prompt`, `messages`, `free_space`, …")
+    name = serializers.CharField(help_text="Its name as the CLI's `/context` shows it: `System prompt`, `Messages`, …")
+    kind = serializers.CharField(help_text="`used`; `buffer`: kept free for compacting; `free`.")
+    tokens = serializers.IntegerField()
+    deferred = serializers.BooleanField(help_text="Tools the CLI loads only when the agent looks for them.")
+
+
+class ContextUsageSerializer(serializers.Serializer):
+    """How full the conversation's context window was after its last turn, as the CLI counted it (`context.usage`)."""
+
+    tokens = serializers.IntegerField(help_text="What the context holds: its `used` categories together.")
+    max_tokens = serializers.IntegerField(help_text="What the CLI lets the context reach.")
+    window = serializers.IntegerField(help_text="The model's context window: all the categories together.")
+    percentage = serializers.FloatField(help_text="The share of the window in use, in percent, as the CLI rounds it.")
+    auto_compact_threshold = serializers.IntegerField(
+        allow_null=True, help_text="Where the CLI compacts the conversation; null: it does not."
+    )
+    categories = ContextCategorySerializer(many=True, help_text="The window by category, in the CLI's order.")
+
+
 class ConversationSerializer(serializers.ModelSerializer):
     model = serializers.SerializerMethodField()
     agent = serializers.SerializerMethodField()
@@ -36,6 +57,7 @@ class ConversationSerializer(serializers.ModelSerializer):
     active_run = serializers.UUIDField(source="active_run_id", read_only=True, allow_null=True)
     session_id = serializers.CharField(source="sdk_session_id", read_only=True)
     budget = serializers.SerializerMethodField()
+    context_usage = serializers.SerializerMethodField()
 
     class Meta:
         model = Conversation
@@ -79,6 +101,10 @@ class ConversationSerializer(serializers.ModelSerializer):
     def get_budget(self, conversation: Conversation) -> dict[str, Any]:
         usd = conversation.budget_usd
         return {"usd": None if usd is None else f"{usd:f}", "calls": conversation.budget_calls}
+
+    @extend_schema_field(ContextUsageSerializer(allow_null=True, help_text="null: no turn of it has ended yet."))
+    def get_context_usage(self, conversation: Conversation) -> dict[str, Any] | None:
+        return conversation.context_usage
 
 
 def skill_names(**kwargs: Any) -> serializers.ListField:

@@ -23,6 +23,7 @@ from conversations.events import EventType
 from conversations.models import Run
 from conversations.reconnect import call_database, close_connection
 from runs import lease
+from runs.context import report_context_usage
 from runs.options import agent_options
 from runs.prepare import RunSetup, prepare_run
 from runs.titles import title_conversation
@@ -313,7 +314,9 @@ class RunExecution:
             for kind, data in self.translator.translate(message):
                 self.writer.emit(kind, data)
             if isinstance(message, ResultMessage):
-                return self._outcome(message)
+                outcome = self._outcome(message)  # decided first: an interrupt while the gauge is read changes nothing
+                await report_context_usage(client, self.run, self.writer.emit)
+                return outcome
         return Run.Status.FAILED, None, {"reason": "cli_exited", "message": "The agent exited without a result."}
 
     def _outcome(self, message: ResultMessage) -> Outcome:
