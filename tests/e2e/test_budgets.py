@@ -15,6 +15,9 @@ from usage.models import BudgetReservation, UsageRecord
 # (and, with the offline model told so, its real cost) is exactly one cent.
 CENT = Decimal("0.01")
 A_CENTS_WORTH = "[[usage output=1000]] Here you are."
+# A title given at creation: an untitled conversation's first run also makes a title call, which the
+# budgets count like the agent's; these tests count the agent's calls.
+TITLED = "Budgeted"
 
 
 def metered_client(platform: Platform, **tenant_fields: Any) -> Client:
@@ -43,7 +46,7 @@ def send_at_once(client: Client, conversations: list[str], text: str) -> list[tu
 
 def test_twenty_runs_at_once_against_a_month_that_fits_five_calls(platform: Platform, transactional_db: None) -> None:
     client = metered_client(platform, monthly_budget_usd=5 * CENT)
-    conversations = [client.create_conversation() for _ in range(20)]
+    conversations = [client.create_conversation(title=TITLED) for _ in range(20)]
 
     started = send_at_once(client, conversations, A_CENTS_WORTH)
     terminals = [client.wait_for_terminal(conversation, run["id"], timeout=180) for conversation, run in started]
@@ -79,7 +82,7 @@ def test_a_run_whose_next_call_might_pass_its_usd_budget_stops_before_it(
     platform: Platform, transactional_db: None
 ) -> None:
     client = metered_client(platform, run_budget_usd=Decimal("0.015"))
-    conversation = client.create_conversation()
+    conversation = client.create_conversation(title=TITLED)
 
     run = client.send(conversation, f"{A_CENTS_WORTH} [[bash echo one]] [[bash echo two]]")
     terminal = client.wait_for_terminal(conversation, run["id"])

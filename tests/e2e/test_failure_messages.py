@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from tests.e2e.harness import Client, Platform
-from tests.e2e.test_budgets import A_CENTS_WORTH, CENT, metered_client
+from tests.e2e.test_budgets import A_CENTS_WORTH, CENT, TITLED, metered_client
 
 # The CLI's wording of a failed model call, and where its gateway listens: nothing an end user should read.
 NOT_FOR_END_USERS = ["Failed to authenticate", "API Error", "127.0.0.1", "8765", "gateway"]
@@ -34,7 +34,7 @@ def test_a_budget_refusal_says_once_whose_budget_it_was_and_when_it_renews(
     platform: Platform, transactional_db: None
 ) -> None:
     client = metered_client(platform, monthly_budget_usd=CENT / 2)  # not even the first call fits
-    conversation = client.create_conversation()
+    conversation = client.create_conversation(title=TITLED)
 
     run = client.send(conversation, A_CENTS_WORTH)
     terminal = client.wait_for_terminal(conversation, run["id"], timeout=120)
@@ -54,7 +54,7 @@ def test_a_budget_that_stops_a_run_midway_is_named_once_without_the_clis_words(
     platform: Platform, transactional_db: None
 ) -> None:
     client = metered_client(platform, run_budget_usd=Decimal("0.015"))  # the first call fits, the second not
-    conversation = client.create_conversation()
+    conversation = client.create_conversation(title=TITLED)
 
     run = client.send(conversation, f"{A_CENTS_WORTH} [[bash echo one]] [[bash echo two]]")
     terminal = client.wait_for_terminal(conversation, run["id"], timeout=120)

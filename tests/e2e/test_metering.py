@@ -14,6 +14,9 @@ from tests.factories import SONNET_PRICES
 from usage.models import UsageRecord
 
 SCRIPTED_USAGE = "[[usage input=1200 output=300 cache_read=5000 cache_write_5m=700 cache_write_1h=100]]"
+# A title given at creation: an untitled conversation's first run also makes a title call, metered and
+# budgeted like the agent's, and these tests count the agent's calls.
+UNNAMED = "Metered"
 
 
 def priced_client(platform: Platform, tenant_id: str = "priced", **tenant_fields: object) -> Client:
@@ -32,7 +35,7 @@ def test_usage_records_match_the_model_call_by_call_and_cost_matches_the_catalog
     platform: Platform, transactional_db: None
 ) -> None:
     client = priced_client(platform)
-    conversation = client.create_conversation()
+    conversation = client.create_conversation(title=UNNAMED)
 
     run = client.send(conversation, f"Look around {SCRIPTED_USAGE} [[bash echo looked]]")
     terminal = client.wait_for_terminal(conversation, run["id"])
@@ -104,7 +107,7 @@ def test_a_run_over_its_call_budget_stops_at_the_gateway_with_budget_exceeded(
     platform: Platform, transactional_db: None
 ) -> None:
     client = priced_client(platform, run_budget_calls=5)
-    conversation = client.create_conversation()
+    conversation = client.create_conversation(title=UNNAMED)
 
     response = client.http.post(
         client.path(conversation, "/messages"),
@@ -126,7 +129,7 @@ def test_a_run_whose_first_call_may_cost_more_than_its_usd_budget_never_reaches_
     platform: Platform, transactional_db: None
 ) -> None:
     client = priced_client(platform, run_budget_usd=Decimal("0.05"))
-    conversation = client.create_conversation()
+    conversation = client.create_conversation(title=UNNAMED)
 
     run = client.send(conversation, f"{SCRIPTED_USAGE} [[bash echo one]]")
     terminal = client.wait_for_terminal(conversation, run["id"])
