@@ -40,7 +40,7 @@ class ContextCategorySerializer(serializers.Serializer):
 class ContextUsageSerializer(serializers.Serializer):
     """How full the conversation's context window was after its last turn, as the CLI counted it (`context.usage`)."""
 
-    tokens = serializers.IntegerField(help_text="What the context holds: its `used` categories together.")
+    total_tokens = serializers.IntegerField(help_text="What the context holds: its `used` categories together.")
     max_tokens = serializers.IntegerField(help_text="What the CLI lets the context reach.")
     window = serializers.IntegerField(help_text="The model's context window: all the categories together.")
     percentage = serializers.FloatField(help_text="The share of the window in use, in percent, as the CLI rounds it.")

@@ -41,13 +41,13 @@ async def report_context_usage(client: ClaudeSDKClient, run: Run, emit: Callable
 def context_usage(counted: ContextUsageResponse) -> dict[str, Any]:
     """The event's data (and the conversation's `context_usage`): the CLI's own figures and category names.
 
-    `tokens` is what the context holds (the CLI takes it from the last model call's input, cache included),
+    `total_tokens` is what the context holds (the CLI takes it from the last model call's input, cache included),
     `window` the model's context window, `max_tokens` what the CLI lets the context reach of it; each
     category's `kind` says whether it is `used`, a `buffer` kept free for compaction, or `free`.
     """
     categories: list[dict[str, Any]] = [dict(category) for category in counted["categories"]]
     return {
-        "tokens": counted["totalTokens"],
+        "total_tokens": counted["totalTokens"],
         "max_tokens": counted["maxTokens"],
         "window": counted["rawMaxTokens"],
         "percentage": counted["percentage"],

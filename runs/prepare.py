@@ -101,7 +101,8 @@ async def prepare_run(
             on_refusal=on_refusal,
             on_usage=on_usage,
             mcp=mcp.relay,
-            models=models_by_id(agent.models),  # its fallback's and subagents' calls, each at its own price
+            # Its fallback's, subagents' and title's calls, each at its own price.
+            models=models_by_id([*agent.models, *([titling] if titling else [])]),
         )
     )
     base_url = gateway_base_url(place, gateway.base_url)

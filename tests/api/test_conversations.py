@@ -210,14 +210,16 @@ def test_patch_keeps_what_the_conversations_run_changed_meanwhile(conversation: 
     body = ConversationUpdateSerializer(conversation, data={"skills": []}, partial=True)  # a PATCH has read it
     body.is_valid(raise_exception=True)
     append_events(conversation.pk, running_run.pk, [("run.started", {}), ("message.delta", {"text": "Hi"})])
-    Conversation.objects.filter(pk=conversation.pk).update(title="Quarterly report", context_usage={"tokens": 2423})
+    Conversation.objects.filter(pk=conversation.pk).update(
+        title="Quarterly report", context_usage={"total_tokens": 2423}
+    )
 
     body.save()
 
     conversation.refresh_from_db()
     assert conversation.skills == []
     assert (conversation.last_seq, conversation.active_run_id) == (3, running_run.pk)
-    assert (conversation.title, conversation.context_usage) == ("Quarterly report", {"tokens": 2423})
+    assert (conversation.title, conversation.context_usage) == ("Quarterly report", {"total_tokens": 2423})
     stored = append_events(conversation.pk, running_run.pk, [("message.delta", {"text": " there"})])
     assert [event.seq for event in stored] == [4]
 

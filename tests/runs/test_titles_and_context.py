@@ -76,10 +76,13 @@ def test_the_first_run_titles_its_conversation_once_with_a_call_metered_to_it(
     assert events[-1].type == "run.completed"
     assert read_conversation(api_client, conversation)["title"] == TITLE
     # The agent made one model call, the title one more; both are the run's, in its records, events and totals.
+    # The title call names the title model, and is metered at it.
     agents_calls = {data["message_id"] for data in of_type(events, "message")}
-    records = {record.message_id for record in UsageRecord.objects.filter(run=first)}
-    assert len(agents_calls) == 1 and len(records) == 2 and agents_calls < records
-    assert {data["message_id"] for data in of_type(events, "usage")} == records
+    records = {record.message_id: record.model_id for record in UsageRecord.objects.filter(run=first)}
+    assert len(agents_calls) == 1 and len(records) == 2 and agents_calls < set(records)
+    assert {records[call] for call in agents_calls} == {"offline"}
+    assert {model for call, model in records.items() if call not in agents_calls} == {"offline-titles"}
+    assert {data["message_id"]: data["model"] for data in of_type(events, "usage")} == records
     assert events[-1].data["usage"]["model_calls"] == 2
 
     second, events = send(conversation, "And the budget?")
@@ -131,17 +134,17 @@ def test_after_each_turn_the_clis_count_of_the_context_is_an_event_and_on_the_co
     assert types.index("context.usage") > types.index("message") and types[-1] == "run.completed"
     # The CLI counts what the context holds from the model's own figures for its last call (1,000 tokens read,
     # 20,000 from the cache, 300 written to it), and splits the window into its categories.
-    assert usage["tokens"] == 21300
+    assert usage["total_tokens"] == 21300
     used = [category for category in usage["categories"] if category["kind"] == "used"]
-    assert sum(category["tokens"] for category in used) == usage["tokens"]
+    assert sum(category["tokens"] for category in used) == usage["total_tokens"]
     assert sum(category["tokens"] for category in usage["categories"]) == usage["window"]
     assert {"System prompt", "Messages", "Free space"} <= {category["name"] for category in usage["categories"]}
-    assert usage["percentage"] == round(100 * usage["tokens"] / usage["window"])
+    assert usage["percentage"] == round(100 * usage["total_tokens"] / usage["window"])
     assert usage["max_tokens"] <= usage["window"]
     assert read_conversation(api_client, conversation)["context_usage"] == usage
 
     run, events = send(conversation, "And the budget?")
 
     [later] = of_type(events, "context.usage")
-    assert later["tokens"] != usage["tokens"]
+    assert later["total_tokens"] != usage["total_tokens"]
     assert read_conversation(api_client, conversation)["context_usage"] == later
