@@ -282,10 +282,10 @@ def update_profile(
             if asdict(spec) != asdict(current):
                 add_version(profile, spec, created_by=created_by)
         updated = []
-        if description is not None:
+        if description is not None and description != profile.description:
             profile.description = description
             updated.append("description")
-        if choosable is not None:
+        if choosable is not None and choosable != profile.choosable:
             profile.choosable = choosable
             updated.append("choosable")
         if is_default is not None and is_default != profile.is_default:

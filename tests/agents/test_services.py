@@ -62,6 +62,14 @@ def test_a_change_to_nothing_makes_no_version(support: AgentProfile) -> None:
     assert support.description == "Answers customers, politely."
 
 
+def test_a_change_to_nothing_leaves_the_profile_as_it_was(support: AgentProfile) -> None:
+    rows = agent_rows()
+
+    update_profile(support, {"max_turns": 8}, description=support.description, choosable=False, is_default=False)
+
+    assert agent_rows() == rows  # updated_at included
+
+
 def test_a_budget_written_differently_is_the_same_budget(tenant: Tenant) -> None:
     profile = create_profile(tenant, "thrifty", AgentSpec(run_budget_usd=Decimal("0.5")))
 
