@@ -298,8 +298,8 @@ class TenantAdmin(admin.ModelAdmin):
 
     @admin.display(description="agent profiles")
     def agent_profiles(self, obj: Tenant) -> str:
-        if obj.pk is None:
-            return "Saved first: a new tenant gets a default profile on first use."
+        if obj._state.adding:  # the add page (the id is a CharField: "" until saved)
+            return "A new tenant gets its default agent profile on first use; add others once it is saved."
         url = reverse("admin:agents_agentprofile_changelist") + f"?tenant__id__exact={obj.pk}"
         count = obj.agents.count()
         return format_html('<a href="{}">{} agent profile{}</a>', url, count, "" if count == 1 else "s")

@@ -112,8 +112,11 @@ def test_the_changelist_shows_version_kind_model_and_conversations(admin_client:
 def test_the_tenant_page_links_to_its_agent_profiles(admin_client: Client, support: AgentProfile) -> None:
     page = admin_client.get(url("tenants_tenant_change", support.tenant_id)).content.decode()
 
+    add_page = admin_client.get(url("tenants_tenant_add")).content.decode()
+
     link = url("agents_agentprofile_changelist") + f"?tenant__id__exact={support.tenant_id}"
     assert f'<a href="{link}">2 agent profiles</a>' in page
+    assert "A new tenant gets its default agent profile on first use" in add_page
 
 
 def test_the_change_form_shows_the_current_versions_fields(admin_client: Client, support: AgentProfile) -> None:
