@@ -55,6 +55,8 @@ class AgentViewSet(TenantScopedViewSet):
     pagination_class = None
 
     def profiles(self) -> QuerySet[AgentProfile]:
+        # A tenant always has a default agent; one made before profiles, or over REST, gets it on first use.
+        services.default_profile(self.tenant)
         profiles = AgentProfile.objects.for_tenant(self.tenant).select_related("current_version")
         if is_end_user(principal(self.request)):
             profiles = profiles.filter(choosable=True)

@@ -118,15 +118,28 @@ def test_the_list_costs_the_same_queries_for_many_profiles(
     api_client: APIClient, tenant: Tenant, django_assert_num_queries: DjangoAssertNumQueries
 ) -> None:
     api_client.get(URL)  # the first request records the key's use
-    with django_assert_num_queries(3):  # the key, the tenant, the profiles with their current versions
+    # The key, the tenant, its default profile (made on first use), the profiles with their current versions.
+    with django_assert_num_queries(4):
         few = api_client.get(URL)
     for n in range(10):
         create_profile(tenant, f"agent-{n}", AgentSpec(instructions=f"Agent {n}."))
 
-    with django_assert_num_queries(3):
+    with django_assert_num_queries(4):
         many = api_client.get(URL)
 
     assert (len(few.json()), len(many.json())) == (1, 11)
+
+
+def test_a_tenant_made_without_profiles_lists_its_default(admin_api_client: APIClient, offline_model: object) -> None:
+    admin_api_client.post(
+        "/api/tenants", {"id": "initech", "name": "Initech", "default_model": "offline"}, format="json"
+    )
+
+    listed = admin_api_client.get("/api/tenants/initech/agents").json()
+
+    assert [(agent["name"], agent["is_default"], agent["current_version"]) for agent in listed] == [
+        ("default", True, 1)
+    ]
 
 
 def test_a_name_the_tenant_uses_is_409_and_keeps_the_first(api_client: APIClient, support: AgentProfile) -> None:
@@ -457,7 +470,7 @@ def test_an_admin_key_manages_any_tenants_profiles(admin_api_client: APIClient, 
 
     assert created.status_code == 201
     assert (changed.json()["current_version"], changed.json()["max_turns"]) == (2, 3)
-    assert [agent["name"] for agent in listed] == ["helper", "support"]
+    assert [agent["name"] for agent in listed] == ["default", "helper", "support"]
     assert their_agent.versions.get(number=2).created_by == "api-key:platform admin"
 
 
