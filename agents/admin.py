@@ -1,6 +1,7 @@
 """Operator admin for agent profiles: the current version's fields edited as a form, each save that changes
 them stored as a new version by agents.services, versions listed read-only with a rollback button."""
 
+import json
 from dataclasses import asdict, fields
 from typing import Any
 
@@ -37,14 +38,14 @@ JSON_HELP = {
     "allow, ask or deny (deny wins over ask, ask over allow). Until approvals exist, a call an ask rule matches "
     "is refused and the run says so.",
     "skills": 'A JSON list of the tenant\'s enabled skills its runs get, e.g. ["pdf", "csv-report"]; [] for none. '
-    "Empty: all of them.",
+    "null (or empty): all of them.",
     "mcp_servers": 'A JSON list of the tenant\'s MCP servers its runs get, e.g. ["github"]; [] for none. '
-    "Empty: all of them.",
+    "null (or empty): all of them.",
     "subagents": 'A JSON list of agents it may hand work to, e.g. [{"name": "reviewer", "description": "Reviews '
     'diffs.", "prompt": "You review code.", "tools": ["Read", "Grep"], "model": null}]; tools and model are '
     "optional (null: the agent's).",
     "output_schema": 'A JSON Schema the final answer must fit, e.g. {"type": "object", "properties": {"total": '
-    '{"type": "number"}}, "required": ["total"]}. Empty: a free-text answer.',
+    '{"type": "number"}}, "required": ["total"]}. null (or empty): a free-text answer.',
 }
 # Service refusals without a field of their own, by code: where the form shows them.
 FIELD_OF_CONFLICT = {"agent_exists": "name", "default_agent": "is_default"}
@@ -62,6 +63,8 @@ def version_form_fields() -> dict[str, forms.Field]:
     instructions = form_fields["instructions"]
     assert isinstance(instructions, forms.CharField)
     instructions.strip = False  # leading and trailing blanks are the operator's, as they are over REST
+    instructions.widget = forms.Textarea(attrs={"rows": 12, "cols": 100})
+    form_fields["mcp_servers"].label = "MCP servers"
     return form_fields
 
 
@@ -190,13 +193,14 @@ class AgentVersionInline(ReadOnlyAdminMixin, admin.TabularInline):
 
     @admin.display(description="what it sets")
     def summary(self, obj: AgentVersion) -> str:
+        defaults = asdict(AgentSpec())
         shown = {
             name: value
             for name, value in asdict(AgentSpec.of(obj)).items()
-            if name not in {"kind", "model", "instructions"} and value not in (None, "", [])
+            if name not in {"kind", "model", "instructions"} and value != defaults[name] and value != []
         }
         instructions = (obj.instructions.splitlines() or ["(no instructions)"])[0][:80]
-        settings = "\n".join(f"{name}: {value}" for name, value in shown.items())
+        settings = "\n".join(f"{name}: {json.dumps(value, default=str)}" for name, value in shown.items())
         return format_html("<details><summary>{}</summary><pre>{}</pre></details>", instructions, settings)
 
     @admin.display(description="current")
