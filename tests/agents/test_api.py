@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from django.test import Client
 from pytest_django.fixtures import DjangoAssertNumQueries, Settings
 from rest_framework.test import APIClient
@@ -542,3 +543,42 @@ def test_profiles_are_stored_exactly_once_per_request(api_client: APIClient, ten
     api_client.post(URL, {"name": "once", "instructions": "Hello."}, format="json")
 
     assert len(agent_rows()) == before + 2  # the profile and its version 1
+
+
+# --- The OpenAPI schema ---------------------------------------------------------------------------------
+
+
+def test_the_schema_documents_every_operation_field_and_error() -> None:
+    schema = yaml.safe_load(Client().get("/api/schema/").content)
+    base = "/api/tenants/{tenant}/agents/"
+
+    operations = {
+        f"{method} {path}": operation
+        for path, item in schema["paths"].items()
+        if path.startswith(base)
+        for method, operation in item.items()
+        if method in {"get", "post", "patch", "delete", "put"}
+    }
+
+    assert sorted(operations) == [
+        f"delete {base}{{name}}/",
+        f"get {base}",
+        f"get {base}{{name}}/",
+        f"get {base}{{name}}/versions/",
+        f"get {base}{{name}}/versions/{{number}}/",
+        f"patch {base}{{name}}/",
+        f"post {base}",
+        f"post {base}{{name}}/versions/{{number}}/make-current/",
+    ]
+    for name, operation in operations.items():
+        assert operation["tags"] == ["agents"], name
+        assert {"400", "401", "403", "404"} <= set(operation["responses"]), name
+    assert "409" in operations[f"delete {base}{{name}}/"]["responses"]
+    components = schema["components"]["schemas"]
+    for component in ("Agent", "AgentWriteRequest", "PatchedAgentWriteRequest", "AgentVersion"):
+        undocumented = [
+            name for name, field in components[component]["properties"].items() if not field.get("description")
+        ]
+        assert undocumented == [], component
+    assert components["AgentWriteRequest"]["required"] == ["name"]
+    assert set(components["Agent"]["required"]) >= {"name", "current_version", "allowed_tools", "output_schema"}
