@@ -1,8 +1,9 @@
 """A tenant's agent profiles over REST: `/api/tenants/{t}/agents`.
 
 Profiles are the tenant's configuration: its backend changes them with its API key, sent without
-`X-User-ID`. End users (a key with `X-User-ID`, or the chat page's session) see only the profiles the
-tenant marks choosable, read-only. Another tenant's profile answers 404 exactly like a missing one.
+`X-User-ID`. End users (a key with `X-User-ID`, or the chat page's session) read only the profiles
+they may start a conversation with (`agents.services.end_user_agents`: the default and the choosable
+ones). Another tenant's profile answers 404 exactly like a missing one.
 """
 
 from django.db.models import QuerySet
@@ -30,7 +31,7 @@ def is_end_user(caller: Principal) -> bool:
 
 
 class TenantBackendToChange(permissions.BasePermission):
-    """End users may list and read the choosable profiles; everything else is the tenant backend's."""
+    """End users may list and read the profiles they may choose; everything else is the tenant backend's."""
 
     message = (
         "Agent profiles are the tenant's configuration: use the tenant's API key without X-User-ID. "
@@ -55,12 +56,11 @@ class AgentViewSet(TenantScopedViewSet):
     pagination_class = None
 
     def profiles(self) -> QuerySet[AgentProfile]:
+        if is_end_user(principal(self.request)):
+            return services.end_user_agents(self.tenant)  # what the chat page offers them
         # A tenant always has a default agent; one made before profiles, or over REST, gets it on first use.
         services.default_profile(self.tenant)
-        profiles = AgentProfile.objects.for_tenant(self.tenant).select_related("current_version")
-        if is_end_user(principal(self.request)):
-            profiles = profiles.filter(choosable=True)
-        return profiles.order_by("name")
+        return AgentProfile.objects.for_tenant(self.tenant).select_related("current_version").order_by("name")
 
     def profile(self) -> AgentProfile:
         return get_object_or_404(self.profiles(), name=self.kwargs["name"])
@@ -70,8 +70,8 @@ class AgentViewSet(TenantScopedViewSet):
 
     @extend_schema(parameters=[TENANT_PARAMETER], responses=AgentSerializer(many=True))
     def list(self, request: Request, tenant: str) -> Response:
-        """Every profile of the tenant by name, each with its current version's fields; end users get the
-        choosable ones."""
+        """Every profile of the tenant by name, each with its current version's fields. End users get those they
+        may start a conversation with: the default first, then the choosable ones."""
         return Response(AgentSerializer(self.profiles(), many=True).data)
 
     @extend_schema(parameters=[TENANT_PARAMETER], request=AgentWriteSerializer, responses={201: AgentSerializer})

@@ -253,7 +253,9 @@ IS_DEFAULT_HELP = (
     "Conversations that name no agent get it. A tenant has exactly one: making one default unmakes the other; "
     "the default cannot be unmade, only replaced."
 )
-CHOOSABLE_HELP = "End users may see it and pick it in the chat page (and list it with X-User-ID)."
+CHOOSABLE_HELP = (
+    "End users may pick it in the chat page, and read it here (with X-User-ID); the default they always may."
+)
 
 
 class AgentSerializer(serializers.Serializer):

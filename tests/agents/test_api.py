@@ -478,13 +478,13 @@ def test_an_admin_key_manages_any_tenants_profiles(admin_api_client: APIClient, 
 # --- End users: the choosable profiles, read-only ---------------------------------------------------------
 
 
-def test_an_end_user_lists_only_the_choosable_profiles(tenant_key: str, support: AgentProfile) -> None:
+def test_an_end_user_lists_the_default_then_the_choosable_profiles(tenant_key: str, support: AgentProfile) -> None:
     create_profile(support.tenant, "chat", AgentSpec(kind="chat"), choosable=True)
+    AgentProfile.objects.filter(name="default").update(choosable=False)  # what naming no agent gives, still
 
     listed = end_user(tenant_key).get(URL).json()
 
-    # The default profile made for a tenant is choosable; support is not.
-    assert [agent["name"] for agent in listed] == ["chat", "default"]
+    assert [agent["name"] for agent in listed] == ["default", "chat"]  # not support
 
 
 def test_an_end_user_reading_a_profile_they_cannot_choose_gets_the_404_of_a_missing_one(
