@@ -8,7 +8,7 @@ from typing import Any
 import jsonschema
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import Field, Max, ProtectedError, Q, QuerySet
+from django.db.models import Field, Max, ProtectedError, Q, QuerySet, RestrictedError
 
 from agents.models import DEFAULT_PROFILE_NAME, MAX_INSTRUCTIONS_CHARS, AgentProfile, AgentVersion
 from agents.rules import PatternError, ToolPolicy, parse_patterns, parse_rules
@@ -336,9 +336,10 @@ def delete_profile(profile: AgentProfile) -> None:
         with transaction.atomic():
             AgentProfile.objects.filter(pk=profile.pk).update(current_version=None)
             profile.delete()
-    except ProtectedError as error:
-        # A conversation of this agent was created since the check: its PROTECT foreign key refused.
-        raise _in_use(profile, len(error.protected_objects)) from None
+    except (ProtectedError, RestrictedError) as error:
+        # A conversation of this agent was created since the check: its foreign key refused.
+        used = error.protected_objects if isinstance(error, ProtectedError) else error.restricted_objects
+        raise _in_use(profile, len(used)) from None
 
 
 def _store_version(profile: AgentProfile, number: int, spec: AgentSpec, created_by: str) -> AgentVersion:
