@@ -3,16 +3,19 @@
 A pattern is a tool name (`Bash`, `WebFetch`, `mcp__github`, `mcp__github__create_issue`) or a tool
 name with a specifier in parentheses, matched against the call's input:
 
-- `Bash(git *)`: the command, `*` matching anything. A compound command (`git status && rm -rf x`)
-  is split at its shell operators: every part must match for an allow, any part matching denies.
+- `Bash(git *)`: the command, `*` matching anything. A compound command (`git status && rm -rf x`,
+  `(…)`, `$(…)`, backticks) is split at its shell operators: every part must match for an allow, any part
+  matching denies. Quotes are not parsed: a `;` or `(` inside quotes splits too (stricter, never looser).
 - `Read(src/**)`, `Write(/workspace/*.md)`, `Edit(…)`, `NotebookEdit(…)`, `Glob(…)`, `Grep(…)`: the path, with
-  `*` within one directory and `**` across directories; a relative pattern is under /workspace.
+  `*` within one directory and `**` across directories (`src/**` is the folder itself too); a relative
+  pattern is under /workspace, and the path's `..` are resolved before it is matched.
 - `WebFetch(domain:example.com)`: the URL's host, `*.example.com` for its subdomains.
 - `Skill(name)`, `Task(name)` (a subagent), `WebSearch(text *)`: the name or query, `*` matching anything.
 - `mcp__server__*` or `mcp__server`: every tool of that MCP server.
 """
 
 import fnmatch
+import posixpath
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -67,7 +70,7 @@ _SPECIFIED = {"Bash", "WebFetch", *_PATH_TOOLS, *_SEARCH_TOOLS, *_NAME_TOOLS}
 _PATTERN = re.compile(r"^(?P<tool>[A-Za-z][A-Za-z0-9_-]*)(?:\((?P<spec>.*)\))?$", re.DOTALL)
 _MCP = re.compile(r"^mcp__(?P<server>[A-Za-z0-9_-]+?)(?:__(?P<tool>[A-Za-z0-9_*.-]+))?$")
 # Where one shell command ends and the next begins: a rule for `git *` must not pass `git x; rm -rf /`.
-_SHELL_SEPARATORS = re.compile(r"&&|\|\||[;|&\n]|\$\(|`|\)")
+_SHELL_SEPARATORS = re.compile(r"&&|\|\||[;|&\n()]|`")
 MAX_PATTERN_CHARS = 500
 WORKSPACE = "/workspace"
 
@@ -148,7 +151,10 @@ def _path_matches(pattern: str, path: str) -> bool:
         pattern = f"{WORKSPACE}/{pattern.removeprefix('./')}"
     if not path.startswith("/"):
         path = f"{WORKSPACE}/{path}"
-    path = re.sub(r"/+", "/", path)
+    # `..` would walk out of what a pattern names (`/workspace/src/../.env` under `src/**`).
+    path = posixpath.normpath(re.sub(r"/+", "/", path))
+    if pattern.endswith("/**") and _path_matches(pattern[:-3] or "/", path):
+        return True  # `src/**` is the folder too: a search of the folder reads what is in it
     regex = ""
     for piece in re.split(r"(\*\*/?|\*|\?)", pattern):
         if piece in {"**", "**/"}:

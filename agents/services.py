@@ -6,8 +6,9 @@ from decimal import Decimal
 from typing import Any
 
 import jsonschema
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import Max, Q, QuerySet
+from django.db.models import Field, Max, ProtectedError, Q, QuerySet, RestrictedError
 
 from agents.models import DEFAULT_PROFILE_NAME, MAX_INSTRUCTIONS_CHARS, AgentProfile, AgentVersion
 from agents.rules import PatternError, ToolPolicy, parse_patterns, parse_rules
@@ -19,6 +20,8 @@ from tenants.models import LanguageModel, Tenant, slug_validator
 MAX_SUBAGENTS = 20
 MAX_SCHEMA_CHARS = 100_000
 SUBAGENT_KEYS = {"name", "description", "prompt", "tools", "model"}
+# Numbers whose bounds the AgentVersion columns state (validators, digits, the column's range).
+BOUNDED_FIELDS = ("thinking_budget", "max_turns", "run_budget_usd", "run_budget_calls")
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,8 @@ def check_spec(tenant: Tenant, spec: AgentSpec) -> dict[str, LanguageModel | Non
         raise _problem(
             "instructions", f"{len(spec.instructions):,} characters; the limit is {MAX_INSTRUCTIONS_CHARS:,}."
         )
+    for name in BOUNDED_FIELDS:
+        _check_bounds(name, getattr(spec, name))
     models = {name: _catalog_model(name, getattr(spec, name)) for name in ("model", "fallback_model")}
     for name in ("allowed_tools", "disallowed_tools"):
         try:
@@ -102,6 +107,18 @@ def check_spec(tenant: Tenant, spec: AgentSpec) -> dict[str, LanguageModel | Non
         if spec.output_schema is not None:
             raise _problem("output_schema", "Structured output needs kind 'agent'.")
     return models
+
+
+def _check_bounds(field_name: str, value: Any) -> None:
+    # objects.create() runs no validator: without this a max_turns of 0 or a budget of -1 would be stored.
+    if value is None:
+        return
+    column = AgentVersion._meta.get_field(field_name)
+    assert isinstance(column, Field)
+    try:
+        column.clean(value, None)
+    except ValidationError as problem:
+        raise _problem(field_name, " ".join(problem.messages)) from None
 
 
 def _strings(field_name: str, values: Any) -> list[str]:
@@ -211,16 +228,23 @@ def create_profile(
     except Exception:
         raise _problem("name", str(slug_validator.message)) from None
     check_spec(tenant, spec)
-    with transaction.atomic():
+    taken = Conflict(f"The tenant already has an agent named {name!r}.", code="agent_exists")
+    try:
+        with transaction.atomic():
+            if AgentProfile.objects.filter(tenant=tenant, name=name).exists():
+                raise taken
+            if is_default:
+                AgentProfile.objects.filter(tenant=tenant, is_default=True).update(is_default=False)
+            profile = AgentProfile.objects.create(
+                tenant=tenant, name=name, description=description, choosable=choosable, is_default=is_default
+            )
+            profile.current_version = _store_version(profile, 1, spec, created_by)
+            profile.save(update_fields=["current_version"])
+    except IntegrityError:
+        # Another request made a profile of that name, or another default, between the check and the insert.
         if AgentProfile.objects.filter(tenant=tenant, name=name).exists():
-            raise Conflict(f"The tenant already has an agent named {name!r}.", code="agent_exists")
-        if is_default:
-            AgentProfile.objects.filter(tenant=tenant, is_default=True).update(is_default=False)
-        profile = AgentProfile.objects.create(
-            tenant=tenant, name=name, description=description, choosable=choosable, is_default=is_default
-        )
-        profile.current_version = _store_version(profile, 1, spec, created_by)
-        profile.save(update_fields=["current_version"])
+            raise taken from None
+        raise Conflict("Another change to the tenant's agents came first; try again.", code="agent_conflict") from None
     return profile
 
 
@@ -258,10 +282,10 @@ def update_profile(
             if asdict(spec) != asdict(current):
                 add_version(profile, spec, created_by=created_by)
         updated = []
-        if description is not None:
+        if description is not None and description != profile.description:
             profile.description = description
             updated.append("description")
-        if choosable is not None:
+        if choosable is not None and choosable != profile.choosable:
             profile.choosable = choosable
             updated.append("choosable")
         if is_default is not None and is_default != profile.is_default:
@@ -288,19 +312,34 @@ def make_current(profile: AgentProfile, number: int) -> AgentProfile:
     return profile
 
 
-def delete_profile(profile: AgentProfile) -> None:
-    """Delete a profile and its versions; refused for the default one and while conversations or runs use it."""
+def check_deletable(profile: AgentProfile) -> None:
+    """Refuse (Conflict) to delete the default profile, or one that conversations use."""
     if profile.is_default:
         raise Conflict("The default agent cannot be deleted; make another one the default first.", code="default_agent")
     used = profile.conversations.count()
     if used:
-        raise Conflict(
-            f"{used} conversation(s) use agent {profile.name!r}; delete them or move them to another agent first.",
-            code="agent_in_use",
-        )
-    with transaction.atomic():
-        AgentProfile.objects.filter(pk=profile.pk).update(current_version=None)
-        profile.delete()
+        raise _in_use(profile, used)
+
+
+def _in_use(profile: AgentProfile, used: int) -> Conflict:
+    return Conflict(
+        f"{used} conversation(s) use agent {profile.name!r}; delete them or move them to another agent first.",
+        code="agent_in_use",
+    )
+
+
+def delete_profile(profile: AgentProfile) -> None:
+    """Delete a profile and its versions; refused for the default one and while conversations use it (runs
+    keep their events, which name the version, and lose the link to it)."""
+    check_deletable(profile)
+    try:
+        with transaction.atomic():
+            AgentProfile.objects.filter(pk=profile.pk).update(current_version=None)
+            profile.delete()
+    except (ProtectedError, RestrictedError) as error:
+        # A conversation of this agent was created since the check: its foreign key refused.
+        used = error.protected_objects if isinstance(error, ProtectedError) else error.restricted_objects
+        raise _in_use(profile, len(used)) from None
 
 
 def _store_version(profile: AgentProfile, number: int, spec: AgentSpec, created_by: str) -> AgentVersion:
@@ -315,7 +354,7 @@ def _store_version(profile: AgentProfile, number: int, spec: AgentSpec, created_
         number=number,
         model_id=model or None,
         fallback_model_id=fallback or None,
-        created_by=created_by,
+        created_by=created_by[: AgentVersion._meta.get_field("created_by").max_length],
         **values,
     )
 

@@ -66,6 +66,8 @@ def tag_of(path: str) -> str:
         return "files"
     if "/skills" in path:
         return "skills"
+    if "/agents" in path:
+        return "agents"
     if "/events" in path or path.endswith("/stream-token/"):
         return "events"
     if any(part in path for part in ("/runs", "/messages", "/interrupt", "/stream")):

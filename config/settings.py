@@ -348,6 +348,10 @@ SPECTACULAR_SETTINGS = {
         {"name": "events", "description": "Every step of a run, stored in order: pages, SSE, WebSocket tokens."},
         {"name": "files", "description": "A conversation's workspace: its files, version by version."},
         {"name": "skills", "description": "A tenant's Agent Skills, version by version."},
+        {
+            "name": "agents",
+            "description": "A tenant's agent profiles (instructions, models, tools), version by version.",
+        },
         {"name": "usage", "description": "Tokens and cost of each model call, as billed."},
         {"name": "models", "description": "The model catalog and its prices (platform admin keys change it)."},
         {"name": "tenants", "description": "Organisations (platform admin keys only)."},
@@ -361,6 +365,9 @@ SPECTACULAR_SETTINGS = {
         "RunStatusEnum": "conversations.models.Run.Status",
         "TenantStatusEnum": "tenants.models.Tenant.Status",
         "ModelStatusEnum": "tenants.models.LanguageModel.Status",
+        "AgentKindEnum": "agents.models.AgentVersion.Kind",
+        "PromptScopeEnum": "agents.models.AgentVersion.PromptScope",
+        "EffortEnum": "agents.models.AgentVersion.Effort",
     },
 }
 

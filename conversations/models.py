@@ -24,7 +24,8 @@ class Conversation(models.Model):
         "agents.AgentProfile",
         null=True,
         blank=True,
-        on_delete=models.PROTECT,
+        # RESTRICT, not PROTECT: a profile in use cannot be deleted, but deleting the tenant deletes both.
+        on_delete=models.RESTRICT,
         related_name="conversations",
         help_text="Its agent profile; empty: the tenant's default agent.",
     )
@@ -32,7 +33,7 @@ class Conversation(models.Model):
         "agents.AgentVersion",
         null=True,
         blank=True,
-        on_delete=models.PROTECT,
+        on_delete=models.RESTRICT,
         related_name="+",
         help_text="A version it is pinned to (name@version); empty: its agent's current version.",
     )

@@ -7,6 +7,7 @@ from django.contrib import admin, messages
 from django.db.models import Count, IntegerField, OuterRef, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.http import HttpRequest
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
@@ -136,7 +137,7 @@ class LanguageModelAdmin(admin.ModelAdmin):
 
     def get_readonly_fields(self, request: HttpRequest, obj: LanguageModel | None = None) -> list[str]:
         # Editing a primary key in admin saves a copy under the new id instead of renaming.
-        return ["created_at", "updated_at"] + (["id"] if obj is not None else [])
+        return ["agent_profiles", "created_at", "updated_at"] + (["id"] if obj is not None else [])
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[LanguageModel]:
         return (
@@ -235,7 +236,14 @@ class TenantAdmin(admin.ModelAdmin):
     actions = ["activate", "deactivate"]
     fieldsets = [
         (None, {"fields": ["id", "name", "status"]}),
-        ("Agents", {"fields": ["default_model"], "description": "Instructions, tools and models: Agent profiles."}),
+        (
+            "Agents",
+            {
+                "fields": ["default_model", "agent_profiles"],
+                "description": "Instructions, tools and models are the tenant's agent profiles'; the default model is "
+                "theirs when they name none.",
+            },
+        ),
         ("Chat page", {"fields": ["chat_shows_cost"]}),
         ("Reports", {"fields": ["time_zone"]}),
         (
@@ -271,7 +279,7 @@ class TenantAdmin(admin.ModelAdmin):
 
     def get_readonly_fields(self, request: HttpRequest, obj: Tenant | None = None) -> list[str]:
         # The id is in every URL and API key scope; editing it in admin would save a copy.
-        return ["created_at", "updated_at"] + (["id"] if obj is not None else [])
+        return ["agent_profiles", "created_at", "updated_at"] + (["id"] if obj is not None else [])
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Tenant]:
         return (
@@ -287,6 +295,14 @@ class TenantAdmin(admin.ModelAdmin):
     @admin.display(description="conversations", ordering="conversation_count")
     def conversation_count(self, obj: Tenant) -> int:
         return obj.conversation_count  # type: ignore[attr-defined]
+
+    @admin.display(description="agent profiles")
+    def agent_profiles(self, obj: Tenant) -> str:
+        if obj._state.adding:  # the add page (the id is a CharField: "" until saved)
+            return "A new tenant gets its default agent profile on first use; add others once it is saved."
+        url = reverse("admin:agents_agentprofile_changelist") + f"?tenant__id__exact={obj.pk}"
+        count = obj.agents.count()
+        return format_html('<a href="{}">{} agent profile{}</a>', url, count, "" if count == 1 else "s")
 
     @admin.display(description="active runs", ordering="active_run_count")
     def active_run_count(self, obj: Tenant) -> int:

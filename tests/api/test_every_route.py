@@ -16,6 +16,7 @@ from django.http import HttpResponse
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 
+from agents.services import AgentSpec, create_profile
 from config.asgi import application
 from conversations.models import Conversation, Run
 from skills.archive import from_files
@@ -105,6 +106,7 @@ def samples(conversation: Conversation, finished_run: Run, settings: Any, tmp_pa
     settings.MEDIA_ROOT = tmp_path / "media"
     skill_md = b"---\nname: sample\ndescription: A skill whose routes are walked.\n---\nBe helpful.\n"
     create_skill(conversation.tenant, from_files([("SKILL.md", skill_md)]), "test")
+    create_profile(conversation.tenant, "sample", AgentSpec(instructions="An agent whose routes are walked."))
     return {
         "tenant": conversation.tenant_id,
         "conversation_id": str(conversation.pk),

@@ -22,6 +22,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from agents.services import AgentSpec, create_profile
 from conversations.models import Conversation, Run
 from mcp_servers.models import McpServer
 from skills.archive import from_files
@@ -78,6 +79,7 @@ def real_objects(conversation: Conversation, finished_run: Run, settings: Settin
     skill_md = b"---\nname: sample\ndescription: A skill that is read back.\n---\nBe helpful.\n"
     create_skill(conversation.tenant, from_files([("SKILL.md", skill_md)]), "test")
     McpServer.objects.create(tenant=conversation.tenant, name="sample", kind="builtin")
+    create_profile(conversation.tenant, "sample", AgentSpec(allowed_tools=["Read"], output_schema={"type": "object"}))
     return {
         "tenant": conversation.tenant_id,
         "conversation_id": str(conversation.pk),
