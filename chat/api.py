@@ -70,6 +70,7 @@ class ChatAgentSerializer(serializers.Serializer):
 
 class ChatAgentViewSet(TenantScopedViewSet):
     queryset = AgentProfile.objects.none()  # for the schema only
+    pagination_class = None  # a short list, answered whole (and so documented)
 
     @extend_schema(parameters=[TENANT_PARAMETER], responses=ChatAgentSerializer(many=True))
     def list(self, request: Request, tenant: str) -> Response:
