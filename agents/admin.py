@@ -18,7 +18,7 @@ from django.views.decorators.http import require_POST
 
 from agents import services
 from agents.models import AgentProfile, AgentVersion
-from agents.services import AgentSpec
+from agents.spec import AgentSpec
 from api.errors import ServiceError
 from conversations.models import Conversation
 from tenants.admin import count_of

@@ -18,7 +18,7 @@ from rest_framework.views import APIView
 from agents import services
 from agents.models import AgentProfile, AgentVersion
 from agents.serializers import AgentSerializer, AgentVersionSerializer, AgentWriteSerializer, spec_changes
-from agents.services import AgentSpec
+from agents.spec import AgentSpec
 from api.viewsets import TENANT_PARAMETER, TenantScopedViewSet, principal
 from tenants.auth import Principal
 

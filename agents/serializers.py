@@ -13,7 +13,7 @@ from rest_framework import serializers
 
 from agents.models import MAX_INSTRUCTIONS_CHARS, AgentProfile, AgentVersion
 from agents.rules import ACTIONS
-from agents.services import MAX_SUBAGENTS
+from agents.spec import MAX_SUBAGENTS
 from api.serializers import MAX_INTEGER, StrictSerializer
 
 # --- The shapes of the JSON fields, for the schema (check_spec validates them) --------------------------

@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from agents.models import AgentProfile, AgentVersion
-from agents.services import AgentSpec, create_profile
+from agents.services import create_profile
+from agents.spec import AgentSpec
 from tenants.models import LanguageModel, Tenant
 from tests.factories import LanguageModelFactory
 

@@ -12,7 +12,8 @@ from pytest_django.fixtures import DjangoAssertNumQueries, Settings
 from rest_framework.test import APIClient
 
 from agents.models import AgentProfile, AgentVersion
-from agents.services import AgentSpec, create_profile, default_profile, update_profile
+from agents.services import create_profile, default_profile, update_profile
+from agents.spec import AgentSpec
 from conversations.models import Conversation
 from skills.archive import from_files
 from skills.services import create_skill

@@ -5,7 +5,8 @@ import pytest
 from rest_framework.test import APIClient
 
 from agents.models import AgentProfile
-from agents.services import AgentSpec, create_profile, update_profile
+from agents.services import create_profile, update_profile
+from agents.spec import AgentSpec
 from conversations.events import finish_run
 from conversations.models import Conversation, Run
 from tenants.models import Tenant

@@ -16,7 +16,8 @@ from django.http import HttpResponse
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 
-from agents.services import AgentSpec, create_profile
+from agents.services import create_profile
+from agents.spec import AgentSpec
 from config.asgi import application
 from conversations.models import Conversation, Run
 from skills.archive import from_files

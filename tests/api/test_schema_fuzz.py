@@ -22,7 +22,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from agents.services import AgentSpec, create_profile
+from agents.services import create_profile
+from agents.spec import AgentSpec
 from conversations.models import Conversation, Run
 from mcp_servers.models import McpServer
 from skills.archive import from_files

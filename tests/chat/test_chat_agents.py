@@ -6,7 +6,8 @@ from django.test import Client
 from pytest_django import DjangoAssertNumQueries
 from rest_framework.test import APIClient
 
-from agents.services import AgentSpec, create_profile, default_profile, update_profile
+from agents.services import create_profile, default_profile, update_profile
+from agents.spec import AgentSpec
 from conversations.models import Conversation, Run
 from tenants.models import Tenant
 from tests.api.assertions import error_of, nothing_created

@@ -12,7 +12,8 @@ import pytest
 from django.db import connection
 from playwright.sync_api import Browser, Page, expect
 
-from agents.services import AgentSpec, create_profile
+from agents.services import create_profile
+from agents.spec import AgentSpec
 from conversations.events import EventItem, record_events
 from conversations.models import Conversation, Run
 from tenants.models import Tenant

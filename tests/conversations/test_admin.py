@@ -8,7 +8,8 @@ from django.test import Client
 from django.test.html import Element, parse_html
 from django.urls import reverse
 
-from agents.services import AgentSpec, create_profile
+from agents.services import create_profile
+from agents.spec import AgentSpec
 from conversations.models import Conversation, Event, Run
 from tenants.models import LanguageModel, Tenant
 from tests.conftest import add_events

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from agents.models import AgentProfile
-from agents.services import AgentSpec, create_profile, update_profile
+from agents.services import create_profile, update_profile
+from agents.spec import AgentSpec
 from tenants.models import LanguageModel, Tenant
 from tenants.services import save_language_model
 from tests.e2e.harness import Client
