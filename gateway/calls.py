@@ -69,7 +69,8 @@ class RunCalls:
 
     `on_refusal(reason, message, details)` hears of a refusal the run cannot recover from (so it
     ends now instead of the CLI retrying for minutes); `on_usage(record)` hears of each call as it is
-    recorded, before the CLI has the end of its answer.
+    recorded, before the CLI has the end of its answer. Calls not `on_run` (the platform's own, for the
+    conversation: its title) are not capped or counted by the run's own budget (`usage.budgets.reserve`).
     """
 
     def __init__(
@@ -79,8 +80,10 @@ class RunCalls:
         models: Mapping[str, LanguageModel] | None = None,
         on_refusal: Refusal | None = None,
         on_usage: Callable[[UsageRecord], None] | None = None,
+        on_run: bool = True,
     ) -> None:
         self.run = run
+        self.on_run = on_run
         self.model: LanguageModel = run.model
         given = dict(models or {})
         # The CLI speaks to one upstream, its model's: a model of another provider cannot be served (a profile's
@@ -175,7 +178,7 @@ class RunCalls:
             # refuses them refuses the call.
             model_id = parsed.get("model")
         model = self.model_named(model_id)
-        return model, budgets.reserve(self.run, body, model, parsed)
+        return model, budgets.reserve(self.run, body, model, parsed, on_run=self.on_run)
 
     async def release(self, request: web.BaseRequest) -> None:
         """Give back what the call held if it ended without a record (refused upstream, unreachable, no usage)."""
@@ -260,6 +263,7 @@ class RunCalls:
             tap.usage,
             request.pop(RESERVATION, None),
             request.get(CALL_MODEL),
+            on_run=self.on_run,
         )
         if record is not None and self.on_usage:
             self.on_usage(record)

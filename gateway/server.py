@@ -75,7 +75,7 @@ class ModelGateway:
         self.upstream = UPSTREAMS[run.model.provider]
         self.calls = RunCalls(run, models=models, on_refusal=on_refusal, on_usage=on_usage)
         # The platform's own calls: metered and budgeted like the CLI's, but no refusal of one ends the run.
-        self.side_calls = RunCalls(run, models=self.calls.models, on_usage=on_usage)
+        self.side_calls = RunCalls(run, models=self.calls.models, on_usage=on_usage, on_run=False)
         self.socket_path = socket_path
         self.owner = owner
         self.token = "run_" + secrets.token_urlsafe(32)

@@ -88,8 +88,9 @@ def periods(moment: datetime, time_zone: str) -> tuple[str, str]:
     return local.strftime("%Y-%m-%d"), local.strftime("%Y-%m")
 
 
-def spending_keys(run: Run, moment: datetime) -> list[Key]:
-    """The counters a call of `run` at `moment` spends on: the tenant's and user's always, the others when capped."""
+def spending_keys(run: Run, moment: datetime, *, on_run: bool = True) -> list[Key]:
+    """The counters a call of `run` at `moment` spends on: the tenant's and user's always, the others when capped
+    (the run's own only for a call `on_run`: see `reserve`)."""
     conversation = run.conversation
     day, month = periods(moment, conversation.tenant.time_zone)
     keys: list[Key] = [(BudgetLevel.TENANT_MONTH, "", month)]
@@ -97,7 +98,7 @@ def spending_keys(run: Run, moment: datetime) -> list[Key]:
         keys += [(BudgetLevel.USER_DAY, run.user_id, day), (BudgetLevel.USER_MONTH, run.user_id, month)]
     if conversation.budget_usd is not None or conversation.budget_calls is not None:
         keys.append((BudgetLevel.CONVERSATION, str(conversation.pk), ""))
-    if run.budget_usd is not None or run.budget_calls is not None:
+    if on_run and (run.budget_usd is not None or run.budget_calls is not None):
         keys.append((BudgetLevel.RUN, str(run.pk), ""))
     return keys
 
@@ -112,9 +113,9 @@ class CallTerms:
     time_zone: str = "UTC"  # the tenant's: where its days and months begin
 
 
-def call_terms(run: Run, moment: datetime, model: LanguageModel | None = None) -> CallTerms:
+def call_terms(run: Run, moment: datetime, model: LanguageModel | None = None, *, on_run: bool = True) -> CallTerms:
     """The budgets that cap the run's next call of `model` (the run's own by default), and that model's prices,
-    read afresh so that an operator's change applies to it.
+    read afresh so that an operator's change applies to it. A call not `on_run` is not capped by the run's own.
 
     A conversation's and a run's budgets are fixed when they are made: those come from `run`.
     """
@@ -128,8 +129,9 @@ def call_terms(run: Run, moment: datetime, model: LanguageModel | None = None) -
             run.conversation.budget_usd,
             run.conversation.budget_calls,
         ),
-        Cap((BudgetLevel.RUN, str(run.pk), ""), run.budget_usd, run.budget_calls),
     ]
+    if on_run:
+        found.append(Cap((BudgetLevel.RUN, str(run.pk), ""), run.budget_usd, run.budget_calls))
     if run.user_id:
         found += [
             Cap((BudgetLevel.USER_DAY, run.user_id, day), terms.user_day_usd, terms.user_day_calls),
@@ -214,15 +216,19 @@ def read_request(body: bytes) -> Json:
     return request if isinstance(request, dict) else {}
 
 
-def reserve(run: Run, body: bytes, model: LanguageModel | None = None, request: Json | None = None) -> int | None:
+def reserve(
+    run: Run, body: bytes, model: LanguageModel | None = None, request: Json | None = None, *, on_run: bool = True
+) -> int | None:
     """Hold the worst-case cost of the call `body` asks for, and one call, on every budget that caps it.
 
+    A call not `on_run` is the platform's own for the run's conversation (its title): the tenant's, the end
+    user's and the conversation's budgets cap it, the run's does not (a run's budget is what its agent may do).
     The call is priced at `model`, the catalog model it names (the run's own by default); `request`
     is `body` already read (`read_request`), when the caller has read it. The reservation's id, or
     None when no budget caps the call. Raises BudgetExceeded, holding nothing, when one would be passed.
     """
     model = model or run.model
-    terms = call_terms(run, timezone.now(), model)
+    terms = call_terms(run, timezone.now(), model, on_run=on_run)
     if not terms.caps:
         return None
     worst_case = worst_case_cost(terms, model.max_output_tokens, body, request)
@@ -251,9 +257,9 @@ def refusal(cap: Cap, counter: BudgetCounter, worst_case: Decimal, time_zone: st
     )
 
 
-def settle(run: Run, reservation_id: int | None, moment: datetime, cost: Decimal) -> None:
+def settle(run: Run, reservation_id: int | None, moment: datetime, cost: Decimal, *, on_run: bool = True) -> None:
     """Count a recorded call on its budgets, in place of its reservation (inside the record's transaction)."""
-    counters.settle(run.conversation.tenant_id, spending_keys(run, moment), cost, reservation_id)
+    counters.settle(run.conversation.tenant_id, spending_keys(run, moment, on_run=on_run), cost, reservation_id)
 
 
 def release(reservation_id: int, tenant_id: str) -> None:

@@ -21,13 +21,16 @@ def record_usage(
     usage: Json,
     reservation: int | None = None,
     model: LanguageModel | None = None,
+    *,
+    on_run: bool = True,
 ) -> UsageRecord | None:
     """Store one model call of the run, at its model's price in effect now; None if that call is already recorded.
 
     `run_id` is the run or its id; `usage` is the call's Anthropic usage dict (as UsageTap.usage gives it);
     `model` the catalog model the call named (the run's own by default), which the gateway has checked
     the run was given. Idempotent on (run, message_id), also against a concurrent call for the same
-    message. The call's cost replaces its budget `reservation` (usage.budgets) in the same transaction.
+    message. The call's cost replaces its budget `reservation` (usage.budgets) in the same transaction; a call
+    not `on_run` (the conversation's title) is not counted on the run's own budget.
     """
     if not message_id:
         raise ValueError("A model call without a message id cannot be recorded once and only once.")
@@ -63,7 +66,7 @@ def record_usage(
                     budgets.release(reservation, run.conversation.tenant_id)
                 return None
             raise
-        budgets.settle(run, reservation, record.created_at, cost)
+        budgets.settle(run, reservation, record.created_at, cost, on_run=on_run)
     return record
 
 

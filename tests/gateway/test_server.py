@@ -170,8 +170,8 @@ async def test_a_side_call_is_answered_and_metered_to_the_run_like_the_clis_call
 
 
 async def test_a_side_call_past_the_budget_is_refused_but_never_ends_the_run(run: Run, tmp_path: Path) -> None:
-    run.budget_calls = 1
-    await sync_to_async(run.save)()
+    run.conversation.budget_calls = 1
+    await sync_to_async(run.conversation.save)()
     refusals: list[tuple[str, str]] = []
 
     async with ModelGateway(
@@ -183,11 +183,23 @@ async def test_a_side_call_past_the_budget_is_refused_but_never_ends_the_run(run
         side_refusals = list(refusals)
         clis = await call(gateway, gateway.token)
 
-    assert refused.value.status == 403 and "This message has reached its budget." in str(refused.value)
+    assert refused.value.status == 403 and "This conversation has reached its budget." in str(refused.value)
     assert side_refusals == []
     # The CLI's own call past the same budget does end the run.
     assert clis[0] == 403 and [refusal[0] for refusal in refusals] == ["budget_exceeded"]
     assert await sync_to_async(UsageRecord.objects.filter(run=run).count)() == 1
+
+
+async def test_a_side_call_is_not_capped_by_the_runs_own_budget(run: Run, tmp_path: Path) -> None:
+    run.budget_calls = 1
+    await sync_to_async(run.save)()
+
+    async with ModelGateway(run, socket_path=tmp_path / "gateway.sock") as gateway:
+        await gateway.side_call(SIDE_REQUEST)  # the conversation's title
+        clis = await call(gateway, gateway.token)  # the agent's one call still fits the run's budget
+
+    assert clis[0] == 200
+    assert await sync_to_async(UsageRecord.objects.filter(run=run).count)() == 2
 
 
 async def test_the_side_token_is_not_the_clis_and_dies_with_the_gateway(run: Run, tmp_path: Path) -> None:

@@ -105,6 +105,28 @@ def test_the_call_budget_of_a_run_admits_calls_below_it_and_refuses_the_next_one
     assert "budget of 2 model call(s) is used up (2 made)" in refused.value.message
 
 
+def test_the_conversations_title_call_is_capped_by_the_users_budget_but_not_by_the_runs(
+    run: Run, tenant: Tenant
+) -> None:
+    run.budget_calls = 1
+    run.save()
+    tenant.user_daily_budget_calls = 1
+    tenant.save()
+    title = reserve(run, SMALL_CALL, on_run=False)
+    record_usage(run.pk, "msg_title", anthropic_usage(input=1), title, on_run=False)
+
+    with pytest.raises(BudgetExceeded) as refused:
+        reserve(run, SMALL_CALL)
+
+    # The agent's call is refused by the user's day, which the title used up, not by the run's budget:
+    # the run's own counter never saw the title.
+    assert refused.value.level == "user_day"
+    assert not BudgetCounter.objects.filter(level="run").exclude(calls=0).exists()
+    tenant.user_daily_budget_calls = None
+    tenant.save()
+    assert reserve(run, SMALL_CALL) is not None
+
+
 def test_a_call_in_flight_counts_against_the_call_budget_before_it_is_recorded(run: Run) -> None:
     run.budget_calls = 1
     run.save()
