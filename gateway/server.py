@@ -8,7 +8,8 @@ swaps in the real credential (or serves the offline model in-process), streams t
 chunk by chunk, and meters every call at the price of the model it names, from the answer's own
 usage figures (`gateway.calls`). The same door relays the run's `http` and `sse` MCP servers
 (`gateway.mcp`), and takes the platform's own calls for the run (`side_call`: a conversation's title),
-with a token of their own that never enters the sandbox.
+with a token of their own that never enters the sandbox. A chat run, which has no CLI, makes the run's
+own call from the worker, on loopback, with the run's token (`streamed_call`).
 """
 
 import asyncio
@@ -16,7 +17,8 @@ import hmac
 import logging
 import os
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -29,7 +31,7 @@ from conversations.models import Run
 from gateway.calls import Refusal, RunCalls, error_response
 from gateway.mcp import PREFIX as MCP_PREFIX
 from gateway.mcp import McpRelay
-from gateway.upstreams import Upstream, anthropic, bedrock, offline
+from gateway.upstreams import EventDecoder, Upstream, anthropic, bedrock, offline
 from tenants.models import LanguageModel
 from usage.models import UsageRecord
 
@@ -50,6 +52,20 @@ class SideCallFailed(Exception):
     def __init__(self, status: int, message: str) -> None:
         self.status = status
         super().__init__(f"{status}: {message}")
+
+
+@dataclass(frozen=True)
+class StreamedCall:
+    """A streamed call to a run's gateway: where it goes, what it sends, and how its answer's events read."""
+
+    url: URL
+    headers: Mapping[str, str]
+    body: bytes
+    upstream: Upstream
+
+    def events(self) -> EventDecoder:
+        """A reader of the answer's events, in its upstream's framing."""
+        return self.upstream.stream_events()
 
 
 class ModelGateway:
@@ -119,6 +135,15 @@ class ModelGateway:
     def cli_mcp_servers(self, base_url: str) -> dict[str, Any]:
         """The CLI's MCP configuration of the run's `http` and `sse` servers: through this gateway, at `base_url`."""
         return self.mcp.cli_config(base_url, self.token)
+
+    def streamed_call(self, request: dict[str, Any], betas: Sequence[str] = ()) -> "StreamedCall":
+        """The run's own streamed Messages call `request` (naming its model), as a client in this process (a chat
+        run, which has no CLI) makes it to this gateway on loopback: with the run's token, so it is refused,
+        budgeted and metered as the CLI's calls are, and a refusal ends the run."""
+        if self.socket_path is not None:
+            raise RuntimeError("A gateway on a Unix socket serves a sandboxed CLI; open it on loopback TCP.")
+        call = self.upstream.side_call(self.token, request, stream=True, betas=betas)
+        return StreamedCall(URL(self.base_url + call.path, encoded=True), call.headers, call.body, self.upstream)
 
     def revoke(self) -> None:
         """From now on every call answers 403, whoever still holds a token."""

@@ -1,11 +1,17 @@
-"""Executing one run: the Agent SDK driving the CLI, its messages turned into stored, broadcast events."""
+"""Executing one run: its agent's turn driven as the agent's kind says, turned into stored, broadcast events.
+
+An `agent` runs the Agent SDK driving the CLI in a sandbox; a `chat` (`runs.chat`) makes one streamed model
+call. Both share the rest: `run.started`, the event writer, the interrupt and heartbeat watch, the run's
+time limit, its gateway's usage events and its one terminal event.
+"""
 
 import asyncio
 import collections
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -18,11 +24,14 @@ from claude_agent_sdk import ClaudeSDKClient, ClaudeSDKError, ResultMessage
 from django.conf import settings
 from django.db import DatabaseError
 
+from agents.services import RunAgent, run_agent
 from conversations import events, realtime
 from conversations.events import EventType
 from conversations.models import Run
 from conversations.reconnect import call_database, close_connection
+from gateway.server import ModelGateway
 from runs import lease
+from runs.chat import ChatAnswer, ChatExecution, ModelFailed, chat_history, chat_request
 from runs.context import report_context_usage
 from runs.options import agent_options
 from runs.prepare import RunSetup, prepare_run
@@ -55,7 +64,8 @@ class RunExecution:
         self.conversation = run.conversation
         self.model = run.model
         self.translator = EventTranslator()
-        self.setup: RunSetup | None = None
+        self.setup: RunSetup | None = None  # an agent's (a chat has no sandbox, workspace or CLI)
+        self.gateway: ModelGateway | None = None
         self.saver: asyncio.Task[None] | None = None
         self.titling: asyncio.Task[None] | None = None
         self.saving_stops = asyncio.Event()
@@ -77,7 +87,7 @@ class RunExecution:
         try:
             with realtime.interrupt_callback(self.run.pk, lambda: loop.call_soon_threadsafe(self.interrupted.set)):
                 async with self._watch_for_interrupts(), asyncio.timeout(settings.RUN_MAX_SECONDS):
-                    status, result, error = await self._drive_agent()
+                    status, result, error = await self._drive()
         except TimeoutError:
             error = {"reason": "timeout", "message": f"The run exceeded {settings.RUN_MAX_SECONDS} seconds."}
         except ClaudeSDKError as exc:
@@ -135,8 +145,8 @@ class RunExecution:
 
         An answer may still be streaming (an interrupt, a timeout): it is waited for, briefly.
         """
-        if self.setup is not None:
-            await self.setup.gateway.settled(settings.RUN_INTERRUPT_GRACE_SECONDS)
+        if self.gateway is not None:
+            await self.gateway.settled(settings.RUN_INTERRUPT_GRACE_SECONDS)
         for kind, data in self.translator.unreported_usage():
             self.writer.emit(kind, data)
 
@@ -212,10 +222,66 @@ class RunExecution:
             with contextlib.suppress(Exception):
                 await listener.layer.close_pools()
 
-    async def _drive_agent(self) -> Outcome:
+    async def _drive(self) -> Outcome:
+        agent = await sync_to_async(run_agent)(self.run)
+        if agent.version.is_chat:
+            return await self._drive_chat(agent)
+        return await self._drive_agent(agent)
+
+    async def _drive_chat(self, agent: RunAgent) -> Outcome:
+        """A chat's turn: one model call through the run's gateway (on loopback: there is no sandbox to reach
+        it from), its answer streamed into events. No workspace, skills or MCP servers: a chat has no tools."""
+        history = await sync_to_async(chat_history)(self.run)
+        gateway = self.gateway = await self.resources.enter_async_context(
+            ModelGateway(self.run, on_refusal=self.stop, on_usage=self.translator.usage_recorded)
+        )
+        self.writer.emit(
+            EventType.RUN_STARTED,
+            {
+                "agent": agent.summary(),
+                "model": self.model.pk,
+                "model_display_name": self.model.display_name,
+                "offline_model": self.model.is_offline,
+                "sandbox": "none",
+                "limits": {},
+                "warning": "",
+                "resumed_session_id": None,
+                "worker": lease.WORKER_NAME,
+                "skills": [],
+                "preferred_skills": [],
+                "mcp_servers": [],
+                "history_turns": len(history) // 2,
+            },
+        )
+        chat = ChatExecution(
+            gateway,
+            chat_request(self.run, agent.version, history),
+            emit=self.writer.emit,
+            translator=self.translator,
+        )
+
+        async def answer() -> Outcome:
+            try:
+                return self._chat_outcome(await chat.answer())
+            except ModelFailed as failure:
+                if self.interrupted.is_set():  # refused by the gateway (a budget): `stop` said why
+                    return self._stopped_outcome()
+                logger.warning("Run %s: the model failed: %s", self.run.pk, failure)
+                return Run.Status.FAILED, None, model_error(failure.status)
+
+        return await self._until_done_or_interrupted(answer(), stop=_cancel)
+
+    def _chat_outcome(self, answer: ChatAnswer) -> Outcome:
+        if self.interrupted.is_set():
+            return self._stopped_outcome()
+        result = {"result": answer.text, "num_turns": 1, "stop_reason": answer.stop_reason, "session_id": None}
+        return Run.Status.COMPLETED, result, None
+
+    async def _drive_agent(self, agent: RunAgent) -> Outcome:
         try:
             setup = self.setup = await prepare_run(
                 self.run,
+                agent,
                 self.resources,
                 on_refusal=self.stop,
                 on_usage=self.translator.usage_recorded,
@@ -227,6 +293,7 @@ class RunExecution:
         except SkillsUnavailable as exc:
             logger.error("Run %s cannot start: %s", self.run.pk, exc)
             return Run.Status.FAILED, None, {"reason": "skills_unavailable", "message": str(exc)}
+        self.gateway = setup.gateway
         watcher = asyncio.create_task(self._watch_workspace(setup.place.workspace))
         self.resources.callback(watcher.cancel)
         self.saver = asyncio.create_task(self._save_workspace_periodically(setup.workspace))
@@ -260,7 +327,7 @@ class RunExecution:
         await client.connect()  # the sandbox and its CLI are up once the CLI answers `initialize`
         await self._record_launch(time.monotonic() - launching)
         await client.query(user_message(self.run.input, setup.skills))
-        return await self._receive_until_done_or_interrupted(client)
+        return await self._until_done_or_interrupted(self._receive(client), stop=partial(self._interrupt_cli, client))
 
     async def _record_launch(self, seconds: float) -> None:
         """For /metrics: how long launching the sandboxed CLI took (a lost figure loses nothing else)."""
@@ -279,13 +346,26 @@ class RunExecution:
         except Exception:
             logger.warning("Disconnecting the CLI of run %s failed", self.run.pk, exc_info=True)
 
-    async def _receive_until_done_or_interrupted(self, client: ClaudeSDKClient) -> Outcome:
-        receiving = asyncio.create_task(self._receive(client))
+    async def _until_done_or_interrupted(
+        self, work: Coroutine[Any, Any, Outcome], stop: Callable[["asyncio.Task[Outcome]"], Awaitable[None]]
+    ) -> Outcome:
+        """The outcome of `work`, or, when an interrupt (or a limit) comes first, the stopped outcome once
+        `stop` has ended the work."""
+        working = asyncio.create_task(work)
         interrupt_requested = asyncio.create_task(self.interrupted.wait())
-        done, _ = await asyncio.wait({receiving, interrupt_requested}, return_when=asyncio.FIRST_COMPLETED)
-        if receiving in done:
+        try:
+            done, _ = await asyncio.wait({working, interrupt_requested}, return_when=asyncio.FIRST_COMPLETED)
+            if working in done:
+                return working.result()
+            await stop(working)
+            return self._stopped_outcome()
+        finally:
+            # Also when the run's time is up: no work outlives its run.
             interrupt_requested.cancel()
-            return receiving.result()
+            working.cancel()
+            await asyncio.gather(working, interrupt_requested, return_exceptions=True)
+
+    async def _interrupt_cli(self, client: ClaudeSDKClient, receiving: "asyncio.Task[Outcome]") -> None:
         grace = settings.RUN_INTERRUPT_GRACE_SECONDS
         try:
             await asyncio.wait_for(client.interrupt(), grace)
@@ -295,7 +375,6 @@ class RunExecution:
             logger.warning("Run %s did not stop on interrupt within %.1fs; killing its CLI", self.run.pk, grace)
             receiving.cancel()
             await asyncio.gather(receiving, return_exceptions=True)
-        return self._stopped_outcome()
 
     def stop(self, reason: str, message: str, details: Mapping[str, str] | None = None) -> None:
         """End the run as failed because a limit was hit; the first reason wins. `details` join the error."""
@@ -327,8 +406,7 @@ class RunExecution:
             detail = "; ".join(message.errors or []) or message.result or message.subtype
             if message.api_error_status or self.translator.model_failed:
                 logger.warning("Run %s: the model failed (%s): %s", self.run.pk, message.api_error_status, detail)
-                error = {"reason": "model_error", "message": MODEL_UNAVAILABLE, "api_status": message.api_error_status}
-                return Run.Status.FAILED, None, error
+                return Run.Status.FAILED, None, model_error(message.api_error_status)
             if message.subtype == "error_max_structured_output_retries":
                 return Run.Status.FAILED, None, {"reason": "output_invalid", "message": detail, "api_status": None}
             if message.subtype == "error_max_turns" and self.setup is not None:
@@ -349,6 +427,16 @@ class RunExecution:
                 return Run.Status.FAILED, None, {"reason": "output_invalid", "message": problem, "api_status": None}
             result["structured_output"] = message.structured_output
         return Run.Status.COMPLETED, result, None
+
+
+def model_error(api_status: int | None) -> dict[str, Any]:
+    return {"reason": "model_error", "message": MODEL_UNAVAILABLE, "api_status": api_status}
+
+
+async def _cancel(working: "asyncio.Task[Outcome]") -> None:
+    """How a chat stops: its call is cut off (the gateway meters what had streamed; the text so far is kept)."""
+    working.cancel()
+    await asyncio.gather(working, return_exceptions=True)
 
 
 def output_problem(schema: dict[str, Any], output: Any) -> str | None:

@@ -2,7 +2,7 @@
 
 A coming feature adds one call here, and a field to RunSetup where the options need it:
 
-- agents: `run_agent(run)` gives the profile version the run records (instructions, tools and their policy,
+- agents: `run_agent(run)` (the executor's first call) gives the profile version the run records (instructions, tools and their policy,
   models, subagents, structured output), which `runs.options.agent_options` maps to SDK options; its
   skills and MCP servers are the defaults the conversation and message narrow;
 - workspaces: `RunWorkspace.sync_in()` fills /workspace from storage before the launch (here); the
@@ -27,7 +27,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 
-from agents.services import RunAgent, run_agent
+from agents.services import RunAgent
 from conversations.events import EventItem
 from conversations.models import Conversation, Run, SessionEntry
 from gateway.calls import Refusal, models_by_id
@@ -68,13 +68,15 @@ class RunSetup:
 
 async def prepare_run(
     run: Run,
+    agent: RunAgent,
     resources: contextlib.AsyncExitStack,
     *,
     on_refusal: Refusal,
     on_usage: Callable[[UsageRecord], None],
     emit: Callable[[EventItem], None],
 ) -> RunSetup:
-    """The run's place, its open gateway and its launch; what must be undone goes on `resources`.
+    """The place, open gateway and launch of a run of the `agent` version (`run_agent`); what must be undone
+    goes on `resources`.
 
     `on_refusal` and `on_usage` hear from the gateway (see `gateway.calls.RunCalls`); `emit` takes the
     events of the platform's own tools (`file.presented`).
@@ -82,7 +84,6 @@ async def prepare_run(
     Raises SandboxUnavailable when the run cannot be isolated, SkillsUnavailable when its skills'
     files cannot be had.
     """
-    agent = await sync_to_async(run_agent)(run)
     titling = await sync_to_async(title_model)(run)
     place = prepare_place(str(run.pk), workspace_dir(run.conversation))
     # Removed last, after the CLI is gone: the run's directory, cgroup and anything left in it.

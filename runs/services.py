@@ -294,6 +294,14 @@ def _decide(conversation: Conversation, user_id: str, options: RunOptions) -> _D
     except SkillProblem as problem:
         raise ServiceError(str(problem), code="unknown_command") from None
     agent = run_version(conversation, options.agent)
+    if agent.is_chat and options.files:
+        # A chat run reads no workspace: the files would be stored where its model never looks.
+        raise ServiceError(
+            f"Agent {agent.profile.name!r} is a chat without tools, which reads no files; "
+            "put the text in the message, or choose an agent of kind 'agent'.",
+            code="files_not_supported",
+            fields={"file": ["A chat agent reads no files."]},
+        )
     model = conversation.model or _agent_model(tenant, agent)
     budget_usd, budget_calls = effective_budget(
         tenant,

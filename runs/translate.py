@@ -55,6 +55,12 @@ def usage_event(record: UsageRecord, parent_tool_use_id: str | None) -> EventIte
     return (EventType.USAGE, {**data, "parent_tool_use_id": parent_tool_use_id})
 
 
+def message_event(block: dict[str, Any], message_id: str | None, parent_tool_use_id: str | None) -> EventItem:
+    """The `message` event of one complete assistant block (`{"type": "text", "text": …}`, thinking, tool_use)."""
+    data = {"role": "assistant", "message_id": message_id, "block": block, "parent_tool_use_id": parent_tool_use_id}
+    return (EventType.MESSAGE, data)
+
+
 class EventTranslator:
     """Stateful per run: it places each model call's `usage` event where the call ends in the stream.
 
@@ -143,9 +149,12 @@ class EventTranslator:
         return []
 
     def _stream_event(self, message: StreamEvent) -> list[EventItem]:
-        event = message.event
+        return self.api_event(message.event, message.parent_tool_use_id)
+
+    def api_event(self, event: dict[str, Any], parent: str | None = None) -> list[EventItem]:
+        """The events of one Messages API stream event: a text or thinking delta, or, at a call's
+        `message_delta`, the call's `usage` event (the CLI's stream and a chat run's alike)."""
         kind = event.get("type")
-        parent = message.parent_tool_use_id
         if kind == "content_block_delta":
             delta = event.get("delta", {})
             # A text or thinking delta: (kind, the delta's key holding its text).
@@ -184,17 +193,7 @@ class EventTranslator:
         for block in message.content:
             data = _block_data(block)
             if data is not None:
-                items.append(
-                    (
-                        EventType.MESSAGE,
-                        {
-                            "role": "assistant",
-                            "message_id": message.message_id,
-                            "block": data,
-                            "parent_tool_use_id": message.parent_tool_use_id,
-                        },
-                    )
-                )
+                items.append(message_event(data, message.message_id, message.parent_tool_use_id))
         return items
 
     def _user(self, message: UserMessage) -> list[EventItem]:

@@ -2,7 +2,7 @@
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import aiohttp
@@ -10,6 +10,7 @@ from aiohttp import web
 from django.conf import settings
 
 from gateway.calls import MESSAGES_PATH, RunCalls, SideCall, error_response, messages_tap
+from gateway.metering import SSEDecoder
 
 logger = logging.getLogger(__name__)
 
@@ -41,9 +42,33 @@ def call_token(request: web.BaseRequest) -> str:
     return token
 
 
-def side_call(token: str, request: dict[str, Any]) -> SideCall:
+def side_call(token: str, request: dict[str, Any], *, stream: bool = False, betas: Sequence[str] = ()) -> SideCall:
     headers = {"x-api-key": token, "anthropic-version": API_VERSION, "content-type": "application/json"}
-    return SideCall(MESSAGES_PATH, headers, json.dumps({**request, "stream": False}).encode())
+    if betas:
+        headers["anthropic-beta"] = ",".join(betas)
+    return SideCall(MESSAGES_PATH, headers, json.dumps({**request, "stream": stream}).encode())
+
+
+class StreamEvents:
+    """An Anthropic stream's events (server-sent events), decoded as its bytes arrive."""
+
+    def __init__(self) -> None:
+        self._sse = SSEDecoder()
+
+    def feed(self, chunk: bytes) -> list[dict[str, Any]]:
+        events = []
+        for _name, data in self._sse.feed(chunk):
+            try:
+                event = json.loads(data)
+            except ValueError:
+                continue  # not an event of the API's (a proxy's keep-alive text)
+            if isinstance(event, dict):
+                events.append(event)
+        return events
+
+
+def stream_events() -> StreamEvents:
+    return StreamEvents()
 
 
 async def serve(calls: RunCalls, request: web.BaseRequest) -> web.StreamResponse:

@@ -14,7 +14,7 @@ import binascii
 import json
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
@@ -65,12 +65,18 @@ def call_token(request: web.BaseRequest) -> str:
     return path_token(request.raw_path)[0]
 
 
-def side_call(token: str, request: dict[str, Any]) -> SideCall:
-    """A Bedrock `invoke`: the model is named in the path, the API version in the body."""
+def side_call(token: str, request: dict[str, Any], *, stream: bool = False, betas: Sequence[str] = ()) -> SideCall:
+    """A Bedrock `invoke` (or, streamed, `invoke-with-response-stream`): the model is named in the path, the API
+    version and betas in the body."""
     body = {key: value for key, value in request.items() if key not in ("model", "stream")}
-    path = f"{RUN_PATH_PREFIX}{token}/model/{quote(request['model'], safe='')}/invoke"
-    headers = {"content-type": "application/json", "accept": "application/json"}
-    return SideCall(path, headers, json.dumps({**body, "anthropic_version": ANTHROPIC_VERSION}).encode())
+    body["anthropic_version"] = ANTHROPIC_VERSION
+    if betas:
+        body["anthropic_beta"] = list(betas)
+    action = STREAMING_ACTION if stream else "invoke"
+    path = f"{RUN_PATH_PREFIX}{token}/model/{quote(request['model'], safe='')}/{action}"
+    # A stream's framing is AWS event-stream, whatever the call accepts.
+    headers = {"content-type": "application/json", **({} if stream else {"accept": "application/json"})}
+    return SideCall(path, headers, json.dumps(body).encode())
 
 
 def path_token(raw_path: str) -> tuple[str, str]:
@@ -234,21 +240,50 @@ class EventStreamUsageTap(UsageTap):
         self._frames = None
 
     def _observe_frame(self, message: EventStreamMessage) -> None:
-        headers = message.headers
-        try:
-            payload = json.loads(message.payload)
-        except ValueError:
-            return
-        if not isinstance(payload, dict):
-            return
-        if headers.get(":message-type") == "exception":
-            self.error = {"type": headers.get(":exception-type"), "message": payload.get("message")}
-            return
-        if headers.get(":event-type") != "chunk" or not isinstance(payload.get("bytes"), str):
-            return
-        try:
-            event = json.loads(base64.b64decode(payload["bytes"]))
-        except (ValueError, binascii.Error):
-            return
-        if isinstance(event, dict):
+        event = frame_event(message)
+        if event is not None:
             self.observe_event(event)
+
+
+def frame_event(message: EventStreamMessage) -> dict[str, Any] | None:
+    """The Anthropic event a Bedrock `chunk` frame carries, an `error` event for an exception frame, or None."""
+    headers = message.headers
+    try:
+        payload = json.loads(message.payload)
+    except ValueError:
+        return None
+    if not isinstance(payload, dict):
+        return None
+    if headers.get(":message-type") == "exception":
+        return {"type": "error", "error": {"type": headers.get(":exception-type"), "message": payload.get("message")}}
+    if headers.get(":event-type") != "chunk" or not isinstance(payload.get("bytes"), str):
+        return None
+    try:
+        event = json.loads(base64.b64decode(payload["bytes"]))
+    except (ValueError, binascii.Error):
+        return None
+    return event if isinstance(event, dict) else None
+
+
+class StreamEvents:
+    """A Bedrock event stream's Anthropic events, decoded as its frames complete (split anywhere)."""
+
+    def __init__(self) -> None:
+        self._frames = EventStreamBuffer()
+
+    def feed(self, chunk: bytes) -> list[dict[str, Any]]:
+        self._frames.add_data(chunk)
+        events = []
+        try:
+            for message in self._frames:
+                if (event := frame_event(message)) is not None:
+                    events.append(event)
+        except ParserError as exc:
+            events.append(
+                {"type": "error", "error": {"type": "api_error", "message": f"Unreadable event stream: {exc}"}}
+            )
+        return events
+
+
+def stream_events() -> StreamEvents:
+    return StreamEvents()

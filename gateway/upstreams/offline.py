@@ -194,10 +194,11 @@ async def respond(path: str, body: bytes, headers: Mapping[str, str]) -> Offline
     return _json(200, message)
 
 
-# The CLI speaks the Anthropic API to the offline model, with the run's token as its key.
+# The CLI (and the platform's own calls) speak the Anthropic API to the offline model, with the run's token as its key.
 cli_environment = anthropic.cli_environment
 call_token = anthropic.call_token
 side_call = anthropic.side_call
+stream_events = anthropic.stream_events
 
 
 async def serve(calls: RunCalls, request: web.BaseRequest) -> web.StreamResponse:

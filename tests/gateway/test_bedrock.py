@@ -27,12 +27,15 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from pytest_django.fixtures import Settings
 
-from conversations.models import Conversation, Run
+from agents.services import AgentSpec, create_profile
+from conversations.models import Conversation, Event, Run
 from gateway.calls import models_by_id
 from gateway.metering import SSEDecoder
 from gateway.server import ModelGateway
 from gateway.upstreams import bedrock, offline
 from gateway.upstreams.bedrock import EventStreamUsageTap, control_plane_url
+from runs.executor import execute_run
+from runs.services import RunOptions, create_conversation, start_run
 from sandbox.launcher import BUNDLED_CLI, agent_environment
 from tenants.models import LanguageModel, Tenant
 from usage.models import UsageRecord
@@ -548,3 +551,30 @@ async def test_the_real_cli_in_bedrock_mode_completes_a_tool_turn_through_the_ga
     for seen in fake_bedrock.seen:
         assert_signed_and_clean(seen, token)
     assert [figures for _, *figures in await sync_to_async(records)(run)] == [[10, 5, 0], [10, 5, 0]]
+
+
+# --- a chat agent (no CLI) ----------------------------------------------------------------------
+
+
+async def test_a_chat_agent_on_bedrock_streams_its_answer_through_the_gateway_signed_and_metered(
+    run: Run, aws: Settings, fake_bedrock: FakeBedrock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("runs.services.dispatch_run", lambda run_id: None)
+    tenant = run.conversation.tenant
+    await sync_to_async(create_profile)(tenant, "helper", AgentSpec(kind="chat", model="bedrock-sonnet"))
+    conversation = await sync_to_async(create_conversation)(tenant, agent="helper")
+    chat = await sync_to_async(start_run)(conversation, RunOptions("Hi [[words 3]] [[usage input=10 output=5]]"))
+
+    await execute_run(chat.pk)
+
+    [seen] = fake_bedrock.seen
+    assert seen.raw_path == "/model/anthropic.claude-sonnet-4-5-20250929-v1%3A0/invoke-with-response-stream"
+    assert_signed_and_clean(seen, "run_")
+    sent = json.loads(seen.body)
+    assert sent["anthropic_version"] == "bedrock-2023-05-31" and not {"model", "stream"} & set(sent)
+    events = [(event.type, event.data) async for event in Event.objects.filter(run=chat).order_by("seq")]
+    deltas = [data["text"] for kind, data in events if kind == "message.delta"]
+    assert "".join(deltas) == "word1 word2 word3" and len(deltas) == 3
+    [usage] = [data for kind, data in events if kind == "usage"]
+    assert (usage["model"], usage["input_tokens"], usage["output_tokens"]) == ("bedrock-sonnet", 10, 5)
+    assert events[-1][0] == "run.completed" and events[-1][1]["result"] == "word1 word2 word3"
