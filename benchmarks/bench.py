@@ -11,8 +11,9 @@ live latency beside them. Workspaces (benchmarks/workspaces.py) and skills (benc
 sync and placement figures against S3 (moto). MCP (benchmarks/mcp.py): what the gateway's MCP relay
 adds to a tool call against calling the server directly. Budgets (benchmarks/budgets.py): what
 reserving a call's worst case on five budgets adds to a model call at the gateway. Reports
-(benchmarks/reports.py): a month's usage report over 1,000,000 usage records.
-`BENCH_ONLY=streams|workspaces|skills|mcp|budgets|reports` measures one part; `BENCH_QUICK=1` runs
+(benchmarks/reports.py): a month's usage report over 1,000,000 usage records. Chat (benchmarks/chat.py):
+a `chat` agent's POST → first token against calling its (loopback, 300 ms to first token) upstream directly.
+`BENCH_ONLY=streams|workspaces|skills|mcp|budgets|reports|chat` measures one part; `BENCH_QUICK=1` runs
 each part once at small sizes, to show that every part still runs (CI does), not to measure.
 """
 
@@ -130,6 +131,7 @@ def main() -> None:
     call_command("migrate", verbosity=0)
 
     from benchmarks import budgets as bench_budgets
+    from benchmarks import chat as bench_chat
     from benchmarks import mcp as bench_mcp
     from benchmarks import reports as bench_reports
     from benchmarks import sandbox as bench_sandbox
@@ -160,6 +162,18 @@ def main() -> None:
     if only == "reports":
         print_rows(bench_reports.rows(bench_reports.figures()), work)
         return
+    # The chat agent's model upstream, which the platform's processes must know from their start.
+    upstream = bench_chat.Upstream()
+    if only == "chat":
+        chat_platform = Platform(os.environ["DATABASE_URL"], redis_url, work, **upstream.platform_env)
+        try:
+            chat_platform.start_web()
+            chat_platform.start_worker(concurrency=4)
+            chat_figures = bench_chat.figures(bench_chat.chat_client(chat_platform.base_url), upstream)
+        finally:
+            chat_platform.stop()
+        print_rows(bench_chat.rows(chat_figures), work)
+        return
     # In this process, before the platform starts, so that nothing else of the bench competes.
     sandbox_in_process = {} if only_streams else bench_sandbox.in_process_figures(tenant, work)
     workspace_figures = {} if only_streams else bench_workspaces.figures(tenant, work)
@@ -169,7 +183,12 @@ def main() -> None:
     # The production heartbeat and staleness: the harness's 3 s (for quick crash tests) reaps live
     # runs whose heartbeat is late while 20 CLIs saturate two cores.
     platform = Platform(
-        os.environ["DATABASE_URL"], redis_url, work, RUN_HEARTBEAT_SECONDS="2", RUN_STALE_AFTER_SECONDS="10"
+        os.environ["DATABASE_URL"],
+        redis_url,
+        work,
+        RUN_HEARTBEAT_SECONDS="2",
+        RUN_STALE_AFTER_SECONDS="10",
+        **upstream.platform_env,
     )
     platform.start_web()
     # WORKER_CONCURRENCY's default: a saturated thread-pool worker takes its next message up to 2 s
@@ -195,6 +214,7 @@ def main() -> None:
         latencies, _, _ = stream_run(client, f"[[words {PACED_WORDS}]] [[slow {PACED_WORDS / 200}]]")
         _, events_per_second, deltas = stream_run(client, f"[[words {WORDS}]]")
         streams = bench_streams.figures(platform, client, tenant)
+        chat_figures = bench_chat.figures(bench_chat.chat_client(platform.base_url), upstream)
         bench_sandbox.stop_worker(platform, worker)  # the next figures want a worker of their own
         sandbox_platform = bench_sandbox.platform_figures(platform, client)
     finally:
@@ -229,6 +249,7 @@ def main() -> None:
         ("worker → WebSocket latency p50", f"{p50:.2f} ms   (goal < 5 ms; {len(latencies)} events at 200/s)"),
         ("worker → WebSocket latency p99", f"{p99:.2f} ms"),
         ("events per second, one run", f"{events_per_second:,.0f}   ({deltas} text deltas)"),
+        *bench_chat.rows(chat_figures),
         *bench_sandbox.rows(sandbox_in_process, sandbox_platform),
         *bench_streams.rows(streams),
         *bench_workspaces.rows(workspace_figures),
