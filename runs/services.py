@@ -292,10 +292,6 @@ def _decide(conversation: Conversation, user_id: str, options: RunOptions) -> _D
     skills = None if options.skills is None else checked_skills(tenant, options.skills, "skills")
     preferred = checked_skills(tenant, options.preferred_skills, "preferred_skills")
     servers = None if options.mcp_servers is None else checked_servers(tenant, options.mcp_servers)
-    try:
-        check_command(tenant, options.text)
-    except SkillProblem as problem:
-        raise ServiceError(str(problem), code="unknown_command") from None
     agent = run_version(conversation, options.agent)
     if agent.is_chat and options.files:
         # A chat run reads no workspace: the files would be stored where its model never looks.
@@ -305,6 +301,11 @@ def _decide(conversation: Conversation, user_id: str, options: RunOptions) -> _D
             code="files_not_supported",
             fields={"file": ["A chat agent reads no files."]},
         )
+    try:
+        if not agent.is_chat:  # a chat runs no skills: to it, `/name` is text like any other
+            check_command(tenant, options.text)
+    except SkillProblem as problem:
+        raise ServiceError(str(problem), code="unknown_command") from None
     model = conversation.model or _agent_model(tenant, agent)
     budget_usd, budget_calls = effective_budget(
         tenant,

@@ -347,3 +347,11 @@ def test_files_sent_to_a_chat_agent_are_refused_and_none_is_stored(api_client: A
     assert "chat without tools" in error["message"]
     assert not WorkspaceFile.objects.exists()
     assert not chat.runs.exists()
+
+
+@pytest.mark.asyncio
+async def test_a_chat_agents_message_that_starts_with_a_slash_is_text_not_a_command(chat: Conversation) -> None:
+    run = await send(chat, "/shrug means what?")
+
+    assert run.status == Run.Status.COMPLETED
+    assert run.result["result"] == "Offline model (not Claude) reply: /shrug means what?"
