@@ -68,7 +68,9 @@ def bench_run(conversation: Any, text: str) -> Any:
     """A real Run row for the gateway to meter into; stored as completed so no reaper ever dispatches it."""
     from conversations.models import Run
 
-    return Run.objects.create(conversation=conversation, model=conversation.model, input=text, status="completed")
+    # A conversation names a model only to override its agent's: the tenant's default is what the bench runs on.
+    model = conversation.model or conversation.tenant.default_model
+    return Run.objects.create(conversation=conversation, model=model, input=text, status="completed")
 
 
 async def timed_launch(run: Any) -> dict[str, float]:
