@@ -2,6 +2,7 @@
 no CLI and no sandbox, executed in this process as a worker executes them, with the events of an agent run."""
 
 import asyncio
+import json
 import os
 from decimal import Decimal
 from pathlib import Path
@@ -15,7 +16,7 @@ from rest_framework.test import APIClient
 
 from agents.services import AgentSpec, create_profile, update_profile
 from conversations.models import Conversation, Event, Run
-from runs.chat import HISTORY_CHARS, chat_history, chat_request
+from runs.chat import EFFORT_BETA, HISTORY_CHARS, chat_history
 from runs.executor import execute_run
 from runs.services import RunOptions, create_conversation, interrupt_run, start_run
 from tenants.models import LanguageModel, Tenant
@@ -244,23 +245,22 @@ def test_history_keeps_the_newest_turns_that_fit_its_character_budget(
     assert [message["content"] for message in history if message["role"] == "user"] == ["Question 2"]
 
 
-def test_the_request_carries_the_versions_instructions_thinking_and_effort(
+@pytest.mark.asyncio
+async def test_the_call_carries_the_versions_instructions_thinking_and_effort(
     chat: Conversation, offline_model: LanguageModel
 ) -> None:
     assert chat.agent is not None
-    update_profile(chat.agent, {"thinking_budget": 500, "effort": "low"})
-    version = chat.agent.current_version
-    assert version is not None
-    run = Run.objects.create(conversation=chat, model=offline_model, input="Hi", agent_version=version)
+    await sync_to_async(update_profile)(chat.agent, {"thinking_budget": 500, "effort": "low"})
 
-    body = chat_request(run, version, [])
+    run = await send(chat, "[[options]]")
 
-    assert body["system"] == "Answer in one short paragraph."
-    assert body["model"] == offline_model.provider_model_id
-    assert body["max_tokens"] == offline_model.max_output_tokens
-    assert body["thinking"] == {"type": "enabled", "budget_tokens": 1024}  # the API's least
-    assert body["output_config"] == {"effort": "low"}
-    assert body["messages"][-1]["content"][0]["text"] == "Hi"
+    options = json.loads(run.result["result"])
+    assert options["system_tail"] == "Answer in one short paragraph."
+    assert options["model"] == offline_model.provider_model_id
+    assert options["max_tokens"] == offline_model.max_output_tokens
+    assert options["thinking"] == {"type": "enabled", "budget_tokens": 1024}  # the API's least
+    assert (options["effort"], options["anthropic_beta"]) == ("low", EFFORT_BETA)
+    assert options["tools"] == []
 
 
 # --- endings ------------------------------------------------------------------------------------------------
