@@ -59,17 +59,19 @@ class ChatAnswer:
 
 
 class ModelFailed(Exception):
-    """The call was refused or its answer broke off; `detail` is for operators, never for the end user."""
+    """The call was refused or its answer broke off; `detail` is for operators, never for the end user.
 
-    def __init__(self, status: int | None, detail: str, retry_after: float | None = None) -> None:
+    Only a call refused before it answered is tried again (`retryable`): once an answer streams, the user
+    has seen part of it."""
+
+    def __init__(
+        self, status: int | None, detail: str, retry_after: float | None = None, *, answering: bool = False
+    ) -> None:
         super().__init__(f"{status or 'no status'}: {detail}")
         self.status = status
         self.detail = detail
         self.retry_after = retry_after
-
-    @property
-    def retryable(self) -> bool:
-        return self.status is None or self.status in RETRY_STATUSES
+        self.retryable = not answering and (status is None or status in RETRY_STATUSES)
 
     @property
     def refuses_effort(self) -> bool:
@@ -207,7 +209,7 @@ class ChatExecution:
 
     async def _stream(self, response: aiohttp.ClientResponse, decoder: EventDecoder) -> ChatAnswer:
         """The answer's events, as they arrive: deltas at once, each block complete at its end, usage at
-        `message_delta`. Not retried from here on: the user has seen part of it."""
+        `message_delta`."""
         message_id: str | None = None
         stop_reason: str | None = None
         texts: list[str] = []
@@ -232,14 +234,14 @@ class ChatExecution:
                         case "message_stop":
                             return ChatAnswer("".join(texts), stop_reason, message_id)
                         case "error":
-                            raise ModelFailed(None, f"the answer broke off: {event.get('error')}")
+                            raise ModelFailed(None, f"the answer broke off: {event.get('error')}", answering=True)
         except aiohttp.ClientError as exc:
-            raise ModelFailed(None, f"the answer broke off ({type(exc).__name__})") from None
+            raise ModelFailed(None, f"the answer broke off ({type(exc).__name__})", answering=True) from None
         finally:
             # An answer cut short (an interrupt, a timeout, a failure) keeps what it had said.
             for block in blocks.values():
                 self._emit_block(block, message_id, texts)
-        raise ModelFailed(None, "the answer ended before its message_stop")
+        raise ModelFailed(None, "the answer ended before its message_stop", answering=True)
 
     def _emit_block(self, block: dict[str, Any], message_id: str | None, texts: list[str]) -> None:
         if block["type"] == "text":

@@ -4,11 +4,14 @@ no CLI and no sandbox, executed in this process as a worker executes them, with 
 import asyncio
 import json
 import os
+from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_asyncio
+from aiohttp import web
 from asgiref.sync import sync_to_async
 from django.core.files.uploadedfile import SimpleUploadedFile
 from pytest_django.fixtures import Settings
@@ -317,6 +320,56 @@ async def test_an_overloaded_model_is_retried_and_the_retry_is_an_event(chat: Co
     [(_, retry)] = await events_of(run, "model.retry")
     assert (retry["attempt"], retry["error_status"]) == (1, 529)
     assert run.result["result"] == "Back again."
+
+
+@pytest_asyncio.fixture
+async def breaking_upstream(settings: Settings) -> AsyncIterator[list[bytes]]:
+    """An Anthropic upstream on loopback whose answers break off after two words; the bodies it was sent."""
+    calls: list[bytes] = []
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        calls.append(await request.read())
+        response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await response.prepare(request)
+        message = {"id": f"msg_broken_{len(calls)}", "type": "message", "role": "assistant", "model": "m"}
+        events: list[dict[str, Any]] = [
+            {"type": "message_start", "message": {**message, "usage": {"input_tokens": 9, "output_tokens": 0}}},
+            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+            {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Half "}},
+            {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "an"}},
+        ]
+        for event in events:
+            await response.write(f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode())
+        assert request.transport is not None
+        request.transport.close()  # no message_delta, no message_stop: the connection just ends
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/messages", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    settings.ANTHROPIC_BASE_URL = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    settings.ANTHROPIC_API_KEY = "test-upstream-key"
+    yield calls
+    await runner.cleanup()
+
+
+@pytest.mark.asyncio
+async def test_an_answer_that_breaks_off_ends_run_failed_keeping_its_text_and_is_not_retried(
+    tenant: Tenant, breaking_upstream: list[bytes]
+) -> None:
+    model = await sync_to_async(LanguageModelFactory)(id="claude-upstream", provider_model_id="claude-x")
+    await sync_to_async(create_profile)(tenant, "remote", AgentSpec(kind="chat", model=model.pk))
+    conversation = await sync_to_async(create_conversation)(tenant, agent="remote")
+
+    run = await send(conversation, "Tell me everything")
+
+    assert len(breaking_upstream) == 1
+    assert run.status == Run.Status.FAILED and run.error["reason"] == "model_error"
+    events = await events_of(run)
+    assert [data["block"] for kind, data in events if kind == "message"] == [{"type": "text", "text": "Half an"}]
+    assert "model.retry" not in [kind for kind, _ in events]
 
 
 @pytest.mark.asyncio
