@@ -72,9 +72,14 @@ class Upstream:
         body = await request.json()
         self.calls += 1
         await asyncio.sleep(FIRST_TOKEN_SECONDS)
+        events = answer_events(body, self.calls)
+        if not body.get("stream"):  # the conversation's title, which a first turn asks for beside its answer
+            text = "".join(e["delta"]["text"] for e in events if e["type"] == "content_block_delta")
+            message = {**events[0]["message"], "content": [{"type": "text", "text": text}], "stop_reason": "end_turn"}
+            return web.json_response({**message, "usage": events[-2]["usage"]})
         response = web.StreamResponse(headers={"content-type": "text/event-stream"})
         await response.prepare(request)
-        for event in answer_events(body, self.calls):
+        for event in events:
             if event["type"] == "content_block_delta" and event["delta"]["text"] != "word1 ":
                 await asyncio.sleep(DELTA_SECONDS)
             await response.write(f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode())

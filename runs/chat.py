@@ -147,7 +147,8 @@ class ChatExecution:
     """The one model call of a chat run, its answer streamed into the run's events as it arrives.
 
     `emit` takes the run's events; `translator` is the run's, which places each call's `usage` event
-    (the gateway's record of it) at the call's `message_delta`, as for the CLI's calls.
+    (the gateway's record of it) at the call's `message_delta`, as for the CLI's calls. `on_answering` hears
+    that the answer has begun (the call was admitted and the model answers), once.
     """
 
     def __init__(
@@ -157,11 +158,13 @@ class ChatExecution:
         *,
         emit: Emit,
         translator: EventTranslator,
+        on_answering: Callable[[], None] = lambda: None,
     ) -> None:
         self.gateway = gateway
         self.body = dict(body)
         self.emit = emit
         self.translator = translator
+        self.on_answering = on_answering
 
     async def answer(self) -> ChatAnswer:
         """Make the call, retried while nothing has streamed yet; raises ModelFailed when it fails for good."""
@@ -205,6 +208,7 @@ class ChatExecution:
         async with response:
             if response.status != 200:
                 raise ModelFailed(response.status, await _error_detail(response), _retry_after(response))
+            self.on_answering()
             return await self._stream(response, call.events())
 
     async def _stream(self, response: aiohttp.ClientResponse, decoder: EventDecoder) -> ChatAnswer:

@@ -29,13 +29,14 @@ from conversations import events, realtime
 from conversations.events import EventType
 from conversations.models import Run
 from conversations.reconnect import call_database, close_connection
+from gateway.calls import models_by_id
 from gateway.server import ModelGateway
 from runs import lease
 from runs.chat import ChatAnswer, ChatExecution, ModelFailed, chat_history, chat_request
 from runs.context import report_context_usage
 from runs.options import agent_options
 from runs.prepare import RunSetup, prepare_run
-from runs.titles import title_conversation
+from runs.titles import title_conversation, title_model
 from runs.translate import EventTranslator
 from runs.writer import EventWriter
 from sandbox.launcher import SandboxUnavailable
@@ -237,8 +238,14 @@ class RunExecution:
         """A chat's turn: one model call through the run's gateway (on loopback: there is no sandbox to reach
         it from), its answer streamed into events. No workspace, skills or MCP servers: a chat has no tools."""
         history = await sync_to_async(chat_history)(self.run)
+        titling = await sync_to_async(title_model)(self.run)
         gateway = self.gateway = await self.resources.enter_async_context(
-            ModelGateway(self.run, on_refusal=self.stop, on_usage=self.translator.usage_recorded)
+            ModelGateway(
+                self.run,
+                on_refusal=self.stop,
+                on_usage=self.translator.usage_recorded,
+                models=models_by_id([titling]) if titling else None,
+            )
         )
         self.writer.emit(
             EventType.RUN_STARTED,
@@ -258,11 +265,19 @@ class RunExecution:
                 "history_turns": len(history) // 2,
             },
         )
+
+        def name_conversation() -> None:
+            # Once the answer streams, not before: the title's call would take turns with the answer's on the
+            # run's one database thread (its budget reservation), and hold up the first token.
+            if titling is not None and self.titling is None:
+                self.titling = asyncio.create_task(title_conversation(self.run, gateway, titling, self.writer.emit))
+
         chat = ChatExecution(
             gateway,
             chat_request(self.run, agent.version, history),
             emit=self.writer.emit,
             translator=self.translator,
+            on_answering=name_conversation,
         )
 
         async def answer() -> Outcome:

@@ -8,7 +8,7 @@ from usage.models import UsageRecord
 
 def test_a_chat_agent_streams_its_answer_with_exact_usage_and_remembers_the_last_turn(acme: Client) -> None:
     create_profile(Tenant.objects.get(pk="acme"), "helper", AgentSpec(kind="chat", instructions="Be brief."))
-    conversation = acme.create_conversation(agent="helper")
+    conversation = acme.create_conversation(agent="helper", title="Ada")  # titled: no title call to count
 
     with acme.websocket(conversation) as ws:
         first = acme.send(conversation, "My name is Ada. [[words 12]] [[usage input=70 output=12]]")

@@ -562,7 +562,7 @@ async def test_a_chat_agent_on_bedrock_streams_its_answer_through_the_gateway_si
     monkeypatch.setattr("runs.services.dispatch_run", lambda run_id: None)
     tenant = run.conversation.tenant
     await sync_to_async(create_profile)(tenant, "helper", AgentSpec(kind="chat", model="bedrock-sonnet"))
-    conversation = await sync_to_async(create_conversation)(tenant, agent="helper")
+    conversation = await sync_to_async(create_conversation)(tenant, agent="helper", title="Hi")
     chat = await sync_to_async(start_run)(conversation, RunOptions("Hi [[words 3]] [[usage input=10 output=5]]"))
 
     await execute_run(chat.pk)

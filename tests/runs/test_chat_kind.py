@@ -44,7 +44,8 @@ def chat_agent(tenant: Tenant) -> None:
 
 @pytest.fixture
 def chat(tenant: Tenant, chat_agent: None) -> Conversation:
-    return create_conversation(tenant, user_id="alice", agent="helper")
+    """A conversation with the chat agent, titled already: its runs make no title call."""
+    return create_conversation(tenant, user_id="alice", agent="helper", title="Chat")
 
 
 async def send(conversation: Conversation, text: str, **options: Any) -> Run:
@@ -129,7 +130,7 @@ async def test_the_usage_event_is_the_gateways_record_and_run_completed_totals_i
         id="priced-offline", provider=LanguageModel.Provider.OFFLINE, provider_model_id="offline-priced"
     )
     await sync_to_async(create_profile)(tenant, "priced", AgentSpec(kind="chat", model=priced.pk))
-    conversation = await sync_to_async(create_conversation)(tenant, agent="priced")
+    conversation = await sync_to_async(create_conversation)(tenant, agent="priced", title="Priced")
 
     run = await send(conversation, "Hi [[usage input=1200 output=340 cache_read=5000 cache_write_5m=700]]")
 
@@ -172,6 +173,22 @@ async def test_thinking_streams_as_thinking_deltas_and_a_thinking_block_before_t
         {"type": "text", "text": "Yes."},
     ]
     assert run.result["result"] == "Yes."
+
+
+@pytest.mark.asyncio
+async def test_a_chats_first_turn_names_its_conversation_through_the_runs_gateway(
+    tenant: Tenant, chat_agent: None
+) -> None:
+    conversation = await sync_to_async(create_conversation)(tenant, agent="helper")
+
+    run = await send(conversation, "Plans for the weekend [[words 4]]")
+
+    [(_, titled)] = await events_of(run, "conversation.titled")
+    assert titled["title"] == (await Conversation.objects.aget(pk=conversation.pk)).title != ""
+    assert await UsageRecord.objects.filter(run=run).acount() == 2  # the answer and the title, both metered
+    usage = await events_of(run, "usage")
+    assert len(usage) == 2
+    assert run.result["result"] == "word1 word2 word3 word4"
 
 
 # --- the conversation's history ---------------------------------------------------------------------------
@@ -361,7 +378,7 @@ async def test_an_answer_that_breaks_off_ends_run_failed_keeping_its_text_and_is
 ) -> None:
     model = await sync_to_async(LanguageModelFactory)(id="claude-upstream", provider_model_id="claude-x")
     await sync_to_async(create_profile)(tenant, "remote", AgentSpec(kind="chat", model=model.pk))
-    conversation = await sync_to_async(create_conversation)(tenant, agent="remote")
+    conversation = await sync_to_async(create_conversation)(tenant, agent="remote", title="Remote")
 
     run = await send(conversation, "Tell me everything")
 
