@@ -60,6 +60,8 @@ def test_the_readmes_examples_run_as_written(platform: Platform, transactional_d
     assert '"type":"file.presented"' in output, output  # the builtin MCP server's present_files
     assert "allows only these tools: Read, Grep, Glob, Bash(ls *)" in output, output  # an agent profile's policy
     assert '"code":"invalid_agent"' in output, output  # a profile that could not run is refused
+    assert '"sandbox":"none"' in output and "Earlier turns: 1) My name is Ada." in output, output  # a chat agent
+    assert '"code":"files_not_supported"' in output, output
     assert '"name":"greet"' in output and '"content":"hello, Ada"' in output, output  # the skill, run as /greet
     assert re.search(r'\{"url":"http://[^"]+/chat/open/[^"]+","expires_at":', output), output  # a chat link
 
