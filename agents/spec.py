@@ -96,6 +96,7 @@ def check_spec(tenant: Tenant, spec: AgentSpec) -> dict[str, LanguageModel | Non
     if spec.mcp_servers is not None:
         _check_names("mcp_servers", _strings("mcp_servers", spec.mcp_servers), enabled_servers(tenant), "MCP server")
     _check_subagents(spec.subagents)
+    _check_providers(models["model"] or tenant.default_model, models["fallback_model"], spec.subagents)
     if spec.output_schema is not None:
         _check_schema(spec.output_schema)
     if spec.kind == AgentVersion.Kind.CHAT:
@@ -180,6 +181,28 @@ def _check_subagents(subagents: Any) -> None:
                 raise field_problem("subagents", f"{where}: {problem}") from None
         if subagent.get("model") is not None:
             _catalog_model("subagents", subagent["model"])
+
+
+def _check_providers(
+    model: LanguageModel, fallback: LanguageModel | None, subagents: Sequence[Mapping[str, Any]]
+) -> None:
+    """The CLI speaks to one upstream, its model's: a fallback or subagent model of another provider could
+    never be called (the gateway refuses it), so it is refused here, where it can be fixed."""
+    if fallback is not None and fallback.provider != model.provider:
+        raise field_problem(
+            "fallback_model",
+            f"Model {fallback.pk!r} is served by {fallback.get_provider_display()}, the agent's model {model.pk!r} "
+            f"by {model.get_provider_display()}: choose a fallback of the same provider.",
+        )
+    for subagent in subagents:
+        sub_model = LanguageModel.objects.filter(pk=subagent.get("model") or "").first()
+        if sub_model is not None and sub_model.provider != model.provider:
+            raise field_problem(
+                "subagents",
+                f"subagent {subagent['name']!r}: model {sub_model.pk!r} is served by "
+                f"{sub_model.get_provider_display()}, the agent's model {model.pk!r} by "
+                f"{model.get_provider_display()}: choose one of the same provider.",
+            )
 
 
 def _check_schema(schema: Any) -> None:

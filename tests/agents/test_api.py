@@ -21,7 +21,7 @@ from tenants.models import LanguageModel, Tenant
 from tests.agents.conftest import agent_rows, agents_untouched
 from tests.api.assertions import error_of
 from tests.conftest import client_with_key
-from tests.factories import McpServerFactory
+from tests.factories import LanguageModelFactory, McpServerFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -36,7 +36,7 @@ EVERY_FIELD: dict[str, Any] = {
     "instructions": "Report in JSON.",
     "prompt_scope": "new_conversations",
     "model": "sonnet",
-    "fallback_model": "offline",
+    "fallback_model": "haiku",
     "effort": "high",
     "thinking_budget": 4000,
     "max_turns": 12,
@@ -59,7 +59,8 @@ EVERY_FIELD: dict[str, Any] = {
 
 @pytest.fixture
 def catalog(tenant: Tenant, sonnet: LanguageModel, settings: Settings, tmp_path: Path) -> None:
-    """What EVERY_FIELD names: the sonnet model, a skill and an MCP server of acme's."""
+    """What EVERY_FIELD names: the sonnet model and its haiku fallback, a skill and an MCP server of acme's."""
+    LanguageModelFactory(id="haiku", display_name="Claude Haiku 4.5", provider_model_id="claude-haiku-4-5")
     settings.MEDIA_ROOT = tmp_path / "media"
     skill_md = b"---\nname: csv-report\ndescription: Summarises CSV files.\n---\nBe brief.\n"
     create_skill(tenant, from_files([("SKILL.md", skill_md)]), "test")

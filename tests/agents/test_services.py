@@ -7,9 +7,7 @@ import pytest
 
 from agents.models import AgentProfile, AgentVersion
 from agents.services import (
-    AgentSpec,
     add_version,
-    check_spec,
     choose_agent,
     create_profile,
     default_profile,
@@ -18,11 +16,13 @@ from agents.services import (
     run_version,
     update_profile,
 )
+from agents.spec import AgentSpec, check_spec
 from api.errors import Conflict, ServiceError
 from conversations.models import Conversation
 from runs.services import RunOptions, start_run
 from tenants.models import Tenant
 from tests.agents.conftest import agent_rows, agents_untouched
+from tests.factories import LanguageModelFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -291,3 +291,18 @@ def test_a_profile_that_only_runs_used_is_deleted_and_the_runs_keep_their_events
     run.refresh_from_db()
     assert run.agent_version is None
     assert run.events.get(type="run.queued").data["agent"] == {"name": "support", "version": 1, "kind": "agent"}
+
+
+def test_a_fallback_or_subagent_model_of_another_provider_is_refused_naming_the_field(tenant: Tenant) -> None:
+    LanguageModelFactory(id="bedrock-haiku", provider="bedrock", provider_model_id="anthropic.claude-haiku")
+    subagent = {"name": "researcher", "description": "Looks up.", "prompt": "Research.", "model": "bedrock-haiku"}
+
+    with pytest.raises(ServiceError) as fallback:
+        create_profile(tenant, "mixed", AgentSpec(fallback_model="bedrock-haiku"))
+    with pytest.raises(ServiceError) as sub:
+        create_profile(tenant, "mixed", AgentSpec(subagents=[subagent]))
+
+    assert fallback.value.fields is not None and "fallback_model" in fallback.value.fields
+    assert "same provider" in fallback.value.message
+    assert sub.value.fields is not None and "subagents" in sub.value.fields
+    assert not AgentProfile.objects.filter(name="mixed").exists()
