@@ -18,14 +18,22 @@ logger = logging.getLogger(__name__)
 CONTEXT_USAGE_SECONDS = 5.0
 
 
-async def report_context_usage(client: ClaudeSDKClient, run: Run, emit: Callable[[str, dict[str, Any]], None]) -> None:
-    """Ask the run's CLI, between turns, how full its session's context window is; emit `context.usage` and keep it
-    on the conversation. Never raises: the gauge is no reason to fail a run."""
+async def read_context_usage(client: ClaudeSDKClient, run: Run) -> dict[str, Any] | None:
+    """Ask the run's CLI, between turns, how full its session's context window is; None when it does not say.
+    Never raises: the gauge is no reason to fail a run."""
     try:
         async with asyncio.timeout(CONTEXT_USAGE_SECONDS):
-            usage = context_usage(await client.get_context_usage())
+            return context_usage(await client.get_context_usage())
     except Exception:
         logger.warning("Run %s: the CLI did not say how full its context is", run.pk, exc_info=True)
+        return None
+
+
+async def report_context_usage(
+    usage: dict[str, Any] | None, run: Run, emit: Callable[[str, dict[str, Any]], None]
+) -> None:
+    """Emit `context.usage` and keep it on the conversation (nothing when the CLI did not say)."""
+    if usage is None:
         return
     emit(EventType.CONTEXT_USAGE, usage)
     try:

@@ -33,7 +33,7 @@ from gateway.calls import models_by_id
 from gateway.server import ModelGateway
 from runs import lease
 from runs.chat import ChatAnswer, ChatExecution, ModelFailed, chat_history, chat_request
-from runs.context import report_context_usage
+from runs.context import read_context_usage, report_context_usage
 from runs.options import agent_options
 from runs.prepare import RunSetup, prepare_run
 from runs.titles import title_conversation, title_model
@@ -69,6 +69,7 @@ class RunExecution:
         self.gateway: ModelGateway | None = None
         self.saver: asyncio.Task[None] | None = None
         self.titling: asyncio.Task[None] | None = None
+        self.context_reading: asyncio.Task[dict[str, Any] | None] | None = None
         self.saving_stops = asyncio.Event()
         self.interrupted = asyncio.Event()
         # The CLI's last words, logged when it fails (never put in events: they are not for users).
@@ -102,10 +103,15 @@ class RunExecution:
         finally:
             await self._sync_workspace_out()
             await self._end_titling()
+            await self._report_context_usage()
             await self._report_remaining_usage()
             await self.writer.close()
             await self._finish(status, result, error)
             await self.resources.aclose()
+
+    async def _report_context_usage(self) -> None:
+        if self.context_reading is not None:
+            await report_context_usage(await self.context_reading, self.run, self.writer.emit)
 
     async def _sync_workspace_out(self) -> None:
         """Save the workspace once more, whatever the ending: its `file.changed` events precede the terminal one."""
@@ -413,9 +419,10 @@ class RunExecution:
             for kind, data in self.translator.translate(message):
                 self.writer.emit(kind, data)
             if isinstance(message, ResultMessage):
-                outcome = self._outcome(message)  # decided first: an interrupt while the gauge is read changes nothing
-                await report_context_usage(client, self.run, self.writer.emit)
-                return outcome
+                # The gauge is read while the run saves its workspace and settles its calls (the CLI counts the
+                # context with some 20 count_tokens calls): its event comes just before the terminal one.
+                self.context_reading = asyncio.create_task(read_context_usage(client, self.run))
+                return self._outcome(message)
         return Run.Status.FAILED, None, {"reason": "cli_exited", "message": "The agent exited without a result."}
 
     def _outcome(self, message: ResultMessage) -> Outcome:

@@ -6,7 +6,7 @@ import pytest
 from claude_agent_sdk import ClaudeSDKClient
 
 from conversations.models import Run
-from runs.context import report_context_usage
+from runs.context import read_context_usage, report_context_usage
 
 
 @pytest.mark.asyncio
@@ -17,7 +17,8 @@ async def test_a_cli_that_cannot_say_how_full_its_context_is_costs_the_run_nothi
     never_connected = ClaudeSDKClient()
     run = Run(conversation_id=None)
 
-    await report_context_usage(never_connected, run, lambda *event: emitted.append(event))
+    usage = await read_context_usage(never_connected, run)
+    await report_context_usage(usage, run, lambda *event: emitted.append(event))
 
-    assert emitted == []
+    assert usage is None and emitted == []
     assert "did not say how full its context is" in caplog.text
