@@ -215,7 +215,10 @@ class ConversationViewSet(
     def stream_token(self, request: Request, tenant: str, pk: str) -> Response:
         """A short-lived signed token that opens this conversation's WebSocket."""
         conversation = self.get_object()
-        token = make_stream_token(str(conversation.pk), conversation.tenant_id, principal(request).user_id)
+        asking = principal(request)
+        token = make_stream_token(
+            str(conversation.pk), conversation.tenant_id, asking.user_id, end_user=asking.key is None
+        )
         return Response(
             {
                 "token": token,

@@ -18,6 +18,7 @@ from django.db import DatabaseError
 from django.http.request import validate_host
 from rest_framework import exceptions
 
+from agents.services import choose_agent_as_end_user
 from api.errors import ServiceError, flatten_errors
 from api.parsers import load_json
 from conversations import realtime
@@ -63,6 +64,8 @@ class ConversationConsumer(AsyncWebsocketConsumer):
     cursor: EventCursor
     user_id: str
     can_steer: bool
+    # An end user's own chat session (its stream token says so): it may name only the agents its page offers.
+    end_user_session: bool = False
     listener: realtime.GroupListener
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -130,6 +133,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
                     "get a new one from POST /api/tenants/{tenant}/conversations/{id}/stream-token.",
                 )
             user_id, can_steer = claims.get("u", ""), True
+            self.end_user_session = claims.get("e") == "1"
         else:
             # Staff watch any conversation with their admin session; a cookie is sent cross-site,
             # so this path requires a same-origin browser.
@@ -180,6 +184,10 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         if not await sync_to_async(body.is_valid)():
             await self._send_error("invalid", "; ".join(flatten_errors(body.errors)))
             return
+        if body.validated_data.get("agent") and self.end_user_session:
+            # As the chat session's REST requests: only the agents its chat page offers, never a pinned version.
+            agent = body.validated_data["agent"]
+            await sync_to_async(lambda: choose_agent_as_end_user(self.conversation.tenant, agent))()
         run = await sync_to_async(services.start_run)(self.conversation, body.run_options(self.user_id))
         # Serialized where the database may be read: the run names its agent version's profile.
         data = await sync_to_async(lambda: RunSerializer(run).data)()

@@ -322,7 +322,7 @@ def _agent_model(tenant: Tenant, agent: AgentVersion) -> LanguageModel:
     model = agent.model or tenant.default_model
     if not model.is_usable:
         raise Conflict(
-            f"Agent {agent_label(agent)} runs on model '{model.pk}', which is deprecated; "
+            f"Agent {agent.profile.name}@{agent.number} runs on model '{model.pk}', which is deprecated; "
             "choose an active model for the agent, or name one for the conversation.",
             code="model_deprecated",
         )

@@ -138,9 +138,15 @@ def _stream_signer() -> signing.TimestampSigner:
     return signing.TimestampSigner(salt=STREAM_TOKEN_SALT, sep=".")
 
 
-def make_stream_token(conversation_id: str, tenant_id: str, user_id: str = "") -> str:
-    """A short-lived token that opens one conversation's WebSocket (browsers cannot send headers)."""
-    return _stream_signer().sign_object({"c": conversation_id, "t": tenant_id, "u": user_id})
+def make_stream_token(conversation_id: str, tenant_id: str, user_id: str = "", *, end_user: bool = False) -> str:
+    """A short-lived token that opens one conversation's WebSocket (browsers cannot send headers).
+
+    `end_user`: minted for an end user's own chat session, whose socket may then name only the agents its chat
+    page offers (as its REST requests may)."""
+    claims = {"c": conversation_id, "t": tenant_id, "u": user_id}
+    if end_user:
+        claims["e"] = "1"
+    return _stream_signer().sign_object(claims)
 
 
 def read_stream_token(token: str) -> dict[str, str] | None:

@@ -13,6 +13,8 @@ from django.core import signing
 from django.db import connections
 from pytest_django.fixtures import Settings
 
+from agents.services import create_profile
+from agents.spec import AgentSpec
 from config.asgi import application
 from conversations.consumers import SUBPROTOCOL
 from conversations.events import append_events
@@ -219,6 +221,27 @@ async def test_a_bad_frame_gets_an_error_frame_and_the_socket_stays_open(
         assert error["error"]["code"] == code and error["error"]["message"]
         assert pong == {"type": "pong", "last_seq": 0}
         assert await Run.objects.acount() == 0
+
+
+@pytest.mark.parametrize("reference", ["hidden", "shown@1", "nosuch"], ids=["hidden", "pinned", "missing"])
+async def test_an_end_users_chat_session_names_no_agent_its_page_does_not_offer(
+    conversation: Conversation, reference: str
+) -> None:
+    tenant = await sync_to_async(lambda: conversation.tenant)()
+    await sync_to_async(create_profile)(tenant, "hidden", AgentSpec(instructions="Not for end users."))
+    await sync_to_async(create_profile)(tenant, "shown", AgentSpec(), choosable=True)
+    end_user_token = make_stream_token(str(conversation.pk), "acme", "alice", end_user=True)
+
+    async with opened(ws_path("acme", conversation.pk, f"?token={end_user_token}")) as socket:
+        await socket.send_json_to({"type": "message", "text": "Hello", "agent": reference})
+
+        error = await socket.receive_json_from(timeout=2)
+
+    # Refused as a missing agent is, listing only what the chat page offers; no run started.
+    assert error["type"] == "error" and error["error"]["code"] == "unknown_agent", error
+    offered = error["error"]["message"].partition("Choose one of:")[2]
+    assert "hidden" not in offered
+    assert await Run.objects.acount() == 0
 
 
 async def test_a_message_to_an_archived_conversation_gets_an_error_frame(conversation: Conversation) -> None:
