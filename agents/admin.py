@@ -22,7 +22,7 @@ from agents.spec import AgentSpec
 from api.errors import ServiceError
 from conversations.models import Conversation
 from tenants.admin import count_of
-from tenants.admin_mixins import ReadOnlyAdminMixin
+from tenants.admin_mixins import ReadOnlyAdminMixin, make_current_button
 from tenants.models import Tenant
 
 VERSION_FIELDS = [spec_field.name for spec_field in fields(AgentSpec)]
@@ -207,14 +207,7 @@ class AgentVersionInline(ReadOnlyAdminMixin, admin.TabularInline):
     def make_current(self, obj: AgentVersion) -> str:
         if obj.profile.current_version_id == obj.pk:
             return "current"
-        # A button of the change form posting elsewhere: a form cannot nest in another, and the change
-        # form already carries the CSRF token the make-current view checks.
-        url = reverse("admin:agents_agentprofile_make_current", args=[obj.profile_id, obj.number])
-        return format_html(
-            '<button type="submit" class="button" formaction="{}" formmethod="post" formnovalidate>'
-            "Make current</button>",
-            url,
-        )
+        return make_current_button(reverse("admin:agents_agentprofile_make_current", args=[obj.profile_id, obj.number]))
 
 
 @admin.register(AgentProfile)

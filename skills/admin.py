@@ -17,7 +17,7 @@ from django.views.decorators.http import require_POST
 
 from skills import archive, services
 from skills.models import Skill, SkillVersion
-from tenants.admin_mixins import ReadOnlyAdminMixin
+from tenants.admin_mixins import ReadOnlyAdminMixin, make_current_button
 
 # What the change form edits; the rest of a skill comes from its uploads (name, description, versions).
 EDITABLE_FIELDS = ["title", "enabled", "user_selectable", "slash_command"]
@@ -141,14 +141,7 @@ class SkillVersionInline(ReadOnlyAdminMixin, admin.TabularInline):
     def make_current(self, obj: SkillVersion) -> str:
         if obj.skill.current_version_id == obj.pk:
             return "current"
-        # A button of the change form posting elsewhere: a form cannot nest in another, and the change
-        # form already carries the CSRF token the make-current view checks.
-        url = reverse("admin:skills_skill_make_current", args=[obj.skill_id, obj.pk])
-        return format_html(
-            '<button type="submit" class="button" formaction="{}" formmethod="post" formnovalidate>'
-            "Make current</button>",
-            url,
-        )
+        return make_current_button(reverse("admin:skills_skill_make_current", args=[obj.skill_id, obj.pk]))
 
 
 @admin.register(Skill)
