@@ -221,9 +221,14 @@
     }
   }
 
+  // Loads overlap (a rename's, a run's end's): only the latest one started may draw the list, or an answer
+  // read before a rename was saved could put the old title back.
+  let conversationLoads = 0;
   async function loadConversations() {
+    const load = ++conversationLoads;
     const page = await call("GET", `${api}?status=active&limit=100`);
     const visible = page.results.filter((c) => !only || c.id === only);
+    if (load !== conversationLoads) return visible;
     $("conversations").replaceChildren(
       ...visible.map((conversation) => {
         const button = conversationButton(conversation);
