@@ -5,6 +5,8 @@ version, or keeps one it pinned (`name@version`). Each field of a version sets o
 (see `runs.options.agent_options`); a run records the version it used.
 """
 
+from typing import Any
+
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
@@ -150,6 +152,10 @@ class AgentVersion(models.Model):
     @property
     def label(self) -> str:
         return f"{self.profile.name}@{self.number}"
+
+    def summary(self) -> dict[str, Any]:
+        """How events and the REST API name it: `run.queued`, `run.started`, a run's `agent`."""
+        return {"name": self.profile.name, "version": self.number, "kind": self.kind}
 
     @property
     def is_chat(self) -> bool:

@@ -284,8 +284,7 @@ class RunAgent:
 
     def summary(self) -> dict[str, Any]:
         """What `run.started` says of it."""
-        version = self.version
-        summary: dict[str, Any] = {"name": version.profile.name, "version": version.number, "kind": version.kind}
+        summary = self.version.summary()
         if asks := self.policy().ask_patterns:
             summary["permissions"] = {
                 "ask": asks,

@@ -287,10 +287,7 @@ class RunSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(RunAgentSerializer(allow_null=True, help_text="The agent profile version it ran with."))
     def get_agent(self, run: Run) -> dict[str, Any] | None:
-        version = run.agent_version
-        if version is None:
-            return None
-        return {"name": version.profile.name, "version": version.number, "kind": version.kind}
+        return None if run.agent_version is None else run.agent_version.summary()
 
     @extend_schema_field(
         serializers.JSONField(

@@ -242,7 +242,7 @@ def start_run(conversation: Conversation, options: RunOptions) -> Run:
             "text": options.text,  # as the end user typed it; `input` is what the agent reads
             "attachments": [{"path": version.path, "size": version.size} for version in attached],
             "user_id": run.user_id,
-            "agent": agent_label(decided.agent),
+            "agent": decided.agent.summary(),
             "model": run.model_id,
             "budget": {
                 "usd": None if decided.budget_usd is None else str(decided.budget_usd),
@@ -322,16 +322,11 @@ def _agent_model(tenant: Tenant, agent: AgentVersion) -> LanguageModel:
     model = agent.model or tenant.default_model
     if not model.is_usable:
         raise Conflict(
-            f"Agent {agent.profile.name}@{agent.number} runs on model '{model.pk}', which is deprecated; "
+            f"Agent {agent.label} runs on model '{model.pk}', which is deprecated; "
             "choose an active model for the agent, or name one for the conversation.",
             code="model_deprecated",
         )
     return model
-
-
-def agent_label(agent: AgentVersion) -> dict[str, Any]:
-    """How events name an agent version."""
-    return {"name": agent.profile.name, "version": agent.number, "kind": agent.kind}
 
 
 def interrupt_run(conversation: Conversation) -> Run:
