@@ -16,6 +16,9 @@ from tenants.models import LanguageModel, Tenant, slug_validator
 # 100,000 characters is some 25,000 tokens added to every model call of every run.
 MAX_INSTRUCTIONS_CHARS = 100_000
 DEFAULT_PROFILE_NAME = "default"
+# An approval nobody decides is denied after this long (per profile); a week at most.
+DEFAULT_APPROVAL_TIMEOUT_SECONDS = 3600
+MAX_APPROVAL_TIMEOUT_SECONDS = 7 * 24 * 3600
 
 
 class AgentProfileQuerySet(models.QuerySet["AgentProfile"]):
@@ -61,6 +64,12 @@ class AgentVersion(models.Model):
     class PromptScope(models.TextChoices):
         NEXT_TURN = "next_turn", "Edits reach existing conversations at their next turn"
         NEW_CONVERSATIONS = "new_conversations", "A conversation keeps the instructions it started with"
+
+    class BusyPolicy(models.TextChoices):
+        REJECT = "reject", "Refuse it (409) until the run ends"
+        QUEUE = "queue", "Queue it: it runs after the current run, in order"
+        STEER = "steer", "Steer: deliver it into the running session as the next user input"
+        INTERRUPT = "interrupt", "Interrupt the current run and start with it"
 
     class Effort(models.TextChoices):
         DEFAULT = "", "Model default"
@@ -124,6 +133,17 @@ class AgentVersion(models.Model):
         default=list,
         blank=True,
         help_text='[{"pattern": "Bash(rm *)", "action": "allow" | "ask" | "deny"}]; deny wins over ask, ask over allow.',
+    )
+    approval_timeout_seconds = models.PositiveIntegerField(
+        default=DEFAULT_APPROVAL_TIMEOUT_SECONDS,
+        validators=[MinValueValidator(10), MaxValueValidator(MAX_APPROVAL_TIMEOUT_SECONDS)],
+        help_text="How long an approval or a question waits for a person before it is denied by itself.",
+    )
+    busy_policy = models.CharField(
+        max_length=10,
+        choices=BusyPolicy.choices,
+        default=BusyPolicy.REJECT,
+        help_text="What a message sent while a run is active does.",
     )
     skills = models.JSONField(
         null=True, blank=True, help_text="Skills its runs get by default; null: all the tenant's."

@@ -192,10 +192,20 @@ def parse_rules(rules: Sequence[Mapping[str, Any]]) -> list[Rule]:
     return parsed
 
 
-ASK_UNAVAILABLE = (
-    "This call needs a person's approval (the agent's rule {pattern} asks for one), and approvals are not "
-    "available on this platform yet, so it was refused. Do it another way or tell the user what you need."
-)
+@dataclass(frozen=True)
+class Verdict:
+    """A profile's decision on one call: `allow`, `deny` (with the refusal the model reads) or `ask` a person
+    (with the rule that asks, shown to whoever decides)."""
+
+    action: str
+    reason: str = ""
+
+    @property
+    def asks(self) -> bool:
+        return self.action == "ask"
+
+
+ALLOW = Verdict("allow")
 
 
 @dataclass(frozen=True)
@@ -230,6 +240,20 @@ class ToolPolicy:
         return [rule.pattern.text for rule in self.rules if rule.action == "ask"]
 
     def refusal(self, tool: str, tool_input: Mapping[str, Any]) -> str | None:
+        """Why the profile refuses the call, or None (an `ask` is not a refusal: a person decides)."""
+        verdict = self.verdict(tool, tool_input)
+        return verdict.reason if verdict.action == "deny" else None
+
+    def verdict(self, tool: str, tool_input: Mapping[str, Any]) -> Verdict:
+        if refusal := self._refusal(tool, tool_input):
+            return Verdict("deny", refusal)
+        # As in Claude Code: a deny rule (above) wins over an ask rule, which wins over an allow rule.
+        for rule in self.rules:
+            if rule.action == "ask" and rule.pattern.matches(tool, tool_input, every_part=False):
+                return Verdict("ask", f"The agent profile {self.profile!r} asks a person first ({rule.pattern.text}).")
+        return ALLOW
+
+    def _refusal(self, tool: str, tool_input: Mapping[str, Any]) -> str | None:
         if tool in ALWAYS_ALLOWED:
             return None
         if tool in PLATFORM_DISALLOWED:
@@ -240,13 +264,9 @@ class ToolPolicy:
         if self.allowed and not any(p.matches(tool, tool_input, every_part=True) for p in self.allowed):
             allowed = ", ".join(pattern.text for pattern in self.allowed)
             return f"The agent profile {self.profile!r} allows only these tools: {allowed}."
-        # As in Claude Code: a deny rule wins over an ask rule, which wins over an allow rule.
         for rule in self.rules:
             if rule.action == "deny" and rule.pattern.matches(tool, tool_input, every_part=False):
                 return f"The agent profile {self.profile!r} denies this call ({rule.pattern.text})."
-        for rule in self.rules:
-            if rule.action == "ask" and rule.pattern.matches(tool, tool_input, every_part=False):
-                return ASK_UNAVAILABLE.format(pattern=rule.pattern.text)
         if tool.startswith("mcp__") and self.mcp_tools:
             _, server, name = [*tool.split("__", 2), "", ""][:3]
             tools = self.mcp_tools.get(server)

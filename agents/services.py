@@ -286,10 +286,7 @@ class RunAgent:
         """What `run.started` says of it."""
         summary = self.version.summary()
         if asks := self.policy().ask_patterns:
-            summary["permissions"] = {
-                "ask": asks,
-                "note": "Calls these rules ask about are refused: approvals are not available yet.",
-            }
+            summary["permissions"] = {"ask": asks, "approval_timeout_seconds": self.version.approval_timeout_seconds}
         return summary
 
 

@@ -9,7 +9,7 @@ import jsonschema
 from django.core.exceptions import ValidationError
 from django.db.models import Field
 
-from agents.models import MAX_INSTRUCTIONS_CHARS, AgentVersion
+from agents.models import DEFAULT_APPROVAL_TIMEOUT_SECONDS, MAX_INSTRUCTIONS_CHARS, AgentVersion
 from agents.rules import PatternError, parse_patterns, parse_rules
 from api.errors import ServiceError
 from mcp_servers.services import enabled_servers
@@ -20,7 +20,7 @@ MAX_SUBAGENTS = 20
 MAX_SCHEMA_CHARS = 100_000
 SUBAGENT_KEYS = {"name", "description", "prompt", "tools", "model"}
 # Numbers whose bounds the AgentVersion columns state (validators, digits, the column's range).
-BOUNDED_FIELDS = ("thinking_budget", "max_turns", "run_budget_usd", "run_budget_calls")
+BOUNDED_FIELDS = ("thinking_budget", "max_turns", "run_budget_usd", "run_budget_calls", "approval_timeout_seconds")
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,8 @@ class AgentSpec:
     allowed_tools: Sequence[str] = ()
     disallowed_tools: Sequence[str] = ()
     permission_rules: Sequence[Mapping[str, Any]] = ()
+    approval_timeout_seconds: int = DEFAULT_APPROVAL_TIMEOUT_SECONDS
+    busy_policy: str = AgentVersion.BusyPolicy.REJECT
     skills: Sequence[str] | None = None
     mcp_servers: Sequence[str] | None = None
     subagents: Sequence[Mapping[str, Any]] = ()
@@ -73,6 +75,10 @@ def check_spec(tenant: Tenant, spec: AgentSpec) -> dict[str, LanguageModel | Non
         raise field_problem(
             "effort", f"Choose one of: {', '.join(v for v in AgentVersion.Effort.values if v)}, or empty."
         )
+    if spec.busy_policy not in AgentVersion.BusyPolicy.values:
+        raise field_problem("busy_policy", f"Choose one of: {', '.join(AgentVersion.BusyPolicy.values)}.")
+    if not isinstance(spec.approval_timeout_seconds, int) or isinstance(spec.approval_timeout_seconds, bool):
+        raise field_problem("approval_timeout_seconds", "A whole number of seconds.")
     if len(spec.instructions) > MAX_INSTRUCTIONS_CHARS:
         raise field_problem(
             "instructions", f"{len(spec.instructions):,} characters; the limit is {MAX_INSTRUCTIONS_CHARS:,}."

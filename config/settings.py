@@ -56,6 +56,8 @@ INSTALLED_APPS = [
     "workspaces",
     "chat",
     "agents",
+    "approvals",
+    "audit",
 ]
 
 MIDDLEWARE = [
@@ -204,6 +206,11 @@ RUN_STALE_AFTER_SECONDS = env.float("RUN_STALE_AFTER_SECONDS", default=10.0)
 RUN_REDISPATCH_SECONDS = env.float("RUN_REDISPATCH_SECONDS", default=120.0)
 RUN_INTERRUPT_GRACE_SECONDS = env.float("RUN_INTERRUPT_GRACE_SECONDS", default=1.0)
 RUN_MAX_INPUT_CHARS = env.int("RUN_MAX_INPUT_CHARS", default=100_000)
+# A tool call waiting for a person's approval (or the agent's question for an answer) holds its worker this
+# long; then the run is suspended, its worker and sandbox freed, and the decision resumes it on any worker.
+APPROVAL_WAIT_SECONDS = env.float("APPROVAL_WAIT_SECONDS", default=30.0)
+# How many messages may wait in a conversation's queue (agent profiles with busy_policy "queue").
+RUN_QUEUE_MAX = env.int("RUN_QUEUE_MAX", default=20)
 # How long a run's worker retries a database that dropped its connection (a failover, a restart)
 # before giving the run up; its events wait in memory meanwhile.
 RUN_DATABASE_RETRY_SECONDS = env.float("RUN_DATABASE_RETRY_SECONDS", default=30.0)

@@ -25,8 +25,13 @@ class EventType(StrEnum):
     MESSAGE_ERROR = "message.error"
     MODEL_RETRY = "model.retry"
     TOOL_RESULT = "tool.result"
-    PERMISSION_REQUEST = "permission.request"  # approvals (coming)
-    PERMISSION_DECISION = "permission.decision"  # approvals (coming)
+    PERMISSION_REQUEST = "permission.request"
+    PERMISSION_DECISION = "permission.decision"
+    QUESTION = "question"
+    QUESTION_ANSWERED = "question.answered"
+    RUN_WAITING = "run.waiting"
+    RUN_RESUMED = "run.resumed"
+    MESSAGE_STEERED = "message.steered"
     USAGE = "usage"
     FILE_CHANGED = "file.changed"
     FILE_SKIPPED = "file.skipped"
@@ -78,9 +83,18 @@ def append_events(
     return events
 
 
+# Events of a run that others store while it runs: its queueing, and the decisions people make on its requests.
+STORED_BY_OTHERS = (
+    EventType.RUN_QUEUED,
+    EventType.PERMISSION_DECISION,
+    EventType.QUESTION_ANSWERED,
+    EventType.MESSAGE_STEERED,
+)
+
+
 def events_of_run_after(run_id: UUID, seq: int) -> list[Event]:
-    """The events a run's worker stored after `seq` (not its `run.queued`, which start_run stores)."""
-    return list(Event.objects.filter(run_id=run_id, seq__gt=seq).exclude(type=EventType.RUN_QUEUED).order_by("seq"))
+    """The events a run's worker stored after `seq` (not those others store for it: `STORED_BY_OTHERS`)."""
+    return list(Event.objects.filter(run_id=run_id, seq__gt=seq).exclude(type__in=STORED_BY_OTHERS).order_by("seq"))
 
 
 def record_events(run: Run, items: Sequence[EventItem]) -> list[Event]:

@@ -105,11 +105,12 @@ class Run(models.Model):
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
         RUNNING = "running", "Running"
+        WAITING = "waiting", "Waiting for a person"
         COMPLETED = "completed", "Completed"
         FAILED = "failed", "Failed"
         INTERRUPTED = "interrupted", "Interrupted"
 
-    UNFINISHED = (Status.QUEUED, Status.RUNNING)
+    UNFINISHED = (Status.QUEUED, Status.RUNNING, Status.WAITING)
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="runs")
@@ -132,6 +133,10 @@ class Run(models.Model):
         null=True, blank=True, help_text="Running: the worker's last beat. Queued: when it was last handed to a worker."
     )
     interrupt_requested_at = models.DateTimeField(null=True, blank=True)
+    suspensions = models.PositiveIntegerField(
+        default=0,
+        help_text="How often it was suspended waiting for a person; a queued run with suspensions resumes its session.",
+    )
     launch_seconds = models.FloatField(
         null=True, blank=True, help_text="How long its sandboxed CLI took to start and answer, in seconds."
     )

@@ -25,6 +25,9 @@ logger = logging.getLogger(__name__)
 
 EVENTS_MESSAGE_TYPE = "conversation.events"
 INTERRUPT_MESSAGE_TYPE = "run.interrupt"
+# A person decided one of the run's approvals or answered its question; or a message was sent to steer it.
+DECIDED_MESSAGE_TYPE = "run.decided"
+STEER_MESSAGE_TYPE = "run.steer"
 # Made up by a GroupListener, never sent: "the layer may have lost messages; read the database".
 LAYER_POLL_MESSAGE_TYPE = "layer.poll"
 # A listener whose channel layer fails retries after this, doubling up to the maximum (GroupListener):
@@ -111,38 +114,46 @@ def publish_events_sync(conversation_id: UUID, events: Sequence[Event]) -> None:
         )
 
 
-_interrupt_callbacks: dict[UUID, Callable[[], object]] = {}
-_interrupt_callbacks_lock = threading.Lock()
+_control_callbacks: dict[UUID, Callable[[dict[str, Any]], object]] = {}
+_control_callbacks_lock = threading.Lock()
 
 
 @contextmanager
-def interrupt_callback(run_id: UUID, callback: Callable[[], object]) -> Iterator[None]:
-    """While the block runs, interrupts of this run signalled in this process call `callback` directly."""
-    with _interrupt_callbacks_lock:
-        _interrupt_callbacks[run_id] = callback
+def control_callback(run_id: UUID, callback: Callable[[dict[str, Any]], object]) -> Iterator[None]:
+    """While the block runs, control messages for this run signalled in this process call `callback` directly."""
+    with _control_callbacks_lock:
+        _control_callbacks[run_id] = callback
     try:
         yield
     finally:
-        with _interrupt_callbacks_lock:
-            _interrupt_callbacks.pop(run_id, None)
+        with _control_callbacks_lock:
+            _control_callbacks.pop(run_id, None)
 
 
-def signal_interrupt(run_id: UUID) -> None:
-    """Tell the process running `run_id` to interrupt it (the heartbeat also notices, more slowly)."""
-    with _interrupt_callbacks_lock:
-        callback = _interrupt_callbacks.get(run_id)
+def signal_run(run_id: UUID, message: dict[str, Any]) -> None:
+    """Tell the process running `run_id` something (an interrupt, a decision, a message to steer with).
+
+    Best effort: a lost signal is found by the run's own database checks (its heartbeat, its waits), later."""
+    with _control_callbacks_lock:
+        callback = _control_callbacks.get(run_id)
     if callback is not None:
-        callback()
+        callback(message)
         return
     try:
-        async_to_sync(group_send)(run_control_group(run_id), {"type": INTERRUPT_MESSAGE_TYPE})
+        async_to_sync(group_send)(run_control_group(run_id), message)
     except Exception as exc:
         logger.warning(
-            "Signalling the interrupt of run %s failed (%s: %s); its worker sees it at its next heartbeat",
+            "Signalling %s to run %s failed (%s: %s); its worker finds out from the database",
+            message.get("type"),
             run_id,
             type(exc).__name__,
             exc,
         )
+
+
+def signal_interrupt(run_id: UUID) -> None:
+    """Tell the process running `run_id` to interrupt it (the heartbeat also notices, more slowly)."""
+    signal_run(run_id, {"type": INTERRUPT_MESSAGE_TYPE})
 
 
 class LayerHealth:

@@ -11,9 +11,11 @@ from uuid import UUID
 
 from celery import current_app
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import close_old_connections, transaction
 from django.utils import timezone
 
+from approvals.services import cancel_pending, expire_due, pending_for_run
+from conversations import realtime
 from conversations.events import finish_run
 from conversations.models import Run
 from sandbox.limits import run_cgroups
@@ -54,6 +56,31 @@ def _execute_in_thread(run_id: UUID) -> None:
         close_old_connections()
 
 
+def wake_run(run_id: UUID) -> None:
+    """A request of the run was settled: a suspended run waiting on nothing more is queued again for any worker;
+    a running one (waiting in-process) is told at once. Locks the run's row, as `runs.services.suspend_run` does,
+    so a decision and a suspension that race end in one of the two, never in neither."""
+    with transaction.atomic():
+        run = Run.objects.select_for_update().filter(pk=run_id).first()
+        if run is None:
+            return
+        if run.status == Run.Status.RUNNING:
+            transaction.on_commit(lambda: realtime.signal_run(run_id, {"type": realtime.DECIDED_MESSAGE_TYPE}))
+        elif run.status == Run.Status.WAITING and pending_for_run(run_id) is None:
+            run.status = Run.Status.QUEUED
+            run.heartbeat_at = timezone.now()
+            run.save(update_fields=["status", "heartbeat_at"])
+            transaction.on_commit(lambda: dispatch_run(run_id))
+
+
+def expire_requests() -> int:
+    """Deny by themselves the approvals and questions past their time, and wake their runs."""
+    runs = expire_due()
+    for run_id in runs:
+        wake_run(run_id)
+    return len(runs)
+
+
 def reap_stale_runs() -> int:
     """Fail running runs whose worker stopped beating (it died), so none stays running forever,
     and hand queued runs that no worker took (a lost task) to a worker again. What the dead
@@ -75,6 +102,7 @@ def reap_stale_runs() -> int:
         message = f"The worker running this run ({worker}) stopped responding."
         if finish_run(run_id, Run.Status.FAILED, error={"reason": "worker_lost", "message": message}):
             logger.warning("Reaped run %s: worker %s stopped responding", run_id, worker)
+            cancel_pending(run_id)
             reaped += 1
     if released := release_abandoned():
         logger.warning("Released %d budget reservation(s) of model calls that ended with their worker", released)
@@ -132,6 +160,7 @@ def start_reaper_thread() -> None:
         while True:
             try:
                 reap_stale_runs()
+                expire_requests()
                 if time.monotonic() >= next_sweep:
                     sweep_run_leftovers()
                     next_sweep = time.monotonic() + 60

@@ -25,6 +25,7 @@ from django.conf import settings
 from django.db import DatabaseError
 
 from agents.services import RunAgent, run_agent
+from approvals.services import cancel_pending
 from conversations import events, realtime
 from conversations.events import EventType
 from conversations.models import Run
@@ -34,10 +35,12 @@ from gateway.server import ModelGateway
 from runs import lease
 from runs.chat import ChatAnswer, ChatExecution, ModelFailed, chat_history, chat_request
 from runs.context import read_context_usage, report_context_usage
+from runs.gate import RunGate
 from runs.options import agent_options
 from runs.prepare import RunSetup, prepare_run
 from runs.titles import title_conversation, title_model
 from runs.translate import EventTranslator
+from runs.waiting import resumed_data, suspend_run, suspended_request, waiting_data
 from runs.writer import EventWriter
 from sandbox.launcher import SandboxUnavailable
 from sandbox.limits import MB, directory_bytes
@@ -55,6 +58,7 @@ Outcome = tuple[str, dict[str, Any] | None, dict[str, Any] | None]
 MODEL_UNAVAILABLE = "The model is unavailable right now; try again."
 AGENT_FAILED = "The agent stopped unexpectedly; try again."
 MAX_TURNS = "The agent reached its limit of turns ({limit}) before it finished."
+RESUME_FAILED = "The run could not continue where it waited: its session was not stored; send the message again."
 
 
 class RunExecution:
@@ -77,6 +81,10 @@ class RunExecution:
         # Set when the platform itself stops the run (a limit was hit): it then ends run.failed.
         self.stop_error: dict[str, Any] | None = None
         self.writer = EventWriter(run)
+        self.gate: RunGate | None = None  # an agent's: its tool calls' rules, and the people they ask
+        # A run that was suspended waiting for a person continues its session: no new message, no run.started.
+        self.resuming = run.suspensions > 0
+        self.requeued = False  # suspended, and decided meanwhile: the run's next leg may start here at once
         # The CLI and its gateway, closed only after the terminal event is out: the CLI takes
         # ~60 ms to exit, which nobody waiting for the answer should pay.
         self.resources = contextlib.AsyncExitStack()
@@ -87,7 +95,9 @@ class RunExecution:
         error: dict[str, Any] | None = {"reason": "internal_error", "message": "The run ended unexpectedly."}
         loop = asyncio.get_running_loop()
         try:
-            with realtime.interrupt_callback(self.run.pk, lambda: loop.call_soon_threadsafe(self.interrupted.set)):
+            with realtime.control_callback(
+                self.run.pk, lambda message: loop.call_soon_threadsafe(self._control, message)
+            ):
                 async with self._watch_for_interrupts(), asyncio.timeout(settings.RUN_MAX_SECONDS):
                     status, result, error = await self._drive()
         except TimeoutError:
@@ -106,8 +116,34 @@ class RunExecution:
             await self._report_context_usage()
             await self._report_remaining_usage()
             await self.writer.close()
-            await self._finish(status, result, error)
+            if status == Run.Status.WAITING:
+                await self._suspend(result or {})
+            else:
+                await self._finish(status, result, error)
             await self.resources.aclose()
+
+    def _control(self, message: Mapping[str, Any]) -> None:
+        """A control message for this run: from this process directly, or from the run's channel-layer group."""
+        kind = message.get("type")
+        if kind == realtime.INTERRUPT_MESSAGE_TYPE:
+            self.interrupted.set()
+        elif kind == realtime.DECIDED_MESSAGE_TYPE and self.gate is not None:
+            self.gate.signal_decided()
+
+    async def _suspend(self, waiting: dict[str, Any]) -> None:
+        """The run waits for a person without its worker: stored as waiting (or queued again, when the decision
+        came meanwhile: `requeued`, for this worker to resume it at once), its session where the next leg resumes."""
+        try:
+            self.requeued = await call_database(
+                f"Suspending run {self.run.pk}",
+                suspend_run,
+                self.run.pk,
+                waiting,
+                session_id=self.translator.session_id or "",
+            )
+        except Exception:
+            # Still running in the database: the reaper fails it (worker_lost) once the database is back.
+            logger.exception("Run %s: storing its suspension failed", self.run.pk)
 
     async def _report_context_usage(self) -> None:
         if self.context_reading is not None:
@@ -170,6 +206,8 @@ class RunExecution:
                 error=error,
                 session_id=self.translator.session_id,
             )
+            if self.gate is not None and self.gate.asked:
+                await call_database(f"Closing run {self.run.pk}'s requests", cancel_pending, self.run.pk)
         except Exception:
             # The database stayed away: the reaper ends the run (worker_lost) once it is back.
             logger.exception("Run %s: storing its end (%s) failed", self.run.pk, status)
@@ -179,7 +217,7 @@ class RunExecution:
         tasks = [asyncio.create_task(self._heartbeat())]
         # In-memory layers only work on the web server's loop; local runs get interrupts by callback.
         if not isinstance(get_channel_layer(), InMemoryChannelLayer):
-            tasks.append(asyncio.create_task(self._listen_for_interrupt()))
+            tasks.append(asyncio.create_task(self._listen_for_control()))
         try:
             yield
         finally:
@@ -215,7 +253,7 @@ class RunExecution:
                 logger.warning("Run %s: heartbeat failed (%s: %s)", self.run.pk, type(exc).__name__, exc)
                 await sync_to_async(close_connection)()
 
-    async def _listen_for_interrupt(self) -> None:
+    async def _listen_for_control(self) -> None:
         # A layer of the run's own: channels-redis lets only one event loop per layer receive, and a
         # worker runs each run on its own thread and loop. It joins beside the run's start, not before
         # it (Redis round trips); an interrupt sent meanwhile is the heartbeat's.
@@ -225,9 +263,7 @@ class RunExecution:
             await listener.join(realtime.run_control_group(self.run.pk))
             try:
                 while True:
-                    message = await listener.receive()
-                    if message.get("type") == realtime.INTERRUPT_MESSAGE_TYPE:
-                        self.interrupted.set()
+                    self._control(await listener.receive())
             finally:
                 await listener.leave()
         finally:
@@ -324,35 +360,53 @@ class RunExecution:
         self.resources.callback(watcher.cancel)
         self.saver = asyncio.create_task(self._save_workspace_periodically(setup.workspace))
         launch, resume = setup.launch, setup.resume
-        self.writer.emit(
-            EventType.RUN_STARTED,
-            {
-                "agent": setup.agent.summary(),
-                "model": self.model.pk,
-                "model_display_name": self.model.display_name,
-                "offline_model": self.model.is_offline,
-                "sandbox": launch.sandbox,
-                "limits": launch.limits,
-                "warning": launch.warning,
-                "resumed_session_id": resume,
-                "worker": lease.WORKER_NAME,
-                "skills": setup.skills.summary(),
-                "preferred_skills": setup.skills.preferred,
-                "mcp_servers": setup.mcp.summary(),
-            },
+        started = {
+            "agent": setup.agent.summary(),
+            "model": self.model.pk,
+            "model_display_name": self.model.display_name,
+            "offline_model": self.model.is_offline,
+            "sandbox": launch.sandbox,
+            "limits": launch.limits,
+            "warning": launch.warning,
+            "resumed_session_id": resume,
+            "worker": lease.WORKER_NAME,
+            "skills": setup.skills.summary(),
+            "preferred_skills": setup.skills.preferred,
+            "mcp_servers": setup.mcp.summary(),
+        }
+        gate = self.gate = RunGate(
+            self.run,
+            setup.agent.policy({server.name: list(server.allowed_tools) for server in setup.mcp.servers}),
+            setup.agent.version.approval_timeout_seconds,
+            flush=self.writer.flush,
+            stopped=self.interrupted,
         )
+        settled = None
+        if self.resuming:
+            settled = await sync_to_async(suspended_request)(self.run.pk)
+            if resume is None or settled is None:
+                logger.error("Run %s cannot resume: its session (%s) or its request is gone", self.run.pk, resume)
+                return Run.Status.FAILED, None, {"reason": "resume_failed", "message": RESUME_FAILED}
+            self.writer.emit(EventType.RUN_RESUMED, {**started, **resumed_data(settled)})
+        else:
+            self.writer.emit(EventType.RUN_STARTED, started)
         if setup.title_model is not None:
             # Beside the agent, from the first message: the title comes long before the run's end (runs.titles).
             self.titling = asyncio.create_task(
                 title_conversation(self.run, setup.gateway, setup.title_model, self.writer.emit)
             )
-        options = agent_options(self.run, setup, stderr=self.cli_stderr.append)
+        options = agent_options(
+            self.run, setup, gate, stderr=self.cli_stderr.append, settled_tool=settled.tool if settled else None
+        )
         client = ClaudeSDKClient(options)
         self.resources.push_async_callback(self._disconnect, client)
         launching = time.monotonic()
-        await client.connect()  # the sandbox and its CLI are up once the CLI answers `initialize`
+        # The sandbox and its CLI are up once the CLI answers `initialize`. A resumed session settles the call it
+        # was suspended on meanwhile (through the gate) and continues its turn by itself: it gets no message.
+        await client.connect()
         await self._record_launch(time.monotonic() - launching)
-        await client.query(user_message(self.run.input, setup.skills))
+        if not self.resuming:
+            await client.query(user_message(self.run.input, setup.skills))
         return await self._until_done_or_interrupted(self._receive(client), stop=partial(self._interrupt_cli, client))
 
     async def _record_launch(self, seconds: float) -> None:
@@ -418,6 +472,8 @@ class RunExecution:
         async for message in client.receive_response():
             for kind, data in self.translator.translate(message):
                 self.writer.emit(kind, data)
+            if isinstance(message, ResultMessage) and message.deferred_tool_use is not None:
+                return self._outcome(message)  # suspending: the context is read when the run ends
             if isinstance(message, ResultMessage):
                 # The gauge is read while the run saves its workspace and settles its calls (the CLI counts the
                 # context with some 20 count_tokens calls): its event comes just before the terminal one.
@@ -429,6 +485,14 @@ class RunExecution:
         self.translator.session_id = message.session_id or self.translator.session_id
         if self.interrupted.is_set():
             return self._stopped_outcome()
+        if message.deferred_tool_use is not None:
+            request = self.gate.suspended_on if self.gate is not None else None
+            if request is None or request.tool_use_id != message.deferred_tool_use.id:
+                # Only the gate defers a call; anything else would wait for a decision nobody was asked for.
+                error = {"reason": "agent_error", "message": AGENT_FAILED, "api_status": None}
+                logger.error("Run %s: the CLI deferred %s unasked", self.run.pk, message.deferred_tool_use)
+                return Run.Status.FAILED, None, error
+            return Run.Status.WAITING, waiting_data(request), None
         if message.is_error or message.subtype != "success":
             detail = "; ".join(message.errors or []) or message.result or message.subtype
             if message.api_error_status or self.translator.model_failed:
@@ -493,15 +557,20 @@ async def user_message(text: str, skills: RunSkills) -> AsyncIterator[dict[str, 
 
 
 async def execute_run(run_id: UUID | str) -> None:
-    """Execute a queued run to its terminal event; does nothing when another worker took it or it ended."""
+    """Execute a queued run to its terminal event or its suspension; does nothing when another worker took it or it
+    ended. A run whose decision came while it was suspending continues here, in a new leg."""
     # The run's database work takes turns on one thread of its own, with one connection, returned
     # to the pool when the run ends; runs beside it in the process use theirs.
     async with ThreadSensitiveContext():
         try:
-            run = await sync_to_async(lease.claim_run)(run_id)
-            if run is None:
-                logger.info("Run %s was not queued any more; skipping", run_id)
-                return
-            await RunExecution(run).execute()
+            while True:
+                run = await sync_to_async(lease.claim_run)(run_id)
+                if run is None:
+                    logger.info("Run %s was not queued any more; skipping", run_id)
+                    return
+                execution = RunExecution(run)
+                await execution.execute()
+                if not execution.requeued:
+                    return
         finally:
             await sync_to_async(close_connection)()

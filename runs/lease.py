@@ -4,6 +4,8 @@ import os
 import socket
 from uuid import UUID
 
+from django.db.models import F, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from conversations.models import Run
@@ -15,7 +17,11 @@ def claim_run(run_id: UUID | str) -> Run | None:
     """Move a queued run to running for this process; None when it was already taken or ended."""
     now = timezone.now()
     claimed = Run.objects.filter(pk=run_id, status=Run.Status.QUEUED).update(
-        status=Run.Status.RUNNING, started_at=now, heartbeat_at=now, worker=WORKER_NAME
+        # A resumed run keeps the start of its first leg: its duration is the whole wait's.
+        status=Run.Status.RUNNING,
+        started_at=Coalesce(F("started_at"), Value(now)),
+        heartbeat_at=now,
+        worker=WORKER_NAME,
     )
     if not claimed:
         return None

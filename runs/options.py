@@ -1,23 +1,18 @@
 """The Agent SDK options of a run: its agent profile version, mapped option by option."""
 
+import json
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from claude_agent_sdk import AgentDefinition, ClaudeAgentOptions, HookMatcher
-from claude_agent_sdk.types import (
-    HookContext,
-    HookEvent,
-    HookInput,
-    SyncHookJSONOutput,
-    SystemPromptPreset,
-    ThinkingConfig,
-)
+from claude_agent_sdk import AgentDefinition, ClaudeAgentOptions
+from claude_agent_sdk.types import SystemPromptPreset, ThinkingConfig
 
 from agents.models import AgentVersion
-from agents.rules import PLATFORM_DISALLOWED, ToolPolicy
+from agents.rules import PLATFORM_DISALLOWED
 from agents.services import RunAgent
 from conversations.models import Run
+from runs.gate import SUBAGENT_TOOLS, RunGate
 from runs.session_store import DatabaseSessionStore
 from skills.services import RunSkills
 
@@ -29,17 +24,16 @@ logger = logging.getLogger(__name__)
 
 # Who is calling, on every request the CLI makes (the SDK's `client_app`: its User-Agent).
 CLIENT_APP = "agent-platform/1"
-# The tool that starts a subagent: `Agent` in the model's requests, `Task` in the CLI's init message.
-SUBAGENT_TOOLS = frozenset({"Agent", "Task"})
 
 
-def agent_options(run: Run, setup: "RunSetup", *, stderr: Callable[[str], None]) -> ClaudeAgentOptions:
+def agent_options(
+    run: Run, setup: "RunSetup", gate: RunGate, *, stderr: Callable[[str], None], settled_tool: str | None = None
+) -> ClaudeAgentOptions:
     """The CLI behind the sandbox launcher, in the run's workspace, as its agent profile version says: its
     instructions, model, tools and their policy, subagents and structured output; with exactly the run's
-    skills and MCP servers."""
+    skills and MCP servers. `settled_tool`: the tool of the call a resumed run was suspended on."""
     launch, skills, agent = setup.launch, setup.skills, setup.agent
     version = agent.version
-    mcp_tools = {server.name: list(server.allowed_tools) for server in setup.mcp.servers}
     return ClaudeAgentOptions(
         cli_path=launch.cli_path,
         env=launch.env,
@@ -57,12 +51,19 @@ def agent_options(run: Run, setup: "RunSetup", *, stderr: Callable[[str], None])
         # Whole tools a profile disallows are not offered at all (the policy hook refuses them too, with reasons).
         disallowed_tools=[*PLATFORM_DISALLOWED, *bare_tool_names(version.disallowed_tools)],
         output_format={"type": "json_schema", "schema": version.output_schema} if version.output_schema else None,
-        # The run's policy hook decides every call (approvals will change the mode, not the hook).
-        permission_mode="bypassPermissions",
+        # The run's gate decides every call: its hook answers allow, deny or defer, and `can_use_tool` answers
+        # what the CLI still asks (in `default` mode only: under bypassPermissions it is never asked, and the
+        # CLI offers no AskUserQuestion).
+        permission_mode="default",
+        can_use_tool=gate.can_use_tool,
+        # A resumed run's suspended call is settled at connect by the hook or by `can_use_tool`, by a race; a
+        # tool that needs no permission (Read in the workspace) would then run unasked, a denial ignored. An
+        # `ask` rule for it makes the CLI ask `can_use_tool` whenever the hook is not the one asked.
+        settings=json.dumps({"permissions": {"ask": [settled_tool]}}) if settled_tool else None,
         include_partial_messages=True,
         resume=setup.resume,
         mcp_servers=setup.mcp_config,
-        hooks=policy_hooks(agent.policy(mcp_tools)),
+        hooks=gate.hooks(),
         # End users' text is delivered verbatim, message by message (`runs.executor.user_message` marks each
         # `client_composed`: no `@path` expansion, none of the CLI's own slash commands). The session-wide
         # `verbatim_prompts=True` would do the same for every message but leaves no way to dispatch the
@@ -123,40 +124,6 @@ def subagents(agent: RunAgent) -> dict[str, AgentDefinition]:
             background=False,
         )
     return definitions
-
-
-def policy_hooks(policy: ToolPolicy) -> dict[HookEvent, list[HookMatcher]]:
-    """One PreToolUse hook for every tool call: the profile's tool rules and each MCP server's allow-list.
-
-    It fails closed (`on_failure="block"`): a hook that raises would otherwise let the call through."""
-
-    async def check(hook_input: HookInput, tool_use_id: str | None, context: HookContext) -> SyncHookJSONOutput:
-        name = str(hook_input.get("tool_name", ""))
-        tool_input: Any = hook_input.get("tool_input") or {}
-        tool_input = tool_input if isinstance(tool_input, dict) else {}
-        refusal = policy.refusal(name, tool_input)
-        if refusal is None and name in SUBAGENT_TOOLS and tool_input.get("run_in_background"):
-            # A run ends with its agent's answer: a subagent left running in the background would act after
-            # it, unseen. The model asked for the background; it gets the foreground, and its answer.
-            return {
-                "hookSpecificOutput": {
-                    "hookEventName": "PreToolUse",
-                    "permissionDecision": "allow",
-                    "updatedInput": {**tool_input, "run_in_background": False},
-                }
-            }
-        if refusal is None:
-            return {}
-        logger.info("Refused a call of %s: %s", name, refusal)
-        return {
-            "hookSpecificOutput": {
-                "hookEventName": "PreToolUse",
-                "permissionDecision": "deny",
-                "permissionDecisionReason": refusal,
-            }
-        }
-
-    return {"PreToolUse": [HookMatcher(matcher=None, hooks=[check], on_failure="block")]}
 
 
 def skills_prompt(skills: RunSkills) -> str:

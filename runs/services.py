@@ -20,13 +20,16 @@ from django.utils import timezone
 from agents.models import AgentVersion
 from agents.services import choose_agent, run_version
 from api.errors import Conflict, ServiceError
+from approvals import services as approvals
+from approvals.models import Approval, Question
+from approvals.services import Who
 from conversations import realtime
 from conversations.events import EventType, finish_run, record_events
 from conversations.models import Conversation, Run
 from mcp_servers.services import ServerProblem
 from mcp_servers.services import check_choice as check_server_choice
 from mcp_servers.vault import seal
-from runs.dispatch import dispatch_run
+from runs.dispatch import dispatch_run, wake_run
 from skills.archive import SkillProblem
 from skills.services import check_command, check_selection
 from tenants import ratelimit
@@ -330,7 +333,8 @@ def _agent_model(tenant: Tenant, agent: AgentVersion) -> LanguageModel:
 
 
 def interrupt_run(conversation: Conversation) -> Run:
-    """Ask the conversation's active run to stop; a queued run ends at once, a running one within seconds."""
+    """Ask the conversation's active run to stop; a queued or waiting run ends at once, a running one within
+    seconds. What a waiting run asked is closed: nobody can decide for a run that is over."""
     with transaction.atomic():
         locked = Conversation.objects.select_for_update().get(pk=conversation.pk)
         if locked.active_run_id is None:
@@ -339,13 +343,34 @@ def interrupt_run(conversation: Conversation) -> Run:
         if run.interrupt_requested_at is None:
             run.interrupt_requested_at = timezone.now()
             run.save(update_fields=["interrupt_requested_at"])
-    ended_while_queued = finish_run(
+    ended_without_worker = finish_run(
         run.pk,
         Run.Status.INTERRUPTED,
-        result={"reason": "interrupted", "message": "Interrupted before it started."},
-        from_statuses=[Run.Status.QUEUED],
+        result={"reason": "interrupted", "message": "Interrupted before it started."}
+        if run.status == Run.Status.QUEUED and not run.suspensions
+        else {"reason": "interrupted", "message": "Interrupted while it waited."},
+        from_statuses=[Run.Status.QUEUED, Run.Status.WAITING],
     )
-    if not ended_while_queued:
+    if ended_without_worker:
+        approvals.cancel_pending(run.pk)
+    else:
         realtime.signal_interrupt(run.pk)
     run.refresh_from_db()
     return run
+
+
+# --- People in the loop ---------------------------------------------------------------------------
+
+
+def decide_approval(approval: Approval, who: Who, **decision: Any) -> Approval:
+    """Allow or deny an approval (once: a second decision is a 409), then wake its run wherever it waits."""
+    decided = approvals.decide_approval(approval.pk, who, **decision)
+    wake_run(decided.run_id)
+    return decided
+
+
+def answer_question(question: Question, who: Who, answers: Mapping[str, Any]) -> Question:
+    """Answer the agent's question (once), then wake its run wherever it waits."""
+    answered = approvals.answer_question(question.pk, who, answers)
+    wake_run(answered.run_id)
+    return answered

@@ -41,13 +41,18 @@ LABEL = re.compile(r"^title\s*:\s*", re.IGNORECASE)
 
 def title_model(run: Run) -> LanguageModel | None:
     """The model that names the run's conversation, or None when this run names nothing: only a conversation's
-    first run does, and only while the conversation has no title.
+    first run does (in its first leg: a run resumed after waiting for a person named it then), and only while the
+    conversation has no title.
 
     TITLE_MODEL when it is an active catalog model of the run's provider (the run's gateway speaks to that one
     upstream), else the run's own model.
     """
     conversation = run.conversation
-    if conversation.title or Run.objects.filter(conversation=conversation, created_at__lt=run.created_at).exists():
+    if (
+        run.suspensions
+        or conversation.title
+        or Run.objects.filter(conversation=conversation, created_at__lt=run.created_at).exists()
+    ):
         return None
     if not settings.TITLE_MODEL:
         return run.model

@@ -33,7 +33,7 @@ class EventWriter:
     def __init__(self, run: Run) -> None:
         self.run = run
         self.last_seq = 0  # of the last event this writer stored
-        self._queue: asyncio.Queue[EventItem | None] = asyncio.Queue()
+        self._queue: asyncio.Queue[EventItem | asyncio.Future[None] | None] = asyncio.Queue()
         self._stored: asyncio.Queue[list[Event] | None] = asyncio.Queue()
         self._broadcast_failures = 0
         self._writing = asyncio.create_task(self._write_forever())
@@ -41,6 +41,12 @@ class EventWriter:
 
     def emit(self, kind: str, data: dict[str, Any]) -> None:
         self._queue.put_nowait((kind, data))
+
+    async def flush(self) -> None:
+        """Return once everything emitted so far is stored (not necessarily broadcast)."""
+        stored = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(stored)
+        await stored
 
     async def close(self) -> None:
         """Store everything emitted so far, broadcast it where the layer allows, then stop."""
@@ -58,22 +64,31 @@ class EventWriter:
         while not closing:
             item = await self._queue.get()
             batch: list[EventItem] = []
+            flushed: list[asyncio.Future[None]] = []
             while item is not None:
-                batch.append(item)
+                if isinstance(item, asyncio.Future):
+                    flushed.append(item)
+                else:
+                    batch.append(item)
                 if self._queue.empty() or len(batch) >= MAX_EVENTS_PER_WRITE:
                     break
                 item = self._queue.get_nowait()
             closing = item is None
-            if not batch:
-                continue
-            try:
-                events = await self._store(batch)
-            except Exception:
-                logger.exception("Storing %d events of run %s failed; they are lost", len(batch), self.run.pk)
-                continue
-            if events:
-                self.last_seq = events[-1].seq
-                self._stored.put_nowait(events)
+            if batch:
+                await self._write(batch)
+            for waiter in flushed:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    async def _write(self, batch: list[EventItem]) -> None:
+        try:
+            events = await self._store(batch)
+        except Exception:
+            logger.exception("Storing %d events of run %s failed; they are lost", len(batch), self.run.pk)
+            return
+        if events:
+            self.last_seq = events[-1].seq
+            self._stored.put_nowait(events)
 
     async def _store(self, batch: list[EventItem]) -> list[Event]:
         attempts = 0

@@ -53,7 +53,9 @@ def _runs() -> Iterator[Any]:
         "Runs ended because a budget refused a model call, by the budget's level.",
         labels=["tenant", "level"],
     )
-    active = GaugeMetricFamily("agent_runs_active", "Runs queued or running now.", labels=["tenant", "status"])
+    active = GaugeMetricFamily(
+        "agent_runs_active", "Runs queued, running or waiting for a person now.", labels=["tenant", "status"]
+    )
     tenant = "conversation__tenant_id"
     for row in Run.objects.filter(started_at__isnull=False).values(tenant).annotate(n=Count("pk")).order_by():
         started.add_metric([row[tenant]], row["n"])

@@ -27,6 +27,10 @@ anywhere in it (args cannot contain `]]`); the text without them is the *prompt*
 - `[[usage input=N output=N cache_read=N cache_write_5m=N cache_write_1h=N]]`: exact usage
   figures for every call of the turn (missing keys are 0).
 - `[[recall]]`: reply `Earlier turns: 1) <text>; 2) <text>` (or `Earlier turns: none`).
+- `[[ask QUESTION | OPTION | OPTION]]`: the CLI's `AskUserQuestion` tool with one question and 2 to 4 options
+  (each option's description is `Answer <label>`); its result says the user's answer. A tool like the others.
+- A resumed session whose turn was deferred (a call waiting for a person) continues with the CLI's own
+  `Continue from where you left off.`: that text is no turn of its own, so the deferred turn's directives go on.
 - `[[structured {json object}]]`: answer the way a run with `output_format` must, by calling the
   CLI's `StructuredOutput` tool (whose input schema is the run's schema) with exactly that object,
   after the turn's other tools. The CLI ends the turn on a fitting object (`structured_output` set,
@@ -82,14 +86,17 @@ _ERROR_TYPES = {
     500: "api_error",
     529: "overloaded_error",
 }
-_NAMES = "reply|think|tool|bash|write|read|skill|mcp|task|structured|options|slow|words|error|usage|recall"
+_NAMES = "reply|think|tool|bash|write|read|skill|mcp|task|ask|structured|options|slow|words|error|usage|recall"
 _DIRECTIVE = re.compile(rf"\[\[({_NAMES})(?:\s+(.*?))?\]\]", re.DOTALL)
 _REMINDER = re.compile(r"<system-reminder>.*?</system-reminder>", re.DOTALL)
 # What the CLI sends after a plain-text reply when the run wants structured output: not a new turn.
 _ENFORCE = "[structured-output-enforce]"
 # `{{name args}}` inside a task's PROMPT: `[[name args]]` for the subagent.
 _ESCAPED = re.compile(rf"\{{\{{(?=(?:{_NAMES})\b)")
-_TOOL_DIRECTIVES = {"tool", "bash", "write", "read", "skill", "mcp", "task"}
+_TOOL_DIRECTIVES = {"tool", "bash", "write", "read", "skill", "mcp", "task", "ask"}
+# What the CLI says by itself when a resumed session continues a turn it deferred (a call waiting for a person's
+# decision): not a new turn, so the turn's remaining directives run next.
+_CONTINUE = "Continue from where you left off."
 _STRUCTURED_TOOL = "StructuredOutput"
 _BILLING_HEADER = "x-anthropic-billing-header:"
 _SYSTEM_TAIL = 200
@@ -266,7 +273,7 @@ def _user_text(message: Any) -> str:
     if not isinstance(message, dict) or message.get("role") != "user":
         return ""
     texts = [_REMINDER.sub("", str(b.get("text", ""))).strip() for b in _blocks_of(message) if b.get("type") == "text"]
-    return next((text for text in reversed(texts) if text and not text.startswith(_ENFORCE)), "")
+    return next((text for text in reversed(texts) if text and not text.startswith(_ENFORCE) and text != _CONTINUE), "")
 
 
 def _current_turn(messages: list[Any]) -> Turn:
@@ -341,6 +348,13 @@ def _tool_call(name: str, args: str) -> tuple[str, Json]:
             raise DirectiveError("task expects `[[task AGENT PROMPT]]`")
         task = {"subagent_type": agent, "description": "offline model task", "prompt": _unescape(prompt.strip())}
         return "Agent", {**task, "run_in_background": False}
+    if name == "ask":
+        question, *labels = [part.strip() for part in args.split("|")]
+        if not question or not 2 <= len(labels) <= 4 or not all(labels):
+            raise DirectiveError("ask expects `[[ask QUESTION | OPTION | OPTION]]` with 2 to 4 options")
+        options = [{"label": label, "description": f"Answer {label}"} for label in labels]
+        asked = {"question": question, "header": question[:12], "options": options, "multiSelect": False}
+        return "AskUserQuestion", {"questions": [asked]}
     if name == "mcp":
         server, _, rest = args.strip().partition(" ")
         tool, _, raw = rest.strip().partition(" ")

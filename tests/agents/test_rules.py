@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 
-from agents.rules import ASK_UNAVAILABLE, PatternError, ToolPattern, ToolPolicy, parse_rules
+from agents.rules import PatternError, ToolPattern, ToolPolicy, parse_rules
 
 
 def policy(
@@ -234,8 +234,13 @@ def test_deny_wins_over_ask_and_ask_over_allow() -> None:
         ]
     )
 
-    assert not refused(rules, bash("git status"))
-    assert rules.refusal(*bash("git push origin main")) == ASK_UNAVAILABLE.format(pattern="Bash(git push *)")
+    assert rules.verdict(*bash("git status")).action == "allow"
+    asked = rules.verdict(*bash("git push origin main"))
+    assert (asked.action, asked.reason) == (
+        "ask",
+        "The agent profile 'support' asks a person first (Bash(git push *)).",
+    )
+    assert not refused(rules, bash("git push origin main"))  # a person decides: not a refusal
     assert "denies this call" in str(rules.refusal(*bash("git push --force origin main")))
     assert rules.ask_patterns == ["Bash(git push *)"]
 

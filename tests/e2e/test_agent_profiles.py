@@ -101,7 +101,7 @@ def test_an_allowed_pattern_passes_and_its_neighbours_and_compounds_are_refused(
     assert files(acme, conversation) == []  # no x: the compound command did not run in part either
 
 
-def test_permission_rules_deny_and_ask_refuse_with_their_reasons_and_other_calls_run(acme: Client) -> None:
+def test_permission_rules_deny_refuses_with_its_reason_and_other_calls_run(acme: Client) -> None:
     rules = [{"pattern": "Bash(rm *)", "action": "deny"}, {"pattern": "Write(secret/**)", "action": "ask"}]
     profile(acme, "careful", permission_rules=rules)
     conversation = acme.create_conversation(agent="careful")
@@ -110,8 +110,7 @@ def test_permission_rules_deny_and_ask_refuse_with_their_reasons_and_other_calls
         run(
             acme,
             conversation,
-            "[[write /workspace/notes.txt keep]] [[bash rm /workspace/notes.txt]] "
-            "[[write /workspace/secret/key.txt hunter2]] [[bash echo still-here]]",
+            "[[write /workspace/notes.txt keep]] [[bash rm /workspace/notes.txt]] [[bash echo still-here]]",
         )
     )
 
@@ -119,18 +118,12 @@ def test_permission_rules_deny_and_ask_refuse_with_their_reasons_and_other_calls
         "name": "careful",
         "version": 1,
         "kind": "agent",
-        "permissions": {
-            "ask": ["Write(secret/**)"],
-            "note": "Calls these rules ask about are refused: approvals are not available yet.",
-        },
+        "permissions": {"ask": ["Write(secret/**)"], "approval_timeout_seconds": 3600},
     }
-    wrote, removed, secret, echoed = ran.of("tool.result")
+    wrote, removed, echoed = ran.of("tool.result")
     assert wrote["is_error"] is False and echoed == {**echoed, "content": "still-here", "is_error": False}
     assert removed["is_error"] is True
     assert "The agent profile 'careful' denies this call (Bash(rm *))." in removed["content"]
-    assert secret["is_error"] is True
-    assert "the agent's rule Write(secret/**) asks for one" in secret["content"]
-    assert "approvals are not available on this platform yet" in secret["content"]
     assert files(acme, conversation) == ["notes.txt"]
 
 

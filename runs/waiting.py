@@ -1,0 +1,52 @@
+"""A run that waits for a person: suspended without its worker, resumed (on any worker) once decided.
+
+Deciding and waking are `runs.services` and `runs.dispatch`'s; this is the worker's side.
+"""
+
+from typing import Any
+from uuid import UUID
+
+from django.db import transaction
+from django.utils import timezone
+
+from approvals import services as approvals
+from approvals.models import Approval, Question
+from conversations.events import EventType, record_events
+from conversations.models import Conversation, Run
+
+
+def suspend_run(run_id: UUID, waiting: dict[str, Any], *, session_id: str) -> bool:
+    """A run whose call waits for a person gives up its worker: it waits (`run.waiting`), or, when the decision
+    came while it was suspending, is queued again (True), for its worker to resume at once. Its session is where
+    its next leg resumes. Locks the run's row, as `runs.dispatch.wake_run` does, so a decision and a suspension
+    that race end in one of the two, never in neither."""
+    with transaction.atomic():
+        run = Run.objects.select_for_update().filter(pk=run_id, status=Run.Status.RUNNING).first()
+        if run is None:
+            return False  # ended meanwhile (interrupted, reaped)
+        run.suspensions += 1
+        queued = approvals.pending_for_run(run_id) is None
+        if queued:
+            run.status, run.heartbeat_at = Run.Status.QUEUED, timezone.now()
+        else:
+            run.status, run.worker = Run.Status.WAITING, ""
+        run.save(update_fields=["suspensions", "status", "heartbeat_at", "worker"])
+        if session_id:
+            Conversation.objects.filter(pk=run.conversation_id).update(sdk_session_id=session_id)
+        record_events(run, [(EventType.RUN_WAITING, waiting)])
+    return queued
+
+
+def suspended_request(run_id: UUID) -> Approval | Question | None:
+    """The request a resumed run was suspended on."""
+    return approvals.latest_request(run_id)
+
+
+def waiting_data(request: Approval | Question) -> dict[str, Any]:
+    """`run.waiting`: what the run waits for, and until when."""
+    return approvals.request_summary(request)
+
+
+def resumed_data(request: Approval | Question) -> dict[str, Any]:
+    """What `run.resumed` adds to `run.started`'s fields: the request whose settling resumed it."""
+    return {"after": approvals.request_summary(request)}
