@@ -18,6 +18,7 @@ from approvals.services import cancel_pending, expire_due, pending_for_run
 from conversations import realtime
 from conversations.events import finish_run
 from conversations.models import Run
+from runs.waiting import suspend_lost_run
 from sandbox.limits import run_cgroups
 from usage.budgets import release_abandoned
 
@@ -99,6 +100,15 @@ def reap_stale_runs() -> int:
     stale = Run.objects.filter(status=Run.Status.RUNNING, heartbeat_at__lt=cutoff).values_list("pk", "worker")
     reaped = 0
     for run_id, worker in stale:
+        # A run that waited for a person when its worker died waits on, without a worker.
+        suspended = suspend_lost_run(run_id, worker, cutoff)
+        if suspended is not None:
+            logger.warning(
+                "Run %s lost its worker %s while it waited for a person; it is %s", run_id, worker, suspended
+            )
+            if suspended == Run.Status.QUEUED:
+                dispatch_run(run_id)
+            continue
         message = f"The worker running this run ({worker}) stopped responding."
         if finish_run(run_id, Run.Status.FAILED, error={"reason": "worker_lost", "message": message}):
             logger.warning("Reaped run %s: worker %s stopped responding", run_id, worker)

@@ -38,6 +38,7 @@ from runs.context import read_context_usage, report_context_usage
 from runs.gate import RunGate
 from runs.options import agent_options
 from runs.prepare import RunSetup, prepare_run
+from runs.session_store import checkpoint
 from runs.titles import title_conversation, title_model
 from runs.translate import EventTranslator
 from runs.waiting import resumed_data, suspend_run, suspended_request, waiting_data
@@ -399,6 +400,7 @@ class RunExecution:
             self.run, setup, gate, stderr=self.cli_stderr.append, settled_tool=settled.tool if settled else None
         )
         client = ClaudeSDKClient(options)
+        gate.save_transcript = partial(self._save_transcript, client)
         self.resources.push_async_callback(self._disconnect, client)
         launching = time.monotonic()
         # The sandbox and its CLI are up once the CLI answers `initialize`. A resumed session settles the call it
@@ -408,6 +410,28 @@ class RunExecution:
         if not self.resuming:
             await client.query(user_message(self.run.input, setup.skills))
         return await self._until_done_or_interrupted(self._receive(client), stop=partial(self._interrupt_cli, client))
+
+    async def _save_transcript(self, client: ClaudeSDKClient, tool_use_id: str) -> bool:
+        """Store the session's transcript so far, up to the call now waiting for a person: a worker that dies while
+        it waits leaves the call where the reaper suspends the run at it (`runs.session_store.checkpoint`)."""
+        # What the SDK (0.2.x) holds is stored too; it offers no public flush, so its batcher's own is used.
+        batcher = getattr(getattr(client, "_query", None), "_transcript_mirror_batcher", None)
+        if batcher is not None:
+            await batcher.flush()
+        if self.setup is None or not self.translator.session_id:
+            return False
+        try:
+            return await call_database(
+                f"Checkpointing run {self.run.pk}'s session",
+                checkpoint,
+                self.run.conversation_id,
+                self.setup.place.config_dir,
+                self.translator.session_id,
+                tool_use_id,
+            )
+        except Exception:
+            logger.exception("Run %s: checkpointing its session failed; a lost worker fails it", self.run.pk)
+            return True  # not again
 
     async def _record_launch(self, seconds: float) -> None:
         """For /metrics: how long launching the sandboxed CLI took (a lost figure loses nothing else)."""

@@ -73,6 +73,9 @@ class RunGate:
         self.stopped = stopped  # the run was interrupted or hit a limit: nobody waits any more
         self.decided = asyncio.Event()  # a decision was signalled: read the database now
         self.suspended_on: Approval | Question | None = None
+        # Stores the session's transcript so far (set once the CLI is connected): a worker that dies while a call
+        # waits leaves the call in the database, where the reaper can suspend the run instead of failing it.
+        self.save_transcript: Callable[[str], Awaitable[bool]] | None = None
         self.asked = False  # whether a person was asked anything in this leg
 
     def signal_decided(self) -> None:
@@ -137,8 +140,11 @@ class RunGate:
                 request = await sync_to_async(approvals.ask_approval)(
                     self.run, tool_use_id, name, tool_input, reason, self.timeout_seconds
                 )
+        saved = self.save_transcript is None
         waited_until = time.monotonic() + settings.APPROVAL_WAIT_SECONDS
         while request.is_pending:
+            if not saved and self.save_transcript is not None:
+                saved = await self.save_transcript(tool_use_id)
             if self.stopped.is_set():
                 return Decision("deny", reason="The run was stopped before anyone decided.")
             if may_defer and time.monotonic() >= waited_until:

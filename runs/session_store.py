@@ -5,9 +5,13 @@ The CLI writes its transcript under `CLAUDE_CONFIG_DIR`, which is per run and th
 `resume=<session id>` loads the transcript back into a temporary config dir for the CLI to resume from.
 """
 
+import contextlib
 import itertools
 import json
-from uuid import UUID
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from uuid import UUID, uuid4
 
 from asgiref.sync import sync_to_async
 from claude_agent_sdk.types import (
@@ -19,6 +23,7 @@ from claude_agent_sdk.types import (
 )
 from django.db import transaction
 from django.db.models import Max
+from django.utils import timezone
 
 from conversations.models import Conversation, SessionEntry, SessionEntryQuerySet
 
@@ -110,7 +115,80 @@ class DatabaseSessionStore(SessionStore):
         return list(subpaths.distinct())
 
 
-def _uuid(entry: SessionStoreEntry) -> str:
+def checkpoint(conversation_id: UUID | str, config_dir: Path, session_id: str, tool_use_id: str) -> bool:
+    """Store what the CLI has written of a session's main transcript so far; whether it holds the call `tool_use_id`
+    (the CLI writes its file a moment after it asks about the call: the caller tries again).
+
+    The SDK mirrors the transcript as the CLI sends it, which it does at the end of a turn: a call waiting for
+    a person in mid-turn would not be in the database, and a worker that died meanwhile would take it along.
+    The CLI's own file (in the run's config dir, on this worker) has it: its entries with a uuid are stored
+    here (the SDK's later copies of them are then skipped; entries without a uuid follow with the SDK's own).
+    """
+    found = sorted(config_dir.glob(f"projects/*/{session_id}.jsonl"))
+    if not found:
+        return False
+    entries = []
+    for line in found[0].read_text(errors="replace").splitlines():
+        with contextlib.suppress(ValueError):
+            entry = json.loads(line)
+            if isinstance(entry, dict) and _uuid(entry):
+                entries.append(entry)
+    key: SessionKey = {"project_key": found[0].parent.name, "session_id": session_id}
+    DatabaseSessionStore(conversation_id)._append(key, entries)  # type: ignore[abstract,arg-type]  # see runs.options
+    # The session the conversation resumes from, should its run be resumed before it ends.
+    Conversation.objects.filter(pk=conversation_id).update(sdk_session_id=session_id)
+    return any(_call(entry, tool_use_id) for entry in entries)
+
+
+def _call(entry: Mapping[str, Any], tool_use_id: str) -> dict[str, Any] | None:
+    """The tool_use block `tool_use_id` of an assistant entry, if it holds it."""
+    message = entry.get("message") if entry.get("type") == "assistant" else None
+    content = message.get("content") if isinstance(message, dict) else None
+    blocks = content if isinstance(content, list) else []
+    return next(
+        (b for b in blocks if isinstance(b, dict) and b.get("type") == "tool_use" and b.get("id") == tool_use_id), None
+    )
+
+
+def defer_dangling_call(conversation_id: UUID | str, session_id: str, tool_use_id: str) -> bool:
+    """Mark a call left waiting by a worker that died as deferred, as the CLI marks a call its hook defers, so that
+    resuming the session settles it (with the person's decision) instead of dropping it. False when the stored
+    transcript does not hold the call (it was never checkpointed): the run cannot be resumed at that call."""
+    rows = SessionEntry.objects.filter(conversation_id=conversation_id, session_id=session_id, subpath="")
+    for row in rows.exclude(uuid="").order_by("-position").iterator():
+        entry = json.loads(row.data)
+        call = _call(entry, tool_use_id)
+        if call is None:
+            continue
+        marker = {
+            key: entry[key]
+            for key in ("isSidechain", "userType", "cwd", "sessionId", "version", "gitBranch")
+            if key in entry
+        }
+        marker.update(
+            {
+                "parentUuid": row.uuid,
+                "type": "attachment",
+                "attachment": {
+                    "type": "hook_deferred_tool",
+                    "toolUseID": tool_use_id,
+                    "toolName": call.get("name"),
+                    "toolInput": call.get("input") or {},
+                    "hookName": "settings",
+                    "hookEvent": "PreToolUse",
+                    "permissionMode": "default",
+                },
+                "uuid": str(uuid4()),
+                "timestamp": timezone.now().isoformat().replace("+00:00", "Z"),
+            }
+        )
+        key: SessionKey = {"project_key": row.project_key, "session_id": session_id}
+        DatabaseSessionStore(conversation_id)._append(key, [marker])  # type: ignore[abstract,list-item]
+        return True
+    return False
+
+
+def _uuid(entry: Mapping[str, Any]) -> str:
     """The entry's idempotency key; empty for entries without one (titles, tags, mode markers)."""
     value = entry.get("uuid")
     return value if isinstance(value, str) else ""

@@ -3,6 +3,7 @@
 Deciding and waking are `runs.services` and `runs.dispatch`'s; this is the worker's side.
 """
 
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -13,6 +14,7 @@ from approvals import services as approvals
 from approvals.models import Approval, Question
 from conversations.events import EventType, record_events
 from conversations.models import Conversation, Run
+from runs.session_store import defer_dangling_call
 
 
 def suspend_run(run_id: UUID, waiting: dict[str, Any], *, session_id: str) -> bool:
@@ -50,3 +52,31 @@ def waiting_data(request: Approval | Question) -> dict[str, Any]:
 def resumed_data(request: Approval | Question) -> dict[str, Any]:
     """What `run.resumed` adds to `run.started`'s fields: the request whose settling resumed it."""
     return {"after": approvals.request_summary(request)}
+
+
+def suspend_lost_run(run_id: UUID, worker: str, cutoff: datetime) -> str | None:
+    """A run whose worker died while one of its calls waited for a person is suspended at that call instead of
+    failed: the new status (waiting, or queued when the decision came meanwhile), or None when it cannot be
+    (it waited on nothing, or its transcript does not hold the call)."""
+    request = approvals.latest_request(run_id)
+    if request is None or request.applied_at is not None:
+        return None
+    with transaction.atomic():
+        run = (
+            Run.objects.select_for_update()
+            .filter(pk=run_id, status=Run.Status.RUNNING, heartbeat_at__lt=cutoff)
+            .select_related("conversation")
+            .first()
+        )
+        session_id = run.conversation.sdk_session_id if run is not None else ""
+        if run is None or not session_id:
+            return None
+        if not defer_dangling_call(run.conversation_id, session_id, request.tool_use_id):
+            return None
+        request.refresh_from_db()
+        run.suspensions += 1
+        run.status = Run.Status.WAITING if request.is_pending else Run.Status.QUEUED
+        run.heartbeat_at, run.worker = timezone.now(), ""
+        run.save(update_fields=["suspensions", "status", "heartbeat_at", "worker"])
+        record_events(run, [(EventType.RUN_WAITING, {**approvals.request_summary(request), "worker_lost": worker})])
+    return run.status

@@ -12,7 +12,7 @@ from typing import Any
 import claude_agent_sdk
 from django.conf import settings
 
-from sandbox.limits import RunCgroup, create_run_cgroup, rlimit_args
+from sandbox.limits import RunCgroup, create_run_cgroup, rlimit_args, run_cgroups
 
 logger = logging.getLogger(__name__)
 
@@ -135,6 +135,12 @@ def prepare_place(run_id: str, workspace: Path) -> RunPlace:
     runs = settings.RUN_ROOT / "runs"
     runs.mkdir(mode=0o711, parents=True, exist_ok=True)
     place = RunPlace(runs / run_id, workspace, kind)
+    if place.root.exists():
+        # Left by a worker of this machine that died while it ran the run, which now goes on here (a run that
+        # waited for a person when its worker died): whatever that worker left is no longer anyone's.
+        place.cgroup = run_cgroups().get(run_id)
+        place.remove()
+        place.cgroup = None
     place.config_dir.mkdir(parents=True, mode=0o700)
     if kind == BUBBLEWRAP:
         uid, gid = sandbox_ids()
