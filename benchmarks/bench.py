@@ -13,7 +13,8 @@ adds to a tool call against calling the server directly. Budgets (benchmarks/bud
 reserving a call's worst case on five budgets adds to a model call at the gateway. Reports
 (benchmarks/reports.py): a month's usage report over 1,000,000 usage records. Chat (benchmarks/chat.py):
 a `chat` agent's POST → first token against calling its (loopback, 300 ms to first token) upstream directly.
-`BENCH_ONLY=streams|workspaces|skills|mcp|budgets|reports|chat` measures one part; `BENCH_QUICK=1` runs
+Approvals (benchmarks/approvals.py): a person's decision → the asked call's start, in-process and after
+suspension. `BENCH_ONLY=streams|workspaces|skills|mcp|budgets|reports|chat|approvals` measures one part; `BENCH_QUICK=1` runs
 each part once at small sizes, to show that every part still runs (CI does), not to measure.
 """
 
@@ -130,6 +131,7 @@ def main() -> None:
     django.setup()
     call_command("migrate", verbosity=0)
 
+    from benchmarks import approvals as bench_approvals
     from benchmarks import budgets as bench_budgets
     from benchmarks import chat as bench_chat
     from benchmarks import mcp as bench_mcp
@@ -164,6 +166,18 @@ def main() -> None:
         return
     # The chat agent's model upstream, which the platform's processes must know from their start.
     upstream = bench_chat.Upstream()
+    if only == "approvals":
+        approvals_platform = Platform(
+            os.environ["DATABASE_URL"], redis_url, work, APPROVAL_WAIT_SECONDS=bench_approvals.WAIT_SECONDS
+        )
+        try:
+            approvals_platform.start_web()
+            approvals_platform.start_worker(concurrency=4)
+            approval_figures = bench_approvals.figures(Client(approvals_platform.base_url, tenant.pk, key), tenant)
+        finally:
+            approvals_platform.stop()
+        print_rows(bench_approvals.rows(approval_figures), work)
+        return
     if only == "chat":
         chat_platform = Platform(os.environ["DATABASE_URL"], redis_url, work, **upstream.platform_env)
         try:
@@ -188,6 +202,7 @@ def main() -> None:
         work,
         RUN_HEARTBEAT_SECONDS="2",
         RUN_STALE_AFTER_SECONDS="10",
+        APPROVAL_WAIT_SECONDS=bench_approvals.WAIT_SECONDS,
         **upstream.platform_env,
     )
     platform.start_web()
@@ -215,6 +230,7 @@ def main() -> None:
         _, events_per_second, deltas = stream_run(client, f"[[words {WORDS}]]")
         streams = bench_streams.figures(platform, client, tenant)
         chat_figures = bench_chat.figures(bench_chat.chat_client(platform.base_url), upstream)
+        approval_figures = bench_approvals.figures(client, tenant)
         bench_sandbox.stop_worker(platform, worker)  # the next figures want a worker of their own
         sandbox_platform = bench_sandbox.platform_figures(platform, client)
     finally:
@@ -250,6 +266,7 @@ def main() -> None:
         ("worker → WebSocket latency p99", f"{p99:.2f} ms"),
         ("events per second, one run", f"{events_per_second:,.0f}   ({deltas} text deltas)"),
         *bench_chat.rows(chat_figures),
+        *bench_approvals.rows(approval_figures),
         *bench_sandbox.rows(sandbox_in_process, sandbox_platform),
         *bench_streams.rows(streams),
         *bench_workspaces.rows(workspace_figures),

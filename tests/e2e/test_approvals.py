@@ -16,6 +16,7 @@ from django.db import connection
 
 from agents.services import create_profile
 from agents.spec import AgentSpec
+from conversations.models import SessionEntry
 from tenants.models import Tenant
 from tests.e2e.harness import Client, Platform, database_url, serving, tenant_client
 
@@ -261,3 +262,45 @@ def test_twenty_runs_waiting_at_once_decided_in_random_order_each_take_their_own
         assert terminal["type"] == "run.completed", terminal
         ran = file_text(initech, conversation, "ran.txt")
         assert ran == (f"run-{n}\n" if n in allowed else None), (n, ran)
+
+
+# --- A worker killed while a call waits in-process --------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def patient(platform: Platform, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    """A platform whose runs wait in-process for two minutes before they suspend, with two workers."""
+    with serving(
+        database_url(connection.settings_dict),
+        platform.env["REDIS_URL"],
+        tmp_path_factory.mktemp("patient"),
+        APPROVAL_WAIT_SECONDS="120",
+    ) as own:
+        own.start_worker("second-worker")
+        yield own
+
+
+def test_a_worker_killed_while_a_call_waits_in_process_leaves_the_run_waiting_and_the_call_runs_once(
+    patient: Platform, transactional_db: None
+) -> None:
+    hooli = tenant_client(patient.base_url, "hooli")
+    conversation = careful(hooli)
+    run_id = send(hooli, conversation, "[[bash echo once >> /workspace/ran.txt]] [[reply done]]")
+    request = wait_for(hooli, conversation, "permission.request", run_id)["data"]
+    started = of(run_events(hooli, conversation, run_id), "run.started")[0]
+    deadline = time.monotonic() + 20
+    # The run stores its session up to the waiting call (the CLI writes it a moment after asking).
+    while not SessionEntry.objects.filter(conversation_id=conversation, data__contains=request["tool_use_id"]).exists():
+        assert time.monotonic() < deadline, "the waiting call was never checkpointed"
+        time.sleep(0.1)
+
+    patient.kill(next(worker for worker in patient.workers if str(worker.pid) in started["worker"]))
+    waiting = wait_for(hooli, conversation, "run.waiting", run_id, timeout=30)["data"]
+    decide(hooli, request["approval_id"], decision="allow")
+    terminal = hooli.wait_for_terminal(conversation, run_id)
+
+    assert waiting["approval_id"] == request["approval_id"] and waiting["worker_lost"] == started["worker"]
+    assert terminal["type"] == "run.completed" and terminal["data"]["result"] == "done", terminal
+    assert file_text(hooli, conversation, "ran.txt") == "once\n"
+    (resumed,) = of(run_events(hooli, conversation, run_id), "run.resumed")
+    assert resumed["worker"] != started["worker"]
