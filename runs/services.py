@@ -35,7 +35,7 @@ from skills.services import check_command, check_selection
 from tenants import ratelimit
 from tenants.models import LanguageModel, Tenant
 from tenants.storage import delete_quietly
-from usage.services import effective_budget, effective_conversation_budget
+from usage.services import effective_budget, effective_conversation_budget, run_totals
 from workspaces.services import attach_files, with_attachments
 from workspaces.storage import delete_conversation_files
 
@@ -343,13 +343,12 @@ def interrupt_run(conversation: Conversation) -> Run:
         if run.interrupt_requested_at is None:
             run.interrupt_requested_at = timezone.now()
             run.save(update_fields=["interrupt_requested_at"])
+    if run.status == Run.Status.QUEUED and not run.suspensions:
+        ended = {"reason": "interrupted", "message": "Interrupted before it started."}
+    else:  # waiting for a person (or queued to resume): its earlier legs' usage is its own
+        ended = {"reason": "interrupted", "message": "Interrupted while it waited.", "usage": run_totals(run.pk)}
     ended_without_worker = finish_run(
-        run.pk,
-        Run.Status.INTERRUPTED,
-        result={"reason": "interrupted", "message": "Interrupted before it started."}
-        if run.status == Run.Status.QUEUED and not run.suspensions
-        else {"reason": "interrupted", "message": "Interrupted while it waited."},
-        from_statuses=[Run.Status.QUEUED, Run.Status.WAITING],
+        run.pk, Run.Status.INTERRUPTED, result=ended, from_statuses=[Run.Status.QUEUED, Run.Status.WAITING]
     )
     if ended_without_worker:
         approvals.cancel_pending(run.pk)

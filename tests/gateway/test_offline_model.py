@@ -166,6 +166,23 @@ async def test_think_directive_streams_a_signed_thinking_block_first() -> None:
         ("[[skill csv-report sales.csv]]", "Skill", {"skill": "csv-report", "args": "sales.csv"}),
         ("[[skill hello]]", "Skill", {"skill": "hello"}),
         ('[[mcp tools echo {"text": "hi"}]]', "mcp__tools__echo", {"text": "hi"}),
+        (
+            "[[ask Which colour? | Blue | Red]]",
+            "AskUserQuestion",
+            {
+                "questions": [
+                    {
+                        "question": "Which colour?",
+                        "header": "Which colour",
+                        "options": [
+                            {"label": "Blue", "description": "Answer Blue"},
+                            {"label": "Red", "description": "Answer Red"},
+                        ],
+                        "multiSelect": False,
+                    }
+                ]
+            },
+        ),
     ],
 )
 async def test_tool_directives_become_tool_use_calls(directive: str, name: str, tool_input: dict[str, Any]) -> None:
@@ -199,6 +216,29 @@ async def test_tools_run_one_per_call_then_the_reply_carries_their_results() -> 
     assert list(deltas(second, "thinking_delta")) == []
     assert reply_text(final) == f"{OFFLINE_LABEL} reply: list\n[Bash result] a.txt\nb.txt\n\n[Read result] {'x' * 2000}"
     assert stop_reason(final) == "end_turn"
+
+
+@pytest.mark.asyncio
+async def test_a_resumed_deferred_turn_goes_on_with_its_remaining_directives() -> None:
+    turn = user("[[bash echo one]] [[bash echo two]]")
+    resumed = [
+        turn,
+        assistant_tool_use("t1", "Bash", {}),
+        tool_result("t1", "one"),
+        user("Continue from where you left off."),
+    ]
+
+    events = await stream(resumed)
+
+    assert tool_use(events)[1:] == ("Bash", {"command": "echo two", "description": "offline model command"})
+
+
+@pytest.mark.asyncio
+async def test_an_ask_directive_needs_a_question_and_two_to_four_options() -> None:
+    status, _, body = await call([user("[[ask Go? | Yes]]")])
+
+    assert status == 400
+    assert "ask expects `[[ask QUESTION | OPTION | OPTION]]` with 2 to 4 options" in body.decode()
 
 
 @pytest.mark.asyncio
