@@ -344,7 +344,7 @@ def interrupt_run(conversation: Conversation) -> Run:
             run.interrupt_requested_at = timezone.now()
             run.save(update_fields=["interrupt_requested_at"])
     if run.status == Run.Status.QUEUED and not run.suspensions:
-        ended = {"reason": "interrupted", "message": "Interrupted before it started."}
+        ended: dict[str, Any] = {"reason": "interrupted", "message": "Interrupted before it started."}
     else:  # waiting for a person (or queued to resume): its earlier legs' usage is its own
         ended = {"reason": "interrupted", "message": "Interrupted while it waited.", "usage": run_totals(run.pk)}
     ended_without_worker = finish_run(
