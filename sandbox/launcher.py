@@ -216,7 +216,7 @@ def prepare_launch(place: RunPlace, env: dict[str, str]) -> Launch:
     if place.kind == UNSANDBOXED:
         logger.warning("Run in %s is not sandboxed (SANDBOX_RUNNER=unsandboxed)", place.root.name)
         if os.geteuid() == 0:
-            # As root the CLI refuses bypassPermissions unless told it is sandboxed; it is not.
+            # As root the CLI refuses some modes (bypassPermissions) unless told it is sandboxed; it is not.
             env = {**env, "IS_SANDBOX": "1", "HOME": str(place.root)}
         else:
             env = {**env, "HOME": str(place.root)}
