@@ -41,7 +41,7 @@ class SlowWorkspace:
 def execution(monkeypatch: pytest.MonkeyPatch, settings: Any) -> RunExecution:
     settings.WORKSPACE_SYNC_SECONDS = 0.01
     monkeypatch.setattr(executor, "EventWriter", Recorder)
-    return RunExecution(SimpleNamespace(pk=1, conversation=None, model=None))  # type: ignore[arg-type]
+    return RunExecution(SimpleNamespace(pk=1, conversation=None, model=None, suspensions=0))  # type: ignore[arg-type]
 
 
 async def test_the_last_save_waits_for_a_periodic_save_in_flight_and_keeps_its_events(execution: RunExecution) -> None:
