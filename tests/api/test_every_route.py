@@ -23,6 +23,7 @@ from conversations.models import Conversation, Run
 from skills.archive import from_files
 from skills.services import create_skill
 from tenants.auth import make_stream_token
+from tests.factories import ApprovalFactory, QuestionFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -116,12 +117,16 @@ def samples(conversation: Conversation, finished_run: Run, settings: Any, tmp_pa
         "name": "sample",
         "number": "1",
         "path": "SKILL.md",
+        "approval": str(ApprovalFactory(run=finished_run).pk),
+        "question": str(QuestionFactory(run=finished_run).pk),
     }
 
 
 def pk_for(route: str, samples: dict[str, str]) -> str:
     if "conversations" in route:
         return samples["conversation_id"]
+    if "approvals" in route or "questions" in route:
+        return samples["approval" if "approvals" in route else "question"]
     return samples["tenant"] if route.startswith("api/^tenants") else "offline"
 
 
