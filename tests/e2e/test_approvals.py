@@ -95,7 +95,7 @@ def test_allow_runs_the_call_once_and_deny_gives_the_model_the_reason(acme: Clie
     assert terminal["type"] == "run.completed", terminal
     events = run_events(acme, conversation, run_id)
     ran, refused = of(events, "tool.result")
-    assert (ran["content"], ran["is_error"]) == ("", False)
+    assert (ran["content"], ran["is_error"]) == ("(Bash completed with no output)", False)
     assert refused["is_error"] is True
     assert "The user denied this call. They said: Two is one too many." in refused["content"]
     assert "Two is one too many." in terminal["data"]["result"]  # the model read it
