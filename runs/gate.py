@@ -156,12 +156,15 @@ class RunGate:
                 await asyncio.wait_for(self.decided.wait(), POLL_SECONDS)
             await sync_to_async(request.refresh_from_db)()
         await sync_to_async(approvals.mark_applied)(request)
-        return applied(request, tool_input)
+        return applied(request, tool_input, self.policy)
 
 
-def applied(request: Approval | Question, tool_input: Mapping[str, Any]) -> Decision:
-    """What a settled request lets the call do: run (as edited, or with the user's answers), or be refused."""
+def applied(request: Approval | Question, tool_input: Mapping[str, Any], policy: ToolPolicy) -> Decision:
+    """What a settled request lets the call do: run (as edited, or with the user's answers), or be refused. An
+    edited input is the profile's to allow like any call (the decision refused one it denies; this holds too)."""
     if isinstance(request, Approval) and request.allowed:
+        if request.updated_input is not None and (refusal := policy.refusal(request.tool, request.updated_input)):
+            return Decision("deny", reason=refusal)
         return Decision("allow", request.updated_input)
     if isinstance(request, Question) and request.status == Question.Status.ANSWERED:
         return Decision("allow", {**tool_input, "answers": request.answers})
