@@ -2,6 +2,7 @@
 terminal event. Shared by the API-side workflows (conversations.services) and the runs app."""
 
 from collections.abc import Sequence
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 from uuid import UUID
@@ -112,14 +113,19 @@ def finish_run(
     error: dict[str, Any] | None = None,
     session_id: str = "",
     from_statuses: Sequence[str] = Run.UNFINISHED,
+    silent_since: datetime | None = None,
 ) -> Event | None:
     """End an unfinished run with exactly one terminal event and release the conversation's lease.
 
     Returns the terminal event, or None when the run had already ended (a racing reaper or worker).
+    `silent_since`: only if its worker has not beaten since (a reaper's list may be stale by the time it acts).
     """
     terminal_type = TERMINAL_EVENT_TYPES[Run.Status(status)]
     with transaction.atomic():
-        run = Run.objects.select_for_update().filter(pk=run_id, status__in=from_statuses).first()
+        runs = Run.objects.select_for_update().filter(pk=run_id, status__in=from_statuses)
+        if silent_since is not None:
+            runs = runs.filter(heartbeat_at__lt=silent_since)
+        run = runs.first()
         if run is None:
             return None
         run.status = status

@@ -110,7 +110,9 @@ def reap_stale_runs() -> int:
                 dispatch_run(run_id)
             continue
         message = f"The worker running this run ({worker}) stopped responding."
-        if finish_run(run_id, Run.Status.FAILED, error={"reason": "worker_lost", "message": message}):
+        error = {"reason": "worker_lost", "message": message}
+        # Only a run still running silently: another reaper may have suspended it, or a worker resumed it, since.
+        if finish_run(run_id, Run.Status.FAILED, error=error, from_statuses=[Run.Status.RUNNING], silent_since=cutoff):
             logger.warning("Reaped run %s: worker %s stopped responding", run_id, worker)
             cancel_pending(run_id)
             reaped += 1
