@@ -18,6 +18,10 @@
   let socket = null;
   let retries = 0;
   let activeRun = null;
+  // What a message sent while a run is active does (the agent's busy policy, README "Messages sent mid-run"):
+  // reject | queue | steer | interrupt. The latest run.started of the conversation says; until one has,
+  // the agent as the list of agents describes it; refused when nothing says.
+  let busyPolicy = "reject";
 
   // --- HTTP ---------------------------------------------------------------------------------
 
@@ -92,14 +96,18 @@
   const view = new ConversationEvents.ConversationView($("messages"), {
     markdown,
     cost: app.dataset.showsCost === "true",
+    me: app.dataset.user,
     onChange: scrollDown,
+    onRequest: (request) => ChatRequests.addControls(request, decide),
     onEvent: (event, data) => {
       $("empty").hidden = true;
+      settlePending(event);
       if (event.type === "run.queued") {
         setActive(event.run_id);
         if (data.attachments && data.attachments.length) refreshFiles();
-      } else if (event.type === "run.started") {
+      } else if (event.type === "run.started" || event.type === "run.resumed") {
         $("model").textContent = data.model_display_name || "";
+        if (data.agent && data.agent.busy_policy) setBusyPolicy(data.agent.busy_policy);
       } else if (event.type === "file.changed" || event.type === "file.presented") {
         refreshFiles();
       } else if (event.type === "context.usage") {
@@ -149,10 +157,99 @@
   function setActive(runId) {
     activeRun = runId;
     $("stop").hidden = !runId;
-    $("send").disabled = Boolean(runId);
+    showBusyPolicy();
+  }
+
+  // --- messages sent while a run is active: refused, or queued, steered into it, or interrupting it -------
+
+  const WHILE_BUSY = {
+    queue: "Your message waits its turn: it runs after the current answer.",
+    steer: "Your message reaches the agent while it works.",
+    interrupt: "Sending stops the current answer and starts on your message.",
+  };
+
+  function setBusyPolicy(policy) {
+    busyPolicy = WHILE_BUSY[policy] ? policy : "reject";
+    showBusyPolicy();
+  }
+
+  function showBusyPolicy() {
+    const busy = Boolean(activeRun);
+    $("send").disabled = busy && busyPolicy === "reject";
+    $("busy-hint").textContent = busy ? WHILE_BUSY[busyPolicy] || "" : "";
+    $("busy-hint").hidden = !$("busy-hint").textContent;
+  }
+
+  // A message accepted while a run is active, shown until its own events come: a queued run's, or the
+  // `message.steered` of the run it went into.
+  function showPending(text, disposition, run) {
+    const pending = element("div", "run pending");
+    const bubble = element("div", "user");
+    bubble.append(element("div", "text", text));
+    const said = { queued: "Queued: runs after the current answer", steered: "Sent to the agent as it works" };
+    bubble.append(element("span", "when", said[disposition] || "Stopping the current answer…"));
+    pending.append(bubble);
+    pending.dataset.disposition = disposition;
+    if (run) pending.dataset.run = run;
+    $("messages").append(pending);
+    scrollDown();
+  }
+
+  function settlePending(event) {
+    const selector = event.type === "message.steered" ? ".pending[data-disposition='steered']" : ".pending[data-run]";
+    for (const pending of document.querySelectorAll(`#messages > ${selector}`)) {
+      if (event.type === "message.steered" || pending.dataset.run === event.run_id) {
+        pending.remove();
+        return;
+      }
+    }
+  }
+
+  // The ack of a message: started runs draw themselves; the others wait as a pending bubble meanwhile.
+  function acknowledged(text, reply) {
+    const disposition = reply && reply.disposition;
+    const run = reply && reply.run ? reply.run.id : reply && reply.id;
+    if (!disposition || disposition === "started") return;
+    if (run && disposition !== "steered" && view.runs.has(run)) return; // its events came first
+    showPending(text, disposition, disposition === "steered" ? null : run);
   }
 
   // --- the WebSocket, resumed from the last seq --------------------------------------------------
+
+  // Frames the server answers once each (an ack or an error frame), in the order they were sent: an error
+  // frame names no request, so a reply belongs to the oldest frame still waiting for one.
+  let awaiting = [];
+
+  function request(frame) {
+    return new Promise((resolve, reject) => {
+      socket.send(JSON.stringify(frame));
+      awaiting.push({ socket, resolve, reject });
+    });
+  }
+
+  function replied(frame) {
+    const waiting = awaiting.shift();
+    if (frame.type === "ack") waiting?.resolve(frame);
+    else if (waiting) waiting.reject(new Error(frame.error.message));
+    else showError(frame.error.message); // a refused socket says why
+  }
+
+  function dropAwaiting(ws) {
+    const lost = awaiting.filter((each) => each.socket === ws);
+    awaiting = awaiting.filter((each) => each.socket !== ws);
+    const error = new Error("The connection dropped before the server answered; look again, then try again.");
+    for (const each of lost) each.reject(error);
+  }
+
+  // A decision or an answer (ChatRequests): over the socket, or REST while it is down.
+  async function decide(item, body) {
+    const approval = item.kind === "approval";
+    if (socket && socket.readyState === WebSocket.OPEN) {
+      const frame = approval ? { type: "approve", approval_id: item.id } : { type: "answer", question_id: item.id };
+      return request({ ...frame, ...body });
+    }
+    return call("POST", `/api/tenants/${tenant}/${approval ? "approvals" : "questions"}/${item.id}`, body);
+  }
 
   async function connect() {
     if (!current) return;
@@ -177,9 +274,10 @@
     ws.onmessage = (message) => {
       const frame = JSON.parse(message.data);
       if (frame.seq !== undefined) view.apply(frame);
-      else if (frame.type === "error") showError(frame.error.message);
+      else if (frame.type === "ack" || frame.type === "error") replied(frame);
     };
     ws.onclose = (event) => {
+      dropAwaiting(ws);
       if (socket !== ws) return;
       delete app.dataset.connected;
       // 4400-4499: refused, and told why in an error frame (shown); trying again would not change it.
@@ -258,6 +356,9 @@
     retries = 0;
     view.clear();
     $("empty").hidden = false; // until its first event
+    const named = conversation && conversation.agent ? conversation.agent.name : null;
+    const agent = agents.find((each) => (named ? each.name === named : each.is_default));
+    busyPolicy = (agent && agent.busy_policy) || "reject";
     setActive(conversation ? conversation.active_run : null);
     $("title").value = conversation ? conversation.title || "" : "";
     $("archive").disabled = !conversation;
@@ -343,7 +444,7 @@
 
   // --- agents: a new conversation's is chosen among those the tenant offers; the header names it ------
 
-  let agents = []; // [{name, description, kind, is_default}], the default first
+  let agents = []; // [{name, description, kind, is_default, busy_policy}], the default first
 
   async function loadAgents() {
     agents = await call("GET", `/api/tenants/${tenant}/chat-agents`).catch(() => []);
@@ -510,11 +611,11 @@
         return;
       }
       if (files.length) {
-        await call("POST", `${api}/${current}/messages`, messageBody(text, files));
+        acknowledged(text, await call("POST", `${api}/${current}/messages`, messageBody(text, files)));
       } else if (socket && socket.readyState === WebSocket.OPEN) {
-        socket.send(JSON.stringify({ type: "message", text }));
+        request({ type: "message", text }).then((ack) => acknowledged(text, ack), (error) => showError(error.message));
       } else {
-        await call("POST", `${api}/${current}/messages`, { text });
+        acknowledged(text, await call("POST", `${api}/${current}/messages`, { text }));
       }
       clearComposer();
     } catch (error) {
@@ -538,8 +639,11 @@
   }
 
   function stop() {
-    if (socket && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify({ type: "interrupt" }));
-    else call("POST", `${api}/${current}/interrupt`).catch((error) => showError(error.message));
+    if (socket && socket.readyState === WebSocket.OPEN) {
+      request({ type: "interrupt" }).catch((error) => showError(error.message));
+    } else {
+      call("POST", `${api}/${current}/interrupt`).catch((error) => showError(error.message));
+    }
   }
 
   // --- wiring ------------------------------------------------------------------------------------
