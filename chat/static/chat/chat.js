@@ -238,6 +238,7 @@
     const lost = awaiting.filter((each) => each.socket === ws);
     awaiting = awaiting.filter((each) => each.socket !== ws);
     const error = new Error("The connection dropped before the server answered; look again, then try again.");
+    error.dropped = true; // what was sent may have been taken: the events replayed on reconnecting will say
     for (const each of lost) each.reject(error);
   }
 
@@ -613,7 +614,8 @@
       if (files.length) {
         acknowledged(text, await call("POST", `${api}/${current}/messages`, messageBody(text, files)));
       } else if (socket && socket.readyState === WebSocket.OPEN) {
-        request({ type: "message", text }).then((ack) => acknowledged(text, ack), (error) => showError(error.message));
+        const refused = (error) => error.dropped || showError(error.message);
+        request({ type: "message", text }).then((ack) => acknowledged(text, ack), refused);
       } else {
         acknowledged(text, await call("POST", `${api}/${current}/messages`, { text }));
       }
@@ -640,7 +642,7 @@
 
   function stop() {
     if (socket && socket.readyState === WebSocket.OPEN) {
-      request({ type: "interrupt" }).catch((error) => showError(error.message));
+      request({ type: "interrupt" }).catch((error) => error.dropped || showError(error.message));
     } else {
       call("POST", `${api}/${current}/interrupt`).catch((error) => showError(error.message));
     }
