@@ -35,8 +35,8 @@ JSON_HELP = {
     "disallowed_tools": 'A JSON list of tool patterns the agent may never use, e.g. ["Bash(rm *)", "WebFetch"]; '
     "they win over the allowed tools.",
     "permission_rules": 'A JSON list of rules, e.g. [{"pattern": "Bash(git push *)", "action": "ask"}], each action '
-    "allow, ask or deny (deny wins over ask, ask over allow). Until approvals exist, a call an ask rule matches "
-    "is refused and the run says so.",
+    "allow, ask or deny (deny wins over ask, ask over allow). A call an ask rule matches waits for a person's "
+    "decision (Approvals and questions › Approvals), at most the approval timeout, then is denied by itself.",
     "skills": 'A JSON list of the tenant\'s enabled skills its runs get, e.g. ["pdf", "csv-report"]; [] for none. '
     "null (or empty): all of them.",
     "mcp_servers": 'A JSON list of the tenant\'s MCP servers its runs get, e.g. ["github"]; [] for none. '
@@ -268,6 +268,7 @@ class AgentProfileAdmin(admin.ModelAdmin):
             ("Model", {"fields": ["model", "fallback_model", "effort", "thinking_budget"]}),
             ("Limits", {"fields": ["max_turns", "run_budget_usd", "run_budget_calls"]}),
             ("Tools", {"fields": ["allowed_tools", "disallowed_tools", "permission_rules"]}),
+            ("People in the loop", {"fields": ["approval_timeout_seconds", "busy_policy"]}),
             ("Skills and MCP servers", {"fields": ["skills", "mcp_servers"]}),
             ("Subagents and structured output", {"fields": ["subagents", "output_schema"]}),
         ]

@@ -11,7 +11,13 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from agents.models import MAX_INSTRUCTIONS_CHARS, AgentProfile, AgentVersion
+from agents.models import (
+    DEFAULT_APPROVAL_TIMEOUT_SECONDS,
+    MAX_APPROVAL_TIMEOUT_SECONDS,
+    MAX_INSTRUCTIONS_CHARS,
+    AgentProfile,
+    AgentVersion,
+)
 from agents.rules import ACTIONS
 from agents.spec import MAX_SUBAGENTS
 from api.serializers import MAX_INTEGER, StrictSerializer
@@ -184,9 +190,26 @@ def version_fields(through: str | None = None) -> dict[str, serializers.Field]:
         "permission_rules": PermissionRulesField(
             required=False,
             help_text="A decision per tool pattern: `allow`, `ask` or `deny`; deny wins over ask, ask over allow. "
-            "Until approvals exist, a call an `ask` rule matches is refused with a reason the model reads, and "
-            "run.started says so.",
+            "A call an `ask` rule matches waits for a person's decision (an approval: `GET …/approvals`), at most "
+            "approval_timeout_seconds, then is denied by itself.",
             **source("permission_rules", "permission_rules"),
+        ),
+        "approval_timeout_seconds": serializers.IntegerField(
+            required=False,
+            min_value=10,
+            max_value=MAX_APPROVAL_TIMEOUT_SECONDS,
+            help_text="How long an approval or a question of its runs waits for a person (10 s to 7 days; default "
+            f"{DEFAULT_APPROVAL_TIMEOUT_SECONDS}); past it, it is denied (or left unanswered) by itself, with a "
+            "reason the model reads.",
+            **source("approval_timeout_seconds", "approval_timeout_seconds"),
+        ),
+        "busy_policy": serializers.ChoiceField(
+            AgentVersion.BusyPolicy.choices,
+            required=False,
+            help_text="What a message sent while a run is active does: `reject` (default: 409 until the run ends), "
+            "`queue` (it runs after the current run, in order), `steer` (delivered into the running session as the "
+            "next user input), `interrupt` (stops the current run and starts with it).",
+            **source("busy_policy", "busy_policy"),
         ),
         "skills": NamesField(
             required=False,

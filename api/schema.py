@@ -68,6 +68,8 @@ def tag_of(path: str) -> str:
         return "skills"
     if "/agents" in path:
         return "agents"
+    if "/approvals" in path or "/questions" in path:
+        return "approvals"
     if "/events" in path or path.endswith("/stream-token/"):
         return "events"
     if any(part in path for part in ("/runs", "/messages", "/interrupt", "/stream")):

@@ -359,6 +359,10 @@ SPECTACULAR_SETTINGS = {
             "name": "agents",
             "description": "A tenant's agent profiles (instructions, models, tools), version by version.",
         },
+        {
+            "name": "approvals",
+            "description": "What runs ask people: tool calls to allow or deny, the agent's questions to answer.",
+        },
         {"name": "usage", "description": "Tokens and cost of each model call, as billed."},
         {"name": "models", "description": "The model catalog and its prices (platform admin keys change it)."},
         {"name": "tenants", "description": "Organisations (platform admin keys only)."},
@@ -375,6 +379,10 @@ SPECTACULAR_SETTINGS = {
         "AgentKindEnum": "agents.models.AgentVersion.Kind",
         "PromptScopeEnum": "agents.models.AgentVersion.PromptScope",
         "EffortEnum": "agents.models.AgentVersion.Effort",
+        "BusyPolicyEnum": "agents.models.AgentVersion.BusyPolicy",
+        "ApprovalStatusEnum": "approvals.models.Approval.Status",
+        "QuestionStatusEnum": "approvals.models.Question.Status",
+        "DeciderKindEnum": "approvals.models.Decider",
     },
 }
 

@@ -34,6 +34,7 @@ urlpatterns = [
     path("api/", include("skills.urls")),
     path("api/", include("mcp_servers.urls")),
     path("api/", include("agents.urls")),
+    path("api/", include("approvals.urls")),
     path("api/", include(chat_api_urlpatterns)),
     path("chat/", include("chat.urls")),
     re_path(r"^api/(?P<path>.*)$", api_not_found),

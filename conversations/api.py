@@ -217,7 +217,11 @@ class ConversationViewSet(
         conversation = self.get_object()
         asking = principal(request)
         token = make_stream_token(
-            str(conversation.pk), conversation.tenant_id, asking.user_id, end_user=asking.key is None
+            str(conversation.pk),
+            conversation.tenant_id,
+            asking.user_id,
+            end_user=asking.key is None,
+            key_id=asking.key.pk if asking.key is not None else None,
         )
         return Response(
             {

@@ -1,9 +1,11 @@
-"""The conversation WebSocket: replay, then live events, plus `message` and `interrupt` from the client."""
+"""The conversation WebSocket: replay, then live events, plus `message`, `interrupt`, `approve` and `answer` from
+the client."""
 
 import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
@@ -21,6 +23,15 @@ from rest_framework import exceptions
 from agents.services import choose_agent_as_end_user
 from api.errors import ServiceError, flatten_errors
 from api.parsers import load_json
+from approvals.deciders import operator_decider, stream_token_decider
+from approvals.models import Approval, Question
+from approvals.serializers import (
+    ApprovalDecisionFrameSerializer,
+    ApprovalSerializer,
+    QuestionAnswerFrameSerializer,
+    QuestionSerializer,
+)
+from approvals.services import Who
 from conversations import realtime
 from conversations.models import Conversation
 from conversations.serializers import MessageCreateSerializer, RunSerializer
@@ -40,6 +51,10 @@ CLOSE_UNAUTHENTICATED = 4401
 CLOSE_REFUSED = 4403
 CLOSE_NOT_FOUND = 4404
 RESYNC_SECONDS = 5.0
+
+
+# A staff socket decides as its operator with the permission to change approvals (or questions), as in the admin.
+DECIDING_PERMISSIONS = {"approve": "approvals.change_approval", "answer": "approvals.change_question"}
 
 
 class Refused(Exception):
@@ -66,6 +81,11 @@ class ConversationConsumer(AsyncWebsocketConsumer):
     can_steer: bool
     # An end user's own chat session (its stream token says so): it may name only the agents its page offers.
     end_user_session: bool = False
+    # Who the socket's approvals and answers name (read at its first decision: most sockets never decide); a staff
+    # socket's operator also needs the model permission.
+    token_claims: dict[str, str] | None = None
+    decider: Who | None = None
+    staff: Any = None
     listener: realtime.GroupListener
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -134,6 +154,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
                 )
             user_id, can_steer = claims.get("u", ""), True
             self.end_user_session = claims.get("e") == "1"
+            self.token_claims = claims
         else:
             # Staff watch any conversation with their admin session; a cookie is sent cross-site,
             # so this path requires a same-origin browser.
@@ -147,6 +168,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
                 )
             # Watching needs staff; steering someone's run needs the permission to change runs.
             user_id, can_steer = "", await sync_to_async(user.has_perm)("conversations.change_run")
+            self.staff, self.decider = user, operator_decider(user.get_username())
         conversation = await Conversation.objects.filter(pk=conversation_id, tenant_id=tenant_id).afirst()
         if conversation is None:  # or another tenant's: both answer alike
             raise Refused(CLOSE_NOT_FOUND, "not_found", "Not found.")
@@ -166,16 +188,28 @@ class ConversationConsumer(AsyncWebsocketConsumer):
                 "forbidden", "This account may watch but not steer runs (it needs conversations.change_run)."
             )
             return
+        if kind in DECIDING_PERMISSIONS and not await self._may_decide(DECIDING_PERMISSIONS[kind]):
+            await self._send_error(
+                "forbidden",
+                f"This account may watch but not decide for runs (it needs {DECIDING_PERMISSIONS[kind]}).",
+            )
+            return
         try:
             if kind == "message":
                 await self._start_run(request)
             elif kind == "interrupt":
                 run = await sync_to_async(services.interrupt_run)(self.conversation)
                 await self._send_json({"type": "ack", "request": "interrupt", "run_id": str(run.pk)})
+            elif kind == "approve":
+                await self._approve(request)
+            elif kind == "answer":
+                await self._answer(request)
             elif kind == "ping":
                 await self._send_json({"type": "pong", "last_seq": self.cursor.last_seq})
             else:
-                await self._send_error("unknown_type", 'Unknown frame type; use "message", "interrupt" or "ping".')
+                await self._send_error(
+                    "unknown_type", 'Unknown frame type; use "message", "interrupt", "approve", "answer" or "ping".'
+                )
         except ServiceError as exc:
             await self._send_error(exc.code, exc.message, exc.retry_after)
 
@@ -192,6 +226,69 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         # Serialized where the database may be read: the run names its agent version's profile.
         data = await sync_to_async(lambda: RunSerializer(run).data)()
         await self._send_json({"type": "ack", "request": "message", "run": data})
+
+    async def _may_decide(self, permission: str) -> bool:
+        """A stream token's socket decides as its key or end user; a staff socket needs the model permission."""
+        if self.staff is None:
+            return True
+        return bool(await sync_to_async(self.staff.has_perm)(permission))
+
+    def _decider(self) -> Who:
+        """Who the socket decides as (call where the database may be read)."""
+        if self.decider is None:
+            assert self.token_claims is not None  # a staff socket has its operator from the start
+            self.decider = stream_token_decider(self.token_claims)
+        return self.decider
+
+    async def _approve(self, request: dict[str, Any]) -> None:
+        def decide(approval: Approval, who: Who, body: ApprovalDecisionFrameSerializer) -> dict[str, Any]:
+            return dict(ApprovalSerializer(services.decide_approval(approval, who, **body.as_decision())).data)
+
+        await self._settle(request, ApprovalDecisionFrameSerializer(data=frame_body(request)), Approval, decide)
+
+    async def _answer(self, request: dict[str, Any]) -> None:
+        def answer(question: Question, who: Who, body: QuestionAnswerFrameSerializer) -> dict[str, Any]:
+            answers = body.validated_data["answers"]
+            return dict(QuestionSerializer(services.answer_question(question, who, answers)).data)
+
+        await self._settle(request, QuestionAnswerFrameSerializer(data=frame_body(request)), Question, answer)
+
+    async def _settle(
+        self,
+        request: dict[str, Any],
+        body: Any,
+        model: type[Approval] | type[Question],
+        settle: Callable[[Any, Who, Any], dict[str, Any]],
+    ) -> None:
+        """`approve` and `answer`: the frame checked, its request found as REST finds it, settled (once: a second
+        time is `already_decided`), and acknowledged with the request as REST shows it."""
+        name = "approval" if model is Approval else "question"
+        if not body.is_valid():
+            await self._send_error("invalid", "; ".join(flatten_errors(body.errors)))
+            return
+        found = await self._own_request(model, body.validated_data[f"{name}_id"])
+
+        def settled() -> dict[str, Any] | None:
+            if found is None:
+                return None
+            try:
+                return settle(found, self._decider(), body)
+            except model.DoesNotExist:  # its conversation was deleted meanwhile
+                return None
+
+        data = await sync_to_async(settled)()
+        if data is None:
+            await self._send_error("not_found", f"No such {name} in this conversation.")
+            return
+        await self._send_json({"type": "ack", "request": request["type"], name: data})
+
+    async def _own_request(self, model: type[Approval] | type[Question], pk: Any) -> Any:
+        """The socket's conversation's request, seen as REST sees it: with an end user, only theirs (another
+        conversation's, another end user's and a missing one alike are None)."""
+        rows = model.objects.filter(pk=pk, conversation_id=self.conversation.pk)
+        if self.user_id:
+            rows = rows.filter(user_id=self.user_id)
+        return await rows.afirst()
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         # Live events are the hot path: Channels' dispatch first runs close_old_connections on the
@@ -247,6 +344,11 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         if retry_after is not None:
             error["retry_after"] = retry_after
         await self._send_json({"type": "error", "error": error})
+
+
+def frame_body(request: dict[str, Any]) -> dict[str, Any]:
+    """A client frame's fields besides its type."""
+    return {name: value for name, value in request.items() if name != "type"}
 
 
 def chosen_subprotocol(scope: dict[str, Any]) -> str | None:

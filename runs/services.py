@@ -18,7 +18,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from agents.models import AgentVersion
-from agents.services import choose_agent, run_version
+from agents.services import choose_agent, run_agent, run_version
 from api.errors import Conflict, ServiceError
 from approvals import services as approvals
 from approvals.models import Approval, Question
@@ -363,7 +363,13 @@ def interrupt_run(conversation: Conversation) -> Run:
 
 
 def decide_approval(approval: Approval, who: Who, **decision: Any) -> Approval:
-    """Allow or deny an approval (once: a second decision is a 409), then wake its run wherever it waits."""
+    """Allow or deny an approval (once: a second decision is a 409), then wake its run wherever it waits.
+
+    An edited input (`updated_input`) passes the run's agent profile again: a person may change what the call
+    does, never past what the profile allows (the gate asked only because a rule said `ask`)."""
+    updated_input = decision.get("updated_input")
+    if decision.get("allow") and isinstance(updated_input, Mapping):
+        _check_edited_input(approval, updated_input)
     decided = approvals.decide_approval(approval.pk, who, **decision)
     wake_run(decided.run_id)
     return decided
@@ -374,3 +380,14 @@ def answer_question(question: Question, who: Who, answers: Mapping[str, Any]) ->
     answered = approvals.answer_question(question.pk, who, answers)
     wake_run(answered.run_id)
     return answered
+
+
+def _check_edited_input(approval: Approval, updated_input: Mapping[str, Any]) -> None:
+    run = Run.objects.select_related("agent_version__profile", "conversation__tenant").get(pk=approval.run_id)
+    refusal = run_agent(run).policy().refusal(approval.tool, updated_input)
+    if refusal is not None:
+        raise ServiceError(
+            f"The edited input is one the agent profile refuses: {refusal} Send an input it allows, or deny the call.",
+            code="input_refused",
+            fields={"updated_input": [refusal]},
+        )

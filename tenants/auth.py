@@ -138,14 +138,19 @@ def _stream_signer() -> signing.TimestampSigner:
     return signing.TimestampSigner(salt=STREAM_TOKEN_SALT, sep=".")
 
 
-def make_stream_token(conversation_id: str, tenant_id: str, user_id: str = "", *, end_user: bool = False) -> str:
+def make_stream_token(
+    conversation_id: str, tenant_id: str, user_id: str = "", *, end_user: bool = False, key_id: int | None = None
+) -> str:
     """A short-lived token that opens one conversation's WebSocket (browsers cannot send headers).
 
     `end_user`: minted for an end user's own chat session, whose socket may then name only the agents its chat
-    page offers (as its REST requests may)."""
+    page offers (as its REST requests may). `key_id`: the API key that minted it, whom the socket's decisions
+    (approvals, answers) name, as that key's REST requests would; its id only, never anything of the secret."""
     claims = {"c": conversation_id, "t": tenant_id, "u": user_id}
     if end_user:
         claims["e"] = "1"
+    if key_id is not None:
+        claims["k"] = str(key_id)
     return _stream_signer().sign_object(claims)
 
 

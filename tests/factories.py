@@ -1,5 +1,6 @@
 """Data for tests of every app (factory-boy): each factory makes a valid row, given only what a test cares about."""
 
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -7,6 +8,8 @@ import factory
 from django.utils import timezone
 from factory.django import DjangoModelFactory
 
+from approvals.models import Approval, Question
+from approvals.services import describe
 from conversations.models import Conversation, Run
 from mcp_servers.models import McpServer
 from tenants.models import LanguageModel, Tenant
@@ -129,3 +132,50 @@ class UserBudgetFactory(DjangoModelFactory[UserBudget]):
 
     tenant = factory.SubFactory(TenantFactory)
     user_id = factory.Sequence(lambda n: f"user-{n}")
+
+
+class ApprovalFactory(DjangoModelFactory[Approval]):
+    """A pending approval of a Bash call of a run, for the run's end user, as the run's gate stores it."""
+
+    class Meta:
+        model = Approval
+
+    run = factory.SubFactory(RunFactory)
+    conversation = factory.SelfAttribute("run.conversation")
+    tenant = factory.SelfAttribute("run.conversation.tenant")
+    user_id = factory.SelfAttribute("run.user_id")
+    tool_use_id = factory.Sequence(lambda n: f"toolu_{n:04d}")
+    tool = "Bash"
+    tool_input = factory.LazyFunction(lambda: {"command": "echo hi"})
+    title = factory.LazyAttribute(lambda approval: describe(approval.tool, approval.tool_input)[0])
+    display_name = factory.SelfAttribute("tool")
+    description = factory.LazyAttribute(lambda approval: describe(approval.tool, approval.tool_input)[1])
+    decision_reason = "The agent profile 'default' asks a person first (Bash(echo *))."
+    expires_at = factory.LazyFunction(lambda: timezone.now() + timedelta(hours=1))
+
+
+class QuestionFactory(DjangoModelFactory[Question]):
+    """The agent's pending question to a run's end user: one question, two options."""
+
+    class Meta:
+        model = Question
+
+    run = factory.SubFactory(RunFactory)
+    conversation = factory.SelfAttribute("run.conversation")
+    tenant = factory.SelfAttribute("run.conversation.tenant")
+    user_id = factory.SelfAttribute("run.user_id")
+    tool_use_id = factory.Sequence(lambda n: f"toolu_q{n:04d}")
+    questions = factory.LazyFunction(
+        lambda: [
+            {
+                "question": "Which format?",
+                "header": "Format",
+                "options": [
+                    {"label": "CSV", "description": "Comma-separated values."},
+                    {"label": "JSON", "description": "One object per row."},
+                ],
+                "multiSelect": False,
+            }
+        ]
+    )
+    expires_at = factory.LazyFunction(lambda: timezone.now() + timedelta(hours=1))

@@ -151,6 +151,30 @@ def test_an_operators_edit_makes_the_next_version_and_leaves_the_last_unchanged(
     assert "Stored version 2; it is now current." in messages_of(response)
 
 
+def test_an_operator_sets_the_approval_timeout_and_busy_policy_as_the_next_version(
+    admin_client: Client, support: AgentProfile
+) -> None:
+    page = admin_client.get(url("agents_agentprofile_change", support.pk)).content.decode()
+
+    response = change(admin_client, support, approval_timeout_seconds=900, busy_policy="interrupt")
+
+    assert "People in the loop" in page and 'name="approval_timeout_seconds"' in page and 'name="busy_policy"' in page
+    assert response.status_code == 302, form_errors(response)
+    second = AgentVersion.objects.get(profile=support, number=2)
+    assert (second.approval_timeout_seconds, second.busy_policy) == (900, "interrupt")
+
+
+def test_an_approval_timeout_out_of_bounds_is_an_error_on_its_field(
+    admin_client: Client, support: AgentProfile
+) -> None:
+    rows = agent_rows()
+
+    response = change(admin_client, support, approval_timeout_seconds=3)
+
+    assert "approval_timeout_seconds" in form_errors(response)
+    assert agent_rows() == rows
+
+
 def test_saving_without_changes_makes_no_version_even_with_the_browsers_line_endings(
     admin_client: Client, support: AgentProfile
 ) -> None:

@@ -48,6 +48,8 @@ EVERY_FIELD: dict[str, Any] = {
         {"pattern": "Bash(rm *)", "action": "deny"},
         {"pattern": "Write(reports/**)", "action": "ask"},
     ],
+    "approval_timeout_seconds": 600,
+    "busy_policy": "queue",
     "skills": ["csv-report"],
     "mcp_servers": ["warehouse"],
     "subagents": [
@@ -168,6 +170,19 @@ def test_changing_a_version_field_makes_the_next_version_current_and_keeps_the_f
     second = AgentVersion.objects.get(profile=support, number=2)
     assert (second.max_turns, second.disallowed_tools, second.instructions) == (20, ["Write"], "Answer from the docs.")
     assert second.created_by == "api-key:acme key"
+
+
+def test_the_approval_timeout_and_busy_policy_are_version_fields(api_client: APIClient, support: AgentProfile) -> None:
+    response = api_client.patch(
+        f"{URL}/support", {"approval_timeout_seconds": 120, "busy_policy": "steer"}, format="json"
+    )
+
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert (body["current_version"], body["approval_timeout_seconds"], body["busy_policy"]) == (2, 120, "steer")
+    first, second = AgentVersion.objects.filter(profile=support).order_by("number")
+    assert (first.approval_timeout_seconds, first.busy_policy) == (3600, "reject")
+    assert (second.approval_timeout_seconds, second.busy_policy) == (120, "steer")
 
 
 def test_changing_only_the_profiles_own_fields_makes_no_version(api_client: APIClient, support: AgentProfile) -> None:
@@ -336,6 +351,9 @@ BAD_PROFILES: list[tuple[str, dict[str, Any], str, str]] = [
     ("zero turns", {"max_turns": 0}, "max_turns", "greater than or equal to 1"),
     ("a negative budget", {"run_budget_usd": "-1"}, "run_budget_usd", "greater than or equal to 0"),
     ("an unknown field", {"system_prompt": "Be brief."}, "system_prompt", "Unknown field"),
+    ("a timeout too short", {"approval_timeout_seconds": 5}, "approval_timeout_seconds", "greater than or equal to 10"),
+    ("a timeout past a week", {"approval_timeout_seconds": 604_801}, "approval_timeout_seconds", "less than or equal"),
+    ("an unknown busy policy", {"busy_policy": "later"}, "busy_policy", "not a valid choice"),
 ]
 BAD_IDS = [case[0] for case in BAD_PROFILES]
 

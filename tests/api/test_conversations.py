@@ -16,7 +16,7 @@ from conversations.serializers import ConversationUpdateSerializer
 from runs.lease import claim_run
 from runs.services import RunOptions, start_run
 from tenants.auth import read_stream_token
-from tenants.models import LanguageModel, Tenant
+from tenants.models import ApiKey, LanguageModel, Tenant
 from tests.api.assertions import error_of
 from tests.conftest import client_with_key
 
@@ -447,7 +447,9 @@ def test_a_stream_token_opens_the_conversations_websocket(tenant_key: str, conve
     body = response.json()
     assert body["expires_in"] > 0
     assert body["websocket_path"] == f"/ws/tenants/acme/conversations/{conversation.pk}/?token={body['token']}"
-    assert read_stream_token(body["token"]) == {"c": str(conversation.pk), "t": "acme", "u": "alice"}
+    key = ApiKey.objects.get(tenant_id="acme")
+    # The key's id (never its secret): the socket's approvals and answers name the key, as its REST requests do.
+    assert read_stream_token(body["token"]) == {"c": str(conversation.pk), "t": "acme", "u": "alice", "k": str(key.pk)}
 
 
 # --- the schema and its docs --------------------------------------------------------------------------

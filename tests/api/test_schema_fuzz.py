@@ -28,7 +28,7 @@ from conversations.models import Conversation, Run
 from mcp_servers.models import McpServer
 from skills.archive import from_files
 from skills.services import create_skill
-from tests.factories import ConversationFactory
+from tests.factories import ApprovalFactory, ConversationFactory, QuestionFactory
 from workspaces.models import WorkspaceFile
 from workspaces.services import save_file
 
@@ -74,7 +74,7 @@ def test_the_api_keeps_to_its_schema(case: schemathesis.Case, admin_key: str, co
 @pytest.fixture
 def real_objects(conversation: Conversation, finished_run: Run, settings: Settings, tmp_path: Path) -> dict[str, str]:
     """One of everything a path can name, as stored (a conversation without a budget of its own, a text
-    file, a skill whose SKILL.md is Markdown), by the name of its path parameter."""
+    file, a skill whose SKILL.md is Markdown, an approval and a question), by the name of its path parameter."""
     settings.MEDIA_ROOT = tmp_path / "media"
     save_file(conversation, "notes.txt", io.BytesIO(b"plain text"), source=WorkspaceFile.Source.USER)
     skill_md = b"---\nname: sample\ndescription: A skill that is read back.\n---\nBe helpful.\n"
@@ -89,6 +89,8 @@ def real_objects(conversation: Conversation, finished_run: Run, settings: Settin
         "name": "sample",
         "number": "1",
         "path": "notes.txt",
+        "approval_id": str(ApprovalFactory(run=finished_run).pk),
+        "question_id": str(QuestionFactory(run=finished_run).pk),
     }
 
 
@@ -98,6 +100,10 @@ def path_parameters(path: str, objects: dict[str, str]) -> dict[str, str]:
         real_id = "offline"
     elif path == "/api/tenants/{id}/":
         real_id = objects["tenant"]
+    elif "/approvals/" in path:
+        real_id = objects["approval_id"]
+    elif "/questions/" in path:
+        real_id = objects["question_id"]
     else:
         real_id = objects["conversation_id"]
     if "/skills/" in path:
