@@ -24,7 +24,7 @@ from tests.e2e.harness import Client, Platform
 pytestmark = pytest.mark.usefixtures("orm_beside_playwright")
 
 ASK_BEFORE_ECHO = [{"pattern": "Bash(echo *)", "action": "ask"}]
-REASON = "The agent profile 'careful' asks before this call (Bash(echo *))."
+REASON = "The agent profile 'careful' asks a person first (Bash(echo *))."
 STARTED = {"model": "offline", "model_display_name": "Offline model (not Claude)"}
 
 
@@ -65,7 +65,7 @@ def test_the_user_allows_the_agents_call_and_sees_its_result_and_the_answer(care
     send(chat, "Greet me [[bash echo hello from the approved call]]")
 
     card = approval_card(chat)
-    expect(card.locator(".title")).to_have_text("The agent wants to use Bash: echo hello from the approved call")
+    expect(card.locator(".title")).to_contain_text("The agent wants to use Bash")
     expect(card.locator(".reason")).to_have_text(REASON)
     expect(card.locator("details.input pre")).to_contain_text('"command": "echo hello from the approved call"')
     expect(chat.locator(".status")).to_have_text("Waiting for your approval…")
@@ -369,7 +369,9 @@ def test_a_request_left_pending_when_its_run_ended_offers_nothing_more(chat: Pag
 
 
 def test_while_a_run_works_the_user_may_send_when_the_agents_policy_takes_messages(chat: Page, acme: Client) -> None:
-    agent = {"name": "default", "version": 1, "kind": "agent", "busy_policy": "queue"}
+    spec = AgentSpec(busy_policy="steer")
+    create_profile(Tenant.objects.get(pk=acme.tenant), "helpful", spec, is_default=True)
+    agent = {"name": "helpful", "version": 1, "kind": "agent"}  # run.started names no policy: the agents list's
     run = alices_run(
         acme,
         Run.Status.RUNNING,
@@ -381,6 +383,8 @@ def test_while_a_run_works_the_user_may_send_when_the_agents_policy_takes_messag
 
     expect(chat.locator("#stop")).to_be_visible()
     expect(chat.locator("#send")).to_be_enabled()
+    expect(chat.locator("#busy-hint")).to_have_text("Your message reaches the agent while it works.")
+    record_live(run, [("run.resumed", {**STARTED, "agent": {**agent, "busy_policy": "queue"}})])
     expect(chat.locator("#busy-hint")).to_have_text("Your message waits its turn: it runs after the current answer.")
     record_live(run, [("run.completed", {"result": "Done."})])
     expect(chat.locator("#busy-hint")).to_be_hidden()
