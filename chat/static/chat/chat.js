@@ -18,9 +18,9 @@
   let socket = null;
   let retries = 0;
   let activeRun = null;
-  // What a message sent while a run is active does (the agent's busy policy, README "Messages sent mid-run"):
-  // reject | queue | steer | interrupt. The latest run.started of the conversation says; until one has,
-  // the agent as the list of agents describes it; refused when nothing says.
+  // What a message sent while a run is active does (its agent profile's busy_policy): reject | queue | steer |
+  // interrupt. The latest run.started of the conversation says; until one has, the agent as the list of
+  // agents describes it; refused when nothing says.
   let busyPolicy = "reject";
 
   // --- HTTP ---------------------------------------------------------------------------------
@@ -217,7 +217,7 @@
   // --- the WebSocket, resumed from the last seq --------------------------------------------------
 
   // Frames the server answers once each (an ack or an error frame), in the order they were sent: an error
-  // frame names no request, so a reply belongs to the oldest frame still waiting for one.
+  // frame names no request, so a reply belongs to the oldest frame its socket still waits on.
   let awaiting = [];
 
   function request(frame) {
@@ -227,8 +227,9 @@
     });
   }
 
-  function replied(frame) {
-    const waiting = awaiting.shift();
+  function replied(ws, frame) {
+    const index = awaiting.findIndex((each) => each.socket === ws);
+    const waiting = index < 0 ? null : awaiting.splice(index, 1)[0];
     if (frame.type === "ack") waiting?.resolve(frame);
     else if (waiting) waiting.reject(new Error(frame.error.message));
     else showError(frame.error.message); // a refused socket says why
@@ -275,7 +276,7 @@
     ws.onmessage = (message) => {
       const frame = JSON.parse(message.data);
       if (frame.seq !== undefined) view.apply(frame);
-      else if (frame.type === "ack" || frame.type === "error") replied(frame);
+      else if (frame.type === "ack" || frame.type === "error") replied(ws, frame);
     };
     ws.onclose = (event) => {
       dropAwaiting(ws);

@@ -331,21 +331,19 @@ window.ConversationEvents = (() => {
       if (state === "failed") run.status.setAttribute("role", "alert");
       this.seq(run.status, event);
     }
-  }
 
-  // --- people in the loop: a call that waits for a person's approval, the agent's question ------------------
+    // --- people in the loop: a call that waits for a person's approval, the agent's question ------------------
 
-  Object.assign(ConversationView.prototype, {
     // `running`: how the run's status read before it waited, to read so again once nothing is pending.
     waitFor(run, text) {
       if (run.status.dataset.state !== "waiting") run.running = run.status.textContent;
       this.setStatus(run, text, "waiting");
-    },
+    }
 
     stopWaiting(run) {
       if (run.status.dataset.state !== "waiting" || run.root.querySelector(".request[data-state='pending']")) return;
       this.setStatus(run, run.running || "Running…", "running");
-    },
+    }
 
     // Under its tool call (a subagent's too), or last in its run when that call is not drawn.
     requestCard(run, kind, id, data, event) {
@@ -360,7 +358,7 @@ window.ConversationEvents = (() => {
       this.requests.set(id, card);
       this.seq(card, event);
       return card;
-    },
+    }
 
     approvalRequest(run, data, event) {
       const card = this.requestCard(run, "approval", data.approval_id, data, event);
@@ -377,7 +375,7 @@ window.ConversationEvents = (() => {
       card.append(input, this.deadline(data.expires_at, "decides"));
       this.waitFor(run, this.operator ? "Waiting for an approval…" : "Waiting for your approval…");
       this.onRequest({ kind: "approval", id: data.approval_id, data, card });
-    },
+    }
 
     question(run, data, event) {
       const card = this.requestCard(run, "question", data.question_id, data, event);
@@ -416,7 +414,7 @@ window.ConversationEvents = (() => {
       card.append(this.deadline(data.expires_at, "answers"));
       this.waitFor(run, this.operator ? "Waiting for an answer…" : "Waiting for your answer…");
       this.onRequest({ kind: "question", id: data.question_id, data, card });
-    },
+    }
 
     deadline(expiresAt, verb) {
       const node = element("p", "deadline quiet");
@@ -427,7 +425,7 @@ window.ConversationEvents = (() => {
         node.textContent = `Refused by itself if nobody ${verb} by ${when}.`;
       }
       return node;
-    },
+    }
 
     // Who settled a request, in the viewer's words: operators see names, end users see "you" for themselves.
     who(decidedBy) {
@@ -439,7 +437,7 @@ window.ConversationEvents = (() => {
       if (kind === "api_key") return this.operator ? `API key ${name}` : "the application";
       if (kind === "operator") return this.operator ? `operator ${name}` : "an operator";
       return "the platform";
-    },
+    }
 
     // The card's controls go and its outcome is said; a second settling (a run's end, then its `cancelled`)
     // says the later one.
@@ -457,7 +455,7 @@ window.ConversationEvents = (() => {
       }
       outcome.textContent = text;
       return outcome;
-    },
+    }
 
     approvalDecision(run, data, event) {
       const card = this.requests.get(data.approval_id);
@@ -479,7 +477,7 @@ window.ConversationEvents = (() => {
         card.querySelector(":scope > .outcome").before(edited);
       }
       this.stopWaiting(run);
-    },
+    }
 
     questionAnswered(run, data, event) {
       const card = this.requests.get(data.question_id);
@@ -505,8 +503,8 @@ window.ConversationEvents = (() => {
         set.append(element("p", "answer", `Answer: ${answer}`));
       }
       this.stopWaiting(run);
-    },
-  });
+    }
+  }
 
   const DRAW = {
     "run.queued": (view, run, data, event) => {
