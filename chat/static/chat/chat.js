@@ -17,7 +17,8 @@
   let current = null;
   let socket = null;
   let retries = 0;
-  let activeRun = null;
+  // The open conversation's runs not ended yet: its active run, and the messages waiting behind it.
+  const unfinished = new Set();
   // What a message sent while a run is active does (its agent profile's busy_policy): reject | queue | steer |
   // interrupt. The latest run.started of the conversation says; until one has, the agent as the list of
   // agents describes it; refused when nothing says.
@@ -101,9 +102,11 @@
     onRequest: (request) => ChatRequests.addControls(request, decide),
     onEvent: (event, data) => {
       $("empty").hidden = true;
-      settlePending(event);
+      settlePending(event, data);
       if (event.type === "run.queued") {
-        setActive(event.run_id);
+        unfinished.add(event.run_id);
+        showBusy();
+        if (data.behind) offerCancel(event.run_id);
         if (data.attachments && data.attachments.length) refreshFiles();
       } else if (event.type === "run.started" || event.type === "run.resumed") {
         $("model").textContent = data.model_display_name || "";
@@ -115,7 +118,8 @@
       } else if (event.type === "conversation.titled") {
         showTitle(data.title);
       } else if (ConversationEvents.TERMINAL[event.type]) {
-        if (activeRun === event.run_id) setActive(null);
+        unfinished.delete(event.run_id);
+        showBusy();
         // Once for a burst: opening a conversation replays every run's end.
         clearTimeout(budgetTimer);
         budgetTimer = setTimeout(refreshBudget, 300);
@@ -154,12 +158,6 @@
     badge.dataset.state = share <= 0 ? "spent" : share < 0.2 ? "low" : "ok";
   }
 
-  function setActive(runId) {
-    activeRun = runId;
-    $("stop").hidden = !runId;
-    showBusyPolicy();
-  }
-
   // --- messages sent while a run is active: refused, or queued, steered into it, or interrupting it -------
 
   const WHILE_BUSY = {
@@ -170,48 +168,57 @@
 
   function setBusyPolicy(policy) {
     busyPolicy = WHILE_BUSY[policy] ? policy : "reject";
-    showBusyPolicy();
+    showBusy();
   }
 
-  function showBusyPolicy() {
-    const busy = Boolean(activeRun);
+  function showBusy() {
+    const busy = unfinished.size > 0;
+    $("stop").hidden = !busy;
     $("send").disabled = busy && busyPolicy === "reject";
     $("busy-hint").textContent = busy ? WHILE_BUSY[busyPolicy] || "" : "";
     $("busy-hint").hidden = !$("busy-hint").textContent;
   }
 
-  // A message accepted while a run is active, shown until its own events come: a queued run's, or the
-  // `message.steered` of the run it went into.
-  function showPending(text, disposition, run) {
+  // A queued message (its run's `run.queued` names the run it waits `behind`) may be dropped until it starts; its
+  // run's status, which the run's next event replaces, carries the button.
+  function offerCancel(runId) {
+    const run = view.runs.get(runId);
+    const cancel = element("button", "cancel", "Cancel");
+    cancel.type = "button";
+    cancel.setAttribute("aria-label", "Cancel this message");
+    cancel.addEventListener("click", () => {
+      cancel.disabled = true;
+      call("POST", `${api}/${current}/runs/${runId}/cancel`).catch((error) => {
+        cancel.disabled = false;
+        showError(error.message);
+      });
+    });
+    run.status.append(" ", cancel);
+  }
+
+  // A message sent to steer the running run has no event until the run takes it in (`message.steered`), or, when
+  // the run ended first, until it runs on its own (its `run.queued`): a pending bubble shows it meanwhile.
+  function acknowledged(text, reply) {
+    const accepted = (reply && reply.run) || reply || {}; // the socket's ack, or the 202's body
+    const message = accepted.message_id;
+    if (accepted.disposition !== "steered" || !message || view.runs.has(message)) return;
+    if (document.querySelector(`#messages .steered[data-message="${CSS.escape(message)}"]`)) return;
     const pending = element("div", "run pending");
+    pending.dataset.message = message;
     const bubble = element("div", "user");
-    bubble.append(element("div", "text", text));
-    const said = { queued: "Queued: runs after the current answer", steered: "Sent to the agent as it works" };
-    bubble.append(element("span", "when", said[disposition] || "Stopping the current answer…"));
+    bubble.append(element("div", "text", text), element("span", "when", "Sent to the agent as it works"));
     pending.append(bubble);
-    pending.dataset.disposition = disposition;
-    if (run) pending.dataset.run = run;
     $("messages").append(pending);
     scrollDown();
   }
 
-  function settlePending(event) {
-    const selector = event.type === "message.steered" ? ".pending[data-disposition='steered']" : ".pending[data-run]";
-    for (const pending of document.querySelectorAll(`#messages > ${selector}`)) {
-      if (event.type === "message.steered" || pending.dataset.run === event.run_id) {
+  function settlePending(event, data) {
+    for (const pending of document.querySelectorAll("#messages > .pending")) {
+      const message = pending.dataset.message;
+      if (message === event.run_id || (event.type === "message.steered" && message === data.message_id)) {
         pending.remove();
-        return;
       }
     }
-  }
-
-  // The ack of a message: started runs draw themselves; the others wait as a pending bubble meanwhile.
-  function acknowledged(text, reply) {
-    const disposition = reply && reply.disposition;
-    const run = reply && reply.run ? reply.run.id : reply && reply.id;
-    if (!disposition || disposition === "started") return;
-    if (run && disposition !== "steered" && view.runs.has(run)) return; // its events came first
-    showPending(text, disposition, disposition === "steered" ? null : run);
   }
 
   // --- the WebSocket, resumed from the last seq --------------------------------------------------
@@ -361,7 +368,9 @@
     const named = conversation && conversation.agent ? conversation.agent.name : null;
     const agent = agents.find((each) => (named ? each.name === named : each.is_default));
     busyPolicy = (agent && agent.busy_policy) || "reject";
-    setActive(conversation ? conversation.active_run : null);
+    unfinished.clear();
+    if (conversation && conversation.active_run) unfinished.add(conversation.active_run);
+    showBusy();
     $("title").value = conversation ? conversation.title || "" : "";
     $("archive").disabled = !conversation;
     app.classList.remove("show-sidebar");

@@ -305,6 +305,7 @@ window.ConversationEvents = (() => {
 
     finish(run, state, data, event) {
       run.streams.clear();
+      delete run.root.dataset.behind;
       // Nobody can decide for a run that is over (its requests' own `cancelled` follows, where it was stored).
       for (const card of run.root.querySelectorAll(".request[data-state='pending']")) {
         const who = card.dataset.kind === "question" ? "answered" : "decided";
@@ -507,11 +508,15 @@ window.ConversationEvents = (() => {
   }
 
   const DRAW = {
+    // A message sent while another run was active waits behind it (`behind`, busy policy queue or interrupt).
     "run.queued": (view, run, data, event) => {
       view.userMessage(run, data, event);
-      view.setStatus(run, "Queued…", "queued");
+      if (data.behind) run.root.dataset.behind = data.behind;
+      const waits = data.disposition === "interrupting" ? "Next, once the current answer stops…" : "Waiting its turn…";
+      view.setStatus(run, data.behind ? waits : "Queued…", "queued");
     },
     "run.started": (view, run, data, event) => {
+      delete run.root.dataset.behind;
       const name = data.model_display_name || data.model || "";
       view.setStatus(run, name ? `Running · ${name}` : "Running…", "running");
       const agent = data.agent && data.agent.name ? `agent ${data.agent.name}@${data.agent.version}` : "";
@@ -534,7 +539,9 @@ window.ConversationEvents = (() => {
     // A message the user sent while the run worked, delivered into it as the agent's next input.
     "message.steered": (view, run, data, event) => {
       run.streams.clear(); // what the agent writes next answers it: a block of its own
-      view.userMessage(run, data, event).classList.add("steered");
+      const user = view.userMessage(run, data, event);
+      user.classList.add("steered");
+      if (data.message_id) user.dataset.message = data.message_id;
     },
     "session.init": (view, run, data) => view.meta(run, `Session ${data.session_id || "?"} · ${data.model || ""}`),
     "message.delta": (view, run, data) => view.stream(run, data),
