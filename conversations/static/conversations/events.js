@@ -315,7 +315,7 @@ window.ConversationEvents = (() => {
       const cost = Number(usage.cost_usd);
       const parts = [];
       if (state === "failed") parts.push((data.error && data.error.message) || "The run failed.");
-      else if (state === "interrupted") parts.push("Stopped");
+      else if (state === "interrupted") parts.push(data.reason === "cancelled" ? "Cancelled" : "Stopped");
       if (this.operator) {
         parts.unshift(event.type);
         if (data.duration_ms !== undefined) parts.push(`${data.duration_ms} ms`);
