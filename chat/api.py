@@ -9,7 +9,7 @@ from rest_framework import permissions, serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from agents.models import AgentProfile
+from agents.models import AgentProfile, AgentVersion
 from agents.services import end_user_agents
 from api.serializers import StrictSerializer
 from api.viewsets import TENANT_PARAMETER, ApiKeyRequired, TenantScopedViewSet, principal
@@ -66,6 +66,11 @@ class ChatAgentSerializer(serializers.Serializer):
         choices=["agent", "chat"], help_text="agent: tools and files in a sandbox; chat: a plain chat."
     )
     is_default = serializers.BooleanField(help_text="What a conversation that names no agent gets; listed first.")
+    busy_policy = serializers.ChoiceField(
+        choices=AgentVersion.BusyPolicy.values,
+        help_text="What a message sent while the agent works does: refused (409), queued after the current run, "
+        "steered into it, or interrupting it.",
+    )
 
 
 class ChatAgentViewSet(TenantScopedViewSet):
@@ -82,6 +87,9 @@ class ChatAgentViewSet(TenantScopedViewSet):
                 "description": profile.description,
                 "kind": profile.current_version.kind if profile.current_version else "agent",
                 "is_default": profile.is_default,
+                "busy_policy": profile.current_version.busy_policy
+                if profile.current_version
+                else AgentVersion.BusyPolicy.REJECT,
             }
             for profile in end_user_agents(self.tenant)
         ]

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.django_db
 def agents(tenant: Tenant, other_tenant: Tenant) -> None:
     """acme: its default, `support` (choosable), `smalltalk` (a choosable chat), `internal` (not choosable);
     globex: `rival` (choosable)."""
-    create_profile(tenant, "support", AgentSpec(), description="Answers questions.", choosable=True)
+    create_profile(tenant, "support", AgentSpec(busy_policy="queue"), description="Answers questions.", choosable=True)
     create_profile(tenant, "smalltalk", AgentSpec(kind="chat"), description="Just chats.", choosable=True)
     create_profile(tenant, "internal", AgentSpec(instructions="Staff only."), description="For staff.")
     create_profile(other_tenant, "rival", AgentSpec(), choosable=True)
@@ -44,9 +44,21 @@ def test_the_session_lists_the_default_agent_first_then_its_tenants_choosable_on
 
     assert listed.status_code == 200
     assert listed.json() == [
-        {"name": "default", "description": "", "kind": "agent", "is_default": True},
-        {"name": "smalltalk", "description": "Just chats.", "kind": "chat", "is_default": False},
-        {"name": "support", "description": "Answers questions.", "kind": "agent", "is_default": False},
+        {"name": "default", "description": "", "kind": "agent", "is_default": True, "busy_policy": "reject"},
+        {
+            "name": "smalltalk",
+            "description": "Just chats.",
+            "kind": "chat",
+            "is_default": False,
+            "busy_policy": "reject",
+        },
+        {
+            "name": "support",
+            "description": "Answers questions.",
+            "kind": "agent",
+            "is_default": False,
+            "busy_policy": "queue",
+        },
     ]
     assert from_the_backend.json() == listed.json()
 

@@ -2,22 +2,20 @@
 
 import io
 import re
-import threading
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from django.db import connection
 from playwright.sync_api import Browser, Page, expect
 
 from agents.services import create_profile
 from agents.spec import AgentSpec
-from conversations.events import EventItem, record_events
+from conversations.events import EventItem
 from conversations.models import Conversation, Run
 from tenants.models import Tenant
 from tenants.services import ensure_offline_model
+from tests.chat.pages import completed, record_live, reopened, send
 from tests.conftest import add_events
 from tests.e2e.harness import Client, Platform
 from tests.subagent_events import AGENT_CALL, STRUCTURED_OUTPUT, subagent_run_events
@@ -25,33 +23,9 @@ from tests.subagent_events import AGENT_CALL, STRUCTURED_OUTPUT, subagent_run_ev
 pytestmark = pytest.mark.usefixtures("orm_beside_playwright")
 
 
-@pytest.fixture
-def chat(browser: Browser, platform: Platform, acme: Client) -> Iterator[Page]:
-    link = acme.http.post(f"/api/tenants/{acme.tenant}/chat-links", json={"user_id": "alice"}).json()["url"]
-    context = browser.new_context(base_url=platform.base_url, accept_downloads=True)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    page.goto(link)
-    page.wait_for_url("**/chat/")
-    expect(page.locator("#app[data-ready='true']")).to_have_count(1, timeout=15_000)
-    yield page
-    context.close()
-    assert errors == []
-
-
-def send(page: Page, text: str) -> None:
-    page.fill("#text", text)
-    page.press("#text", "Enter")
-
-
 def conversations(acme: Client, status: str = "") -> list[dict[str, Any]]:
     response = acme.http.get(f"/api/tenants/{acme.tenant}/conversations", params={"status": status} if status else {})
     return response.json()["results"]
-
-
-def completed(page: Page, runs: int = 1) -> None:
-    expect(page.locator(".status[data-state='completed']")).to_have_count(runs, timeout=30_000)
 
 
 def test_a_message_streams_in_with_its_bash_tool_block(chat: Page) -> None:
@@ -340,26 +314,6 @@ def stored_conversation(acme: Client, events: list[EventItem], **fields: Any) ->
     )
     add_events(run, events)
     return conversation, run
-
-
-def record_live(run: Run, events: list[EventItem]) -> None:
-    """Store and broadcast events as a worker does, from a thread of their own (Playwright's loop holds this one)."""
-
-    def record() -> None:
-        try:
-            record_events(run, events)
-        finally:
-            connection.close()
-
-    thread = threading.Thread(target=record)
-    thread.start()
-    thread.join()
-
-
-def reopened(chat: Page) -> Page:
-    chat.reload()
-    expect(chat.locator("#app[data-ready='true']")).to_have_count(1, timeout=15_000)
-    return chat
 
 
 def test_a_subagents_activity_is_nested_in_its_agent_call_and_folds_away(chat: Page, acme: Client) -> None:

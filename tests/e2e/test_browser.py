@@ -6,6 +6,8 @@ import pytest
 from django.contrib.auth.models import User
 from playwright.sync_api import Browser, Page, expect
 
+from approvals import services as approvals
+from approvals.models import Decider
 from conversations.models import Conversation, Run
 from tenants.services import ensure_offline_model
 from tests.conftest import add_events
@@ -83,3 +85,23 @@ def test_the_live_page_nests_a_subagents_activity_with_its_usage_in_the_agent_ca
     expect(nested.locator(":scope > p.meta")).to_contain_text("in 40 · out 12")  # the subagent's model call
     expect(page.locator("#feed article.run > .structured pre")).to_contain_text('"files": [')
     expect(page.locator("#feed article.run > p.meta").first).to_contain_text("agent default@1")
+
+
+def test_the_live_page_shows_what_a_run_asked_and_who_decided_without_deciding_itself(
+    operator_page: Page, acme: Client
+) -> None:
+    page = operator_page
+    conversation = Conversation.objects.get(pk=acme.create_conversation(user_id="alice"))
+    run = Run.objects.create(conversation=conversation, model=ensure_offline_model(), status=Run.Status.COMPLETED)
+    call = {"type": "tool_use", "id": "toolu_echo", "name": "Bash", "input": {"command": "echo hi"}}
+    add_events(run, [("run.started", {"model": "offline"}), ("message", {"block": call})])
+    approval = approvals.ask_approval(run, "toolu_echo", "Bash", {"command": "echo hi"}, "Asks first.", 60)
+    approvals.decide_approval(approval.pk, approvals.Who(Decider.END_USER, "alice"), allow=False, message="No")
+
+    page.goto(f"/admin/conversations/conversation/{conversation.pk}/live/")
+    page.wait_for_selector("#conn:text('open')")
+
+    card = page.locator("#feed details.tool[data-tool='toolu_echo'] + section.request")
+    expect(card).to_have_attribute("data-state", "denied")
+    expect(card.locator(".outcome")).to_have_text("Denied by end user alice · “No”")
+    expect(card.locator("button")).to_have_count(0)

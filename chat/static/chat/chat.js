@@ -17,7 +17,12 @@
   let current = null;
   let socket = null;
   let retries = 0;
-  let activeRun = null;
+  // The open conversation's runs not ended yet: its active run, and the messages waiting behind it.
+  const unfinished = new Set();
+  // What a message sent while a run is active does (its agent profile's busy_policy): reject | queue | steer |
+  // interrupt. The latest run.started of the conversation says; until one has, the agent as the list of
+  // agents describes it; refused when nothing says.
+  let busyPolicy = "reject";
 
   // --- HTTP ---------------------------------------------------------------------------------
 
@@ -92,14 +97,20 @@
   const view = new ConversationEvents.ConversationView($("messages"), {
     markdown,
     cost: app.dataset.showsCost === "true",
+    me: app.dataset.user,
     onChange: scrollDown,
+    onRequest: (request) => ChatRequests.addControls(request, decide),
     onEvent: (event, data) => {
       $("empty").hidden = true;
+      settlePending(event, data);
       if (event.type === "run.queued") {
-        setActive(event.run_id);
+        unfinished.add(event.run_id);
+        showBusy();
+        if (data.behind) offerCancel(event.run_id);
         if (data.attachments && data.attachments.length) refreshFiles();
-      } else if (event.type === "run.started") {
+      } else if (event.type === "run.started" || event.type === "run.resumed") {
         $("model").textContent = data.model_display_name || "";
+        if (data.agent && data.agent.busy_policy) setBusyPolicy(data.agent.busy_policy);
       } else if (event.type === "file.changed" || event.type === "file.presented") {
         refreshFiles();
       } else if (event.type === "context.usage") {
@@ -107,7 +118,8 @@
       } else if (event.type === "conversation.titled") {
         showTitle(data.title);
       } else if (ConversationEvents.TERMINAL[event.type]) {
-        if (activeRun === event.run_id) setActive(null);
+        unfinished.delete(event.run_id);
+        showBusy();
         // Once for a burst: opening a conversation replays every run's end.
         clearTimeout(budgetTimer);
         budgetTimer = setTimeout(refreshBudget, 300);
@@ -146,13 +158,107 @@
     badge.dataset.state = share <= 0 ? "spent" : share < 0.2 ? "low" : "ok";
   }
 
-  function setActive(runId) {
-    activeRun = runId;
-    $("stop").hidden = !runId;
-    $("send").disabled = Boolean(runId);
+  // --- messages sent while a run is active: refused, or queued, steered into it, or interrupting it -------
+
+  const WHILE_BUSY = {
+    queue: "Your message waits its turn: it runs after the current answer.",
+    steer: "Your message reaches the agent while it works.",
+    interrupt: "Sending stops the current answer and starts on your message.",
+  };
+
+  function setBusyPolicy(policy) {
+    busyPolicy = WHILE_BUSY[policy] ? policy : "reject";
+    showBusy();
+  }
+
+  function showBusy() {
+    const busy = unfinished.size > 0;
+    $("stop").hidden = !busy;
+    $("send").disabled = busy && busyPolicy === "reject";
+    $("busy-hint").textContent = busy ? WHILE_BUSY[busyPolicy] || "" : "";
+    $("busy-hint").hidden = !$("busy-hint").textContent;
+  }
+
+  // A queued message (its run's `run.queued` names the run it waits `behind`) may be dropped until it starts; its
+  // run's status, which the run's next event replaces, carries the button.
+  function offerCancel(runId) {
+    const run = view.runs.get(runId);
+    const cancel = element("button", "cancel", "Cancel");
+    cancel.type = "button";
+    cancel.setAttribute("aria-label", "Cancel this message");
+    cancel.addEventListener("click", () => {
+      cancel.disabled = true;
+      call("POST", `${api}/${current}/runs/${runId}/cancel`).catch((error) => {
+        cancel.disabled = false;
+        showError(error.message);
+      });
+    });
+    run.status.append(" ", cancel);
+  }
+
+  // A message sent to steer the running run has no event until the run takes it in (`message.steered`), or, when
+  // the run ended first, until it runs on its own (its `run.queued`): a pending bubble shows it meanwhile.
+  function acknowledged(text, reply) {
+    const accepted = (reply && reply.run) || reply || {}; // the socket's ack, or the 202's body
+    const message = accepted.message_id;
+    if (accepted.disposition !== "steered" || !message || view.runs.has(message)) return;
+    if (document.querySelector(`#messages .steered[data-message="${CSS.escape(message)}"]`)) return;
+    const pending = element("div", "run pending");
+    pending.dataset.message = message;
+    const bubble = element("div", "user");
+    bubble.append(element("div", "text", text), element("span", "when", "Sent to the agent as it works"));
+    pending.append(bubble);
+    $("messages").append(pending);
+    scrollDown();
+  }
+
+  function settlePending(event, data) {
+    for (const pending of document.querySelectorAll("#messages > .pending")) {
+      const message = pending.dataset.message;
+      if (message === event.run_id || (event.type === "message.steered" && message === data.message_id)) {
+        pending.remove();
+      }
+    }
   }
 
   // --- the WebSocket, resumed from the last seq --------------------------------------------------
+
+  // Frames the server answers once each (an ack or an error frame), in the order they were sent: an error
+  // frame names no request, so a reply belongs to the oldest frame its socket still waits on.
+  let awaiting = [];
+
+  function request(frame) {
+    return new Promise((resolve, reject) => {
+      socket.send(JSON.stringify(frame));
+      awaiting.push({ socket, resolve, reject });
+    });
+  }
+
+  function replied(ws, frame) {
+    const index = awaiting.findIndex((each) => each.socket === ws);
+    const waiting = index < 0 ? null : awaiting.splice(index, 1)[0];
+    if (frame.type === "ack") waiting?.resolve(frame);
+    else if (waiting) waiting.reject(new Error(frame.error.message));
+    else showError(frame.error.message); // a refused socket says why
+  }
+
+  function dropAwaiting(ws) {
+    const lost = awaiting.filter((each) => each.socket === ws);
+    awaiting = awaiting.filter((each) => each.socket !== ws);
+    const error = new Error("The connection dropped before the server answered; look again, then try again.");
+    error.dropped = true; // what was sent may have been taken: the events replayed on reconnecting will say
+    for (const each of lost) each.reject(error);
+  }
+
+  // A decision or an answer (ChatRequests): over the socket, or REST while it is down.
+  async function decide(item, body) {
+    const approval = item.kind === "approval";
+    if (socket && socket.readyState === WebSocket.OPEN) {
+      const frame = approval ? { type: "approve", approval_id: item.id } : { type: "answer", question_id: item.id };
+      return request({ ...frame, ...body });
+    }
+    return call("POST", `/api/tenants/${tenant}/${approval ? "approvals" : "questions"}/${item.id}`, body);
+  }
 
   async function connect() {
     if (!current) return;
@@ -177,9 +283,10 @@
     ws.onmessage = (message) => {
       const frame = JSON.parse(message.data);
       if (frame.seq !== undefined) view.apply(frame);
-      else if (frame.type === "error") showError(frame.error.message);
+      else if (frame.type === "ack" || frame.type === "error") replied(ws, frame);
     };
     ws.onclose = (event) => {
+      dropAwaiting(ws);
       if (socket !== ws) return;
       delete app.dataset.connected;
       // 4400-4499: refused, and told why in an error frame (shown); trying again would not change it.
@@ -258,7 +365,12 @@
     retries = 0;
     view.clear();
     $("empty").hidden = false; // until its first event
-    setActive(conversation ? conversation.active_run : null);
+    const named = conversation && conversation.agent ? conversation.agent.name : null;
+    const agent = agents.find((each) => (named ? each.name === named : each.is_default));
+    busyPolicy = (agent && agent.busy_policy) || "reject";
+    unfinished.clear();
+    if (conversation && conversation.active_run) unfinished.add(conversation.active_run);
+    showBusy();
     $("title").value = conversation ? conversation.title || "" : "";
     $("archive").disabled = !conversation;
     app.classList.remove("show-sidebar");
@@ -343,7 +455,7 @@
 
   // --- agents: a new conversation's is chosen among those the tenant offers; the header names it ------
 
-  let agents = []; // [{name, description, kind, is_default}], the default first
+  let agents = []; // [{name, description, kind, is_default, busy_policy}], the default first
 
   async function loadAgents() {
     agents = await call("GET", `/api/tenants/${tenant}/chat-agents`).catch(() => []);
@@ -510,11 +622,12 @@
         return;
       }
       if (files.length) {
-        await call("POST", `${api}/${current}/messages`, messageBody(text, files));
+        acknowledged(text, await call("POST", `${api}/${current}/messages`, messageBody(text, files)));
       } else if (socket && socket.readyState === WebSocket.OPEN) {
-        socket.send(JSON.stringify({ type: "message", text }));
+        const refused = (error) => error.dropped || showError(error.message);
+        request({ type: "message", text }).then((ack) => acknowledged(text, ack), refused);
       } else {
-        await call("POST", `${api}/${current}/messages`, { text });
+        acknowledged(text, await call("POST", `${api}/${current}/messages`, { text }));
       }
       clearComposer();
     } catch (error) {
@@ -538,8 +651,11 @@
   }
 
   function stop() {
-    if (socket && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify({ type: "interrupt" }));
-    else call("POST", `${api}/${current}/interrupt`).catch((error) => showError(error.message));
+    if (socket && socket.readyState === WebSocket.OPEN) {
+      request({ type: "interrupt" }).catch((error) => error.dropped || showError(error.message));
+    } else {
+      call("POST", `${api}/${current}/interrupt`).catch((error) => showError(error.message));
+    }
   }
 
   // --- wiring ------------------------------------------------------------------------------------

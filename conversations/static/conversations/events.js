@@ -9,6 +9,8 @@
 //     div.assistant       text the agent wrote (Markdown where the page gives a renderer)
 //     details.thinking    thinking, collapsed
 //     details.tool        a tool call: its input, a subagent's activity (details.subagent), its result
+//     section.request     under its tool call: an approval it waits for, or the agent's question, and how it
+//                         was settled (data-state pending / allowed / denied / answered / expired / cancelled)
 //     div.structured      the run's structured output (run.completed), as formatted JSON
 //     p.meta              operators only: seq numbers, usage, the worker, events the page has no words for
 //     p.status            queued / running / how the run ended (a failed run's one error message)
@@ -92,6 +94,9 @@ window.ConversationEvents = (() => {
      *   cost: add each run's cost to how it ended
      *   onEvent(event, data): called after each new event is drawn (the page's own bookkeeping)
      *   onChange(): called whenever the drawing changed (to keep the newest in view)
+     *   me: the end user who is looking (their own decisions read "you")
+     *   onRequest(request): a request was drawn pending, {kind, id, data, card}; the page may add its controls
+     *     to the card (class `control`: removed when the request is settled, whoever settled it)
      */
     constructor(root, options = {}) {
       this.root = root;
@@ -100,12 +105,15 @@ window.ConversationEvents = (() => {
       this.cost = Boolean(options.cost);
       this.onEvent = options.onEvent || (() => {});
       this.onChange = options.onChange || (() => {});
+      this.me = options.me || "";
+      this.onRequest = options.onRequest || (() => {});
       this.clear();
     }
 
     clear() {
       this.root.replaceChildren();
       this.runs = new Map();
+      this.requests = new Map(); // approval and question ids → their cards
       this.lastSeq = 0; // the highest seq drawn; a replay after reconnecting starts after it
     }
 
@@ -210,6 +218,7 @@ window.ConversationEvents = (() => {
         user.append(chips);
       }
       run.root.insertBefore(this.seq(user, event), run.status);
+      return user;
     }
 
     // message.delta: the answer as it streams, replaced by the complete `message` block (which heals
@@ -296,11 +305,17 @@ window.ConversationEvents = (() => {
 
     finish(run, state, data, event) {
       run.streams.clear();
+      delete run.root.dataset.behind;
+      // Nobody can decide for a run that is over (its requests' own `cancelled` follows, where it was stored).
+      for (const card of run.root.querySelectorAll(".request[data-state='pending']")) {
+        const who = card.dataset.kind === "question" ? "answered" : "decided";
+        this.closeRequest(card, "cancelled", `The run ended before anyone ${who}.`);
+      }
       const usage = data.usage || {};
       const cost = Number(usage.cost_usd);
       const parts = [];
       if (state === "failed") parts.push((data.error && data.error.message) || "The run failed.");
-      else if (state === "interrupted") parts.push("Stopped");
+      else if (state === "interrupted") parts.push(data.reason === "cancelled" ? "Cancelled" : "Stopped");
       if (this.operator) {
         parts.unshift(event.type);
         if (data.duration_ms !== undefined) parts.push(`${data.duration_ms} ms`);
@@ -317,20 +332,216 @@ window.ConversationEvents = (() => {
       if (state === "failed") run.status.setAttribute("role", "alert");
       this.seq(run.status, event);
     }
+
+    // --- people in the loop: a call that waits for a person's approval, the agent's question ------------------
+
+    // `running`: how the run's status read before it waited, to read so again once nothing is pending.
+    waitFor(run, text) {
+      if (run.status.dataset.state !== "waiting") run.running = run.status.textContent;
+      this.setStatus(run, text, "waiting");
+    }
+
+    stopWaiting(run) {
+      if (run.status.dataset.state !== "waiting" || run.root.querySelector(".request[data-state='pending']")) return;
+      this.setStatus(run, run.running || "Running…", "running");
+    }
+
+    // Under its tool call (a subagent's too), or last in its run when that call is not drawn.
+    requestCard(run, kind, id, data, event) {
+      const card = element("section", "request");
+      card.dataset.kind = kind;
+      card.dataset.state = "pending";
+      card.dataset.id = id;
+      card.setAttribute("aria-label", kind === "question" ? "The agent asks" : "The agent asks to use a tool");
+      const tool = run.tools.get(data.tool_use_id);
+      if (tool) tool.after(card);
+      else run.root.insertBefore(card, run.status);
+      this.requests.set(id, card);
+      this.seq(card, event);
+      return card;
+    }
+
+    approvalRequest(run, data, event) {
+      const card = this.requestCard(run, "approval", data.approval_id, data, event);
+      card.append(element("p", "title", data.title || `The agent wants to use ${data.tool}`));
+      // The title quotes the description already; the reason says which rule asked.
+      if (data.description && !String(data.title || "").includes(data.description)) {
+        card.append(element("p", "description", data.description));
+      }
+      if (data.decision_reason) card.append(element("p", "reason quiet", data.decision_reason));
+      const input = element("details", "input");
+      input.open = true;
+      const tool = data.display_name || data.tool || "the tool";
+      input.append(element("summary", "", `Input of ${tool}`), element("pre", "", pretty(data.input)));
+      card.append(input, this.deadline(data.expires_at, "decides"));
+      this.waitFor(run, this.operator ? "Waiting for an approval…" : "Waiting for your approval…");
+      this.onRequest({ kind: "approval", id: data.approval_id, data, card });
+    }
+
+    question(run, data, event) {
+      const card = this.requestCard(run, "question", data.question_id, data, event);
+      for (const item of Array.isArray(data.questions) ? data.questions : []) {
+        const set = element("fieldset", "ask");
+        set.dataset.question = item.question || "";
+        set.dataset.multiple = item.multiSelect ? "true" : "false";
+        const legend = element("legend");
+        if (item.header && item.header !== item.question) legend.append(element("span", "chip", item.header), " ");
+        legend.append(item.question || "");
+        const choices = element("div", "choices");
+        for (const option of Array.isArray(item.options) ? item.options : []) {
+          // Drawn inert; a page that lets its viewer answer enables them.
+          let choice;
+          if (item.multiSelect) {
+            choice = element("label", "choice");
+            const box = element("input");
+            box.type = "checkbox";
+            box.value = option.label;
+            box.disabled = true;
+            choice.append(box, " ");
+          } else {
+            choice = element("button", "choice");
+            choice.type = "button";
+            choice.value = option.label;
+            choice.disabled = true;
+          }
+          choice.dataset.label = option.label;
+          choice.append(element("strong", "", option.label));
+          if (option.description) choice.append(" ", element("span", "quiet", option.description));
+          choices.append(choice);
+        }
+        set.append(legend, choices);
+        card.append(set);
+      }
+      card.append(this.deadline(data.expires_at, "answers"));
+      this.waitFor(run, this.operator ? "Waiting for an answer…" : "Waiting for your answer…");
+      this.onRequest({ kind: "question", id: data.question_id, data, card });
+    }
+
+    deadline(expiresAt, verb) {
+      const node = element("p", "deadline quiet");
+      const at = new Date(expiresAt);
+      if (!Number.isNaN(at.getTime())) {
+        const today = at.toDateString() === new Date().toDateString();
+        const when = today ? at.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }) : at.toLocaleString();
+        node.textContent = `Refused by itself if nobody ${verb} by ${when}.`;
+      }
+      return node;
+    }
+
+    // Who settled a request, in the viewer's words: operators see names, end users see "you" for themselves.
+    who(decidedBy) {
+      const { kind, name } = decidedBy || {};
+      if (kind === "end_user") {
+        if (name && name === this.me) return "you";
+        return this.operator ? `end user ${name}` : name || "the user";
+      }
+      if (kind === "api_key") return this.operator ? `API key ${name}` : "the application";
+      if (kind === "operator") return this.operator ? `operator ${name}` : "an operator";
+      return "the platform";
+    }
+
+    // The card's controls go and its outcome is said; a second settling (a run's end, then its `cancelled`)
+    // says the later one.
+    closeRequest(card, state, text) {
+      card.dataset.state = state;
+      card.querySelectorAll(".control").forEach((control) => control.remove());
+      card.querySelectorAll("button, input, textarea").forEach((control) => (control.disabled = true));
+      card.querySelector(":scope > .deadline")?.remove();
+      card.querySelectorAll(":scope > details.input").forEach((input) => (input.open = false)); // decided: folded
+      let outcome = card.querySelector(":scope > .outcome");
+      if (!outcome) {
+        outcome = element("p", "outcome");
+        outcome.setAttribute("role", "status");
+        card.append(outcome);
+      }
+      outcome.textContent = text;
+      return outcome;
+    }
+
+    approvalDecision(run, data, event) {
+      const card = this.requests.get(data.approval_id);
+      if (!card) return this.meta(run, `permission.decision #${event.seq}`, data); // its request is not drawn
+      const by = this.who(data.decided_by);
+      let text;
+      if (data.decision === "allowed") {
+        text = `Allowed by ${by}`;
+        if (data.remember) text += `, and ${data.tool} for the rest of this conversation`;
+        if (data.updated_input) text += ", with an edited input";
+      } else if (data.decision === "denied") text = `Denied by ${by}`;
+      else if (data.decision === "expired") text = "Nobody decided in time, so it was refused.";
+      else text = "The run ended before anyone decided.";
+      if (data.message) text += ` · “${data.message}”`;
+      this.closeRequest(card, data.decision || "cancelled", text);
+      if (data.updated_input) {
+        const edited = element("details", "input edited");
+        edited.append(element("summary", "", "Edited input"), element("pre", "", pretty(data.updated_input)));
+        card.querySelector(":scope > .outcome").before(edited);
+      }
+      this.stopWaiting(run);
+    }
+
+    questionAnswered(run, data, event) {
+      const card = this.requests.get(data.question_id);
+      if (!card) return this.meta(run, `question.answered #${event.seq}`, data);
+      const answers = data.answers && typeof data.answers === "object" ? data.answers : {};
+      let text;
+      if (data.status === "answered") text = `Answered by ${this.who(data.decided_by)}`;
+      else if (data.status === "expired") text = "Nobody answered in time.";
+      else text = "The run ended before anyone answered.";
+      this.closeRequest(card, data.status || "cancelled", text);
+      for (const set of card.querySelectorAll(":scope > fieldset.ask")) {
+        const answer = answers[set.dataset.question];
+        if (typeof answer !== "string") continue;
+        // Several labels come back joined by ", " (how the platform stores a multiSelect answer).
+        const chosen = set.dataset.multiple === "true" ? answer.split(", ") : [answer];
+        for (const choice of set.querySelectorAll(".choice")) {
+          const picked = chosen.includes(choice.dataset.label);
+          choice.classList.toggle("chosen", picked);
+          const box = choice.querySelector("input");
+          if (box) box.checked = picked;
+        }
+        set.querySelector(":scope > .answer")?.remove();
+        set.append(element("p", "answer", `Answer: ${answer}`));
+      }
+      this.stopWaiting(run);
+    }
   }
 
   const DRAW = {
+    // A message sent while another run was active waits behind it (`behind`, busy policy queue or interrupt).
     "run.queued": (view, run, data, event) => {
       view.userMessage(run, data, event);
-      view.setStatus(run, "Queued…", "queued");
+      if (data.behind) run.root.dataset.behind = data.behind;
+      const waits = data.disposition === "interrupting" ? "Next, once the current answer stops…" : "Waiting its turn…";
+      view.setStatus(run, data.behind ? waits : "Queued…", "queued");
     },
     "run.started": (view, run, data, event) => {
+      delete run.root.dataset.behind;
       const name = data.model_display_name || data.model || "";
       view.setStatus(run, name ? `Running · ${name}` : "Running…", "running");
       const agent = data.agent && data.agent.name ? `agent ${data.agent.name}@${data.agent.version}` : "";
       const where = [data.worker && `worker ${data.worker}`, data.sandbox && `sandbox ${data.sandbox}`];
-      const words = [`Started #${event.seq}`, agent, `model ${name || "?"}`, ...where, data.warning];
+      const verb = event.type === "run.resumed" ? "Resumed" : "Started";
+      const words = [`${verb} #${event.seq}`, agent, `model ${name || "?"}`, ...where, data.warning];
       view.meta(run, words.filter(Boolean).join(" · "));
+    },
+    // A run that waited for a person without its worker goes on, on whichever worker took it up.
+    "run.resumed": (view, run, data, event) => DRAW["run.started"](view, run, data, event),
+    "run.waiting": (view, run, data, event) => {
+      const what = data.kind === "question" ? "answer" : "approval";
+      view.waitFor(run, view.operator ? `Waiting for an ${what} (no worker held)…` : `Waiting for your ${what}…`);
+      view.meta(run, `Waiting #${event.seq}: ${data.kind} ${data[`${data.kind}_id`] || ""} · ${data.tool || ""}`);
+    },
+    "permission.request": (view, run, data, event) => view.approvalRequest(run, data, event),
+    "permission.decision": (view, run, data, event) => view.approvalDecision(run, data, event),
+    question: (view, run, data, event) => view.question(run, data, event),
+    "question.answered": (view, run, data, event) => view.questionAnswered(run, data, event),
+    // A message the user sent while the run worked, delivered into it as the agent's next input.
+    "message.steered": (view, run, data, event) => {
+      run.streams.clear(); // what the agent writes next answers it: a block of its own
+      const user = view.userMessage(run, data, event);
+      user.classList.add("steered");
+      if (data.message_id) user.dataset.message = data.message_id;
     },
     "session.init": (view, run, data) => view.meta(run, `Session ${data.session_id || "?"} · ${data.model || ""}`),
     "message.delta": (view, run, data) => view.stream(run, data),
@@ -358,5 +569,5 @@ window.ConversationEvents = (() => {
     "file.presented": (view, run, data, event) => view.meta(run, `File presented #${event.seq}: ${data.path}`),
   };
 
-  return { ConversationView, TERMINAL, element, contextUsage, describeContext };
+  return { ConversationView, TERMINAL, element, pretty, contextUsage, describeContext };
 })();

@@ -28,6 +28,8 @@
     onEvent: (event, data) => {
       $("last-seq").textContent = String(view.lastSeq);
       if (event.type === "run.queued") setRunStatus("queued");
+      else if (event.type === "run.waiting") setRunStatus("waiting");
+      else if (event.type === "run.resumed") setRunStatus("running");
       else if (event.type === "run.started") {
         setRunStatus("running");
         if (data.offline_model === true) $("offline-badge").classList.remove("hidden");
@@ -42,7 +44,7 @@
 
   function setRunStatus(status) {
     setBadge($("run-status"), status, status);
-    interruptButton.disabled = !(socketOpen() && (status === "queued" || status === "running"));
+    interruptButton.disabled = !(socketOpen() && ["queued", "running", "waiting"].includes(status));
   }
 
   function socketOpen() {
