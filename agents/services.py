@@ -284,7 +284,7 @@ class RunAgent:
 
     def summary(self) -> dict[str, Any]:
         """What `run.started` says of it."""
-        summary = self.version.summary()
+        summary = {**self.version.summary(), "busy_policy": self.version.busy_policy}
         if asks := self.policy().ask_patterns:
             summary["permissions"] = {"ask": asks, "approval_timeout_seconds": self.version.approval_timeout_seconds}
         return summary

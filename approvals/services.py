@@ -22,8 +22,8 @@ from conversations.models import Run
 
 MAX_MESSAGE_CHARS = 10_000
 MAX_TITLE_CHARS = 500
-# What a call says about itself, in the order the CLI's own permission prompts look for it.
-_DESCRIBING_KEYS = ("description", "command", "file_path", "notebook_path", "path", "url", "pattern", "query")
+# What a call acts on (its command, file, URL, ...), in the order the CLI's own permission prompts look for it.
+_SUBJECT_KEYS = ("command", "file_path", "notebook_path", "path", "url", "pattern", "query", "skill", "prompt")
 
 
 @dataclass(frozen=True)
@@ -41,10 +41,14 @@ SYSTEM = Who(Decider.SYSTEM, "platform")
 
 
 def describe(tool: str, tool_input: Mapping[str, Any]) -> tuple[str, str]:
-    """The title and description of a call, for whoever decides (the CLI gives no title to SDK hosts)."""
-    description = next((str(tool_input[key]) for key in _DESCRIBING_KEYS if tool_input.get(key)), "")
-    title = f"The agent wants to use {tool}" + (f": {description}" if description else "")
-    return title[: MAX_TITLE_CHARS - 1] + "…" if len(title) > MAX_TITLE_CHARS else title, description
+    """The title and description of a call, for whoever decides (the CLI gives no title to SDK hosts): the title
+    says what the agent wants in its own words (the call's `description`) or else what it acts on; the
+    description is what it acts on (the command, the file, the URL)."""
+    subject = next((str(tool_input[key]) for key in _SUBJECT_KEYS if tool_input.get(key)), "")
+    purpose = str(tool_input.get("description") or "") or subject
+    title = f"The agent wants to use {tool}" + (f": {purpose}" if purpose else "")
+    title = title[: MAX_TITLE_CHARS - 1] + "…" if len(title) > MAX_TITLE_CHARS else title
+    return title, subject
 
 
 # --- Asking --------------------------------------------------------------------------------------

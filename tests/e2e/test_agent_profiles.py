@@ -118,6 +118,7 @@ def test_permission_rules_deny_refuses_with_its_reason_and_other_calls_run(acme:
         "name": "careful",
         "version": 1,
         "kind": "agent",
+        "busy_policy": "reject",
         "permissions": {"ask": ["Write(secret/**)"], "approval_timeout_seconds": 3600},
     }
     wrote, removed, echoed = ran.of("tool.result")
