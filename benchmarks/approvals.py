@@ -53,14 +53,30 @@ def decision_to_tool_start(client: Any, suspended: bool) -> float:
                 return (started_at - decided_at) * 1000
 
 
+def call_to_tool_start(client: Any) -> float:
+    """Milliseconds from the model's call reaching the client (its `message` event) to the call's start, when
+    nobody is asked: what the CLI itself takes to start a Bash call, for comparison."""
+    conversation = client.create_conversation()
+    with client.websocket(conversation) as ws:
+        client.send(conversation, "[[bash date +%s.%N]] [[reply ok]]")
+        called_at = 0.0
+        while True:
+            frame = json.loads(ws.recv(timeout=60))
+            if frame.get("type") == "message" and frame["data"]["block"]["type"] == "tool_use" and not called_at:
+                called_at = time.time()
+            if frame.get("type") == "tool.result":
+                return (float(frame["data"]["content"].strip()) - called_at) * 1000
+
+
 def figures(client: Any, tenant: Any) -> dict[str, list[float]]:
     make_profile(tenant)
     decision_to_tool_start(client, suspended=False)  # warm-up
-    in_process, resumed = [], []
-    for _ in range(RUNS):  # interleaved: machine noise hits both alike
+    in_process, resumed, unasked = [], [], []
+    for _ in range(RUNS):  # interleaved: machine noise hits all alike
         in_process.append(decision_to_tool_start(client, suspended=False))
         resumed.append(decision_to_tool_start(client, suspended=True))
-    return {"in_process": in_process, "resumed": resumed}
+        unasked.append(call_to_tool_start(client))
+    return {"in_process": in_process, "resumed": resumed, "unasked": unasked}
 
 
 def rows(figures: dict[str, list[float]]) -> list[tuple[str, str]]:
@@ -73,4 +89,5 @@ def rows(figures: dict[str, list[float]]) -> list[tuple[str, str]]:
     return [
         ("approval → tool start, run waiting in-process", summary(figures["in_process"])),
         ("approval → tool start, run suspended (resumed)", summary(figures["resumed"])),
+        ("  the CLI's own: call seen → tool start, unasked", summary(figures["unasked"])),
     ]
