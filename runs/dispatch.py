@@ -79,27 +79,27 @@ def promote_next(conversation: Conversation) -> Run | None:
     (they were sent before anything queued after them), with the `run.queued` event they had not had yet."""
     if conversation.active_run_id is not None:
         return None
+    line = list(queued_behind(conversation).values_list("pk", flat=True))
+    if not line:  # the common case: one query
+        return None
     fallen = list(
-        PendingSteer.objects.filter(message__conversation=conversation)
+        PendingSteer.objects.filter(message_id__in=line)
         .exclude(into__status__in=Run.UNFINISHED)
         .select_related("message")
         .order_by("created_at")
     )
+    for steer in fallen:
+        queued = {
+            **steer.queued,
+            "disposition": "queued",
+            "behind": str(steer.into_id),
+            "position": line.index(steer.message_id) + 1,
+            "steer_fallback": "The run it was sent to steer ended before it took the message in.",
+        }
+        record_events(steer.message, [(EventType.RUN_QUEUED, queued)])
     if fallen:
-        line = [run.pk for run in queued_behind(conversation)]
-        for steer in fallen:
-            queued = {
-                **steer.queued,
-                "disposition": "queued",
-                "behind": str(steer.into_id),
-                "position": line.index(steer.message_id) + 1,
-                "steer_fallback": "The run it was sent to steer ended before it took the message in.",
-            }
-            record_events(steer.message, [(EventType.RUN_QUEUED, queued)])
         PendingSteer.objects.filter(pk__in=[steer.pk for steer in fallen]).delete()
-    following = queued_behind(conversation).first()
-    if following is None:
-        return None
+    following = Run.objects.get(pk=line[0])
     now = timezone.now()
     Run.objects.filter(pk=following.pk).update(heartbeat_at=now)  # handed to a worker now: the reaper's clock
     Conversation.objects.filter(pk=conversation.pk).update(active_run=following, updated_at=now)
