@@ -84,6 +84,26 @@ def in_order(events: list[dict[str, Any]], *run_ids: str) -> None:
         assert terminal(events, earlier)["seq"] < seq_of(events, "run.started", later)
 
 
+# --- reject ---------------------------------------------------------------------------------------------------
+
+
+def test_reject_refuses_the_second_and_third_message_and_the_run_goes_on_alone(acme: Client) -> None:
+    conversation = busy_conversation(acme, "reject")
+    first = post(acme, conversation, "one [[slow 2]]")
+
+    refused = [acme.http.post(acme.path(conversation, "/messages"), json={"text": text}) for text in ("two", "three")]
+
+    for response in refused:
+        assert (response.status_code, response.json()["error"]["code"]) == (409, "run_in_progress")
+    events = wait_for(acme, conversation, ended(first["id"]))
+    assert terminal(events, first["id"])["data"]["result"] == "Offline model (not Claude) reply: one"
+    assert list(runs(acme, conversation)) == [first["id"]]
+    after = post(acme, conversation, "four [[recall]]")  # once it has ended, the next message starts
+    assert after["disposition"] == "started"
+    events = wait_for(acme, conversation, ended(after["id"]))
+    assert terminal(events, after["id"])["data"]["result"] == "Earlier turns: 1) one [[slow 2]]"
+
+
 # --- queue ----------------------------------------------------------------------------------------------------
 
 
