@@ -4,26 +4,31 @@ when a run ends (every ending: its worker, an interrupt, the reaper), and steere
 No workers here: runs are claimed and ended as their worker would (claim_run, finish_run), and what would be
 handed to a worker or signalled is recorded."""
 
+import asyncio
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
 import pytest
+from asgiref.sync import sync_to_async
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.utils import timezone
 from pytest_django.fixtures import DjangoCaptureOnCommitCallbacks, Settings
 from rest_framework.test import APIClient
 
+from agents.rules import ToolPolicy
 from agents.services import create_profile, default_profile, update_profile
 from agents.spec import AgentSpec
 from api.errors import Conflict, ServiceError
-from approvals.services import ask_approval
+from approvals.models import Approval, Decider
+from approvals.services import Who, ask_approval, decide_approval
 from conversations import realtime
 from conversations.events import TERMINAL_TYPES, append_events, finish_run
 from conversations.models import Conversation, Event, Run
 from conversations.transcripts import build_transcript
 from runs.dispatch import reap_stale_runs, start_next
+from runs.gate import RunGate
 from runs.lease import claim_run
 from runs.models import PendingSteer
 from runs.services import (
@@ -605,3 +610,32 @@ def test_the_transcript_keeps_a_runs_lines_together_and_shows_a_steered_message_
     assert [(part.run.pk, part.user_text) for part in transcript.runs] == [(first.pk, "one"), (waiting.pk, "three")]
     lines = [(item.kind, item.text) for item in transcript.runs[0].items if item.kind in ("steered", "text")]
     assert lines == [("steered", "two"), ("text", "Done.")]
+
+
+# --- the gate, while a steered message is unread --------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("unread", [False, True], ids=["nothing unread: it suspends", "unread: it waits"])
+async def test_a_call_asking_a_person_waits_in_process_while_a_steered_message_is_unread(
+    conversation: Conversation, settings: Settings, dispatched: list[UUID], unread: bool
+) -> None:
+    # A suspended turn would hand the CLI's unread message a turn of its own, which the suspended session
+    # must not have: the call waits for its person in-process instead (runs.steering).
+    settings.APPROVAL_WAIT_SECONDS = 0
+    run = await sync_to_async(running)(conversation)
+    policy = ToolPolicy.of("careful", [], [], [{"pattern": "Bash(echo *)", "action": "ask"}])
+
+    async def flush() -> None:
+        return None
+
+    gate = RunGate(run, policy, 60, flush=flush, stopped=asyncio.Event(), holds=lambda: unread)
+    deciding = asyncio.create_task(gate.decide("Bash", {"command": "echo hi"}, "toolu_1"))
+    await asyncio.sleep(0.3)
+    approval = await Approval.objects.aget(run=run)
+    await sync_to_async(decide_approval)(approval.pk, Who(Decider.API_KEY, "test"), allow=True)
+    gate.signal_decided()
+    decision = await asyncio.wait_for(deciding, 5)
+
+    assert decision.action == ("allow" if unread else "defer")
