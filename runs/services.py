@@ -481,8 +481,8 @@ def _interrupt(conversation: Conversation, active: Run) -> Run:
     )
     run_id = run.pk
     if ended_without_worker:
+        approvals.cancel_pending(run_id)  # with its end: nobody can decide for a run that is over
         conversation.active_run = None
-        transaction.on_commit(lambda: approvals.cancel_pending(run_id))
         promote_next(conversation)
     else:
         transaction.on_commit(lambda: realtime.signal_interrupt(run_id))
