@@ -206,9 +206,10 @@ def version_fields(through: str | None = None) -> dict[str, serializers.Field]:
         "busy_policy": serializers.ChoiceField(
             AgentVersion.BusyPolicy.choices,
             required=False,
-            help_text="What a message sent while a run is active does: `reject` (default: 409 until the run ends), "
-            "`queue` (it runs after the current run, in order), `steer` (delivered into the running session as the "
-            "next user input), `interrupt` (stops the current run and starts with it).",
+            help_text="What a message sent while a run of this version is active does: `reject` (default): 409 "
+            "`run_in_progress`. `queue`: it runs after the active run, in order (at most RUN_QUEUE_MAX waiting). "
+            "`steer`: the running agent takes it in as its next user input. `interrupt`: it stops the active run "
+            "(which keeps its events and usage) and runs right after. The message's 202 says which (`disposition`).",
             **source("busy_policy", "busy_policy"),
         ),
         "skills": NamesField(

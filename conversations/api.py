@@ -21,6 +21,7 @@ from conversations.serializers import (
     ConversationUpdateSerializer,
     EventPageSerializer,
     EventQuerySerializer,
+    MessageAcceptedSerializer,
     MessageCreateSerializer,
     MessageWithFilesSerializer,
     RunSerializer,
@@ -132,11 +133,13 @@ class ConversationViewSet(
     @extend_schema(
         parameters=[TENANT_PARAMETER],
         request={"application/json": MessageCreateSerializer, "multipart/form-data": MessageWithFilesSerializer},
-        responses={202: RunSerializer},
+        responses={202: MessageAcceptedSerializer},
     )
     @action(detail=True, methods=["post"], parser_classes=[JSONParser, MultiPartParser])
     def messages(self, request: Request, tenant: str, pk: str) -> Response:
-        """Send the end user's message: starts a run and answers 202 at once; follow its events.
+        """Send the end user's message: starts a run and answers 202 at once; follow its events. While a run is
+        active, the active run's agent profile decides (`busy_policy`): 409, or queued, steered or interrupting,
+        as the answer's `disposition` says.
 
         As multipart, the message may bring files (`file`, repeated): they are stored in the
         conversation's workspace before the run starts, and the agent is told their paths. Its
@@ -149,14 +152,14 @@ class ConversationViewSet(
         body.is_valid(raise_exception=True)
         if body.validated_data.get("agent"):
             self.chosen_agent(body.validated_data["agent"])
-        run = services.start_run(conversation, body.run_options(principal(request).user_id))
-        return Response(RunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
+        sent = services.send_message(conversation, body.run_options(principal(request).user_id))
+        return Response(MessageAcceptedSerializer.of(sent), status=status.HTTP_202_ACCEPTED)
 
     def _message_with_files(self, request: Request, conversation: Conversation) -> Response:
         body = MessageWithFilesSerializer.from_form(request.POST, request.FILES)
         body.is_valid(raise_exception=True)
-        run = services.start_run(conversation, body.run_options(principal(request).user_id))
-        return Response(RunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
+        sent = services.send_message(conversation, body.run_options(principal(request).user_id))
+        return Response(MessageAcceptedSerializer.of(sent), status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(parameters=[TENANT_PARAMETER], request=None, responses={202: RunSerializer})
     @action(detail=True, methods=["post"])
@@ -165,12 +168,31 @@ class ConversationViewSet(
         run = services.interrupt_run(self.get_object())
         return Response(RunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
 
-    @extend_schema(parameters=[TENANT_PARAMETER], responses=RunSerializer(many=True))
+    @extend_schema(
+        parameters=[
+            TENANT_PARAMETER,
+            OpenApiParameter(
+                "status",
+                str,
+                enum=Run.Status.values,
+                description="Only runs in this status; `queued`: the messages waiting (and an active run not yet "
+                "started), each with its `queue_position`.",
+            ),
+        ],
+        responses=RunSerializer(many=True),
+    )
     @action(detail=True, methods=["get"])
     def runs(self, request: Request, tenant: str, pk: str) -> Response:
+        """The conversation's runs, newest first."""
         conversation = self.get_object()
-        page = self.paginate_queryset(conversation.runs.select_related("agent_version__profile"))
-        return self.get_paginated_response(RunSerializer(page, many=True).data)
+        runs = conversation.runs.select_related("agent_version__profile")
+        if (wanted := request.query_params.get("status")) is not None:
+            if wanted not in Run.Status.values:
+                raise ValidationError({"status": [f"Choose one of: {', '.join(Run.Status.values)}."]})
+            runs = runs.filter(status=wanted)
+        page = self.paginate_queryset(runs)
+        context = {"queue": services.message_queue(conversation)}
+        return self.get_paginated_response(RunSerializer(page, many=True, context=context).data)
 
     @extend_schema(
         parameters=[TENANT_PARAMETER, OpenApiParameter("run_id", str, OpenApiParameter.PATH)],
@@ -182,6 +204,20 @@ class ConversationViewSet(
             Run.objects.select_related("agent_version__profile"), pk=run_id, conversation=self.get_object()
         )
         return Response(RunSerializer(run).data)
+
+    @extend_schema(
+        parameters=[TENANT_PARAMETER, OpenApiParameter("run_id", str, OpenApiParameter.PATH)],
+        request=None,
+        responses=RunSerializer,
+    )
+    @action(detail=True, methods=["post"], url_path=r"runs/(?P<run_id>[0-9a-f-]{36})/cancel")
+    def cancel_run(self, request: Request, tenant: str, pk: str, run_id: str) -> Response:
+        """Drop a message waiting behind the active run: its run ends `run.interrupted` (reason `cancelled`). The
+        active run itself is 409: interrupt it (`…/interrupt`)."""
+        conversation = self.get_object()
+        get_object_or_404(Run, pk=run_id, conversation=conversation)
+        run = services.cancel_message(conversation, run_id)
+        return Response(RunSerializer(Run.objects.select_related("agent_version__profile").get(pk=run.pk)).data)
 
     @extend_schema(
         parameters=[

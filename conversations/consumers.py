@@ -34,7 +34,7 @@ from approvals.serializers import (
 from approvals.services import Who
 from conversations import realtime
 from conversations.models import Conversation
-from conversations.serializers import MessageCreateSerializer, RunSerializer
+from conversations.serializers import MessageAcceptedSerializer, MessageCreateSerializer
 from conversations.streams import EventCursor, Frame, latest_seq
 from runs import services
 from tenants.auth import read_stream_token
@@ -222,10 +222,10 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             # As the chat session's REST requests: only the agents its chat page offers, never a pinned version.
             agent = body.validated_data["agent"]
             await sync_to_async(lambda: choose_agent_as_end_user(self.conversation.tenant, agent))()
-        run = await sync_to_async(services.start_run)(self.conversation, body.run_options(self.user_id))
+        sent = await sync_to_async(services.send_message)(self.conversation, body.run_options(self.user_id))
         # Serialized where the database may be read: the run names its agent version's profile.
-        data = await sync_to_async(lambda: RunSerializer(run).data)()
-        await self._send_json({"type": "ack", "request": "message", "run": data})
+        data = await sync_to_async(lambda: MessageAcceptedSerializer.of(sent))()
+        await self._send_json({"type": "ack", "request": "message", "disposition": sent.disposition.value, "run": data})
 
     async def _may_decide(self, permission: str) -> bool:
         """A stream token's socket decides as its key or end user; a staff socket needs the model permission."""

@@ -1,6 +1,7 @@
 import json
 from decimal import Decimal
 from typing import Any
+from uuid import UUID
 
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -8,7 +9,7 @@ from rest_framework import serializers
 from api.serializers import MAX_BIGINT, MAX_INTEGER, StrictModelSerializer, StrictSerializer
 from conversations.models import Conversation, Event, Run
 from mcp_servers.models import SECRET_NAME
-from runs.services import RunOptions, message_text_problem
+from runs.services import Disposition, MessageQueue, RunOptions, Sent, message_queue, message_text_problem
 from tenants.auth import USER_ID_MAX_LENGTH, validate_user_id
 
 
@@ -260,10 +261,15 @@ class RunAgentSerializer(serializers.Serializer):
 
 
 class RunSerializer(serializers.ModelSerializer):
+    """A run. Lists pass `queue` (`runs.services.message_queue` of the conversation) in the context; without it,
+    a queued run reads its conversation's queue itself."""
+
     conversation = serializers.UUIDField(source="conversation_id", read_only=True)
     model = serializers.CharField(source="model_id", read_only=True)
     agent = serializers.SerializerMethodField()
     structured_output = serializers.SerializerMethodField()
+    queue_position = serializers.SerializerMethodField()
+    steers = serializers.SerializerMethodField()
 
     class Meta:
         model = Run
@@ -282,6 +288,8 @@ class RunSerializer(serializers.ModelSerializer):
             "result",
             "structured_output",
             "error",
+            "queue_position",
+            "steers",
         ]
         read_only_fields = fields
 
@@ -297,6 +305,60 @@ class RunSerializer(serializers.ModelSerializer):
     )
     def get_structured_output(self, run: Run) -> Any:
         return (run.result or {}).get("structured_output")
+
+    @extend_schema_field(
+        serializers.IntegerField(
+            allow_null=True,
+            help_text="A message waiting behind the conversation's active run: its place in line (1 runs next); "
+            "null for any other run.",
+        )
+    )
+    def get_queue_position(self, run: Run) -> int | None:
+        return self._queue(run).position(run)
+
+    @extend_schema_field(
+        serializers.UUIDField(
+            allow_null=True,
+            help_text="A message sent to steer the running run (busy policy `steer`): that run's id, until it takes "
+            "the message in (`message.steered`) or ends (the message then runs on its own); null otherwise.",
+        )
+    )
+    def get_steers(self, run: Run) -> UUID | None:
+        return self._queue(run).steers(run)
+
+    def _queue(self, run: Run) -> MessageQueue:
+        if "queue" in self.context:
+            queue: MessageQueue = self.context["queue"]
+            return queue
+        if run.status != Run.Status.QUEUED:
+            return MessageQueue({}, {})
+        return message_queue(run.conversation)
+
+
+class MessageAcceptedSerializer(RunSerializer):
+    """The answer to a message (202, and the WebSocket's ack): the run that answers it, and what became of it while
+    a run was active, as the active run's agent profile says (`busy_policy`)."""
+
+    disposition = serializers.ChoiceField(
+        choices=[item.value for item in Disposition],
+        help_text="`started`: its run is the active one. `queued`: it waits behind the active run (`behind`) at "
+        "`queue_position`, as a run of its own. `steered`: the running run takes it in as its next user input "
+        "(`message.steered`); this body is that run. `interrupting`: it stopped the active run and runs right after.",
+    )
+    message_id = serializers.UUIDField(
+        help_text="The run that stores the message (steered: until the running run takes it in; then it is gone, "
+        "and `message.steered` names it)."
+    )
+    behind = serializers.UUIDField(allow_null=True, help_text="The active run it waits behind or steers; null: none.")
+
+    class Meta(RunSerializer.Meta):
+        fields = [*RunSerializer.Meta.fields, "disposition", "message_id", "behind"]
+        read_only_fields = fields
+
+    @classmethod
+    def of(cls, sent: Sent) -> dict[str, Any]:
+        """The body for an accepted message; its `queue_position` is the message's own place in line."""
+        return {**RunSerializer(sent.run).data, **sent.summary()}
 
 
 class EventSerializer(serializers.ModelSerializer):

@@ -9,7 +9,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 from uuid import UUID
 
@@ -109,8 +109,25 @@ def is_terminal_frame(frame: str, run_id: str) -> bool:
     return envelope["type"] in TERMINAL_TYPES and envelope["run_id"] == run_id
 
 
-async def follow(conversation_id: UUID, after: int, until_run: str | None = None) -> AsyncIterator[bytes]:
-    """SSE bytes for every event after `after`, live, with heartbeats; ends after `until_run`'s terminal event.
+class MessageAnswered:
+    """Whether an event ends the answer to a message: its run's terminal event; for a message sent to steer a
+    running run, that run's terminal event once it took the message in (`message.steered` names it), else (the
+    run ended first, and the message ran on its own after it) its own run's."""
+
+    def __init__(self, message_id: str, steered_into: str | None = None) -> None:
+        self.message_id = message_id
+        self.steered_into = steered_into
+        self.run_id = message_id
+
+    def __call__(self, frame: str) -> bool:
+        steered = self.steered_into and '"type":"message.steered"' in frame
+        if steered and json.loads(frame)["data"].get("message_id") == self.message_id:
+            self.run_id = str(self.steered_into)
+        return is_terminal_frame(frame, self.run_id)
+
+
+async def follow(conversation_id: UUID, after: int, until: Callable[[str], bool] | None = None) -> AsyncIterator[bytes]:
+    """SSE bytes for every event after `after`, live, with heartbeats; ends after the event `until` says ends it.
 
     A failing channel layer does not end or stall the stream: it keeps its heartbeats and reads the
     database until the layer is back (see GroupListener).
@@ -127,7 +144,7 @@ async def follow(conversation_id: UUID, after: int, until_run: str | None = None
             for seq, frame in frames:
                 yield sse_frame(seq, frame)
                 written_at = time.monotonic()
-                if until_run and is_terminal_frame(frame, until_run):
+                if until is not None and until(frame):
                     return
             frames = []
             try:
@@ -213,7 +230,11 @@ async def event_stream(request: HttpRequest, tenant: str, conversation_id: UUID)
 
 @allow_methods("POST")
 async def stream_message(request: HttpRequest, tenant: str, conversation_id: UUID) -> HttpResponseBase:
-    """Start a run with `{"text": …}` and stream its events as SSE until its terminal event."""
+    """Send a message with `{"text": …}` and stream the conversation's events as SSE until the answer's run ends.
+
+    While a run is active, the message is what its agent's busy policy makes it (`runs.services.send_message`):
+    refused (409, no stream), or queued or interrupting (the stream runs through the active run's remaining events
+    to the message's own run's terminal event), or steered (to the running run's terminal event)."""
     found = await _authorize(request, tenant, conversation_id)
     if isinstance(found, HttpResponse):
         return found
@@ -230,12 +251,14 @@ async def stream_message(request: HttpRequest, tenant: str, conversation_id: UUI
         message = "; ".join(flatten_errors(serializer.errors))
         return json_error(400, "invalid", message, serializer.errors)
     try:
-        run = await sync_to_async(services.start_run)(
+        sent = await sync_to_async(services.send_message)(
             conversation, serializer.run_options(caller.user_id if caller else "")
         )
-        first_seq = await Event.objects.filter(run=run).order_by("seq").values_list("seq", flat=True).afirst()
     except ServiceError as exc:
         return exc.response()
     except DATABASE_ERRORS as exc:
         return database_unavailable(exc)
-    return sse_response(follow(conversation.pk, (first_seq or 1) - 1, until_run=str(run.pk)))
+    steered_into = str(sent.run.pk) if sent.disposition == services.Disposition.STEERED else None
+    return sse_response(
+        follow(conversation.pk, sent.after_seq, until=MessageAnswered(str(sent.message_id), steered_into))
+    )

@@ -188,6 +188,8 @@ def transcript_item(event: Event) -> TranscriptItem | None:
         return TranscriptItem("context", event, data, text=str(usage), extra={"categories": usage.categories})
     if event.type == EventType.CONVERSATION_TITLED:
         return TranscriptItem("titled", event, data, text=str(data.get("title", "")))
+    if event.type == EventType.MESSAGE_STEERED:
+        return TranscriptItem("steered", event, data, text=str(data.get("text", "")))
     if event.type == EventType.RUN_QUEUED:
         return None
     return TranscriptItem("other", event, data, text=pretty_json(data))
@@ -215,12 +217,16 @@ def build_transcript(conversation: Conversation, before: int | None = None) -> T
     events = list(reversed(window.order_by("-seq")[:TRANSCRIPT_MAX_EVENTS]))
     runs = Run.objects.in_bulk({event.run_id for event in events})
     transcripts: list[RunTranscript] = []
+    # By run, in the order runs first appear: a message queued behind a run stores its `run.queued` among that
+    # run's events, and its own lines follow once that run has ended.
+    by_run: dict[Any, RunTranscript] = {}
     tool_calls: dict[str, TranscriptItem] = {}
     for event in events:
-        if not transcripts or transcripts[-1].run.pk != event.run_id:
+        if event.run_id not in by_run:
             run = runs[event.run_id]
-            transcripts.append(RunTranscript(run=run, user_text=run.input))
-        current = transcripts[-1]
+            by_run[event.run_id] = RunTranscript(run=run, user_text=run.input)
+            transcripts.append(by_run[event.run_id])
+        current = by_run[event.run_id]
         data = event.data if isinstance(event.data, dict) else {}
         if event.type == EventType.RUN_QUEUED:
             current.user_text = str(data.get("text", data.get("input", current.user_text)))

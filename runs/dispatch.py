@@ -1,5 +1,6 @@
-"""Handing runs to workers (Celery, or a thread of the web process without a broker), and the
-reaper that ends runs whose worker died and hands lost ones out again."""
+"""Handing runs to workers (Celery, or a thread of the web process without a broker), starting a conversation's
+next queued message when its active run ends, and the reaper that ends runs whose worker died and hands lost
+ones out again."""
 
 import contextlib
 import logging
@@ -12,12 +13,14 @@ from uuid import UUID
 from celery import current_app
 from django.conf import settings
 from django.db import close_old_connections, transaction
+from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from approvals.services import cancel_pending, expire_due, pending_for_run
 from conversations import realtime
-from conversations.events import finish_run
-from conversations.models import Run
+from conversations.events import EventType, finish_run, record_events
+from conversations.models import Conversation, Run
+from runs.models import PendingSteer
 from runs.waiting import suspend_lost_run
 from sandbox.limits import run_cgroups
 from usage.budgets import release_abandoned
@@ -52,9 +55,68 @@ def _execute_in_thread(run_id: UUID) -> None:
     from runs.executor import execute_run
 
     try:
-        asyncio.run(execute_run(run_id))
+        asyncio.run(execute_run(run_id, then=start_next))
     finally:
         close_old_connections()
+
+
+def queued_behind(conversation: Conversation) -> QuerySet[Run]:
+    """The messages waiting behind the conversation's active run (busy policies `queue`, `steer`, `interrupt`),
+    first in line first. They are queued runs that are not the active one: no worker ever gets them, until
+    `promote_next` makes the first of them active."""
+    waiting = Run.objects.filter(conversation=conversation, status=Run.Status.QUEUED)
+    if conversation.active_run_id is not None:
+        waiting = waiting.exclude(pk=conversation.active_run_id)
+    return waiting.order_by("created_at", "pk")
+
+
+def promote_next(conversation: Conversation) -> Run | None:
+    """Make the first message waiting in the conversation its active run, handed to a worker once committed; None
+    when a run is active or nothing waits. Call inside the conversation's row lock (`select_for_update`): the lock
+    is what makes one caller of many (the run's worker, an interrupt, the reaper, a new message) promote it.
+
+    Messages that were to steer a run that ended before it took them in run on their own, in their place in line
+    (they were sent before anything queued after them), with the `run.queued` event they had not had yet."""
+    if conversation.active_run_id is not None:
+        return None
+    line = list(queued_behind(conversation).values_list("pk", flat=True))
+    if not line:  # the common case: one query
+        return None
+    fallen = list(
+        PendingSteer.objects.filter(message_id__in=line)
+        .exclude(into__status__in=Run.UNFINISHED)
+        .select_related("message")
+        .order_by("created_at")
+    )
+    for steer in fallen:
+        queued = {
+            **steer.queued,
+            "disposition": "queued",
+            "behind": str(steer.into_id),
+            "position": line.index(steer.message_id) + 1,
+            "steer_fallback": "The run it was sent to steer ended before it took the message in.",
+        }
+        record_events(steer.message, [(EventType.RUN_QUEUED, queued)])
+    if fallen:
+        PendingSteer.objects.filter(pk__in=[steer.pk for steer in fallen]).delete()
+    following = Run.objects.get(pk=line[0])
+    now = timezone.now()
+    Run.objects.filter(pk=following.pk).update(heartbeat_at=now)  # handed to a worker now: the reaper's clock
+    Conversation.objects.filter(pk=conversation.pk).update(active_run=following, updated_at=now)
+    conversation.active_run = following
+    run_id = following.pk
+    transaction.on_commit(lambda: dispatch_run(run_id))
+    return following
+
+
+def start_next(conversation_id: UUID) -> Run | None:
+    """Start the conversation's next waiting message if no run is active: after every ending of a run (its worker's
+    terminal event, an interrupt that ended it at once, the reaper). Idempotent; the new active run, or None."""
+    with transaction.atomic():
+        conversation = Conversation.objects.select_for_update().filter(pk=conversation_id).first()
+        if conversation is None:
+            return None
+        return promote_next(conversation)
 
 
 def wake_run(run_id: UUID) -> None:
@@ -83,12 +145,16 @@ def expire_requests() -> int:
 
 
 def reap_stale_runs() -> int:
-    """Fail running runs whose worker stopped beating (it died), so none stays running forever,
-    and hand queued runs that no worker took (a lost task) to a worker again. What the dead
+    """Fail running runs whose worker stopped beating (it died), so none stays running forever, and start what
+    waited behind them; hand queued runs that no worker took (a lost task) to a worker again, and start the next
+    message of conversations whose run ended without starting it (its process died in between). What the dead
     workers' model calls held of budgets is given back."""
     now = timezone.now()
     unclaimed = Run.objects.filter(
-        status=Run.Status.QUEUED, heartbeat_at__lt=now - timedelta(seconds=settings.RUN_REDISPATCH_SECONDS)
+        status=Run.Status.QUEUED,
+        heartbeat_at__lt=now - timedelta(seconds=settings.RUN_REDISPATCH_SECONDS),
+        # Only a conversation's active run: a message waiting behind it is no worker's yet (`promote_next`).
+        conversation__active_run=F("pk"),
     ).values_list("pk", flat=True)
     for run_id in unclaimed:
         # The conditional update makes one reaper, of many, dispatch it; claim_run makes a
@@ -97,9 +163,11 @@ def reap_stale_runs() -> int:
             logger.warning("Run %s was still queued; dispatching it again", run_id)
             dispatch_run(run_id)
     cutoff = now - timedelta(seconds=settings.RUN_STALE_AFTER_SECONDS)
-    stale = Run.objects.filter(status=Run.Status.RUNNING, heartbeat_at__lt=cutoff).values_list("pk", "worker")
+    stale = Run.objects.filter(status=Run.Status.RUNNING, heartbeat_at__lt=cutoff).values_list(
+        "pk", "worker", "conversation_id"
+    )
     reaped = 0
-    for run_id, worker in stale:
+    for run_id, worker, conversation_id in stale:
         # A run that waited for a person when its worker died waits on, without a worker.
         suspended = suspend_lost_run(run_id, worker, cutoff)
         if suspended is not None:
@@ -115,7 +183,19 @@ def reap_stale_runs() -> int:
         if finish_run(run_id, Run.Status.FAILED, error=error, from_statuses=[Run.Status.RUNNING], silent_since=cutoff):
             logger.warning("Reaped run %s: worker %s stopped responding", run_id, worker)
             cancel_pending(run_id)
+            start_next(conversation_id)
             reaped += 1
+    idle = (
+        Run.objects.filter(status=Run.Status.QUEUED, conversation__active_run__isnull=True)
+        .values_list("conversation_id", flat=True)
+        .order_by()
+        .distinct()
+    )
+    for conversation_id in idle:
+        if (started := start_next(conversation_id)) is not None:
+            logger.warning(
+                "Conversation %s had messages waiting and no run; started run %s", conversation_id, started.pk
+            )
     if released := release_abandoned():
         logger.warning("Released %d budget reservation(s) of model calls that ended with their worker", released)
     return reaped

@@ -39,6 +39,7 @@ from runs.gate import RunGate
 from runs.options import agent_options
 from runs.prepare import RunSetup, prepare_run
 from runs.session_store import checkpoint
+from runs.steering import Steering, steers
 from runs.titles import title_conversation, title_model
 from runs.translate import EventTranslator
 from runs.waiting import resumed_data, suspend_run, suspended_request, waiting_data
@@ -65,8 +66,9 @@ RESUME_FAILED = "The run could not continue where it waited: its session was not
 class RunExecution:
     """One claimed run, from its `run.started` to its terminal event."""
 
-    def __init__(self, run: Run) -> None:
+    def __init__(self, run: Run, then: Callable[[UUID], object] | None = None) -> None:
         self.run = run
+        self.then = then  # called with the conversation's id once the run has ended: `runs.dispatch.start_next`
         self.conversation = run.conversation
         self.model = run.model
         self.translator = EventTranslator()
@@ -83,6 +85,7 @@ class RunExecution:
         self.stop_error: dict[str, Any] | None = None
         self.writer = EventWriter(run)
         self.gate: RunGate | None = None  # an agent's: its tool calls' rules, and the people they ask
+        self.steering: Steering | None = None  # an agent's under busy policy `steer`, once its CLI is up
         # A run that was suspended waiting for a person continues its session: no new message, no run.started.
         self.resuming = run.suspensions > 0
         self.requeued = False  # suspended, and decided meanwhile: the run's next leg may start here at once
@@ -130,6 +133,8 @@ class RunExecution:
             self.interrupted.set()
         elif kind == realtime.DECIDED_MESSAGE_TYPE and self.gate is not None:
             self.gate.signal_decided()
+        elif kind == realtime.STEER_MESSAGE_TYPE and self.steering is not None:
+            self.steering.signal()
 
     async def _suspend(self, waiting: dict[str, Any]) -> None:
         """The run waits for a person without its worker: stored as waiting (or queued again, when the decision
@@ -212,6 +217,14 @@ class RunExecution:
         except Exception:
             # The database stayed away: the reaper ends the run (worker_lost) once it is back.
             logger.exception("Run %s: storing its end (%s) failed", self.run.pk, status)
+            return
+        if self.then is None:
+            return
+        try:
+            await call_database(f"Starting what waited behind run {self.run.pk}", self.then, self.conversation.pk)
+        except Exception:
+            # The reaper starts it (a conversation with messages waiting and no active run) once the database is back.
+            logger.exception("Run %s: starting the conversation's next message failed", self.run.pk)
 
     @contextlib.asynccontextmanager
     async def _watch_for_interrupts(self) -> AsyncIterator[None]:
@@ -381,6 +394,7 @@ class RunExecution:
             setup.agent.version.approval_timeout_seconds,
             flush=self.writer.flush,
             stopped=self.interrupted,
+            holds=lambda: self.steering is not None and bool(self.steering.untaken),
         )
         settled = None
         if self.resuming:
@@ -409,7 +423,15 @@ class RunExecution:
         await self._record_launch(time.monotonic() - launching)
         if not self.resuming:
             await client.query(user_message(self.run.input, setup.skills))
-        return await self._until_done_or_interrupted(self._receive(client), stop=partial(self._interrupt_cli, client))
+        if steers(setup.agent.version):
+            self.steering = Steering(self.run, client, flush=self.writer.flush, stopped=self.interrupted)
+        try:
+            return await self._until_done_or_interrupted(
+                self._receive(client), stop=partial(self._interrupt_cli, client)
+            )
+        finally:
+            if self.steering is not None:
+                await self.steering.close()
 
     async def _save_transcript(self, client: ClaudeSDKClient, tool_use_id: str) -> bool:
         """Store the session's transcript so far, up to the call now waiting for a person: a worker that dies while
@@ -493,11 +515,15 @@ class RunExecution:
         return Run.Status.INTERRUPTED, {"reason": "interrupted"}, None
 
     async def _receive(self, client: ClaudeSDKClient) -> Outcome:
-        async for message in client.receive_response():
+        async for message in client.receive_messages():
             for kind, data in self.translator.translate(message):
                 self.writer.emit(kind, data)
+            if self.steering is not None:
+                self.steering.seen(message)
             if isinstance(message, ResultMessage) and message.deferred_tool_use is not None:
                 return self._outcome(message)  # suspending: the context is read when the run ends
+            if isinstance(message, ResultMessage) and self.steering is not None and not await self.steering.finished():
+                continue  # a steered message the CLI has not taken in yet: it answers it next, in a turn of its own
             if isinstance(message, ResultMessage):
                 # The gauge is read while the run saves its workspace and settles its calls (the CLI counts the
                 # context with some 20 count_tokens calls): its event comes just before the terminal one.
@@ -580,9 +606,11 @@ async def user_message(text: str, skills: RunSkills) -> AsyncIterator[dict[str, 
     yield message
 
 
-async def execute_run(run_id: UUID | str) -> None:
+async def execute_run(run_id: UUID | str, then: Callable[[UUID], object] | None = None) -> None:
     """Execute a queued run to its terminal event or its suspension; does nothing when another worker took it or it
-    ended. A run whose decision came while it was suspending continues here, in a new leg."""
+    ended. A run whose decision came while it was suspending continues here, in a new leg. `then` is called with
+    the conversation's id once the run has ended (the caller's `runs.dispatch.start_next`: this module cannot
+    import the dispatch, which imports it)."""
     # The run's database work takes turns on one thread of its own, with one connection, returned
     # to the pool when the run ends; runs beside it in the process use theirs.
     async with ThreadSensitiveContext():
@@ -592,7 +620,7 @@ async def execute_run(run_id: UUID | str) -> None:
                 if run is None:
                     logger.info("Run %s was not queued any more; skipping", run_id)
                     return
-                execution = RunExecution(run)
+                execution = RunExecution(run, then)
                 await execution.execute()
                 if not execution.requeued:
                     return

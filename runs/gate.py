@@ -65,12 +65,14 @@ class RunGate:
         *,
         flush: Callable[[], Awaitable[None]],
         stopped: asyncio.Event,
+        holds: Callable[[], bool] = lambda: False,
     ) -> None:
         self.run = run
         self.policy = policy
         self.timeout_seconds = timeout_seconds
         self.flush = flush  # stores the run's events so far: a request's event comes after its call's
         self.stopped = stopped  # the run was interrupted or hit a limit: nobody waits any more
+        self.holds = holds  # while true, a call waits in-process rather than suspend (`runs.steering`)
         self.decided = asyncio.Event()  # a decision was signalled: read the database now
         self.suspended_on: Approval | Question | None = None
         # Stores the session's transcript so far (set once the CLI is connected): a worker that dies while a call
@@ -147,7 +149,7 @@ class RunGate:
                 saved = await self.save_transcript(tool_use_id)
             if self.stopped.is_set():
                 return Decision("deny", reason="The run was stopped before anyone decided.")
-            if may_defer and time.monotonic() >= waited_until:
+            if may_defer and time.monotonic() >= waited_until and not self.holds():
                 # The run suspends: its worker and sandbox are freed, and the decision resumes it.
                 self.suspended_on = request
                 return DEFER

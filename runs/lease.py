@@ -14,9 +14,10 @@ WORKER_NAME = f"{socket.gethostname()}:{os.getpid()}"
 
 
 def claim_run(run_id: UUID | str) -> Run | None:
-    """Move a queued run to running for this process; None when it was already taken or ended."""
+    """Move a queued run to running for this process; None when it was already taken or ended, or when it is a
+    message waiting behind its conversation's active run (only the active run ever runs)."""
     now = timezone.now()
-    claimed = Run.objects.filter(pk=run_id, status=Run.Status.QUEUED).update(
+    claimed = Run.objects.filter(pk=run_id, status=Run.Status.QUEUED, conversation__active_run=F("pk")).update(
         # A resumed run keeps the start of its first leg: its duration is the whole wait's.
         status=Run.Status.RUNNING,
         started_at=Coalesce(F("started_at"), Value(now)),

@@ -14,6 +14,7 @@ from agents.services import RunAgent
 from conversations.models import Run
 from runs.gate import SUBAGENT_TOOLS, RunGate
 from runs.session_store import DatabaseSessionStore
+from runs.steering import steers
 from skills.services import RunSkills
 
 if TYPE_CHECKING:
@@ -79,6 +80,8 @@ def agent_options(
         setting_sources=["user"],
         skills=[version.skill.name for version in skills.versions],
         stderr=stderr,
+        # The CLI echoes each user message as it takes it in: how a run steered mid-turn knows it is over (runs.steering).
+        extra_args={"replay-user-messages": None} if steers(version) else {},
     )
 
 

@@ -9,7 +9,9 @@ here once, and is recorded in `run.queued` as it was decided. What a run then ne
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from enum import StrEnum
 from typing import Any
+from uuid import UUID
 
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
@@ -29,9 +31,10 @@ from conversations.models import Conversation, Run
 from mcp_servers.services import ServerProblem
 from mcp_servers.services import check_choice as check_server_choice
 from mcp_servers.vault import seal
-from runs.dispatch import dispatch_run, wake_run
+from runs.dispatch import dispatch_run, promote_next, queued_behind, wake_run
+from runs.models import PendingSteer
 from skills.archive import SkillProblem
-from skills.services import check_command, check_selection
+from skills.services import SLASH_COMMAND, check_command, check_selection
 from tenants import ratelimit
 from tenants.models import LanguageModel, Tenant
 from tenants.storage import delete_quietly
@@ -204,8 +207,45 @@ def _delete_idle(conversation: Conversation) -> None:
 # --- Runs -----------------------------------------------------------------------------------------
 
 
+class Disposition(StrEnum):
+    """What became of a message: how the 202 of `…/messages`, the WebSocket's ack and `run.queued` name it."""
+
+    STARTED = "started"  # no run was active: its run is the active one, handed to a worker
+    QUEUED = "queued"  # it waits behind the active run, in order, as a run of its own
+    STEERED = "steered"  # the running run takes it in as its next user input
+    INTERRUPTING = "interrupting"  # it stopped the active run, and runs as soon as that one has ended
+
+
+@dataclass(frozen=True)
+class Sent:
+    """A message `send_message` accepted, and what became of it."""
+
+    run: Run  # the run that answers it: its own, or (steered) the active run it joins
+    disposition: Disposition
+    message_id: UUID  # the run storing the message (steered: until the running run takes it in, then gone)
+    behind: UUID | None  # the active run it waits behind (or steers); None when it started at once
+    position: int | None  # its place among the messages waiting (1: next); None when it started at once
+    after_seq: int  # the conversation's last event before the message's own: where to follow it from
+
+    def summary(self) -> dict[str, Any]:
+        """What the 202 of `…/messages` and the WebSocket's ack add to the run they name."""
+        return {
+            "disposition": self.disposition.value,
+            "message_id": str(self.message_id),
+            "behind": None if self.behind is None else str(self.behind),
+            "queue_position": self.position,
+        }
+
+
 def start_run(conversation: Conversation, options: RunOptions) -> Run:
-    """Store a queued Run and its `run.queued` event, then hand it to a worker once committed.
+    """`send_message`'s run: the one that answers the message."""
+    return send_message(conversation, options).run
+
+
+def send_message(conversation: Conversation, options: RunOptions) -> Sent:
+    """Accept a message: store its Run and `run.queued` event and hand the run to a worker once committed; or, while
+    a run is active, do what the active run's agent profile says (`AgentVersion.busy_policy`): refuse it (409), queue
+    it behind, steer the running run with it, or interrupt the running run and start it next.
 
     The message's files are stored in the workspace in the same transaction: a refused message
     leaves none behind. A text that starts with `/name` invokes that skill.
@@ -221,6 +261,19 @@ def start_run(conversation: Conversation, options: RunOptions) -> Run:
             .get(pk=conversation.pk)
         )
         _check_startable(locked)
+        # Messages wait while no run is active only for an instant (their run just ended): the first goes first.
+        promote_next(locked)
+        active = None
+        if locked.active_run_id is not None:
+            active = Run.objects.select_related("agent_version").get(pk=locked.active_run_id)
+            policy = busy_policy(locked, active)
+            if policy == AgentVersion.BusyPolicy.REJECT:
+                raise Conflict(
+                    f"Run {active.pk} is still active in this conversation; "
+                    "wait for its terminal event or interrupt it first.",
+                    code="run_in_progress",
+                )
+            _check_queue_room(locked)
         user_id = options.user_id or locked.user_id
         decided = _decide(locked, user_id, options)
         attached = attach_files(locked, list(options.files))
@@ -230,7 +283,8 @@ def start_run(conversation: Conversation, options: RunOptions) -> Run:
             agent_version=decided.agent,
             user_id=user_id,
             input=with_attachments(options.text, attached),
-            heartbeat_at=timezone.now(),  # for a queued run: when it was handed to a worker
+            # For the active run: when it was handed to a worker. A message waiting behind it is no worker's yet.
+            heartbeat_at=timezone.now() if active is None else None,
             budget_usd=decided.budget_usd,
             budget_calls=decided.budget_calls,
             skills=decided.skills,
@@ -238,8 +292,6 @@ def start_run(conversation: Conversation, options: RunOptions) -> Run:
             mcp_servers=decided.mcp_servers,
             mcp_tokens=seal(dict(options.mcp_tokens)) if options.mcp_tokens else None,
         )
-        locked.active_run = run
-        locked.save(update_fields=["active_run", "updated_at"])
         queued = {
             "input": run.input,
             "text": options.text,  # as the end user typed it; `input` is what the agent reads
@@ -256,13 +308,86 @@ def start_run(conversation: Conversation, options: RunOptions) -> Run:
             "mcp_servers": decided.mcp_servers,
             "mcp_tokens": sorted(options.mcp_tokens),  # their names only
         }
-        # The worker hears first: the broadcast of run.queued (a channel-layer round trip from this thread,
-        # 10-45 ms measured under load) would otherwise hold up the run's start. A listener that gets the
-        # worker's first event before it reads the gap from the database (conversations.streams).
-        transaction.on_commit(lambda: dispatch_run(run.pk))
-        record_events(run, [(EventType.RUN_QUEUED, queued)])
+        if active is None:
+            sent = _start(locked, run, queued)
+        else:
+            sent = _while_busy(locked, active, run, queued, policy, options)
+    conversation.active_run_id = locked.active_run_id
+    return sent
+
+
+def _start(conversation: Conversation, run: Run, queued: dict[str, Any]) -> Sent:
     conversation.active_run = run
-    return run
+    conversation.save(update_fields=["active_run", "updated_at"])
+    # The worker hears first: the broadcast of run.queued (a channel-layer round trip from this thread,
+    # 10-45 ms measured under load) would otherwise hold up the run's start. A listener that gets the
+    # worker's first event before it reads the gap from the database (conversations.streams).
+    transaction.on_commit(lambda: dispatch_run(run.pk))
+    data = {**queued, "disposition": Disposition.STARTED.value, "behind": None, "position": None}
+    (event,) = record_events(run, [(EventType.RUN_QUEUED, data)])
+    return Sent(run, Disposition.STARTED, run.pk, None, None, event.seq - 1)
+
+
+def _while_busy(
+    conversation: Conversation, active: Run, run: Run, queued: dict[str, Any], policy: str, options: RunOptions
+) -> Sent:
+    """A message sent while `active` is: queued behind it, steering it, or interrupting it (and then queued)."""
+    position = queued_behind(conversation).count()  # the new run is among them
+    why_not = _steer_problem(conversation, active, run, options) if policy == AgentVersion.BusyPolicy.STEER else None
+    if policy == AgentVersion.BusyPolicy.STEER and why_not is None:
+        PendingSteer.objects.create(message=run, into=active, queued=queued)
+        active_id = active.pk
+        transaction.on_commit(lambda: realtime.signal_run(active_id, {"type": realtime.STEER_MESSAGE_TYPE}))
+        return Sent(active, Disposition.STEERED, run.pk, active.pk, position, conversation.last_seq)
+    disposition = Disposition.QUEUED
+    if policy == AgentVersion.BusyPolicy.INTERRUPT and active.interrupt_requested_at is None:
+        disposition = Disposition.INTERRUPTING
+    data = {**queued, "disposition": disposition.value, "behind": str(active.pk), "position": position}
+    if policy == AgentVersion.BusyPolicy.STEER:
+        data["steer_refused"] = why_not
+    (event,) = record_events(run, [(EventType.RUN_QUEUED, data)])
+    sent = Sent(run, disposition, run.pk, active.pk, position, event.seq - 1)
+    if disposition == Disposition.INTERRUPTING:
+        _interrupt(conversation, active)
+    return sent
+
+
+def _steer_problem(conversation: Conversation, active: Run, message: Run, options: RunOptions) -> str | None:
+    """Why a message cannot steer the active run, or None. What cannot steer is queued instead."""
+    if active.interrupt_requested_at is not None:
+        return f"Run {active.pk} is being interrupted: the message runs after it."
+    if active.status != Run.Status.RUNNING:
+        return f"Run {active.pk} was {active.status}, not running: the message runs after it."
+    if active.agent_version is not None and active.agent_version.is_chat:
+        return "A chat agent's run is one model call, which takes no message mid-way: the message runs after it."
+    others = queued_behind(conversation).exclude(pk=message.pk)
+    if others.exclude(pk__in=PendingSteer.objects.filter(into=active).values("message")).exists():
+        return "Messages already wait behind the run: the message runs after them, in order."
+    if options.files or options.mcp_tokens or options.budget_usd is not None or options.budget_calls is not None:
+        return "A message with files, tokens or a budget of its own runs on its own, after the run."
+    if options.agent or options.skills is not None or options.preferred_skills or options.mcp_servers is not None:
+        return "A message that chooses its own agent, skills or MCP servers runs on its own, after the run."
+    if SLASH_COMMAND.match(options.text):
+        return "A message that invokes a skill runs on its own, after the run."
+    return None
+
+
+def _check_queue_room(conversation: Conversation) -> None:
+    waiting = queued_behind(conversation).count()
+    if waiting >= settings.RUN_QUEUE_MAX:
+        raise ServiceError(
+            f"{waiting} messages already wait in this conversation, the most it holds (RUN_QUEUE_MAX); "
+            "wait for its runs to end, or cancel a waiting one (POST …/runs/{id}/cancel).",
+            status=429,
+            code="queue_full",
+        )
+
+
+def busy_policy(conversation: Conversation, active: Run) -> str:
+    """What a message sent while `active` runs does: the policy of the agent version the active run uses (the one
+    the message would disturb), or, for a run stored without one, of the conversation's agent."""
+    version = active.agent_version or run_version(conversation)
+    return version.busy_policy
 
 
 def _check_startable(conversation: Conversation) -> None:
@@ -274,12 +399,6 @@ def _check_startable(conversation: Conversation) -> None:
         raise Conflict(
             f"This conversation's model '{conversation.model_id}' is deprecated; start a new conversation.",
             code="model_deprecated",
-        )
-    if conversation.active_run_id is not None:
-        raise Conflict(
-            f"Run {conversation.active_run_id} is still active in this conversation; "
-            "wait for its terminal event or interrupt it first.",
-            code="run_in_progress",
         )
 
 
@@ -334,15 +453,25 @@ def _agent_model(tenant: Tenant, agent: AgentVersion) -> LanguageModel:
 
 def interrupt_run(conversation: Conversation) -> Run:
     """Ask the conversation's active run to stop; a queued or waiting run ends at once, a running one within
-    seconds. What a waiting run asked is closed: nobody can decide for a run that is over."""
+    seconds. What a waiting run asked is closed: nobody can decide for a run that is over. Messages waiting
+    behind it then start, in order (cancel them first to drop them: `cancel_message`)."""
     with transaction.atomic():
         locked = Conversation.objects.select_for_update().get(pk=conversation.pk)
         if locked.active_run_id is None:
             raise Conflict("No run is active in this conversation.", code="no_active_run")
-        run = Run.objects.select_for_update().get(pk=locked.active_run_id)
-        if run.interrupt_requested_at is None:
-            run.interrupt_requested_at = timezone.now()
-            run.save(update_fields=["interrupt_requested_at"])
+        run = _interrupt(locked, Run.objects.get(pk=locked.active_run_id))
+    run.refresh_from_db()
+    return run
+
+
+def _interrupt(conversation: Conversation, active: Run) -> Run:
+    """Interrupt the active run, inside the conversation's row lock: one without a worker (queued, waiting) ends
+    now, and what waited behind it starts; a running one's worker is told, and ends it with its events and usage
+    (its worker then starts what waited)."""
+    run = Run.objects.select_for_update().get(pk=active.pk)
+    if run.interrupt_requested_at is None:
+        run.interrupt_requested_at = timezone.now()
+        run.save(update_fields=["interrupt_requested_at"])
     if run.status == Run.Status.QUEUED and not run.suspensions:
         ended: dict[str, Any] = {"reason": "interrupted", "message": "Interrupted before it started."}
     else:  # waiting for a person (or queued to resume): its earlier legs' usage is its own
@@ -350,12 +479,64 @@ def interrupt_run(conversation: Conversation) -> Run:
     ended_without_worker = finish_run(
         run.pk, Run.Status.INTERRUPTED, result=ended, from_statuses=[Run.Status.QUEUED, Run.Status.WAITING]
     )
+    run_id = run.pk
     if ended_without_worker:
-        approvals.cancel_pending(run.pk)
+        approvals.cancel_pending(run_id)  # with its end: nobody can decide for a run that is over
+        conversation.active_run = None
+        promote_next(conversation)
     else:
-        realtime.signal_interrupt(run.pk)
+        transaction.on_commit(lambda: realtime.signal_interrupt(run_id))
+    return run
+
+
+def cancel_message(conversation: Conversation, run_id: UUID | str) -> Run:
+    """Drop a message waiting behind the active run: its run ends `interrupted` (reason `cancelled`) with its one
+    terminal event; nothing else changes. The active run itself is interrupted, not cancelled (`interrupt_run`)."""
+    with transaction.atomic():
+        locked = Conversation.objects.select_for_update().get(pk=conversation.pk)
+        run = Run.objects.select_for_update().filter(pk=run_id, conversation=locked).first()
+        if run is None:  # or taken in meanwhile by the run it steered
+            raise ServiceError("Not found.", status=404, code="not_found")
+        if run.pk == locked.active_run_id:
+            raise Conflict(
+                f"Run {run.pk} is the conversation's active run; interrupt it instead (POST …/interrupt).",
+                code="run_active",
+            )
+        if run.status != Run.Status.QUEUED:
+            raise Conflict(
+                f"Run {run.pk} has already ended ({run.status}); only a message still waiting can be cancelled.",
+                code="run_finished",
+            )
+        PendingSteer.objects.filter(message=run).delete()
+        finish_run(
+            run.pk,
+            Run.Status.INTERRUPTED,
+            result={"reason": "cancelled", "message": "Cancelled while it waited behind another run."},
+            from_statuses=[Run.Status.QUEUED],
+        )
     run.refresh_from_db()
     return run
+
+
+@dataclass(frozen=True)
+class MessageQueue:
+    """The messages waiting behind a conversation's active run, by their runs' ids."""
+
+    positions: dict[UUID, int]  # each one's place in line (1: next)
+    steering: dict[UUID, UUID]  # of those sent to steer the running run: that run, until it takes them in
+
+    def position(self, run: Run) -> int | None:
+        return self.positions.get(run.pk)
+
+    def steers(self, run: Run) -> UUID | None:
+        return self.steering.get(run.pk)
+
+
+def message_queue(conversation: Conversation) -> MessageQueue:
+    """Who waits behind the conversation's active run, in order (two queries)."""
+    line = list(queued_behind(conversation).values_list("pk", flat=True))
+    steering = dict(PendingSteer.objects.filter(message_id__in=line).values_list("message_id", "into_id"))
+    return MessageQueue({pk: place for place, pk in enumerate(line, start=1)}, steering)
 
 
 # --- People in the loop ---------------------------------------------------------------------------

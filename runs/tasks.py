@@ -4,7 +4,7 @@ import threading
 from celery import shared_task
 from celery.signals import worker_ready
 
-from runs.dispatch import EXECUTE_RUN_TASK, start_reaper_thread
+from runs.dispatch import EXECUTE_RUN_TASK, start_next, start_reaper_thread
 from runs.executor import execute_run
 
 _loops = threading.local()
@@ -24,7 +24,7 @@ def run_loop() -> asyncio.AbstractEventLoop:
 
 @shared_task(name=EXECUTE_RUN_TASK, ignore_result=True)
 def execute_run_task(run_id: str) -> None:
-    run_loop().run_until_complete(execute_run(run_id))
+    run_loop().run_until_complete(execute_run(run_id, then=start_next))
 
 
 @worker_ready.connect

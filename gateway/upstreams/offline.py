@@ -9,6 +9,10 @@ The *current turn's text* is the latest user message that has text once tool_res
 anywhere in it (args cannot contain `]]`); the text without them is the *prompt*.
 
 - no directive: reply `Offline model (not Claude) reply: <prompt>`, about one text delta per word.
+- Messages the user sent mid-turn, which the CLI hands on inside the turn (`The user sent a new message while you
+  were working: …`: a reminder in a tool result, or a `system` message after it, as it writes to this model), are no
+  turn of their own: the default reply gets one line `[sent while working] <text>` per such message of this turn,
+  after its tool results.
 - `[[reply TEXT]]`: the final reply is exactly TEXT.
 - `[[think TEXT]]`: a thinking block with TEXT opens the first call of the turn.
 - `[[tool NAME {json}]]`: a tool_use call of NAME with that input. Shorthands:
@@ -89,6 +93,8 @@ _ERROR_TYPES = {
 _NAMES = "reply|think|tool|bash|write|read|skill|mcp|task|ask|structured|options|slow|words|error|usage|recall"
 _DIRECTIVE = re.compile(rf"\[\[({_NAMES})(?:\s+(.*?))?\]\]", re.DOTALL)
 _REMINDER = re.compile(r"<system-reminder>.*?</system-reminder>", re.DOTALL)
+# How the CLI hands on a message the user sent while it worked (Claude Code 2.1, streaming input).
+_SENT_WHILE_WORKING = re.compile(r"The user sent a new message while you were working:\n(.*?)\n\n", re.DOTALL)
 # What the CLI sends after a plain-text reply when the run wants structured output: not a new turn.
 _ENFORCE = "[structured-output-enforce]"
 # `{{name args}}` inside a task's PROMPT: `[[name args]]` for the subagent.
@@ -260,8 +266,8 @@ def _blocks_of(message: Any) -> list[Json]:
     return [b for b in content or [] if isinstance(b, dict)]
 
 
-def _role_blocks(messages: list[Any], role: str) -> list[Json]:
-    return [b for m in messages if isinstance(m, dict) and m.get("role") == role for b in _blocks_of(m)]
+def _role_blocks(messages: list[Any], *roles: str) -> list[Json]:
+    return [b for m in messages if isinstance(m, dict) and m.get("role") in roles for b in _blocks_of(m)]
 
 
 def _user_text(message: Any) -> str:
@@ -423,6 +429,16 @@ def _tool_results(turn: Turn) -> str:
     return "".join(lines)
 
 
+def _sent_while_working(turn: Turn) -> str:
+    texts = []
+    for block in _role_blocks(turn.later, "user", "system"):
+        content = block.get("content") if block.get("type") == "tool_result" else block.get("text")
+        if isinstance(content, list):
+            content = "\n".join(str(b.get("text", "")) for b in content if isinstance(b, dict))
+        texts += _SENT_WHILE_WORKING.findall(str(content or ""))
+    return "".join(f"\n[sent while working] {text}" for text in texts)
+
+
 def _earlier_turns(turn: Turn) -> str:
     texts = [t for t in map(_user_text, turn.earlier) if t]
     return "Earlier turns: " + ("; ".join(f"{n}) {t}" for n, t in enumerate(texts, 1)) or "none")
@@ -466,7 +482,7 @@ def _reply_text(turn: Turn, request: Json, headers: Mapping[str, str]) -> str:
         return " ".join(f"word{n}" for n in range(1, _integer(words, "words") + 1))
     if turn.directive("recall") is not None:
         return _earlier_turns(turn)
-    return f"{OFFLINE_LABEL} reply: {turn.prompt}{_tool_results(turn)}"
+    return f"{OFFLINE_LABEL} reply: {turn.prompt}{_tool_results(turn)}{_sent_while_working(turn)}"
 
 
 def _pieces(text: str) -> list[str]:

@@ -275,6 +275,12 @@ def test_a_message_is_accepted_with_a_queued_run_and_a_first_event(tenant_key: s
     run = response.json()
     assert (run["status"], run["input"], run["user_id"], run["model"]) == ("queued", "What is 2+2?", "alice", "offline")
     assert run["conversation"] == str(conversation.pk)
+    assert (run["disposition"], run["message_id"], run["behind"], run["queue_position"]) == (
+        "started",
+        run["id"],
+        None,
+        None,
+    )
     (event,) = Event.objects.filter(conversation=conversation)
     assert (event.seq, event.type, str(event.run_id)) == (1, "run.queued", run["id"])
     assert event.data == {
@@ -289,6 +295,9 @@ def test_a_message_is_accepted_with_a_queued_run_and_a_first_event(tenant_key: s
         "preferred_skills": [],
         "mcp_servers": None,
         "mcp_tokens": [],
+        "disposition": "started",
+        "behind": None,
+        "position": None,
     }
     assert str(Conversation.objects.get(pk=conversation.pk).active_run_id) == run["id"]
 

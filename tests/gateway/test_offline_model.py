@@ -242,6 +242,25 @@ async def test_an_ask_directive_needs_a_question_and_two_to_four_options() -> No
 
 
 @pytest.mark.asyncio
+async def test_messages_the_user_sent_mid_turn_are_answered_in_the_reply_in_order() -> None:
+    def sent(text: str) -> str:
+        return (
+            f"The user sent a new message while you were working:\n{text}\n\nThis is how Claude Code surfaces "
+            "messages the user sends mid-turn. Address the message above as you continue this turn."
+        )
+
+    turn = user("one [[bash sleep 1]] [[bash true]]")
+    in_a_result = tool_result("t1", f"done\n\n<system-reminder>\n{sent('two')}\n</system-reminder>")
+    as_system = {"role": "system", "content": [{"type": "text", "text": sent("three")}]}
+    messages = [turn, assistant_tool_use("t1", "Bash", {}), in_a_result, as_system]
+
+    final = await stream([*messages, assistant_tool_use("t2", "Bash", {}), tool_result("t2", "ok")])
+
+    assert reply_text(final).endswith("\n[sent while working] two\n[sent while working] three")
+    assert reply_text(final).startswith(f"{OFFLINE_LABEL} reply: one\n[Bash result] done")
+
+
+@pytest.mark.asyncio
 async def test_usage_directive_reports_exact_figures_in_start_and_delta() -> None:
     events = await stream([user("[[usage input=100 output=7 cache_read=30 cache_write_5m=5 cache_write_1h=2]] hi")])
 
