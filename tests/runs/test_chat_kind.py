@@ -91,7 +91,7 @@ async def test_run_started_names_the_chat_agent_and_says_there_is_no_sandbox(cha
     run = await send(chat, "Hello")
 
     [(_, started)] = await events_of(run, "run.started")
-    assert started["agent"] == {"name": "helper", "version": 1, "kind": "chat"}
+    assert started["agent"] == {"name": "helper", "version": 1, "kind": "chat", "busy_policy": "reject"}
     assert (started["sandbox"], started["limits"], started["resumed_session_id"]) == ("none", {}, None)
     assert (started["model"], started["offline_model"], started["history_turns"]) == ("offline", True, 0)
 
