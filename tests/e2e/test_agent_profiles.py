@@ -230,7 +230,8 @@ def test_a_pinned_conversation_keeps_its_version_while_an_unpinned_one_moves_on(
     assert new.options["system_tail"].endswith("You are support, version two.")
     for ran, version in [(old, 1), (new, 2)]:
         expected = {"name": "support", "version": version, "kind": "agent"}
-        assert ran.of("run.queued")[0]["agent"] == ran.of("run.started")[0]["agent"] == expected
+        assert ran.of("run.queued")[0]["agent"] == expected
+        assert ran.of("run.started")[0]["agent"] == {**expected, "busy_policy": "reject"}
     conversation = acme.http.get(acme.path(pinned)).json()
     assert conversation["agent"] == {"name": "support", "version": 1}
 
