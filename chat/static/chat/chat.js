@@ -381,7 +381,8 @@
     showAgent(conversation);
     showContext(conversation ? conversation.context_usage : null);
     await Promise.all([connect(), refreshFiles()]);
-    $("text").focus();
+    // Not from under a dialog the user opened meanwhile (archiving this conversation, say).
+    if (!document.querySelector("dialog[open]")) $("text").focus();
   }
 
   // The title, agent and skills chosen so far go with it; its first message follows.
