@@ -8,7 +8,7 @@ its waiting worker) is `runs.services`'s; this module only keeps the record, its
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 from django.db import transaction
@@ -19,6 +19,8 @@ from approvals.models import Approval, Decider, Question, ToolGrant
 from audit.models import record as audit
 from conversations.events import EventType, record_events
 from conversations.models import Run
+
+Asked = TypeVar("Asked", Approval, Question)
 
 MAX_MESSAGE_CHARS = 10_000
 MAX_TITLE_CHARS = 500
@@ -59,46 +61,36 @@ def ask_approval(
 ) -> Approval:
     """The approval of this call, asked once: stored with its `permission.request` event (a call asked about
     again, when a resumed session replays it, finds the one already stored)."""
-    with transaction.atomic():
-        existing = Approval.objects.filter(run=run, tool_use_id=tool_use_id).first()
-        if existing is not None:
-            return existing
-        title, description = describe(tool, tool_input)
-        approval = Approval.objects.create(
-            tenant_id=run.conversation.tenant_id,
-            conversation_id=run.conversation_id,
-            run=run,
-            user_id=run.user_id,
-            tool_use_id=tool_use_id,
-            tool=tool,
-            tool_input=dict(tool_input),
-            title=title,
-            display_name=tool,
-            description=description,
-            decision_reason=reason,
-            expires_at=timezone.now() + timedelta(seconds=timeout_seconds),
-        )
-        record_events(run, [(EventType.PERMISSION_REQUEST, request_data(approval))])
-    return approval
+    title, description = describe(tool, tool_input)
+    fields = {"tool": tool, "tool_input": dict(tool_input), "title": title, "display_name": tool}
+    fields |= {"description": description, "decision_reason": reason}
+    return _ask_once(Approval, run, tool_use_id, timeout_seconds, fields)
 
 
 def ask_question(run: Run, tool_use_id: str, questions: Sequence[Mapping[str, Any]], timeout_seconds: int) -> Question:
     """The agent's question (its `AskUserQuestion` call), asked once, with its `question` event."""
+    return _ask_once(Question, run, tool_use_id, timeout_seconds, {"questions": [dict(item) for item in questions]})
+
+
+def _ask_once(model: type[Asked], run: Run, tool_use_id: str, timeout_seconds: int, fields: dict[str, Any]) -> Asked:
     with transaction.atomic():
-        existing = Question.objects.filter(run=run, tool_use_id=tool_use_id).first()
+        existing = model.objects.filter(run=run, tool_use_id=tool_use_id).first()
         if existing is not None:
             return existing
-        question = Question.objects.create(
+        request = model.objects.create(
             tenant_id=run.conversation.tenant_id,
             conversation_id=run.conversation_id,
             run=run,
             user_id=run.user_id,
             tool_use_id=tool_use_id,
-            questions=[dict(item) for item in questions],
             expires_at=timezone.now() + timedelta(seconds=timeout_seconds),
+            **fields,
         )
-        record_events(run, [(EventType.QUESTION, question_data(question))])
-    return question
+        if isinstance(request, Approval):
+            record_events(run, [(EventType.PERMISSION_REQUEST, request_data(request))])
+        else:
+            record_events(run, [(EventType.QUESTION, question_data(request))])
+    return request
 
 
 def granted(conversation_id: UUID, tool: str) -> bool:
@@ -259,32 +251,33 @@ def answer_data(question: Question) -> dict[str, Any]:
 def expire_due() -> set[UUID]:
     """Deny (by itself) every request past its time; the runs whose requests expired, to resume."""
     now = timezone.now()
-    runs: set[UUID] = set()
-    for model in (Approval, Question):
-        for pk in model.objects.pending().filter(expires_at__lte=now).values_list("pk", flat=True)[:500]:
-            with transaction.atomic():
-                request = model.objects.select_for_update().select_related("run").filter(pk=pk).first()
-                if request is None or not request.is_pending:
-                    continue  # decided meanwhile
-                request.status = model.Status.EXPIRED
-                _settle(request, SYSTEM)
-                runs.add(request.run_id)
-    return runs
+    expired = [
+        _settle_pending(model, pk, model.Status.EXPIRED)
+        for model in (Approval, Question)
+        for pk in model.objects.pending().filter(expires_at__lte=now).values_list("pk", flat=True)[:500]
+    ]
+    return {request.run_id for request in expired if request is not None}
 
 
 def cancel_pending(run_id: UUID) -> int:
     """Close what a run that ended still asked: nobody can decide for a run that is over."""
-    cancelled = 0
-    for model in (Approval, Question):
-        for pk in model.objects.pending().filter(run_id=run_id).values_list("pk", flat=True):
-            with transaction.atomic():
-                request = model.objects.select_for_update().select_related("run").filter(pk=pk).first()
-                if request is None or not request.is_pending:
-                    continue
-                request.status = model.Status.CANCELLED
-                _settle(request, SYSTEM)
-                cancelled += 1
-    return cancelled
+    cancelled = [
+        _settle_pending(model, pk, model.Status.CANCELLED)
+        for model in (Approval, Question)
+        for pk in model.objects.pending().filter(run_id=run_id).values_list("pk", flat=True)
+    ]
+    return sum(request is not None for request in cancelled)
+
+
+def _settle_pending(model: type[Approval] | type[Question], pk: UUID, status: str) -> Approval | Question | None:
+    """Settle one request as the platform, unless someone decided it meanwhile (then None)."""
+    with transaction.atomic():
+        request = model.objects.select_for_update().select_related("run").filter(pk=pk).first()
+        if request is None or not request.is_pending:
+            return None
+        request.status = status
+        _settle(request, SYSTEM)
+    return request
 
 
 def pending_for_run(run_id: UUID) -> Approval | Question | None:
