@@ -3,7 +3,6 @@ the key, end user or operator it was opened by, once."""
 
 import json
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -17,10 +16,10 @@ from django.test import Client
 
 from approvals.models import Approval, Question
 from audit.models import AuditRecord
-from config.asgi import application
 from conversations.models import Conversation, Run
 from tenants.auth import make_stream_token
 from tenants.models import ApiKey
+from tests.conversations.test_consumer import opened
 from tests.factories import ApprovalFactory
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
@@ -47,17 +46,6 @@ def key_token(conversation: Conversation, tenant_key: str) -> str:
     )
     assert response.status_code == 201, response.content
     return str(response.json()["token"])
-
-
-@asynccontextmanager
-async def opened(path: str, **kwargs: Any) -> AsyncIterator[WebsocketCommunicator]:
-    socket = WebsocketCommunicator(application, path, **kwargs)
-    connected, close_code = await socket.connect()
-    assert connected, f"refused with {close_code}"
-    try:
-        yield socket
-    finally:
-        await socket.disconnect()
 
 
 async def reply_to(socket: WebsocketCommunicator, frame: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
