@@ -51,14 +51,23 @@ def wait_for(
     raise TimeoutError(f"no {kind} #{nth} for run {run_id} within {timeout}s")
 
 
+def post(client: Client, path: str, body: dict[str, Any]) -> Any:
+    """A POST as a client makes it: a 503 `database_unavailable` says to retry in a few seconds, and it does once."""
+    response = client.http.post(path, json=body)
+    if response.status_code == 503:
+        time.sleep(3)
+        response = client.http.post(path, json=body)
+    return response
+
+
 def decide(client: Client, approval_id: str, **body: Any) -> dict[str, Any]:
-    response = client.http.post(f"/api/tenants/{client.tenant}/approvals/{approval_id}", json=body)
+    response = post(client, f"/api/tenants/{client.tenant}/approvals/{approval_id}", body)
     assert response.status_code == 200, response.text
     return dict(response.json())
 
 
 def answer(client: Client, question_id: str, answers: dict[str, str]) -> dict[str, Any]:
-    response = client.http.post(f"/api/tenants/{client.tenant}/questions/{question_id}", json={"answers": answers})
+    response = post(client, f"/api/tenants/{client.tenant}/questions/{question_id}", {"answers": answers})
     assert response.status_code == 200, response.text
     return dict(response.json())
 
