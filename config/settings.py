@@ -249,6 +249,39 @@ SANDBOX_FILE_MB = env.int("SANDBOX_FILE_MB", default=1024)
 SANDBOX_TMP_MB = env.int("SANDBOX_TMP_MB", default=512)
 SANDBOX_WORKSPACE_MB = env.int("SANDBOX_WORKSPACE_MB", default=2048)
 SANDBOX_WORKSPACE_CHECK_SECONDS = env.float("SANDBOX_WORKSPACE_CHECK_SECONDS", default=1.0)
+SANDBOX_CPUS = env.float("SANDBOX_CPUS", default=1.0)  # CPUs per run (cgroup cpu controller); 0: no limit
+if SANDBOX_CPUS < 0:
+    raise ImproperlyConfigured("SANDBOX_CPUS must be 0 (no limit) or more.")
+# The layers a sandbox reports (sandbox/bin/sandbox-init reads each from inside at the run's start).
+SANDBOX_LAYERS = (
+    "user", "mount", "pid", "net", "ipc", "uts", "cgroup",
+    "no_new_privs", "capabilities", "seccomp", "read_only_system",
+    "memory", "pids", "cpu",
+)  # fmt: skip
+# A run whose sandbox lacks one of these is refused (`sandbox_unavailable`) before its CLI starts. The cgroup
+# limits (memory, pids, cpu) and the cgroup namespace are reported but required only when the operator lists
+# them: many container hosts (Docker without a delegated cgroup, gVisor, some CI runners) give a worker no
+# writable cgroup, and refusing every run there would push operators to the unsandboxed runner instead.
+SANDBOX_REQUIRED_LAYERS = env.list(
+    "SANDBOX_REQUIRED_LAYERS",
+    default=[
+        "user",
+        "mount",
+        "pid",
+        "net",
+        "ipc",
+        "uts",
+        "no_new_privs",
+        "capabilities",
+        "seccomp",
+        "read_only_system",
+    ],
+)
+if unknown_layers := sorted(set(SANDBOX_REQUIRED_LAYERS) - set(SANDBOX_LAYERS)):
+    raise ImproperlyConfigured(
+        f"SANDBOX_REQUIRED_LAYERS names unknown layer(s) {', '.join(unknown_layers)}; "
+        f"known layers: {', '.join(SANDBOX_LAYERS)}."
+    )
 
 # --- Workspaces -----------------------------------------------------------------------------------
 # A conversation's files live in the default storage; a run syncs them in before its CLI starts, and

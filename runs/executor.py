@@ -44,8 +44,9 @@ from runs.titles import title_conversation, title_model
 from runs.translate import EventTranslator
 from runs.waiting import resumed_data, suspend_run, suspended_request, waiting_data
 from runs.writer import EventWriter
-from sandbox.launcher import SandboxUnavailable
+from sandbox.launcher import SANDBOX_CONFIG_DIR, Launch, SandboxUnavailable
 from sandbox.limits import MB, directory_bytes
+from sandbox.report import missing_layers_message, wait_for_report
 from skills.placement import SkillsUnavailable
 from skills.services import SLASH_COMMAND, RunSkills
 from usage.services import run_totals
@@ -92,6 +93,8 @@ class RunExecution:
         # The CLI and its gateway, closed only after the terminal event is out: the CLI takes
         # ~60 ms to exit, which nobody waiting for the answer should pay.
         self.resources = contextlib.AsyncExitStack()
+        # What shielded the agent, for every event that shows the run: bubblewrap, unsandboxed or none (a chat).
+        self.sandbox_mode = "none"
 
     async def execute(self) -> None:
         status: str = Run.Status.FAILED
@@ -208,7 +211,7 @@ class RunExecution:
                 events.finish_run,
                 self.run.pk,
                 status,
-                result={**(result or {}), "usage": usage},
+                result={**(result or {}), "usage": usage, "sandbox": self.sandbox_mode},
                 error=error,
                 session_id=self.translator.session_id,
             )
@@ -374,6 +377,7 @@ class RunExecution:
         self.resources.callback(watcher.cancel)
         self.saver = asyncio.create_task(self._save_workspace_periodically(setup.workspace))
         launch, resume = setup.launch, setup.resume
+        self.sandbox_mode = launch.sandbox
         started = {
             "agent": setup.agent.summary(),
             "model": self.model.pk,
@@ -402,14 +406,6 @@ class RunExecution:
             if resume is None or settled is None:
                 logger.error("Run %s cannot resume: its session (%s) or its request is gone", self.run.pk, resume)
                 return Run.Status.FAILED, None, {"reason": "resume_failed", "message": RESUME_FAILED}
-            self.writer.emit(EventType.RUN_RESUMED, {**started, **resumed_data(settled)})
-        else:
-            self.writer.emit(EventType.RUN_STARTED, started)
-        if setup.title_model is not None:
-            # Beside the agent, from the first message: the title comes long before the run's end (runs.titles).
-            self.titling = asyncio.create_task(
-                title_conversation(self.run, setup.gateway, setup.title_model, self.writer.emit)
-            )
         options = agent_options(
             self.run, setup, gate, stderr=self.cli_stderr.append, settled_tool=settled.tool if settled else None
         )
@@ -419,7 +415,34 @@ class RunExecution:
         launching = time.monotonic()
         # The sandbox and its CLI are up once the CLI answers `initialize`. A resumed session settles the call it
         # was suspended on meanwhile (through the gate) and continues its turn by itself: it gets no message.
-        await client.connect()
+        # run.started waits only for the sandbox's report of itself (its init writes it some 50 ms after the
+        # launch, before the CLI starts), not for the CLI.
+        connecting = asyncio.create_task(client.connect())
+        try:
+            report = await self._sandbox_report(launch, connecting)
+        except BaseException:
+            connecting.cancel()
+            await asyncio.gather(connecting, return_exceptions=True)
+            raise
+        if report is None or report.get("missing_layers"):
+            connecting.cancel()
+            await asyncio.gather(connecting, return_exceptions=True)
+            message = missing_layers_message(report) if report else "The sandbox did not start: it wrote no report."
+            logger.error("Run %s cannot start: %s\n%s", self.run.pk, message, "\n".join(self.cli_stderr))
+            error = {"reason": "sandbox_unavailable", "message": message, "sandbox_report": report}
+            return Run.Status.FAILED, None, error
+        started["sandbox_report"] = report
+        if self.resuming and settled is not None:
+            self.writer.emit(EventType.RUN_RESUMED, {**started, **resumed_data(settled)})
+        else:
+            self.writer.emit(EventType.RUN_STARTED, started)
+        if setup.title_model is not None:
+            # Beside the agent, from the first message: the title comes long before the run's end (runs.titles).
+            self.titling = asyncio.create_task(
+                title_conversation(self.run, setup.gateway, setup.title_model, self.writer.emit)
+            )
+        await connecting
+        mirror_inside_paths(client, launch)
         await self._record_launch(time.monotonic() - launching)
         if not self.resuming:
             await client.query(user_message(self.run.input, setup.skills))
@@ -432,6 +455,15 @@ class RunExecution:
         finally:
             if self.steering is not None:
                 await self.steering.close()
+
+    async def _sandbox_report(self, launch: Launch, connecting: "asyncio.Task[None]") -> dict[str, Any] | None:
+        """The sandbox's report of the layers in force (`sandbox.report`), once its init has written it."""
+        if launch.report is not None or launch.report_path is None:
+            return launch.report
+        report = await wait_for_report(launch.report_path, connecting)
+        if report is None and connecting.done() and connecting.exception() is not None:
+            raise connecting.exception()  # type: ignore[misc]  # the launch itself failed: not the sandbox's report
+        return report
 
     async def _save_transcript(self, client: ClaudeSDKClient, tool_use_id: str) -> bool:
         """Store the session's transcript so far, up to the call now waiting for a person: a worker that dies while
@@ -590,6 +622,18 @@ def output_problem(schema: dict[str, Any], output: Any) -> str | None:
         return None
     where = "/".join(str(part) for part in error.absolute_path)
     return f"The structured answer does not fit the agent's schema{f' at {where}' if where else ''}: {error.message}"
+
+
+def mirror_inside_paths(client: ClaudeSDKClient, launch: Launch) -> None:
+    """Have the SDK's transcript mirror resolve the paths the sandboxed CLI reports: the CLI names its
+    transcripts under the config dir's neutral path inside the sandbox, which the SDK (0.2.184), knowing only
+    the host path, would otherwise take for no session's and drop. Set before the CLI's first flush (at the
+    turn's result); the mirror resolves paths only when it flushes."""
+    if launch.report_path is None:  # not sandboxed: the CLI sees the host's paths
+        return
+    batcher = getattr(getattr(client, "_query", None), "_transcript_mirror_batcher", None)
+    if batcher is not None:
+        batcher.projects_dir = f"{SANDBOX_CONFIG_DIR}/projects"
 
 
 async def user_message(text: str, skills: RunSkills) -> AsyncIterator[dict[str, Any]]:

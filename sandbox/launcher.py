@@ -1,6 +1,7 @@
 """How a run's CLI is started: the one place that decides its sandbox, environment and limits."""
 
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -12,7 +13,9 @@ from typing import Any
 import claude_agent_sdk
 from django.conf import settings
 
-from sandbox.limits import RunCgroup, create_run_cgroup, rlimit_args, run_cgroups
+from sandbox import seccomp
+from sandbox.limits import RunCgroup, create_run_cgroup, rlimit_args, run_cgroups, tools_max_processes
+from sandbox.report import REPORT_NAME, host_namespaces, unsandboxed_report
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +31,14 @@ SANDBOX_CWD = Path("/workspace")
 # uses the same one without colliding, and the CLI's base URL is known before the sandbox starts.
 # Above 1024 because the bridge runs as the sandbox's unprivileged uid, with no capabilities.
 BRIDGE_PORT = 8765
+# Where the run's config dir (CLAUDE_CONFIG_DIR) is inside the sandbox, whatever its host path: the CLI names
+# it to the model (the skills' folder, the memory folder), and the host path would say where the platform lives.
+SANDBOX_CONFIG_DIR = "/home/agent/.claude"
+# The sandbox's own files inside (the init, its config, the seccomp filters, the tools' shell prefix) and the
+# run's cgroup directories, bound so that the init can read the limits in force and tools can join theirs.
+SANDBOX_FILES = Path("/run/sandbox")
+SANDBOX_CGROUPS = Path("/run/cgroup")
+INIT, TOOLS_SHELL = "sandbox-init", "tools-shell"
 UNSANDBOXED_WARNING = (
     "This run is NOT sandboxed: the agent's tools run as the worker's own user with its file system "
     "(SANDBOX_RUNNER=unsandboxed, development only)."
@@ -57,6 +68,16 @@ class RunPlace:
         return self.root / "skills" if self.kind == BUBBLEWRAP else self.config_dir / "skills"
 
     @property
+    def sandbox_dir(self) -> Path:
+        """The sandbox's own files for this run (bound read-only at /run/sandbox inside)."""
+        return self.root / "sandbox"
+
+    @property
+    def report_path(self) -> Path | None:
+        """Where the in-sandbox init writes its report (`/run/gateway/sandbox.json` inside)."""
+        return self.root / "gateway" / REPORT_NAME if self.kind == BUBBLEWRAP else None
+
+    @property
     def gateway_socket(self) -> Path | None:
         return self.root / "gateway" / "gateway.sock" if self.kind == BUBBLEWRAP else None
 
@@ -79,6 +100,10 @@ class Launch:
     sandbox: str
     warning: str = ""
     limits: dict[str, Any] = field(default_factory=dict)
+    # The sandbox's report of itself: read from `report_path` once the init wrote it, or known beforehand
+    # (the unsandboxed mode's).
+    report_path: Path | None = None
+    report: dict[str, Any] | None = None
 
 
 def sandbox_kind() -> str:
@@ -161,8 +186,45 @@ def prepare_place(run_id: str, workspace: Path) -> RunPlace:
         if os.geteuid() == 0:
             for path in (place.root, gateway_dir, place.config_dir, workspace):
                 os.chown(path, uid, gid)
-        place.cgroup = create_run_cgroup(run_id)
+        place.cgroup = create_run_cgroup(run_id, owner=(uid, gid))
+        write_sandbox_files(place)
     return place
+
+
+def write_sandbox_files(place: RunPlace) -> None:
+    """The init, its config and the seccomp filters, in the run's sandbox directory (root's, read-only inside)."""
+    directory = place.sandbox_dir
+    directory.mkdir(mode=0o755)
+    seccomp.write_filters(directory)
+    for name in (INIT, TOOLS_SHELL):
+        shutil.copyfile(BIN / name, directory / name)
+        (directory / name).chmod(0o755)
+    cgroups: dict[str, str] = {}
+    if place.cgroup is not None:
+        cgroups = {name: str(SANDBOX_CGROUPS / name) for name in place.cgroup.controllers}
+        if place.cgroup.tools is not None:
+            cgroups["tools"] = str(SANDBOX_CGROUPS / "tools")
+    config = {
+        "report": f"/run/gateway/{REPORT_NAME}",
+        "host_namespaces": host_namespaces(),
+        "host_uid": sandbox_ids()[0],
+        "required_layers": list(settings.SANDBOX_REQUIRED_LAYERS),
+        "unix_socket_filter": str(SANDBOX_FILES / "unix.bpf"),
+        "cgroups": cgroups,
+    }
+    (directory / "config.json").write_text(json.dumps(config))
+    (directory / "config.json").chmod(0o644)
+
+
+def cgroup_binds(cgroup: RunCgroup | None) -> str:
+    """The wrapper's cgroup mounts, `MODE:HOST:INSIDE` words: each controller's directory read-only (the init
+    reads the limits), the tools' child read-write (each Bash command moves itself there)."""
+    if cgroup is None:
+        return ""
+    binds = [f"ro:{path}:{SANDBOX_CGROUPS / name}" for name, path in cgroup.controllers.items()]
+    if cgroup.tools is not None:
+        binds.append(f"rw:{cgroup.tools}:{SANDBOX_CGROUPS / 'tools'}")
+    return " ".join(binds)
 
 
 def agent_environment(
@@ -227,6 +289,7 @@ def prepare_launch(place: RunPlace, env: dict[str, str]) -> Launch:
             sandbox=UNSANDBOXED,
             warning=UNSANDBOXED_WARNING,
             limits={"cgroup": None},
+            report=unsandboxed_report(),
         )
     uid, gid = sandbox_ids()
     cgroup = place.cgroup
@@ -234,6 +297,8 @@ def prepare_launch(place: RunPlace, env: dict[str, str]) -> Launch:
         "cgroup": f"v{cgroup.version}" if cgroup else None,
         "memory_mb": settings.SANDBOX_MEMORY_MB if cgroup else None,
         "max_processes": settings.SANDBOX_MAX_PROCESSES if cgroup else None,
+        "tools_max_processes": tools_max_processes() if cgroup and cgroup.tools else None,
+        "cpus": settings.SANDBOX_CPUS if cgroup and cgroup.cpu_limited else None,
         "cpu_seconds": settings.SANDBOX_CPU_SECONDS,
         "file_mb": settings.SANDBOX_FILE_MB,
         "tmp_mb": settings.SANDBOX_TMP_MB,
@@ -253,11 +318,20 @@ def prepare_launch(place: RunPlace, env: dict[str, str]) -> Launch:
         "SANDBOX_BRIDGE_PORT": str(BRIDGE_PORT),
         "SANDBOX_BWRAP": shutil.which(settings.SANDBOX_BWRAP) or settings.SANDBOX_BWRAP,
         "SANDBOX_CGROUP_PROCS": " ".join(cgroup.procs_files if cgroup else []),
+        "SANDBOX_CGROUP_BINDS": cgroup_binds(cgroup),
+        "SANDBOX_DIR": str(place.sandbox_dir),
+        "SANDBOX_CONFIG_DIR": SANDBOX_CONFIG_DIR,
     }
+    if cgroup is not None and cgroup.tools is not None:
+        # Every Bash command the CLI runs starts as `tools-shell 'COMMAND'` (CLI 2.1.327: the prefix, quoted,
+        # then the whole command line quoted), which moves itself into the tools' cgroup and runs it.
+        env = {**env, "CLAUDE_CODE_SHELL_PREFIX": str(SANDBOX_FILES / TOOLS_SHELL)}
+        sandbox_env["AGENT_ENV_NAMES"] = " ".join(env)
     return Launch(
         cli_path=str(BIN / "agent-sandbox"),
         env={**env, **sandbox_env},
         cwd=str(SANDBOX_CWD),
         sandbox=BUBBLEWRAP,
         limits=limits,
+        report_path=place.report_path,
     )

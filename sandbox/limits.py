@@ -43,37 +43,56 @@ def rlimit_args() -> str:
     return f"--cpu={settings.SANDBOX_CPU_SECONDS} --fsize={settings.SANDBOX_FILE_MB * MB} --core=0"
 
 
+# Processes kept for the CLI beyond its tools' limit: a fork bomb in the Bash tool fills the tools' child
+# cgroup, and the CLI can still start the threads it needs to answer (without them it aborts, exit 134).
+CLI_PROCESS_HEADROOM = 32
+TOOLS = "tools"
+
+
 @dataclass
 class RunCgroup:
-    """The cgroup directories of one run (one per v1 controller, or one v2 directory)."""
+    """The cgroup directories of one run (one per v1 controller, or one v2 directory), each with a `tools`
+    child for the agent's Bash commands, which the sandbox user may move its own processes into."""
 
     paths: list[Path] = field(default_factory=list)
     version: int = 0
+    # Inside the sandbox: where each directory is bound ("memory", "pids", "cpu" for v1, "unified" for v2).
+    controllers: dict[str, Path] = field(default_factory=dict)
+    tools: Path | None = None
+    cpu_limited: bool = False
 
     @property
     def procs_files(self) -> list[str]:
         return [str(path / "cgroup.procs") for path in self.paths]
 
     def remove(self) -> None:
-        """Kill whatever is left in the run's cgroup and delete it."""
+        """Kill whatever is left in the run's cgroup and delete it (its tools' child first)."""
         for path in self.paths:
-            if not path.exists():
-                continue
-            if (path / "cgroup.kill").exists():
-                with contextlib.suppress(OSError):
-                    (path / "cgroup.kill").write_text("1")
-            else:
-                for pid in _pids(path):
-                    with contextlib.suppress(ProcessLookupError, PermissionError):
-                        os.kill(pid, signal.SIGKILL)
-            for _ in range(50):
-                try:
-                    path.rmdir()
-                    break
-                except OSError:
-                    time.sleep(0.02)  # the killed processes are still exiting
-            else:
-                logger.warning("Could not remove cgroup %s", path)
+            _remove_tree(path)
+
+
+def _remove_tree(path: Path) -> None:
+    if not path.exists():
+        return
+    with contextlib.suppress(OSError):
+        for child in path.iterdir():
+            if child.is_dir():
+                _remove_tree(child)
+    if (path / "cgroup.kill").exists():
+        with contextlib.suppress(OSError):
+            (path / "cgroup.kill").write_text("1")
+    else:
+        for pid in _pids(path):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+    for _ in range(50):
+        try:
+            path.rmdir()
+            break
+        except OSError:
+            time.sleep(0.02)  # the killed processes are still exiting
+    else:
+        logger.warning("Could not remove cgroup %s", path)
 
 
 def _pids(path: Path) -> list[int]:
@@ -82,8 +101,13 @@ def _pids(path: Path) -> list[int]:
     return []
 
 
-def create_run_cgroup(name: str) -> RunCgroup | None:
-    """A cgroup capping the run's memory and process count, or None where cgroups aren't writable."""
+def create_run_cgroup(name: str, owner: tuple[int, int] | None = None) -> RunCgroup | None:
+    """A cgroup capping the run's memory, process count and CPU, or None where cgroups aren't writable.
+
+    `owner` (the sandbox's uid and gid) gets what cgroup delegation asks of a process that moves itself
+    into the `tools` child: write access to that child's `cgroup.procs` (v1 and v2) and, on v2, to the
+    run's own, the common ancestor of where the process is and where it goes.
+    """
     cgroup = RunCgroup()
     try:
         if (CGROUP_ROOT / "cgroup.controllers").exists():
@@ -94,7 +118,27 @@ def create_run_cgroup(name: str) -> RunCgroup | None:
         logger.info("No cgroup for run %s (%s): memory and process limits are not enforced", name, exc)
         cgroup.remove()
         return None
+    if owner is not None and cgroup.tools is not None:
+        try:
+            procs = [cgroup.tools / "cgroup.procs"]
+            if cgroup.version == 2:
+                procs.append(cgroup.paths[0] / "cgroup.procs")
+            for path in procs:
+                os.chown(path, *owner)
+        except OSError as exc:
+            logger.info("Run %s: its tools' cgroup cannot be handed to the sandbox user (%s)", name, exc)
+            _remove_tree(cgroup.tools)
+            cgroup.tools = None
     return cgroup
+
+
+def tools_max_processes() -> int:
+    return max(1, settings.SANDBOX_MAX_PROCESSES - CLI_PROCESS_HEADROOM)
+
+
+def cpu_quota(period_us: int) -> int | None:
+    """The CPU time per period that SANDBOX_CPUS allows, or None for no limit."""
+    return round(settings.SANDBOX_CPUS * period_us) if settings.SANDBOX_CPUS > 0 else None
 
 
 def _create_v2(cgroup: RunCgroup, name: str) -> None:
@@ -103,13 +147,30 @@ def _create_v2(cgroup: RunCgroup, name: str) -> None:
         parent.mkdir()
         (CGROUP_ROOT / "cgroup.subtree_control").write_text("+memory +pids")
         (parent / "cgroup.subtree_control").write_text("+memory +pids")
+    if settings.SANDBOX_CPUS > 0 and "cpu" not in (parent / "cgroup.subtree_control").read_text().split():
+        with contextlib.suppress(OSError):  # a host may not delegate the cpu controller: then the run has no CPU limit
+            (CGROUP_ROOT / "cgroup.subtree_control").write_text("+cpu")
+            (parent / "cgroup.subtree_control").write_text("+cpu")
     path = parent / name
     path.mkdir()
     cgroup.paths.append(path)
     cgroup.version = 2
+    cgroup.controllers["unified"] = path
     (path / "memory.max").write_text(str(settings.SANDBOX_MEMORY_MB * MB))
     (path / "memory.swap.max").write_text("0")
     (path / "pids.max").write_text(str(settings.SANDBOX_MAX_PROCESSES))
+    quota = cpu_quota(100_000)
+    if quota is not None and (path / "cpu.max").exists():
+        (path / "cpu.max").write_text(f"{quota} 100000")
+        cgroup.cpu_limited = True
+    # Only pids, a "threaded" controller, is handed down: a cgroup whose children have domain controllers
+    # (memory) may hold no process itself, and the CLI stays in the run's cgroup, its tools below it. The
+    # sandbox's cgroup namespace is rooted at the run's cgroup, so the child is within its reach.
+    (path / "cgroup.subtree_control").write_text("+pids")
+    tools = path / TOOLS
+    tools.mkdir()
+    (tools / "pids.max").write_text(str(tools_max_processes()))
+    cgroup.tools = tools
 
 
 def _create_v1(cgroup: RunCgroup, name: str) -> None:
@@ -118,17 +179,48 @@ def _create_v1(cgroup: RunCgroup, name: str) -> None:
         path = CGROUP_ROOT / controller / PARENT / name
         path.mkdir(parents=True)
         cgroup.paths.append(path)
+        cgroup.controllers[controller] = path
     memory, pids = cgroup.paths
     (memory / "memory.limit_in_bytes").write_text(str(settings.SANDBOX_MEMORY_MB * MB))
     with contextlib.suppress(OSError):  # absent when the kernel does no swap accounting
         (memory / "memory.memsw.limit_in_bytes").write_text(str(settings.SANDBOX_MEMORY_MB * MB))
     (pids / "pids.max").write_text(str(settings.SANDBOX_MAX_PROCESSES))
+    tools = pids / TOOLS
+    tools.mkdir()
+    (tools / "pids.max").write_text(str(tools_max_processes()))
+    cgroup.tools = tools
+    if settings.SANDBOX_CPUS > 0:
+        _create_v1_cpu(cgroup, name)
+
+
+def _create_v1_cpu(cgroup: RunCgroup, name: str) -> None:
+    """The v1 cpu controller's cgroup, where the host has one: without it the run has no CPU limit."""
+    path = CGROUP_ROOT / "cpu" / PARENT / name
+    try:
+        path.mkdir(parents=True)
+    except OSError as exc:
+        logger.info("No CPU limit for run %s (%s)", name, exc)
+        return
+    cgroup.paths.append(path)
+    try:
+        period = int((path / "cpu.cfs_period_us").read_text())
+        (path / "cpu.cfs_quota_us").write_text(str(cpu_quota(period)))
+    except OSError as exc:
+        logger.info("No CPU limit for run %s (%s)", name, exc)
+        return
+    cgroup.controllers["cpu"] = path
+    cgroup.cpu_limited = True
 
 
 def run_cgroups() -> dict[str, RunCgroup]:
     """Every run cgroup on this machine, by run id."""
     found: dict[str, RunCgroup] = {}
-    for parent in (CGROUP_ROOT / PARENT, CGROUP_ROOT / "memory" / PARENT, CGROUP_ROOT / "pids" / PARENT):
+    for parent in (
+        CGROUP_ROOT / PARENT,
+        CGROUP_ROOT / "memory" / PARENT,
+        CGROUP_ROOT / "pids" / PARENT,
+        CGROUP_ROOT / "cpu" / PARENT,
+    ):
         with contextlib.suppress(OSError):
             for path in parent.iterdir():
                 if path.is_dir():
