@@ -53,7 +53,11 @@ anywhere in it (args cannot contain `]]`); the text without them is the *prompt*
   digits) and `system_tail` (last 200 characters) of the system prompt: its text blocks joined by
   newlines, without the billing header block (its version suffix differs between conversations).
 
-Reply precedence: `reply`, then `options`, then `words`, then `recall`, then the default. A directive
+- `[[seen TEXT]]`: reply `seen: system=N messages=N tools=N`, how often TEXT occurs in the request's system
+  prompt, messages (reminders and tool results included) and tool definitions, the directive itself left out:
+  what the CLI told the model, e.g. that no host path reaches it.
+
+Reply precedence: `reply`, then `options`, then `seen`, then `words`, then `recall`, then the default. A directive
 with unreadable arguments is answered with a 400 `invalid_request_error` that names it.
 
 Without `[[usage]]`: input_tokens = max(1, len(json of messages+system) // 4), output_tokens =
@@ -90,7 +94,7 @@ _ERROR_TYPES = {
     500: "api_error",
     529: "overloaded_error",
 }
-_NAMES = "reply|think|tool|bash|write|read|skill|mcp|task|ask|structured|options|slow|words|error|usage|recall"
+_NAMES = "reply|think|tool|bash|write|read|skill|mcp|task|ask|structured|options|seen|slow|words|error|usage|recall"
 _DIRECTIVE = re.compile(rf"\[\[({_NAMES})(?:\s+(.*?))?\]\]", re.DOTALL)
 _REMINDER = re.compile(r"<system-reminder>.*?</system-reminder>", re.DOTALL)
 # How the CLI hands on a message the user sent while it worked (Claude Code 2.1, streaming input).
@@ -471,12 +475,25 @@ def _options_report(request: Json, headers: Mapping[str, str]) -> str:
     return json.dumps(report, sort_keys=True, separators=(",", ":"))
 
 
+def _seen_report(request: Json, text: str) -> str:
+    """How often `text` occurs in each part of the request (JSON-escaped as it travels), not counting `[[seen text]]`."""
+    needle = json.dumps(text)[1:-1]
+    directive = json.dumps(f"[[seen {text}]]")[1:-1]
+    counts = {
+        part: json.dumps(request.get(part) or "").replace(directive, "").count(needle)
+        for part in ("system", "messages", "tools")
+    }
+    return "seen: " + " ".join(f"{part}={count}" for part, count in counts.items())
+
+
 def _reply_text(turn: Turn, request: Json, headers: Mapping[str, str]) -> str:
     reply = turn.directive("reply")
     if reply is not None:
         return reply
     if turn.directive("options") is not None:
         return _options_report(request, headers)
+    if (seen := turn.directive("seen")) is not None:
+        return _seen_report(request, seen)
     words = turn.directive("words")
     if words is not None:
         return " ".join(f"word{n}" for n in range(1, _integer(words, "words") + 1))
