@@ -285,3 +285,45 @@ def test_production_settings_refuse_to_start_a_run_without_bubblewrap(
     assert terminal["type"] == "run.failed"
     assert terminal["data"]["error"]["reason"] == "sandbox_unavailable"
     assert "bubblewrap" in terminal["data"]["error"]["message"]
+
+
+def test_a_run_whose_sandbox_lacks_a_required_layer_is_refused_before_its_cli_starts(
+    platform: Platform, transactional_db: None, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # An operator who requires a CPU limit on a worker that gives none (SANDBOX_CPUS=0: no cpu cgroup).
+    required = ",".join([*settings.SANDBOX_REQUIRED_LAYERS, "cpu"])
+    strict = Platform(
+        database_url(connection.settings_dict),
+        settings.REDIS_URL,
+        tmp_path_factory.mktemp("strict"),
+        SANDBOX_CPUS="0",
+        SANDBOX_REQUIRED_LAYERS=required,
+    )
+    tenant = Tenant.objects.create(id="strict", name="Strict", default_model=ensure_offline_model())
+    client = Client(strict.base_url, tenant.pk, ApiKey.issue("e2e", tenant=tenant)[1])
+    try:
+        strict.start_web()
+        strict.start_worker()
+        conversation = client.create_conversation()
+
+        terminal = run_bash(client, "touch /workspace/ran", conversation)
+        events = client.events(conversation)
+    finally:
+        strict.stop()
+
+    assert terminal["type"] == "run.failed", terminal
+    error = terminal["data"]["error"]
+    assert error["reason"] == "sandbox_unavailable"
+    assert "lacks required layer(s): cpu." in error["message"]
+    assert error["sandbox_report"]["missing_layers"] == ["cpu"] and error["sandbox_report"]["layers"]["cpu"] is False
+    # Nothing of the CLI: no session, no model call, no tool.
+    assert [event["type"] for event in events] == ["run.queued", "run.failed"]
+
+
+def test_an_unknown_required_layer_is_refused_at_startup() -> None:
+    env = {"DEBUG": "1", "SANDBOX_REQUIRED_LAYERS": "user,seccomp,selinux", "PATH": "/usr/bin:/bin"}
+
+    check = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True)
+
+    assert check.returncode != 0
+    assert "SANDBOX_REQUIRED_LAYERS names unknown layer(s) selinux" in check.stderr
