@@ -1,5 +1,6 @@
 """The chat page for end users: opened by a chat link, served with a strict Content-Security-Policy."""
 
+from django.conf import settings
 from django.contrib.auth.decorators import user_passes_test
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
@@ -66,5 +67,11 @@ def page(request: HttpRequest) -> HttpResponse:
     tenant = Tenant.objects.select_related("default_model").filter(pk=grant.tenant_id).first()
     if tenant is None:
         return refused(request, "This chat is not available.", status=404)
-    context = {"tenant": tenant, "user_id": grant.user_id, "only_conversation": grant.conversation_id or ""}
+    context = {
+        "tenant": tenant,
+        "user_id": grant.user_id,
+        "only_conversation": grant.conversation_id or "",
+        # Labelled from the start; each run.started says again which sandbox that run had.
+        "unsandboxed": settings.SANDBOX_RUNNER == "unsandboxed",
+    }
     return _with_policy(render(request, "chat/page.html", context))

@@ -3,6 +3,7 @@
 import uuid
 from typing import Any
 
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
@@ -192,6 +193,7 @@ class ConversationAdmin(UuidSearchMixin, admin.ModelAdmin):
             "conversation": conversation,
             "agent": agent,
             "model": conversation.model or agent.model or conversation.tenant.default_model,
+            "unsandboxed": settings.SANDBOX_RUNNER == "unsandboxed",
             "live_config": {
                 "websocketPath": f"/ws/tenants/{conversation.tenant_id}/conversations/{conversation.pk}/",
                 "conversationId": str(conversation.pk),
@@ -199,6 +201,12 @@ class ConversationAdmin(UuidSearchMixin, admin.ModelAdmin):
             "change_url": reverse("admin:conversations_conversation_change", args=[conversation.pk]),
         }
         return TemplateResponse(request, "conversations/live.html", context)
+
+
+def sandbox_badge(mode: str | None) -> str:
+    if mode == "unsandboxed":
+        return format_html('<strong style="color:#fff;background:#c62828;padding:0 .5em">{}</strong>', "NOT SANDBOXED")
+    return str(mode or "—")
 
 
 @admin.register(Run)
@@ -214,6 +222,7 @@ class RunAdmin(UuidSearchMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
         "created_at",
         "duration",
         "worker",
+        "sandbox_label",
     ]
     list_filter = ["status", "model", "conversation__tenant"]
     list_select_related = ["conversation__tenant", "model"]
@@ -236,6 +245,8 @@ class RunAdmin(UuidSearchMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
         "interrupt_requested_at",
         "finished_at",
         "duration",
+        "sandbox",
+        "sandbox_report",
         "result_json",
         "error_json",
     )
@@ -248,6 +259,25 @@ class RunAdmin(UuidSearchMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     def duration(self, obj: Run) -> str:
         seconds = obj.duration_seconds
         return "—" if seconds is None else f"{seconds:.1f} s"
+
+    @admin.display(description="sandbox")
+    def sandbox_label(self, obj: Run) -> str:
+        """In the list: the sandbox its end recorded (no query per row; a run still going shows —)."""
+        return sandbox_badge((obj.result or {}).get("sandbox"))
+
+    @admin.display(description="sandbox")
+    def sandbox(self, obj: Run) -> str:
+        """The run's sandbox as it started (its end records it too)."""
+        return sandbox_badge(self._started(obj).get("sandbox") or (obj.result or {}).get("sandbox"))
+
+    @admin.display(description="sandbox report")
+    def sandbox_report(self, obj: Run) -> str:
+        report = self._started(obj).get("sandbox_report") or (obj.error or {}).get("sandbox_report")
+        return format_html("<pre>{}</pre>", pretty_json(report)) if report else "—"
+
+    def _started(self, obj: Run) -> dict[str, Any]:
+        event = obj.events.filter(type__in=[EventType.RUN_STARTED, EventType.RUN_RESUMED]).order_by("seq").first()
+        return event.data if event is not None and isinstance(event.data, dict) else {}
 
     @admin.display(description="result")
     def result_json(self, obj: Run) -> str:

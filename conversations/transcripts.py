@@ -90,6 +90,7 @@ class RunTranscript:
     attachments: list[dict[str, Any]] = field(default_factory=list)
     items: list[TranscriptItem] = field(default_factory=list)
     offline_model: bool = False
+    sandbox: str = ""  # as its run.started says: bubblewrap, unsandboxed, or none (a chat)
 
 
 @dataclass
@@ -233,6 +234,7 @@ def build_transcript(conversation: Conversation, before: int | None = None) -> T
             current.attachments = [file for file in data.get("attachments") or [] if isinstance(file, dict)]
         if event.type == EventType.RUN_STARTED:
             current.offline_model = bool(data.get("offline_model"))
+            current.sandbox = str(data.get("sandbox") or "")
         item = transcript_item(event)
         if item is None:
             continue

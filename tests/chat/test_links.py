@@ -163,3 +163,15 @@ def test_the_session_reads_its_users_budget_and_no_other(api_client: APIClient, 
     assert error_of(browser.get("/api/tenants/acme/budgets/users/bob"), 404)
     assert "needs an API key" in error_of(browser.get("/api/tenants/acme/budgets"), 403)["message"]
     assert "needs an API key" in error_of(raised, 403)["message"]
+
+
+def test_the_page_says_not_sandboxed_in_the_development_mode(
+    api_client: APIClient, conversation: Conversation, settings: Settings
+) -> None:
+    settings.SANDBOX_RUNNER = "bubblewrap"
+    sandboxed = opened(chat_link(api_client)).get("/chat/").content.decode()
+    settings.SANDBOX_RUNNER = "unsandboxed"
+    unsandboxed = opened(chat_link(api_client)).get("/chat/").content.decode()
+
+    assert re.search(r'id="unsandboxed"[^>]*hidden>NOT SANDBOXED', sandboxed)
+    assert re.search(r'id="unsandboxed"[^>]*"\s*>NOT SANDBOXED', unsandboxed)

@@ -328,3 +328,30 @@ def test_event_search_by_conversation_id_and_type_filter(
 
     events = list(response.context["cl"].result_list)
     assert [event.type for event in events] == ["tool.result"]
+
+
+def test_an_unsandboxed_run_is_labelled_on_its_conversation_and_run_pages(
+    admin_client: Client, conversation: Conversation
+) -> None:
+    run = Run.objects.create(
+        conversation=conversation, model=conversation.model, input="hi", status=Run.Status.COMPLETED
+    )
+    report = {"mode": "unsandboxed", "layers": {"user": False, "seccomp": False}}
+    add_events(run, [("run.started", {"model": "offline", "sandbox": "unsandboxed", "sandbox_report": report})])
+    Run.objects.filter(pk=run.pk).update(result={"sandbox": "unsandboxed"})
+
+    conversation_page = admin_client.get(url("conversations_conversation_change", conversation.pk)).content.decode()
+    run_page = admin_client.get(url("conversations_run_change", run.pk)).content.decode()
+    runs_page = admin_client.get(url("conversations_run_changelist")).content.decode()
+
+    assert '<span class="badge unsandboxed">NOT SANDBOXED</span>' in conversation_page
+    assert "NOT SANDBOXED" in run_page and "&quot;mode&quot;: &quot;unsandboxed&quot;" in run_page
+    assert "NOT SANDBOXED" in runs_page
+
+
+def test_a_sandboxed_run_carries_no_such_label(admin_client: Client, finished_run: Run) -> None:
+    add_events(finished_run, [("run.started", {"model": "offline", "sandbox": "bubblewrap"})])
+
+    assert "NOT SANDBOXED" not in admin_client.get(url("conversations_run_change", finished_run.pk)).content.decode()
+    page = admin_client.get(url("conversations_conversation_change", finished_run.conversation_id)).content.decode()
+    assert "NOT SANDBOXED" not in page

@@ -110,6 +110,7 @@
         if (data.attachments && data.attachments.length) refreshFiles();
       } else if (event.type === "run.started" || event.type === "run.resumed") {
         $("model").textContent = data.model_display_name || "";
+        if (data.sandbox) $("unsandboxed").hidden = data.sandbox !== "unsandboxed";
         if (data.agent && data.agent.busy_policy) setBusyPolicy(data.agent.busy_policy);
       } else if (event.type === "file.changed" || event.type === "file.presented") {
         refreshFiles();

@@ -33,6 +33,7 @@
       else if (event.type === "run.started") {
         setRunStatus("running");
         if (data.offline_model === true) $("offline-badge").classList.remove("hidden");
+        if (data.sandbox) $("unsandboxed-badge").classList.toggle("hidden", data.sandbox !== "unsandboxed");
       } else if (ConversationEvents.TERMINAL[event.type]) setRunStatus(ConversationEvents.TERMINAL[event.type]);
     },
   });
