@@ -1,7 +1,6 @@
 """How a run's CLI is started: the one place that decides its sandbox, environment and limits."""
 
 import contextlib
-import json
 import logging
 import os
 import shutil
@@ -204,16 +203,17 @@ def write_sandbox_files(place: RunPlace) -> None:
         cgroups = {name: str(SANDBOX_CGROUPS / name) for name in place.cgroup.controllers}
         if place.cgroup.tools is not None:
             cgroups["tools"] = str(SANDBOX_CGROUPS / "tools")
-    config = {
-        "report": f"/run/gateway/{REPORT_NAME}",
-        "host_namespaces": host_namespaces(),
-        "host_uid": sandbox_ids()[0],
-        "required_layers": list(settings.SANDBOX_REQUIRED_LAYERS),
-        "unix_socket_filter": str(SANDBOX_FILES / "unix.bpf"),
-        "cgroups": cgroups,
-    }
-    (directory / "config.json").write_text(json.dumps(config))
-    (directory / "config.json").chmod(0o644)
+    # Lines of `key value…` (the init avoids importing json: see sandbox-init).
+    lines = [
+        f"report /run/gateway/{REPORT_NAME}",
+        f"unix_socket_filter {SANDBOX_FILES / 'unix.bpf'}",
+        f"host_uid {sandbox_ids()[0]}",
+        *(f"namespace {name} {inode}" for name, inode in host_namespaces().items()),
+        " ".join(["required", *settings.SANDBOX_REQUIRED_LAYERS]),
+        *(f"cgroup {name} {path}" for name, path in cgroups.items()),
+    ]
+    (directory / "config").write_text("\n".join(lines) + "\n")
+    (directory / "config").chmod(0o644)
 
 
 def cgroup_binds(cgroup: RunCgroup | None) -> str:

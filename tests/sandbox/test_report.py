@@ -34,6 +34,13 @@ def fake_cgroup(path: Path, files: dict[str, str], member: bool = True) -> str:
     return str(path)
 
 
+def test_the_report_is_json_without_the_json_module(tmp_path: Path) -> None:
+    init = load_init()
+    report = {"b": [1, 2.5, None, True], "a": {"path": 'C:\\x "q"\n'}, "c": False, "d": ""}
+
+    assert json.loads(init.dump(report)) == report
+
+
 def test_v1_limits_are_read_where_this_process_is_a_member(tmp_path: Path) -> None:
     init = load_init()
     cgroups = {
@@ -81,16 +88,15 @@ def test_v2_limits_come_from_one_directory(tmp_path: Path) -> None:
 
 
 def run_init(tmp_path: Path, required: list[str]) -> tuple[subprocess.CompletedProcess[str], dict]:
-    config = {
-        "report": str(tmp_path / "sandbox.json"),
-        "host_namespaces": host_namespaces(),
-        "host_uid": os.getuid(),
-        "required_layers": required,
-        "cgroups": {},
-    }
-    (tmp_path / "config.json").write_text(json.dumps(config))
+    lines = [
+        f"report {tmp_path / 'sandbox.json'}",
+        f"host_uid {os.getuid()}",
+        *(f"namespace {name} {inode}" for name, inode in host_namespaces().items()),
+        " ".join(["required", *required]),
+    ]
+    (tmp_path / "config").write_text("\n".join(lines) + "\n")
     done = subprocess.run(
-        ["/usr/bin/python3", "-I", "-S", str(INIT), str(tmp_path / "config.json"), "--", "/bin/echo", "the-cli-ran"],
+        ["/usr/bin/python3", "-I", "-S", str(INIT), str(tmp_path / "config"), "--", "/bin/echo", "the-cli-ran"],
         capture_output=True,
         text=True,
         env={"PATH": "/usr/bin:/bin"},
