@@ -83,7 +83,7 @@ async def start_server() -> AsyncIterator[StartServer]:
 
 @pytest.fixture
 def allow_127_0_0_2(settings: Settings) -> None:
-    settings.MCP_ALLOWED_NETWORKS = ["127.0.0.2/32"]
+    settings.EGRESS_ALLOWED_NETWORKS = ["127.0.0.2/32"]
 
 
 @pytest.fixture
@@ -168,10 +168,10 @@ def test_an_allowed_network_opens_only_itself(allow_127_0_0_2: None) -> None:
 
 
 def test_a_malformed_allowed_network_is_a_configuration_error(settings: Settings) -> None:
-    settings.MCP_ALLOWED_NETWORKS = ["10.1.0.0/16", "10.1.2.3/16"]
+    settings.EGRESS_ALLOWED_NETWORKS = ["10.1.0.0/16", "10.1.2.3/16"]
 
     with pytest.raises(
-        ImproperlyConfigured, match=re.escape("MCP_ALLOWED_NETWORKS holds '10.1.2.3/16', which is not a network")
+        ImproperlyConfigured, match=re.escape("EGRESS_ALLOWED_NETWORKS holds '10.1.2.3/16', which is not a network")
     ):
         refusal_for(ipaddress.ip_address("8.8.8.8"))
 
@@ -201,7 +201,7 @@ def test_a_malformed_allowed_network_is_a_configuration_error(settings: Settings
     ],
 )
 def test_urls_naming_a_private_address_are_refused_whatever_the_spelling(url: str, message: str) -> None:
-    with pytest.raises(EgressRefused, match="MCP_ALLOWED_NETWORKS") as refused:
+    with pytest.raises(EgressRefused, match="EGRESS_ALLOWED_NETWORKS") as refused:
         check_url(url)
 
     assert message in str(refused.value)
