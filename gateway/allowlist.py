@@ -100,7 +100,7 @@ def _parse_ports(text: str, port: str | None) -> frozenset[int] | None:
 def parse_rules(rules: object, *, label: str = "the allow-list") -> tuple[Rule, ...]:
     """Every rule of a list as stored (a JSON list of strings), or RuleError naming the first bad one."""
     if not isinstance(rules, list | tuple):
-        raise RuleError(f"{label} must be a list of rules such as [\"example.com\", \"*.example.org:8443\"]")
+        raise RuleError(f'{label} must be a list of rules such as ["example.com", "*.example.org:8443"]')
     if len(rules) > MAX_RULES:
         raise RuleError(f"{label} holds {len(rules)} rules; at most {MAX_RULES}")
     return tuple(parse_rule(rule) for rule in rules)
@@ -127,12 +127,14 @@ class EgressPolicy:
     """Where one run may connect: the tenant's list, narrowed by its agent profile's, minus the operator's denials.
 
     `headers` are the headers the proxy adds to requests for a host (secret values, already revealed: they live in
-    the worker's memory only, never in the sandbox)."""
+    the worker's memory only, never in the sandbox); `unusable` the hosts whose headers could not be made (a
+    secret missing from the vault), with why: their connections are refused rather than sent without them."""
 
     tenant: tuple[Rule, ...] = ()
     profile: tuple[Rule, ...] | None = None
     deny: tuple[Rule, ...] = ()
     headers: dict[str, dict[str, str]] = field(default_factory=dict)
+    unusable: dict[str, str] = field(default_factory=dict)
 
     @property
     def closed(self) -> bool:
@@ -153,6 +155,8 @@ class EgressPolicy:
             for rule in self.deny:
                 if rule.matches_address(address, port):
                     return f"{host} means {address}, on the platform's deny list ({rule.text})"
+        if host in self.unusable:
+            return self.unusable[host]
         where = f"{host}:{port}"
         if not (_any_name(self.tenant, host, port) or _all_addresses(self.tenant, addresses, port)):
             return f"{where} is not on the tenant's egress allow-list"
@@ -172,5 +176,5 @@ class EgressPolicy:
             "allow": [rule.text for rule in self.tenant],
             "profile_allow": None if self.profile is None else [rule.text for rule in self.profile],
             "deny": [rule.text for rule in self.deny],
-            "credential_hosts": sorted(self.headers),
+            "credential_hosts": sorted({*self.headers, *self.unusable}),
         }
