@@ -168,7 +168,7 @@ async def test_a_name_not_on_the_list_is_refused_with_why_and_who_can_allow_it(p
 async def test_an_allowed_name_that_resolves_somewhere_private_is_refused_before_dialing(
     answers: list[str], why: bytes, proxy_for: Any
 ) -> None:
-    proxy, heard = await proxy_for(policy("inside.example.com"), Names(inside_example_com=answers))
+    proxy, _ = await proxy_for(policy("inside.example.com"), Names(inside_example_com=answers))
 
     answer = await get(proxy, "http://inside.example.com/")
 
