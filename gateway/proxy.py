@@ -325,6 +325,8 @@ class EgressProxy:
             finally:
                 record.update(bytes_up=meter.up, bytes_down=meter.down)
                 upstream_writer.close()
+        except asyncio.CancelledError:
+            pass  # the run ended with the connection open: it ends here (asyncio logs a cancelled client task)
         except Exception:
             logger.exception("Egress proxy: a connection failed")
         finally:
