@@ -40,7 +40,7 @@ class TenantViewSet(viewsets.ModelViewSet):
             # Schema generation has no caller; it only needs the model.
             return Tenant.objects.none()
         # The names of their secrets, which egress_warnings reads, in one more query.
-        tenants = Tenant.objects.prefetch_related(
+        tenants = Tenant.objects.select_related("default_model").prefetch_related(
             Prefetch("secrets", queryset=Secret.objects.only("id", "name", "tenant_id").order_by())
         )
         caller = principal(self.request)
