@@ -12,6 +12,8 @@ A coming feature adds one call here, and a field to RunSetup where the options n
 - MCP servers: `mcp_servers.serving` chooses them and fills in their secrets; the gateway relays the http/sse
   ones, and `runs.options.agent_options` passes the CLI its configuration (`RunSetup.mcp`);
 - approvals: `can_use_tool_for(run, …)`, likewise;
+- egress: `agent.egress_policy()`, where the run's sandbox may connect (the tenant's allow-list narrowed by the
+  profile's, secret headers revealed), enforced by the run's `gateway.proxy.EgressProxy`;
 - budgets: nothing here; the gateway reserves each model call's worst case first (`usage.budgets`);
 - titles: `title_model(run)`, the model a conversation's first run names it with (`runs.titles`), beside the
   agent's models.
@@ -30,7 +32,6 @@ from asgiref.sync import sync_to_async
 from agents.services import RunAgent
 from conversations.events import EventItem, EventType
 from conversations.models import Conversation, Run, SessionEntry
-from gateway.allowlist import EgressPolicy
 from gateway.calls import Refusal, models_by_id
 from gateway.proxy import EgressProxy
 from gateway.server import ModelGateway
@@ -112,7 +113,7 @@ async def prepare_run(
     )
     egress = await resources.enter_async_context(
         EgressProxy(
-            EgressPolicy(),
+            await sync_to_async(agent.egress_policy)(),
             on_egress=lambda data: emit((EventType.EGRESS, data)),
             socket_path=place.egress_socket,
             owner=sandbox_ids(),

@@ -110,14 +110,14 @@ def test_refusals_say_which_host_and_why_in_the_tool_result(acme: Client, web: i
     output, events = bash(
         acme,
         f"curl -sS http://unlisted.example.test:{web}/; echo; "
-        f"curl -sS http://127.0.0.1:{web}/; echo; "
+        f"curl -sS http://127.0.0.2:{web}/; echo; "  # (127.0.0.1 itself is the sandbox's own loopback: NO_PROXY)
         "curl -sS http://metadata.allowed.test/latest/meta-data/; echo; "
         f"curl -sS http://intranet.allowed.test:{web}/; echo; "
         f"python3 -c \"import urllib.request; urllib.request.urlopen('https://unlisted.example.test:{web}/')\" 2>&1 | tail -1",
     )
 
     assert f"unlisted.example.test:{web} is not on the tenant's egress allow-list" in output
-    assert f"127.0.0.1:{web} is not on the tenant's egress allow-list" in output
+    assert f"127.0.0.2:{web} is not on the tenant's egress allow-list" in output
     assert "metadata.allowed.test resolves to 169.254.169.254, the link-local cloud metadata address" in output
     assert "intranet.allowed.test resolves to 10.20.30.40, a private address" in output
     assert "Tunnel connection failed: 403 Egress refused: unlisted.example.test" in output
@@ -126,7 +126,7 @@ def test_refusals_say_which_host_and_why_in_the_tool_result(acme: Client, web: i
     assert len(refused) == 5 and all(e["reason"] for e in refused)
     assert {e["host"] for e in refused} == {
         "unlisted.example.test",
-        "127.0.0.1",
+        "127.0.0.2",
         "metadata.allowed.test",
         "intranet.allowed.test",
     }

@@ -277,7 +277,9 @@ async def test_one_private_record_among_public_ones_refuses_the_name() -> None:
     with pytest.raises(EgressRefused) as refused:
         await resolve_allowed("rebind.example.com", 443, resolver=resolver)
 
-    assert str(refused.value).startswith("rebind.example.com resolves to 10.0.0.1, a private address; calls made for tenants")
+    assert str(refused.value).startswith(
+        "rebind.example.com resolves to 10.0.0.1, a private address; calls made for tenants"
+    )
 
 
 @pytest.mark.asyncio
