@@ -36,6 +36,11 @@ HANDSHAKE_SECONDS = 10.0
 HEAD_SECONDS = 30.0
 # Headers meant for the proxy, never for the server (a client may send them inside the tunnel too).
 PROXY_HEADERS = frozenset({"proxy-authorization", "proxy-connection"})
+# Headers that frame or route the request: a secret header of one of these names would let the request the server
+# reads differ from the one checked here.
+FRAMING_HEADERS = frozenset(
+    {"host", "content-length", "transfer-encoding", "connection", "upgrade", "te", "trailer", "expect", "keep-alive"}
+)
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _FIELD_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
 _CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
@@ -260,6 +265,8 @@ def secret_header_problem(headers: Mapping[str, str]) -> str:
     for name, value in headers.items():
         if not _TOKEN.fullmatch(name) or not _FIELD_VALUE.fullmatch(value):
             return f"Egress failed: the tenant's secret header {name!r} for this host is not a valid HTTP header."
+        if name.lower() in FRAMING_HEADERS:
+            return f"Egress failed: {name!r} cannot be a secret header (it frames or routes the request)."
     return ""
 
 

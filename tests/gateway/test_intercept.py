@@ -526,6 +526,21 @@ async def test_an_invalid_secret_header_is_a_502_naming_it_without_its_value(
     assert upstream.requests == []
 
 
+async def test_a_secret_header_that_would_reframe_the_request_is_refused(
+    start_upstream: StartUpstream, start_front: StartFront
+) -> None:
+    upstream = await start_upstream()
+    front = await start_front(headers={"Content-Length": "0"})
+
+    status, stdout, stderr = await curl(
+        front, f"https://{HOST}:{upstream.port}/echo", "--data-binary", "GET /smuggled HTTP/1.1", "-w", "%{http_code}"
+    )
+
+    assert status == 0, stderr
+    assert stdout.endswith(b"502") and b"frames or routes the request" in stdout
+    assert upstream.requests == []
+
+
 async def test_the_secret_never_reaches_the_logs(
     start_upstream: StartUpstream, start_front: StartFront, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -545,3 +560,62 @@ async def test_the_secret_never_reaches_the_logs(
 
     assert caplog.records  # the failures were logged ...
     assert "s3cret" not in caplog.text  # ... without the secret
+
+
+# --- Beyond plain requests ------------------------------------------------------------------------------------
+
+
+async def test_after_an_upgrade_the_tunnel_carries_the_new_protocol_untouched(
+    upstream_ca: CertificateAuthority, start_front: StartFront, tmp_path: Path
+) -> None:
+    heads: list[bytes] = []
+
+    async def switch_and_echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        heads.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+        while data := await reader.read(1024):
+            writer.write(data)
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(
+        switch_and_echo, "127.0.0.1", 0, ssl=server_context(upstream_ca, HOST, tmp_path)
+    )
+    port = server.sockets[0].getsockname()[1]
+    front = await start_front()
+    reader, writer = await open_tunnel(front, port)
+
+    async with server:
+        writer.write(
+            f"GET /socket HTTP/1.1\r\nHost: {HOST}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n".encode()
+        )
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
+        frames = b"\x81\x05hello not HTTP at all\r\n\r\n"
+        writer.write(frames)
+        echoed = await asyncio.wait_for(reader.readexactly(len(frames)), 5)
+        writer.close()
+
+    assert echoed == frames
+    assert f"Authorization: {SECRET}".encode() in heads[0]
+
+
+async def test_the_proxys_unix_socket_carries_the_interception_too(
+    start_upstream: StartUpstream, upstream_ca: CertificateAuthority, tmp_path: Path
+) -> None:
+    """The egress proxy listens on a Unix socket (bridged into the sandbox), where TLS is started all the same."""
+    upstream = await start_upstream()
+    front = Front({"Authorization": SECRET})
+    path = tmp_path / "egress.sock"
+    server = await asyncio.start_unix_server(front.serve, str(path), limit=64 * 1024)
+
+    async with server:
+        reader, writer = await asyncio.open_unix_connection(str(path))
+        writer.write(f"CONNECT {HOST}:{upstream.port} HTTP/1.1\r\n\r\n".encode())
+        await reader.readuntil(b"\r\n\r\n")
+        await writer.start_tls(ssl.create_default_context(cafile=str(sandbox_ca_bundle())), server_hostname=HOST)
+        writer.write(f"GET /echo HTTP/1.1\r\nHost: {HOST}:{upstream.port}\r\n\r\n".encode())
+        status, _, body = await read_response(reader)
+        writer.close()
+
+    assert status == 200
+    assert header_values(json.loads(body), "Authorization") == [SECRET]
