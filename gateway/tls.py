@@ -15,6 +15,7 @@ import contextlib
 import datetime
 import errno
 import functools
+import hashlib
 import ipaddress
 import os
 import secrets
@@ -313,18 +314,20 @@ def upstream_context() -> ssl.SSLContext:
 def sandbox_ca_bundle() -> Path:
     """A PEM bundle the sandbox trusts: the system's roots (when the host has them) and the deployment CA.
 
-    Written once per CA under RUN_ROOT/egress-ca (traversable, the file world-readable: the sandbox uid binds
-    it), named by the CA's fingerprint so that a new CA gets a new bundle and no reader sees half a file."""
+    Written under RUN_ROOT/egress-ca (traversable, the file world-readable: bubblewrap binds it as the sandbox
+    uid), named by a digest of its content, so that a new CA or an update of the host's roots makes a new file
+    and no reader ever sees half of one."""
     ca = deployment_ca()
+    system = SYSTEM_BUNDLE.read_bytes() if SYSTEM_BUNDLE.is_file() else b""
+    if system and not system.endswith(b"\n"):
+        system += b"\n"
+    content = system + f"# {CA_NAME}\n".encode() + ca.certificate_pem
     home = Path(settings.RUN_ROOT) / "egress-ca"
     home.mkdir(mode=0o711, parents=True, exist_ok=True)
-    path = home / f"bundle-{ca.fingerprint[:16]}.pem"
+    path = home / f"bundle-{hashlib.sha256(content).hexdigest()[:16]}.pem"
     if not path.exists():
-        system = SYSTEM_BUNDLE.read_bytes() if SYSTEM_BUNDLE.is_file() else b""
-        if system and not system.endswith(b"\n"):
-            system += b"\n"
         staging = home / f".bundle-{os.getpid()}-{secrets.token_hex(4)}"
-        _write_new(staging, system + f"# {CA_NAME}\n".encode() + ca.certificate_pem, 0o644)
+        _write_new(staging, content, 0o644)
         os.chmod(staging, 0o644)  # whatever the umask
         os.replace(staging, path)
     return path

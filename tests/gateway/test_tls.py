@@ -284,6 +284,22 @@ def test_the_bundle_is_written_once_per_ca(settings: Settings, run_root: Path, t
     assert other.read_bytes().endswith(deployment_ca().certificate_pem)
 
 
+def test_an_update_of_the_hosts_roots_makes_a_new_bundle(
+    run_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    roots = tmp_path / "ca-certificates.crt"
+    roots.write_bytes(new_ca().certificate_pem)
+    monkeypatch.setattr(tls, "SYSTEM_BUNDLE", roots)
+    before = sandbox_ca_bundle()
+
+    roots.write_bytes(roots.read_bytes() + new_ca().certificate_pem)
+    after = sandbox_ca_bundle()
+
+    assert after != before
+    assert after.read_bytes().startswith(roots.read_bytes())
+    assert before.exists()  # a sandbox started before may still have it bound
+
+
 def test_the_sandbox_environment_names_the_bundle_for_every_kind_of_client() -> None:
     environment = sandbox_ca_environment("/etc/ssl/certs/ca-certificates.crt")
 
