@@ -64,6 +64,9 @@ def parse_rule(text: object) -> Rule:
     if not isinstance(text, str) or not text.strip():
         raise RuleError(f"{text!r} is not a rule: write a host (example.com, *.example.com), an address or a network")
     rule = text.strip().lower()
+    if "://" in rule:  # a URL pasted whole, the likeliest mistake: its scheme would read as a port
+        host = rule.split("://", 1)[1].split("/", 1)[0]
+        raise RuleError(f"{text!r} is a URL: write its host alone ({host}), with a port after a colon if not 80 or 443")
     bracketed = _BRACKETED.fullmatch(rule)
     if bracketed:
         host, port = bracketed["address"], bracketed["port"]

@@ -28,9 +28,11 @@ from typing import Any
 from asgiref.sync import sync_to_async
 
 from agents.services import RunAgent
-from conversations.events import EventItem
+from conversations.events import EventItem, EventType
 from conversations.models import Conversation, Run, SessionEntry
+from gateway.allowlist import EgressPolicy
 from gateway.calls import Refusal, models_by_id
+from gateway.proxy import EgressProxy
 from gateway.server import ModelGateway
 from mcp_servers.serving import RunMcp, prepare_mcp, servers_of
 from runs.titles import title_model
@@ -38,6 +40,7 @@ from sandbox.launcher import (
     Launch,
     RunPlace,
     agent_environment,
+    egress_base_url,
     gateway_base_url,
     prepare_launch,
     prepare_place,
@@ -58,6 +61,7 @@ class RunSetup:
     place: RunPlace
     workspace: RunWorkspace
     gateway: ModelGateway
+    egress: EgressProxy
     launch: Launch
     resume: str | None  # the SDK session the run continues, if any
     skills: RunSkills
@@ -106,6 +110,14 @@ async def prepare_run(
             models=models_by_id([*agent.models, *([titling] if titling else [])]),
         )
     )
+    egress = await resources.enter_async_context(
+        EgressProxy(
+            EgressPolicy(),
+            on_egress=lambda data: emit((EventType.EGRESS, data)),
+            socket_path=place.egress_socket,
+            owner=sandbox_ids(),
+        )
+    )
     base_url = gateway_base_url(place, gateway.base_url)
     launch = prepare_launch(
         place,
@@ -113,6 +125,7 @@ async def prepare_run(
             model_id=run.model.provider_model_id,
             config_dir=place.config_dir,
             gateway=gateway.cli_environment(base_url),
+            egress=egress.environment(egress_base_url(place, egress.url)),
         ),
     )
     return RunSetup(
@@ -120,6 +133,7 @@ async def prepare_run(
         place=place,
         workspace=workspace,
         gateway=gateway,
+        egress=egress,
         launch=launch,
         resume=await session_to_resume(run.conversation),
         skills=skills,

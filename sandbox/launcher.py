@@ -28,6 +28,8 @@ SANDBOX_CWD = Path("/workspace")
 # uses the same one without colliding, and the CLI's base URL is known before the sandbox starts.
 # Above 1024 because the bridge runs as the sandbox's unprivileged uid, with no capabilities.
 BRIDGE_PORT = 8765
+# Where the run's egress proxy answers inside the sandbox (gateway.proxy), bridged the same way.
+EGRESS_PORT = 8766
 UNSANDBOXED_WARNING = (
     "This run is NOT sandboxed: the agent's tools run as the worker's own user with its file system "
     "(SANDBOX_RUNNER=unsandboxed, development only)."
@@ -59,6 +61,10 @@ class RunPlace:
     @property
     def gateway_socket(self) -> Path | None:
         return self.root / "gateway" / "gateway.sock" if self.kind == BUBBLEWRAP else None
+
+    @property
+    def egress_socket(self) -> Path | None:
+        return self.root / "gateway" / "egress.sock" if self.kind == BUBBLEWRAP else None
 
     def remove(self) -> None:
         if self.cgroup is not None:
@@ -170,12 +176,14 @@ def agent_environment(
     model_id: str,
     config_dir: Path,
     gateway: Mapping[str, str],
+    egress: Mapping[str, str] | None = None,
     small_model_id: str | None = None,
     subagent_model_id: str | None = None,
 ) -> dict[str, str]:
     """The CLI's whole environment: nothing of the worker's, and no credential but the run's token.
 
-    `gateway` is what sends the CLI's model calls to the run's gateway (`ModelGateway.cli_environment`).
+    `gateway` is what sends the CLI's model calls to the run's gateway (`ModelGateway.cli_environment`), `egress`
+    what sends its and its tools' web traffic to the run's egress proxy (`EgressProxy.environment`).
     Every model the CLI chooses itself must be one the run was given, or the gateway refuses the call:
     `model_id` is the run's, also for the `sonnet` and `opus` aliases; `small_model_id` the CLI's
     "small fast" model of its side calls (titles, summaries) and the `haiku` alias; `subagent_model_id`
@@ -202,6 +210,7 @@ def agent_environment(
         "DISABLE_TELEMETRY": "1",
         "DISABLE_AUTOUPDATER": "1",
         "DISABLE_ERROR_REPORTING": "1",
+        **(egress or {}),
         **gateway,
     }
 
@@ -209,6 +218,11 @@ def agent_environment(
 def gateway_base_url(place: RunPlace, tcp_url: str) -> str:
     """Where the CLI finds the gateway: the socket's bridge inside the sandbox, or loopback TCP."""
     return f"http://127.0.0.1:{BRIDGE_PORT}" if place.kind == BUBBLEWRAP else tcp_url
+
+
+def egress_base_url(place: RunPlace, tcp_url: str) -> str:
+    """Where tools find the egress proxy: its bridge inside the sandbox, or loopback TCP."""
+    return f"http://127.0.0.1:{EGRESS_PORT}" if place.kind == BUBBLEWRAP else tcp_url
 
 
 def prepare_launch(place: RunPlace, env: dict[str, str]) -> Launch:
@@ -251,6 +265,7 @@ def prepare_launch(place: RunPlace, env: dict[str, str]) -> Launch:
         "SANDBOX_TMP_MB": str(settings.SANDBOX_TMP_MB),
         "SANDBOX_RLIMITS": rlimit_args(),
         "SANDBOX_BRIDGE_PORT": str(BRIDGE_PORT),
+        "SANDBOX_EGRESS_PORT": str(EGRESS_PORT),
         "SANDBOX_BWRAP": shutil.which(settings.SANDBOX_BWRAP) or settings.SANDBOX_BWRAP,
         "SANDBOX_CGROUP_PROCS": " ".join(cgroup.procs_files if cgroup else []),
     }

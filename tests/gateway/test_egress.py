@@ -184,7 +184,7 @@ def test_a_malformed_allowed_network_is_a_configuration_error(settings: Settings
     [
         (
             "http://169.254.169.254/latest/meta-data",
-            "169.254.169.254 is the link-local cloud metadata address; MCP servers",
+            "169.254.169.254 is the link-local cloud metadata address; calls made for tenants",
         ),
         ("http://[::1]:8080/mcp", "::1 is a loopback address"),
         ("http://10.0.0.1/", "10.0.0.1 is a private address"),
@@ -277,7 +277,7 @@ async def test_one_private_record_among_public_ones_refuses_the_name() -> None:
     with pytest.raises(EgressRefused) as refused:
         await resolve_allowed("rebind.example.com", 443, resolver=resolver)
 
-    assert str(refused.value).startswith("rebind.example.com resolves to 10.0.0.1, a private address; MCP servers")
+    assert str(refused.value).startswith("rebind.example.com resolves to 10.0.0.1, a private address; calls made for tenants")
 
 
 @pytest.mark.asyncio
@@ -334,7 +334,7 @@ async def test_a_literal_loopback_address_is_refused_before_connecting(
 ) -> None:
     server = await start_server("127.0.0.1")
 
-    with pytest.raises(EgressRefused, match=r"^127\.0\.0\.1 is a loopback address; MCP servers"):
+    with pytest.raises(EgressRefused, match=r"^127\.0\.0\.1 is a loopback address; calls made for tenants"):
         await get(server.url())
 
     assert server.connections == 0
