@@ -619,3 +619,69 @@ async def test_the_proxys_unix_socket_carries_the_interception_too(
 
     assert status == 200
     assert header_values(json.loads(body), "Authorization") == [SECRET]
+
+
+# --- Through the egress proxy itself ----------------------------------------------------------------------------
+
+
+@pytest_asyncio.fixture
+async def egress_proxy(settings: Settings, upstream_ca: CertificateAuthority) -> AsyncIterator[Callable[..., Any]]:
+    """The run's real egress proxy, allowing HOST (which 'resolves' to loopback, allowed for the test only)."""
+    from gateway.allowlist import EgressPolicy, parse_rules
+    from gateway.proxy import EgressProxy
+
+    settings.EGRESS_ALLOWED_NETWORKS = ["127.0.0.0/8"]
+    opened: list[EgressProxy] = []
+
+    async def resolve(host: str, port: int) -> list[str]:
+        return ["127.0.0.1"]
+
+    async def open_proxy(max_bytes: int | None = None) -> tuple[EgressProxy, list[dict[str, Any]]]:
+        if max_bytes is not None:
+            settings.EGRESS_MAX_BYTES = max_bytes
+        policy = EgressPolicy(tenant=parse_rules([f"{HOST}:*"]), headers={HOST: {"Authorization": SECRET}})
+        heard: list[dict[str, Any]] = []
+        proxy = EgressProxy(policy, on_egress=heard.append, resolver=resolve)
+        await proxy.__aenter__()
+        opened.append(proxy)
+        return proxy, heard
+
+    yield open_proxy
+    for proxy in opened:
+        await proxy.__aexit__(None, None, None)
+
+
+async def test_through_the_egress_proxy_the_header_is_added_and_the_connection_reported(
+    start_upstream: StartUpstream, egress_proxy: Callable[..., Any]
+) -> None:
+    upstream = await start_upstream()
+    proxy, heard = await egress_proxy()
+    front = Front({}, port=int(proxy.url.rsplit(":", 1)[1]))
+
+    status, stdout, stderr = await curl(
+        front, f"https://{HOST}:{upstream.port}/echo", f"https://{HOST}:{upstream.port}/echo", "-H", "Authorization: x"
+    )
+    await asyncio.sleep(0.1)  # the proxy reports the connection as it closes
+
+    assert status == 0, stderr
+    assert [header_values(seen, "Authorization") for seen in upstream.requests] == [[SECRET], [SECRET]]
+    (event,) = heard
+    assert event["allowed"] is True and event["credentials"] == ["Authorization"]
+    assert event["bytes_down"] > len(stdout) and event["bytes_up"] > 0  # the plain text, heads included
+    assert SECRET not in json.dumps(event)
+
+
+async def test_through_the_egress_proxy_the_runs_byte_limit_ends_an_intercepted_download(
+    start_upstream: StartUpstream, egress_proxy: Callable[..., Any]
+) -> None:
+    upstream = await start_upstream()
+    proxy, heard = await egress_proxy(max_bytes=MB)
+    front = Front({}, port=int(proxy.url.rsplit(":", 1)[1]))
+
+    status, _, _ = await curl(front, f"https://{HOST}:{upstream.port}/bytes/{10 * MB}", "-o", "/dev/null")
+    await asyncio.sleep(0.1)
+
+    assert status != 0
+    (event,) = heard
+    assert "EGRESS_MAX_BYTES" in event["reason"]
+    assert event["bytes_down"] <= MB + 64 * 1024
