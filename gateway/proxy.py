@@ -37,6 +37,7 @@ from django.conf import settings
 
 from gateway.allowlist import EgressPolicy
 from gateway.egress import EgressRefused, IPAddress, resolve_allowed
+from gateway.intercept import intercept
 
 logger = logging.getLogger(__name__)
 
@@ -280,7 +281,9 @@ class EgressProxy:
             except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ConnectionError):
                 return
             record = {"host": host, "port": port, "method": request.method, "allowed": False, "reason": None}
-            decision = await self._decide(host, port)
+            decision = Decision(host, port, refusal=None if connect else self.refusal_in_clear(host))
+            if decision.refusal is None:
+                decision = await self._decide(host, port)
             if decision.refusal is not None:
                 self.traffic.refused += 1
                 record["reason"] = decision.refusal
@@ -315,9 +318,7 @@ class EgressProxy:
                     else:
                         await relay(reader, writer, upstream_reader, upstream_writer, meter)
                 else:
-                    if headers:
-                        record["credentials"] = sorted(headers)
-                    upstream_writer.write(forwarded_head(request, headers))
+                    upstream_writer.write(forwarded_head(request))
                     meter.sent(len(head))
                     await relay(reader, writer, upstream_reader, upstream_writer, meter)
             except EgressLimitReached as error:
@@ -377,6 +378,12 @@ class EgressProxy:
         decision.refusal = self.policy.refusal(host, port, addresses)
         return decision
 
+    def refusal_in_clear(self, host: str) -> str | None:
+        """Why a plain http:// request to `host` is refused: the tenant's secret headers go only over TLS."""
+        if self.policy.headers_for(host):
+            return f"{host} gets the tenant's credentials only over HTTPS: request https://{host}/ instead"
+        return None
+
     async def _dial(self, decision: Decision) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, str]:
         error: OSError = OSError(errno.EHOSTUNREACH, "no address")
         for address in decision.addresses:
@@ -403,8 +410,6 @@ class EgressProxy:
     ) -> None:
         # The interception opens its own TLS connection to the checked address.
         dialed.close()
-        from gateway.intercept import intercept  # type: ignore[import-not-found]
-
         await intercept(
             reader,
             writer,
@@ -417,17 +422,13 @@ class EgressProxy:
         )
 
 
-def forwarded_head(request: Request, headers: Mapping[str, str]) -> bytes:
+def forwarded_head(request: Request) -> bytes:
     """The head of a plain http:// request as the server gets it: origin-form, no proxy headers, one request per
-    connection, and the tenant's headers instead of any the client sent under their names."""
+    connection."""
     url = urlsplit(request.target)
     path = (url.path or "/") + (f"?{url.query}" if url.query else "")
-    replaced = {name.lower() for name in headers}
     lines = [f"{request.method} {path} HTTP/1.1"]
-    for name, value in request.headers:
-        if name.lower() not in HOP_BY_HOP and name.lower() not in replaced:
-            lines.append(f"{name}: {value}")
-    lines += [f"{name}: {value}" for name, value in headers.items()]
+    lines += [f"{name}: {value}" for name, value in request.headers if name.lower() not in HOP_BY_HOP]
     lines.append("Connection: close")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
