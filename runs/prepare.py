@@ -35,9 +35,12 @@ from conversations.models import Conversation, Run, SessionEntry
 from gateway.calls import Refusal, models_by_id
 from gateway.proxy import EgressProxy
 from gateway.server import ModelGateway
+from gateway.tls import sandbox_ca_bundle, sandbox_ca_environment
 from mcp_servers.serving import RunMcp, prepare_mcp, servers_of
 from runs.titles import title_model
 from sandbox.launcher import (
+    BUBBLEWRAP,
+    SANDBOX_CA_BUNDLE,
     Launch,
     RunPlace,
     agent_environment,
@@ -120,14 +123,18 @@ async def prepare_run(
         )
     )
     base_url = gateway_base_url(place, gateway.base_url)
+    # The sandbox trusts the egress CA, which signs the hosts whose requests get the tenant's secret headers.
+    ca_bundle = await asyncio.to_thread(sandbox_ca_bundle)
+    trust = sandbox_ca_environment(SANDBOX_CA_BUNDLE if place.kind == BUBBLEWRAP else str(ca_bundle))
     launch = prepare_launch(
         place,
         agent_environment(
             model_id=run.model.provider_model_id,
             config_dir=place.config_dir,
             gateway=gateway.cli_environment(base_url),
-            egress=egress.environment(egress_base_url(place, egress.url)),
+            egress={**egress.environment(egress_base_url(place, egress.url)), **trust},
         ),
+        ca_bundle=ca_bundle,
     )
     return RunSetup(
         agent=agent,

@@ -225,8 +225,13 @@ def egress_base_url(place: RunPlace, tcp_url: str) -> str:
     return f"http://127.0.0.1:{EGRESS_PORT}" if place.kind == BUBBLEWRAP else tcp_url
 
 
-def prepare_launch(place: RunPlace, env: dict[str, str]) -> Launch:
-    """The launch of one run's CLI with exactly `env` as its environment."""
+# Where the sandbox finds the CA bundle it trusts (the egress proxy's CA among the system's roots).
+SANDBOX_CA_BUNDLE = "/opt/egress/ca-bundle.pem"
+
+
+def prepare_launch(place: RunPlace, env: dict[str, str], ca_bundle: Path | None = None) -> Launch:
+    """The launch of one run's CLI with exactly `env` as its environment; `ca_bundle` is the host file the sandbox
+    sees at SANDBOX_CA_BUNDLE."""
     if place.kind == UNSANDBOXED:
         logger.warning("Run in %s is not sandboxed (SANDBOX_RUNNER=unsandboxed)", place.root.name)
         if os.geteuid() == 0:
@@ -268,6 +273,7 @@ def prepare_launch(place: RunPlace, env: dict[str, str]) -> Launch:
         "SANDBOX_EGRESS_PORT": str(EGRESS_PORT),
         "SANDBOX_BWRAP": shutil.which(settings.SANDBOX_BWRAP) or settings.SANDBOX_BWRAP,
         "SANDBOX_CGROUP_PROCS": " ".join(cgroup.procs_files if cgroup else []),
+        "SANDBOX_CA_BUNDLE": str(ca_bundle or ""),
     }
     return Launch(
         cli_path=str(BIN / "agent-sandbox"),

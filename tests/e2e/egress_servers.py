@@ -2,6 +2,7 @@
 rebinding attacker would), and HTTP servers that say what they were sent."""
 
 import json
+import ssl
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -54,17 +55,24 @@ class Silent:
 
 
 class Echo(BaseHTTPRequestHandler):
-    """Answers every request with what it was: method, path, host and headers, as JSON."""
+    """Answers every request with what it was: method, path, host and headers, as JSON; an Authorization only as
+    "present" (what a tenant's secret header carried must not go back to the agent), its value kept in `seen`."""
+
+    server: "EchoServer"
 
     def _answer(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
+        self.server.seen.append({"path": self.path, **dict(self.headers.items())})
+        headers = {
+            name: "present" if name.lower() == "authorization" else value for name, value in self.headers.items()
+        }
         payload = json.dumps(
             {
                 "server": self.server.server_address[1],
                 "method": self.command,
                 "path": self.path,
-                "headers": dict(self.headers.items()),
+                "headers": headers,
                 "body_bytes": len(body),
             }
         ).encode()
@@ -80,16 +88,21 @@ class Echo(BaseHTTPRequestHandler):
         pass
 
 
+class EchoServer(ThreadingHTTPServer):
+    seen: list[dict[str, str]]
+
+
 @contextmanager
-def echo_server(host: str = "127.0.0.1", tls: Any = None) -> Iterator[int]:
-    """An HTTP (or, given an ssl context, HTTPS) echo server on loopback; yields its port."""
-    server = ThreadingHTTPServer((host, 0), Echo)
+def echo_server(host: str = "127.0.0.1", tls: ssl.SSLContext | None = None) -> Iterator[EchoServer]:
+    """An HTTP (or, given an ssl context, HTTPS) echo server on loopback; its port is `server_address[1]`."""
+    server = EchoServer((host, 0), Echo)
+    server.seen = []
     if tls is not None:
         server.socket = tls.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield server.server_address[1]
+        yield server
     finally:
         server.shutdown()
         server.server_close()

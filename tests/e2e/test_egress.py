@@ -7,7 +7,10 @@ Metadata and private answers are refused before any socket is opened, so no pack
 """
 
 import json
+import ssl
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,10 +18,15 @@ from django.conf import settings
 from django.db import connection
 
 from agents.models import AgentVersion
+from gateway.tls import CertificateAuthority, issue_leaf
+from gateway.tls import _new_ca as new_ca
+from mcp_servers import vault
 from tenants.models import ApiKey, Tenant
 from tenants.services import ensure_offline_model
-from tests.e2e.egress_servers import Answers, dns_server, echo_server
+from tests.e2e.egress_servers import Answers, EchoServer, dns_server, echo_server
 from tests.e2e.harness import Client, Platform, database_url
+
+SECRET = f"egress-secret-{uuid.uuid4().hex}"
 
 
 @pytest.fixture(scope="module")
@@ -29,21 +37,50 @@ def names() -> Iterator[tuple[str, Answers]]:
 
 @pytest.fixture(scope="module")
 def web() -> Iterator[int]:
-    with echo_server() as port:
-        yield port
+    with echo_server() as server:
+        yield server.server_address[1]
+
+
+@pytest.fixture(scope="module")
+def upstream_ca(tmp_path_factory: pytest.TempPathFactory) -> tuple[CertificateAuthority, Path]:
+    """The CA of the test's "public" HTTPS server: the platform's proxy trusts it (EGRESS_UPSTREAM_CA_FILE), as it
+    would a public root; the sandbox does not."""
+    ca = CertificateAuthority(*new_ca())
+    path = tmp_path_factory.mktemp("upstream-ca") / "ca.pem"
+    path.write_bytes(ca.certificate_pem)
+    return ca, path
+
+
+@pytest.fixture(scope="module")
+def secure(
+    upstream_ca: tuple[CertificateAuthority, Path], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[EchoServer]:
+    """An HTTPS echo server for secure.allowed.test, on loopback."""
+    chain, key = issue_leaf(upstream_ca[0], "secure.allowed.test")
+    pem = tmp_path_factory.mktemp("secure") / "server.pem"
+    pem.write_bytes(chain + key)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(pem)
+    with echo_server(tls=context) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
 def egress(
-    platform: Platform, names: tuple[str, Answers], tmp_path_factory: pytest.TempPathFactory
+    platform: Platform,
+    names: tuple[str, Answers],
+    upstream_ca: tuple[CertificateAuthority, Path],
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Platform]:
-    """A platform whose egress proxies resolve names at the test's DNS server and may reach loopback."""
+    """A platform whose egress proxies resolve names at the test's DNS server, may reach loopback, and trust the
+    test's HTTPS server; its processes hold a secret the agent must never see."""
     served = Platform(
         database_url(connection.settings_dict),
         settings.REDIS_URL,
         tmp_path_factory.mktemp("egress"),
         EGRESS_DNS_SERVERS=names[0],
         EGRESS_ALLOWED_NETWORKS="127.0.0.0/8",
+        EGRESS_UPSTREAM_CA_FILE=str(upstream_ca[1]),
     )
     served.start_web()
     served.start_worker()
@@ -52,7 +89,7 @@ def egress(
 
 
 @pytest.fixture
-def acme(egress: Platform, transactional_db: None, names: tuple[str, Answers], web: int) -> Client:
+def acme(egress: Platform, transactional_db: None, names: tuple[str, Answers], web: int, secure: EchoServer) -> Client:
     answers = names[1]
     answers.table.clear()
     answers.table.update(
@@ -62,14 +99,18 @@ def acme(egress: Platform, transactional_db: None, names: tuple[str, Answers], w
             "intranet.allowed.test": ["10.20.30.40"],
             "rebinding.allowed.test": ["127.0.0.1"],
             "unlisted.example.test": ["127.0.0.1"],
+            "secure.allowed.test": ["127.0.0.1"],
         }
     )
+    secure_port = secure.server_address[1]
     tenant = Tenant.objects.create(
         id="acme",
         name="Acme",
         default_model=ensure_offline_model(),
-        egress_allowlist=[f"*.allowed.test:{web}", "169.254.169.254:80"],
+        egress_allowlist=[f"*.allowed.test:{web}", "169.254.169.254:80", f"secure.allowed.test:{secure_port}"],
+        egress_headers={"secure.allowed.test": {"Authorization": "Bearer ${api_token}"}},
     )
+    vault.store(tenant, "api_token", SECRET)
     return Client(egress.base_url, tenant.pk, ApiKey.issue("e2e", tenant=tenant)[1])
 
 
@@ -177,3 +218,47 @@ def test_an_agent_profile_narrows_the_tenants_list(acme: Client, web: int) -> No
     assert '"path": "/ok"' in output
     assert f"rebinding.allowed.test:{web} is not on the agent profile's egress allow-list" in output
     assert AgentVersion.objects.get(profile__name="narrow").egress_allowlist == [f"api.allowed.test:{web}"]
+
+
+def test_the_tenants_secret_header_reaches_the_server_and_never_the_sandbox(
+    acme: Client, egress: Platform, secure: EchoServer
+) -> None:
+    port = secure.server_address[1]
+    conversation = acme.create_conversation()
+    secure.seen.clear()
+
+    fetched, events = bash(
+        acme,
+        f"curl -sS https://secure.allowed.test:{port}/with-curl; echo; "
+        f"python3 -c \"import urllib.request; print(urllib.request.urlopen('https://secure.allowed.test:{port}/with-python').read().decode())\"; "
+        f"curl -sS http://secure.allowed.test:{port}/in-clear",
+        conversation,
+    )
+    # The pattern matches the secret but is not it (so grep finds no copy of itself in /proc); it is looked for in
+    # the environment, every process's environment and command line, and every file the sandbox can write or
+    # the platform could have put it in.
+    pattern = f"{SECRET[:14]}[{SECRET[14]}]{SECRET[15:]}"
+    looked, _ = bash(
+        acme,
+        "echo bundle=$(env | grep -c SSL_CERT_FILE=/opt/egress/ca-bundle.pem); "
+        "all=$({ env; cat /proc/*/environ; cat /proc/*/cmdline; ps -eo args; "
+        "find /workspace /tmp /home /run /etc /opt/egress -type f -exec cat {} + ; } 2>/dev/null | tr '\\0' '\\n'); "
+        f'echo found=$(grep -c \'{pattern}\' <<< "$all"); echo control=$(grep -c ANTHROPIC_BASE_URL= <<< "$all")',
+        conversation,
+    )
+
+    lines = [json.loads(line) for line in fetched.strip().splitlines() if line.startswith("{")]
+    assert [line["path"] for line in lines] == ["/with-curl", "/with-python"]
+    assert all(line["headers"]["Authorization"] == "present" for line in lines)
+    assert [(seen["path"], seen["Authorization"]) for seen in secure.seen] == [
+        ("/with-curl", f"Bearer {SECRET}"),
+        ("/with-python", f"Bearer {SECRET}"),
+    ]
+    assert "secure.allowed.test gets the tenant's credentials only over HTTPS" in fetched
+    reported = egress_of(events)
+    assert [e.get("credentials") for e in reported if e["allowed"]] == [["Authorization"], ["Authorization"]]
+    assert "bundle=1" in looked and "found=0" in looked, looked
+    assert "control=0" not in looked, looked  # what was searched held the environment the sandbox runs with
+    assert SECRET not in looked and SECRET not in fetched
+    assert SECRET not in json.dumps(acme.events(conversation))
+    assert SECRET not in egress.logs()
