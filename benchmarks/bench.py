@@ -136,6 +136,7 @@ def main() -> None:
     from benchmarks import budgets as bench_budgets
     from benchmarks import chat as bench_chat
     from benchmarks import egress as bench_egress
+    from benchmarks import egress_tls as bench_egress_tls
     from benchmarks import mcp as bench_mcp
     from benchmarks import reports as bench_reports
     from benchmarks import sandbox as bench_sandbox
@@ -167,7 +168,9 @@ def main() -> None:
         print_rows(bench_reports.rows(bench_reports.figures()), work)
         return
     if only == "egress":
-        print_rows(bench_egress.rows(bench_egress.figures()), work)
+        print_rows(
+            [*bench_egress.rows(bench_egress.figures()), *bench_egress_tls.rows(bench_egress_tls.figures(work))], work
+        )
         return
     # The chat agent's model upstream, which the platform's processes must know from their start.
     upstream = bench_chat.Upstream()
@@ -199,6 +202,7 @@ def main() -> None:
     skill_figures = {} if only_streams else bench_skills.figures(tenant, work)
     mcp_figures = {} if only_streams else bench_mcp.figures(tenant, work)
     egress_figures = {} if only_streams else bench_egress.figures()
+    egress_tls_figures = {} if only_streams else bench_egress_tls.figures(work)
     budget_figures = {} if only_streams else bench_budgets.figures(tenant, work)
     # The production heartbeat and staleness: the harness's 3 s (for quick crash tests) reaps live
     # runs whose heartbeat is late while 20 CLIs saturate two cores.
@@ -279,6 +283,7 @@ def main() -> None:
         *bench_skills.rows(skill_figures),
         *bench_mcp.rows(mcp_figures),
         *bench_egress.rows(egress_figures),
+        *bench_egress_tls.rows(egress_tls_figures),
         *bench_budgets.rows(budget_figures),
         *bench_reports.rows(report_figures),
     ]
