@@ -262,3 +262,20 @@ def test_the_tenants_secret_header_reaches_the_server_and_never_the_sandbox(
     assert SECRET not in looked and SECRET not in fetched
     assert SECRET not in json.dumps(acme.events(conversation))
     assert SECRET not in egress.logs()
+
+
+def test_the_clis_web_fetch_goes_through_the_proxy_and_trusts_the_egress_ca(acme: Client, secure: EchoServer) -> None:
+    # WebFetch asks for https:// whatever it is given; this host's tunnel is intercepted (it has a secret header),
+    # so the CLI's own TLS client must trust the egress CA.
+    conversation = acme.create_conversation()
+    url = f"https://secure.allowed.test:{secure.server_address[1]}/fetched-by-webfetch"
+    run = acme.send(conversation, '[[tool WebFetch {"url": "' + url + '", "prompt": "What path was asked?"}]]')
+    terminal = acme.wait_for_terminal(conversation, run["id"], timeout=90)
+
+    events = acme.events(conversation)
+    results = [event["data"] for event in events if event["type"] == "tool.result"]
+    reported = egress_of(events)
+    assert terminal["type"] == "run.completed", terminal
+    assert [(e["host"], e["allowed"]) for e in reported] == [("secure.allowed.test", True)], (reported, results)
+    assert not results[0]["is_error"], results
+    assert secure.seen[-1]["path"] == "/fetched-by-webfetch"
