@@ -33,23 +33,29 @@ worker: install
 	$(VENV)/bin/celery -A config worker -l info
 
 # The whole suite against PostgreSQL and Redis (unit, API, WebSocket, and end-to-end with real processes),
-# as two pytest processes at once, each on a database and a Redis database of its own: the end-to-end
-# tests (mostly waiting on their Daphne, Celery, CLI and browser) beside the rest. Beside them a third
-# runs the tests marked `sqlite` (metrics, usage reports, budgets, dashboard) once more on `make run`'s embedded
-# defaults: a SQLite file, no Redis, no broker. The other two reports follow.
+# as pytest processes at once, each on a database and a Redis database of its own: the end-to-end tests
+# (mostly waiting on their Daphne, Celery, CLI and browser) in two halves, those of tests/e2e/ and those of
+# the other folders (chat page, sandbox, MCP servers, …), beside the rest. Beside them another runs the tests
+# marked `sqlite` (metrics, usage reports, budgets, dashboard) once more on `make run`'s embedded defaults: a
+# SQLite file, no Redis, no broker. The other reports follow.
 TEST_E2E_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/agent_platform_e2e
 TEST_E2E_REDIS_URL ?= redis://127.0.0.1:6379/1
+TEST_E2E2_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/agent_platform_e2e2
+TEST_E2E2_REDIS_URL ?= redis://127.0.0.1:6379/2
 E2E_TEST_ENV := DATABASE_URL=$(TEST_E2E_DATABASE_URL) REDIS_URL=$(TEST_E2E_REDIS_URL) DB_POOL_MIN_SIZE=0
+E2E2_TEST_ENV := DATABASE_URL=$(TEST_E2E2_DATABASE_URL) REDIS_URL=$(TEST_E2E2_REDIS_URL) DB_POOL_MIN_SIZE=0
 SQLITE_TEST_ENV := DATABASE_URL=sqlite:///$(CURDIR)/var/test-sqlite.sqlite3 REDIS_URL= CELERY_BROKER_URL=
 test: install migrations-check deploy-check
 	@mkdir -p var
-	$(E2E_TEST_ENV) $(PY) -m pytest -m e2e $(PYTEST_ARGS) > var/test-e2e.log 2>&1 & e2e=$$!; \
+	$(E2E_TEST_ENV) $(PY) -m pytest -m e2e tests/e2e $(PYTEST_ARGS) > var/test-e2e.log 2>&1 & e2e=$$!; \
+	$(E2E2_TEST_ENV) $(PY) -m pytest -m e2e --ignore=tests/e2e $(PYTEST_ARGS) > var/test-e2e2.log 2>&1 & e2e2=$$!; \
 	$(SQLITE_TEST_ENV) $(PY) -m pytest -m sqlite $(PYTEST_ARGS) > var/test-sqlite.log 2>&1 & sqlite=$$!; \
 	$(TEST_ENV) $(PY) -m pytest -m "not e2e" $(PYTEST_ARGS); rest=$$?; \
-	wait $$e2e; e2e_status=$$?; wait $$sqlite; sqlite_status=$$?; \
+	wait $$e2e; e2e_status=$$?; wait $$e2e2; e2e2_status=$$?; wait $$sqlite; sqlite_status=$$?; \
 	echo "--- on the embedded SQLite (a process of its own) ---"; cat var/test-sqlite.log; \
-	echo "--- end-to-end tests (a process of their own) ---"; cat var/test-e2e.log; \
-	exit $$(( rest || e2e_status || sqlite_status ))
+	echo "--- end-to-end tests of tests/e2e (a process of their own) ---"; cat var/test-e2e.log; \
+	echo "--- end-to-end tests of the other folders (a process of their own) ---"; cat var/test-e2e2.log; \
+	exit $$(( rest || e2e_status || e2e2_status || sqlite_status ))
 
 migrations-check: install
 	$(PY) manage.py makemigrations --check --dry-run

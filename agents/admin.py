@@ -27,7 +27,8 @@ from tenants.models import Tenant
 
 VERSION_FIELDS = [spec_field.name for spec_field in fields(AgentSpec)]
 PROFILE_FIELDS = ["description", "choosable", "is_default"]
-NULLABLE_JSON = {"skills", "mcp_servers", "output_schema"}  # empty box: null (all skills, all servers, free text)
+# An empty box is null: all skills, all servers, the tenant's egress allow-list as is, a free-text answer.
+NULLABLE_JSON = {"skills", "mcp_servers", "egress_allowlist", "output_schema"}
 
 JSON_HELP = {
     "allowed_tools": 'A JSON list of tool patterns the agent may use, e.g. ["Read", "Grep", "Bash(git *)", '
@@ -41,6 +42,9 @@ JSON_HELP = {
     "null (or empty): all of them.",
     "mcp_servers": 'A JSON list of the tenant\'s MCP servers its runs get, e.g. ["github"]; [] for none. '
     "null (or empty): all of them.",
+    "egress_allowlist": "A JSON list of where its runs' sandboxes may connect, narrowing the tenant's egress "
+    'allow-list (a connection must pass both), e.g. ["api.github.com", "*.pypi.org", "10.1.0.0/16:5432"]; [] for '
+    "nowhere. null (or empty): the tenant's list as is. Without a port, 80 and 443; :* for any port.",
     "subagents": 'A JSON list of agents it may hand work to, e.g. [{"name": "reviewer", "description": "Reviews '
     'diffs.", "prompt": "You review code.", "tools": ["Read", "Grep"], "model": null}]; tools and model are '
     "optional (null: the agent's).",
@@ -197,7 +201,10 @@ class AgentVersionInline(ReadOnlyAdminMixin, admin.TabularInline):
         shown = {
             name: value
             for name, value in asdict(AgentSpec.of(obj)).items()
-            if name not in {"kind", "model", "instructions"} and value != defaults[name] and value != []
+            # [] is the default of the list fields, read back; a null-default field's [] says something ("none").
+            if name not in {"kind", "model", "instructions"}
+            and value != defaults[name]
+            and not (value == [] and defaults[name] == ())
         }
         instructions = (obj.instructions.splitlines() or ["(no instructions)"])[0][:80]
         settings = "\n".join(f"{name}: {json.dumps(value, default=str)}" for name, value in shown.items())
@@ -270,6 +277,14 @@ class AgentProfileAdmin(admin.ModelAdmin):
             ("Tools", {"fields": ["allowed_tools", "disallowed_tools", "permission_rules"]}),
             ("People in the loop", {"fields": ["approval_timeout_seconds", "busy_policy"]}),
             ("Skills and MCP servers", {"fields": ["skills", "mcp_servers"]}),
+            (
+                "Network",
+                {
+                    "fields": ["egress_allowlist"],
+                    "description": "Where its runs' sandboxes may connect, through the run's egress proxy: within the "
+                    "tenant's egress allow-list (Tenants), never beyond it.",
+                },
+            ),
             ("Subagents and structured output", {"fields": ["subagents", "output_schema"]}),
         ]
 

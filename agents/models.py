@@ -151,6 +151,13 @@ class AgentVersion(models.Model):
     mcp_servers = models.JSONField(
         null=True, blank=True, help_text="MCP servers its runs get by default; null: all the tenant's."
     )
+    egress_allowlist = models.JSONField(
+        "egress allow-list",
+        null=True,
+        blank=True,
+        help_text="Narrows the tenant's egress allow-list for its runs (a connection must pass both); null: the "
+        "tenant's as is.",
+    )
     subagents = models.JSONField(
         default=list,
         blank=True,
@@ -175,7 +182,10 @@ class AgentVersion(models.Model):
 
     def summary(self) -> dict[str, Any]:
         """How events and the REST API name it: `run.queued`, `run.started`, a run's `agent`."""
-        return {"name": self.profile.name, "version": self.number, "kind": self.kind}
+        summary: dict[str, Any] = {"name": self.profile.name, "version": self.number, "kind": self.kind}
+        if self.egress_allowlist is not None:  # null: the tenant's list as is, which run.started states itself
+            summary["egress_allowlist"] = self.egress_allowlist
+        return summary
 
     @property
     def is_chat(self) -> bool:

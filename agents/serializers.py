@@ -60,6 +60,13 @@ class NamesField(serializers.JSONField):
     """A list of names, or null."""
 
 
+@extend_schema_field(
+    {**NAMES, "example": ["api.github.com", "*.pypi.org", "files.pythonhosted.org", "10.1.0.0/16:5432"]}
+)
+class EgressRulesField(serializers.JSONField):
+    """A list of egress allow-list rules, or null."""
+
+
 @extend_schema_field(PermissionRuleSerializer(many=True))
 class PermissionRulesField(serializers.JSONField):
     """A list of {pattern, action}."""
@@ -225,6 +232,16 @@ def version_fields(through: str | None = None) -> dict[str, serializers.Field]:
             help_text="The tenant's MCP servers its runs get, by name; null: all of them. A conversation or message "
             "may narrow them, never widen.",
             **source("mcp_servers", "mcp_servers"),
+        ),
+        "egress_allowlist": EgressRulesField(
+            required=False,
+            allow_null=True,
+            help_text="Where its runs' sandboxes may connect, narrowing the tenant's `egress_allowlist` (a connection "
+            "must pass both: a profile never widens it); null: the tenant's as is; []: nowhere. Rules: a host "
+            "(`example.com`), its subdomains (`*.example.com`), an address or network (`10.1.2.3`, `10.1.0.0/16`), "
+            "each with an optional port (`example.com:8080`, `10.1.0.0/16:5432`, `:*` for any); without one, 80 "
+            "and 443.",
+            **source("egress_allowlist", "egress_allowlist"),
         ),
         "subagents": SubagentsField(
             required=False,

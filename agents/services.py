@@ -7,10 +7,12 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.db.models import Max, ProtectedError, Q, QuerySet, RestrictedError
 
+from agents.egress import build_egress_policy
 from agents.models import DEFAULT_PROFILE_NAME, AgentProfile, AgentVersion
 from agents.rules import ToolPolicy
 from agents.spec import AgentSpec, check_spec, field_problem
 from api.errors import Conflict, ServiceError
+from gateway.allowlist import EgressPolicy
 from tenants.models import LanguageModel, Tenant, slug_validator
 
 # --- Profiles and versions -------------------------------------------------------------------------
@@ -168,7 +170,7 @@ def _store_version(profile: AgentProfile, number: int, spec: AgentSpec, created_
     model, fallback = values.pop("model"), values.pop("fallback_model")
     for name in ("allowed_tools", "disallowed_tools", "permission_rules", "subagents"):
         values[name] = [dict(item) if isinstance(item, Mapping) else item for item in values[name]]
-    for name in ("skills", "mcp_servers"):
+    for name in ("skills", "mcp_servers", "egress_allowlist"):
         values[name] = None if values[name] is None else list(values[name])
     return AgentVersion.objects.create(
         profile=profile,
@@ -282,12 +284,26 @@ class RunAgent:
             version.profile.name, version.allowed_tools, version.disallowed_tools, version.permission_rules, mcp_tools
         )
 
+    def egress_policy(self) -> EgressPolicy:
+        """Where the run's sandbox may connect (see `egress_policy`)."""
+        return egress_policy(self.version.profile.tenant, self.version)
+
     def summary(self) -> dict[str, Any]:
         """What `run.started` says of it."""
         summary = {**self.version.summary(), "busy_policy": self.version.busy_policy}
         if asks := self.policy().ask_patterns:
             summary["permissions"] = {"ask": asks, "approval_timeout_seconds": self.version.approval_timeout_seconds}
         return summary
+
+
+def egress_policy(tenant: Tenant, version: AgentVersion | None) -> EgressPolicy:
+    """Where a run of `version` in `tenant` may connect: the tenant's allow-list, narrowed by the version's (a
+    connection must pass both), the operator's deny list first, and the tenant's egress headers with their
+    `${secrets}` revealed for the hosts the run may reach (a host whose secret is missing is refused, saying which).
+
+    Synchronous (reads the database and the vault): call it through sync_to_async from the gateway. The revealed
+    values live only in the returned policy; never log it or put it in an event (`EgressPolicy.summary` is safe)."""
+    return build_egress_policy(tenant, None if version is None else version.egress_allowlist)
 
 
 def run_agent(run: Any) -> RunAgent:

@@ -9,6 +9,7 @@ import jsonschema
 from django.core.exceptions import ValidationError
 from django.db.models import Field
 
+from agents.egress import EgressSettingsError, check_allowlist
 from agents.models import DEFAULT_APPROVAL_TIMEOUT_SECONDS, MAX_INSTRUCTIONS_CHARS, AgentVersion
 from agents.rules import PatternError, parse_patterns, parse_rules
 from api.errors import ServiceError
@@ -44,6 +45,7 @@ class AgentSpec:
     busy_policy: str = AgentVersion.BusyPolicy.REJECT
     skills: Sequence[str] | None = None
     mcp_servers: Sequence[str] | None = None
+    egress_allowlist: Sequence[str] | None = None  # narrows the tenant's; None: the tenant's as is
     subagents: Sequence[Mapping[str, Any]] = ()
     output_schema: Mapping[str, Any] | None = None
 
@@ -101,6 +103,11 @@ def check_spec(tenant: Tenant, spec: AgentSpec) -> dict[str, LanguageModel | Non
         _check_names("skills", _strings("skills", spec.skills), enabled_skills(tenant), "enabled skill")
     if spec.mcp_servers is not None:
         _check_names("mcp_servers", _strings("mcp_servers", spec.mcp_servers), enabled_servers(tenant), "MCP server")
+    if spec.egress_allowlist is not None:
+        try:
+            check_allowlist(spec.egress_allowlist)
+        except EgressSettingsError as problem:
+            raise field_problem("egress_allowlist", problem.message) from None
     _check_subagents(spec.subagents)
     _check_providers(models["model"] or tenant.default_model, models["fallback_model"], spec.subagents)
     if spec.output_schema is not None:
@@ -115,6 +122,8 @@ def check_spec(tenant: Tenant, spec: AgentSpec) -> dict[str, LanguageModel | Non
             raise field_problem(asked[0], "A chat agent has no tools; leave it empty or choose kind 'agent'.")
         if spec.output_schema is not None:
             raise field_problem("output_schema", "Structured output needs kind 'agent'.")
+        if spec.egress_allowlist is not None:
+            raise field_problem("egress_allowlist", "A chat agent has no sandbox to connect from; leave it null.")
     return models
 
 

@@ -14,7 +14,8 @@ reserving a call's worst case on five budgets adds to a model call at the gatewa
 (benchmarks/reports.py): a month's usage report over 1,000,000 usage records. Chat (benchmarks/chat.py):
 a `chat` agent's POST → first token against calling its (loopback, 300 ms to first token) upstream directly.
 Approvals (benchmarks/approvals.py): a person's decision → the asked call's start, in-process and after
-suspension. `BENCH_ONLY=streams|workspaces|skills|mcp|budgets|reports|chat|approvals` measures one part; `BENCH_QUICK=1` runs
+suspension. Egress (benchmarks/egress.py): what the sandbox's egress proxy adds per request, per CONNECT, and
+its throughput. `BENCH_ONLY=streams|workspaces|skills|mcp|egress|budgets|reports|chat|approvals` measures one part; `BENCH_QUICK=1` runs
 each part once at small sizes, to show that every part still runs (CI does), not to measure.
 """
 
@@ -134,6 +135,8 @@ def main() -> None:
     from benchmarks import approvals as bench_approvals
     from benchmarks import budgets as bench_budgets
     from benchmarks import chat as bench_chat
+    from benchmarks import egress as bench_egress
+    from benchmarks import egress_tls as bench_egress_tls
     from benchmarks import mcp as bench_mcp
     from benchmarks import reports as bench_reports
     from benchmarks import sandbox as bench_sandbox
@@ -164,6 +167,11 @@ def main() -> None:
     if only == "reports":
         print_rows(bench_reports.rows(bench_reports.figures()), work)
         return
+    if only == "egress":
+        print_rows(
+            [*bench_egress.rows(bench_egress.figures()), *bench_egress_tls.rows(bench_egress_tls.figures(work))], work
+        )
+        return
     # The chat agent's model upstream, which the platform's processes must know from their start.
     upstream = bench_chat.Upstream()
     if only == "approvals":
@@ -193,6 +201,8 @@ def main() -> None:
     workspace_figures = {} if only_streams else bench_workspaces.figures(tenant, work)
     skill_figures = {} if only_streams else bench_skills.figures(tenant, work)
     mcp_figures = {} if only_streams else bench_mcp.figures(tenant, work)
+    egress_figures = {} if only_streams else bench_egress.figures()
+    egress_tls_figures = {} if only_streams else bench_egress_tls.figures(work)
     budget_figures = {} if only_streams else bench_budgets.figures(tenant, work)
     # The production heartbeat and staleness: the harness's 3 s (for quick crash tests) reaps live
     # runs whose heartbeat is late while 20 CLIs saturate two cores.
@@ -272,6 +282,8 @@ def main() -> None:
         *bench_workspaces.rows(workspace_figures),
         *bench_skills.rows(skill_figures),
         *bench_mcp.rows(mcp_figures),
+        *bench_egress.rows(egress_figures),
+        *bench_egress_tls.rows(egress_tls_figures),
         *bench_budgets.rows(budget_figures),
         *bench_reports.rows(report_figures),
     ]

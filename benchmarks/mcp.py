@@ -115,7 +115,7 @@ def figures(tenant: Any, work: Path) -> dict[str, float]:
 
     server = ToolServer()
     resets = ClientResets()
-    with quiet(resets), override_settings(MCP_ALLOWED_NETWORKS=[f"{HOST}/32"]):
+    with quiet(resets), override_settings(EGRESS_ALLOWED_NETWORKS=[f"{HOST}/32"]):
         server.start()
         try:
             conversation = create_conversation(tenant, title="bench: MCP relay")

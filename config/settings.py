@@ -302,9 +302,25 @@ SECRETS_KEYS = env.list("SECRETS_KEYS", default=[])
 # Programs a stdio MCP server may run inside the sandbox: name → absolute path (installed by the
 # operator, visible in the sandbox's read-only /usr). Nothing else runs as a stdio server.
 MCP_STDIO_COMMANDS = env.dict("MCP_STDIO_COMMANDS", default={})
-# Private or loopback networks MCP and OpenAPI servers may reach anyway, e.g. 127.0.0.2/32 for tests or
-# 10.1.0.0/16 for an internal tool; everything else private is refused (gateway/egress.py).
-MCP_ALLOWED_NETWORKS = env.list("MCP_ALLOWED_NETWORKS", default=[])
+# Private or loopback networks that calls made for tenants (MCP servers, OpenAPI tools, the sandbox's egress
+# proxy) may reach anyway, e.g. 10.1.0.0/16 for an internal service; every other non-public address is refused
+# (gateway.egress). MCP_ALLOWED_NETWORKS is its old name, still read.
+EGRESS_ALLOWED_NETWORKS = env.list("EGRESS_ALLOWED_NETWORKS", default=env.list("MCP_ALLOWED_NETWORKS", default=[]))
+
+# --- Egress: where a run's sandbox may connect, through its gateway's proxy (gateway.proxy) ---------------
+# Rules no tenant may allow (the allow-list syntax of gateway.allowlist), e.g. *.internal.example.com.
+EGRESS_DENY = env.list("EGRESS_DENY", default=[])
+# Resolvers the proxy asks instead of the system's ("127.0.0.1:53"): names are only ever resolved outside the sandbox.
+EGRESS_DNS_SERVERS = env.list("EGRESS_DNS_SERVERS", default=[])
+EGRESS_MAX_CONNECTIONS = env.int("EGRESS_MAX_CONNECTIONS", default=500)  # per run
+EGRESS_MAX_BYTES = env.int("EGRESS_MAX_BYTES", default=1024 * 1024 * 1024)  # per run, both ways together
+EGRESS_CONNECT_SECONDS = env.float("EGRESS_CONNECT_SECONDS", default=10.0)
+# The per-deployment CA that signs the certificates of hosts whose requests get a tenant's secret headers; the
+# sandbox trusts it. Unset: one is made under RUN_ROOT on first use (set both on many hosts, from a secret).
+EGRESS_CA_CERT_FILE = env.str("EGRESS_CA_CERT_FILE", default="")
+EGRESS_CA_KEY_FILE = env.str("EGRESS_CA_KEY_FILE", default="")
+# Certificates the proxy trusts for upstream TLS besides the system's (e.g. an internal CA).
+EGRESS_UPSTREAM_CA_FILE = env.str("EGRESS_UPSTREAM_CA_FILE", default="")
 
 # --- Metrics -------------------------------------------------------------------------------------
 # `/metrics` (Prometheus) answers a bearer METRICS_TOKEN, or clients in METRICS_ALLOWED_NETWORKS.

@@ -42,6 +42,7 @@ class EventType(StrEnum):
     RUN_INTERRUPTED = "run.interrupted"
     CONVERSATION_TITLED = "conversation.titled"
     CONTEXT_USAGE = "context.usage"
+    EGRESS = "egress"
 
 
 # A run's one terminal event, by the status it ends in.

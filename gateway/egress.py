@@ -3,7 +3,7 @@
 A tenant names a URL; the platform calls it from inside our network. Without a check that URL could be
 http://169.254.169.254/ (cloud credentials), http://10.0.0.5/ (an internal service) or a name whose DNS
 answer points at either. So an outbound call may reach only public addresses, unless the operator
-allows a network in MCP_ALLOWED_NETWORKS.
+allows a network in EGRESS_ALLOWED_NETWORKS.
 
 Two moments check it:
 
@@ -53,7 +53,7 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 # Resolves a name to IP address strings; the default asks the running loop's getaddrinfo.
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 
-_ONLY_PUBLIC = "MCP servers and OpenAPI tools may only reach public addresses (an operator can allow a network with MCP_ALLOWED_NETWORKS)"
+_ONLY_PUBLIC = "calls made for tenants may only reach public addresses (an operator can allow a network with EGRESS_ALLOWED_NETWORKS)"
 
 # Checked in order, so the first match names the most telling reason (169.254.169.254 is link-local too).
 _IPV4_REFUSALS: tuple[tuple[ipaddress.IPv4Network, str], ...] = tuple(
@@ -134,11 +134,11 @@ def _embedded_ipv4(address: ipaddress.IPv6Address) -> tuple[str, ipaddress.IPv4A
 
 
 def _allowed_networks() -> tuple[IPNetwork, ...]:
-    """The networks the operator lets calls reach anyway (settings.MCP_ALLOWED_NETWORKS), read at each use."""
-    configured = getattr(settings, "MCP_ALLOWED_NETWORKS", [])
+    """The networks the operator lets calls reach anyway (settings.EGRESS_ALLOWED_NETWORKS), read at each use."""
+    configured = getattr(settings, "EGRESS_ALLOWED_NETWORKS", [])
     if isinstance(configured, str):
         raise ImproperlyConfigured(
-            "MCP_ALLOWED_NETWORKS must be a list of networks such as ['10.1.0.0/16'], not a string"
+            "EGRESS_ALLOWED_NETWORKS must be a list of networks such as ['10.1.0.0/16'], not a string"
         )
     return _parse_networks(tuple(configured))
 
@@ -151,7 +151,7 @@ def _parse_networks(cidrs: tuple[str, ...]) -> tuple[IPNetwork, ...]:
             networks.append(ipaddress.ip_network(str(cidr).strip()))
         except ValueError as error:
             raise ImproperlyConfigured(
-                f"MCP_ALLOWED_NETWORKS holds {cidr!r}, which is not a network in CIDR form such as 10.1.0.0/16 or 127.0.0.2/32 ({error})"
+                f"EGRESS_ALLOWED_NETWORKS holds {cidr!r}, which is not a network in CIDR form such as 10.1.0.0/16 or 127.0.0.2/32 ({error})"
             ) from error
     return tuple(networks)
 

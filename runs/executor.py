@@ -211,7 +211,7 @@ class RunExecution:
                 events.finish_run,
                 self.run.pk,
                 status,
-                result={**(result or {}), "usage": usage, "sandbox": self.sandbox_mode},
+                result={**(result or {}), "usage": usage, "sandbox": self.sandbox_mode, **self._egress_totals()},
                 error=error,
                 session_id=self.translator.session_id,
             )
@@ -228,6 +228,10 @@ class RunExecution:
         except Exception:
             # The reaper starts it (a conversation with messages waiting and no active run) once the database is back.
             logger.exception("Run %s: starting the conversation's next message failed", self.run.pk)
+
+    def _egress_totals(self) -> dict[str, Any]:
+        """What the run's sandbox moved through its egress proxy (runs that had one)."""
+        return {"egress": self.setup.egress.traffic.summary()} if self.setup is not None else {}
 
     @contextlib.asynccontextmanager
     async def _watch_for_interrupts(self) -> AsyncIterator[None]:
@@ -391,6 +395,7 @@ class RunExecution:
             "skills": setup.skills.summary(),
             "preferred_skills": setup.skills.preferred,
             "mcp_servers": setup.mcp.summary(),
+            "egress": setup.egress.summary(),
         }
         gate = self.gate = RunGate(
             self.run,

@@ -60,7 +60,11 @@ def agent_options(
         # A resumed run's suspended call is settled at connect by the hook or by `can_use_tool`, by a race; a
         # tool that needs no permission (Read in the workspace) would then run unasked, a denial ignored. An
         # `ask` rule for it makes the CLI ask `can_use_tool` whenever the hook is not the one asked.
-        settings=json.dumps({"permissions": {"ask": [settled_tool]}}) if settled_tool else None,
+        # WebFetch goes out through the run's egress proxy like any tool; its preflight would first ask Anthropic
+        # whether the domain is safe (telling it every domain the agent visits), which the proxy refuses anyway.
+        settings=json.dumps(
+            {"skipWebFetchPreflight": True, **({"permissions": {"ask": [settled_tool]}} if settled_tool else {})}
+        ),
         include_partial_messages=True,
         resume=setup.resume,
         mcp_servers=setup.mcp_config,

@@ -12,6 +12,8 @@ A coming feature adds one call here, and a field to RunSetup where the options n
 - MCP servers: `mcp_servers.serving` chooses them and fills in their secrets; the gateway relays the http/sse
   ones, and `runs.options.agent_options` passes the CLI its configuration (`RunSetup.mcp`);
 - approvals: `can_use_tool_for(run, …)`, likewise;
+- egress: `agent.egress_policy()`, where the run's sandbox may connect (the tenant's allow-list narrowed by the
+  profile's, secret headers revealed), enforced by the run's `gateway.proxy.EgressProxy`;
 - budgets: nothing here; the gateway reserves each model call's worst case first (`usage.budgets`);
 - titles: `title_model(run)`, the model a conversation's first run names it with (`runs.titles`), beside the
   agent's models.
@@ -28,16 +30,21 @@ from typing import Any
 from asgiref.sync import sync_to_async
 
 from agents.services import RunAgent
-from conversations.events import EventItem
+from conversations.events import EventItem, EventType
 from conversations.models import Conversation, Run, SessionEntry
 from gateway.calls import Refusal, models_by_id
+from gateway.proxy import EgressProxy
 from gateway.server import ModelGateway
+from gateway.tls import sandbox_ca_bundle, sandbox_ca_environment
 from mcp_servers.serving import RunMcp, prepare_mcp, servers_of
 from runs.titles import title_model
 from sandbox.launcher import (
+    BUBBLEWRAP,
+    SANDBOX_CA_BUNDLE,
     Launch,
     RunPlace,
     agent_environment,
+    egress_base_url,
     gateway_base_url,
     prepare_launch,
     prepare_place,
@@ -58,6 +65,7 @@ class RunSetup:
     place: RunPlace
     workspace: RunWorkspace
     gateway: ModelGateway
+    egress: EgressProxy
     launch: Launch
     resume: str | None  # the SDK session the run continues, if any
     skills: RunSkills
@@ -106,20 +114,34 @@ async def prepare_run(
             models=models_by_id([*agent.models, *([titling] if titling else [])]),
         )
     )
+    egress = await resources.enter_async_context(
+        EgressProxy(
+            await sync_to_async(agent.egress_policy)(),
+            on_egress=lambda data: emit((EventType.EGRESS, data)),
+            socket_path=place.egress_socket,
+            owner=sandbox_ids(),
+        )
+    )
     base_url = gateway_base_url(place, gateway.base_url)
+    # The sandbox trusts the egress CA, which signs the hosts whose requests get the tenant's secret headers.
+    ca_bundle = await asyncio.to_thread(sandbox_ca_bundle)
+    trust = sandbox_ca_environment(SANDBOX_CA_BUNDLE if place.kind == BUBBLEWRAP else str(ca_bundle))
     launch = prepare_launch(
         place,
         agent_environment(
             model_id=run.model.provider_model_id,
             config_dir=place.config_dir,
             gateway=gateway.cli_environment(base_url),
+            egress={**egress.environment(egress_base_url(place, egress.url)), **trust},
         ),
+        ca_bundle=ca_bundle,
     )
     return RunSetup(
         agent=agent,
         place=place,
         workspace=workspace,
         gateway=gateway,
+        egress=egress,
         launch=launch,
         resume=await session_to_resume(run.conversation),
         skills=skills,

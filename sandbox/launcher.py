@@ -30,6 +30,8 @@ SANDBOX_CWD = Path("/workspace")
 # uses the same one without colliding, and the CLI's base URL is known before the sandbox starts.
 # Above 1024 because the bridge runs as the sandbox's unprivileged uid, with no capabilities.
 BRIDGE_PORT = 8765
+# Where the run's egress proxy answers inside the sandbox (gateway.proxy), bridged the same way.
+EGRESS_PORT = 8766
 # Where the run's config dir (CLAUDE_CONFIG_DIR) is inside the sandbox, whatever its host path: the CLI names
 # it to the model (the skills' folder, the memory folder), and the host path would say where the platform lives.
 SANDBOX_CONFIG_DIR = "/home/agent/.claude"
@@ -79,6 +81,10 @@ class RunPlace:
     @property
     def gateway_socket(self) -> Path | None:
         return self.root / "gateway" / "gateway.sock" if self.kind == BUBBLEWRAP else None
+
+    @property
+    def egress_socket(self) -> Path | None:
+        return self.root / "gateway" / "egress.sock" if self.kind == BUBBLEWRAP else None
 
     def remove(self) -> None:
         if self.cgroup is not None:
@@ -232,12 +238,14 @@ def agent_environment(
     model_id: str,
     config_dir: Path,
     gateway: Mapping[str, str],
+    egress: Mapping[str, str] | None = None,
     small_model_id: str | None = None,
     subagent_model_id: str | None = None,
 ) -> dict[str, str]:
     """The CLI's whole environment: nothing of the worker's, and no credential but the run's token.
 
-    `gateway` is what sends the CLI's model calls to the run's gateway (`ModelGateway.cli_environment`).
+    `gateway` is what sends the CLI's model calls to the run's gateway (`ModelGateway.cli_environment`), `egress`
+    what sends its and its tools' web traffic to the run's egress proxy (`EgressProxy.environment`).
     Every model the CLI chooses itself must be one the run was given, or the gateway refuses the call:
     `model_id` is the run's, also for the `sonnet` and `opus` aliases; `small_model_id` the CLI's
     "small fast" model of its side calls (titles, summaries) and the `haiku` alias; `subagent_model_id`
@@ -264,6 +272,7 @@ def agent_environment(
         "DISABLE_TELEMETRY": "1",
         "DISABLE_AUTOUPDATER": "1",
         "DISABLE_ERROR_REPORTING": "1",
+        **(egress or {}),
         **gateway,
     }
 
@@ -273,8 +282,18 @@ def gateway_base_url(place: RunPlace, tcp_url: str) -> str:
     return f"http://127.0.0.1:{BRIDGE_PORT}" if place.kind == BUBBLEWRAP else tcp_url
 
 
-def prepare_launch(place: RunPlace, env: dict[str, str]) -> Launch:
-    """The launch of one run's CLI with exactly `env` as its environment."""
+def egress_base_url(place: RunPlace, tcp_url: str) -> str:
+    """Where tools find the egress proxy: its bridge inside the sandbox, or loopback TCP."""
+    return f"http://127.0.0.1:{EGRESS_PORT}" if place.kind == BUBBLEWRAP else tcp_url
+
+
+# Where the sandbox finds the CA bundle it trusts (the egress proxy's CA among the system's roots).
+SANDBOX_CA_BUNDLE = "/opt/egress/ca-bundle.pem"
+
+
+def prepare_launch(place: RunPlace, env: dict[str, str], ca_bundle: Path | None = None) -> Launch:
+    """The launch of one run's CLI with exactly `env` as its environment; `ca_bundle` is the host file the sandbox
+    sees at SANDBOX_CA_BUNDLE."""
     if place.kind == UNSANDBOXED:
         logger.warning("Run in %s is not sandboxed (SANDBOX_RUNNER=unsandboxed)", place.root.name)
         if os.geteuid() == 0:
@@ -316,11 +335,13 @@ def prepare_launch(place: RunPlace, env: dict[str, str]) -> Launch:
         "SANDBOX_TMP_MB": str(settings.SANDBOX_TMP_MB),
         "SANDBOX_RLIMITS": rlimit_args(),
         "SANDBOX_BRIDGE_PORT": str(BRIDGE_PORT),
+        "SANDBOX_EGRESS_PORT": str(EGRESS_PORT),
         "SANDBOX_BWRAP": shutil.which(settings.SANDBOX_BWRAP) or settings.SANDBOX_BWRAP,
         "SANDBOX_CGROUP_PROCS": " ".join(cgroup.procs_files if cgroup else []),
         "SANDBOX_CGROUP_BINDS": cgroup_binds(cgroup),
         "SANDBOX_DIR": str(place.sandbox_dir),
         "SANDBOX_CONFIG_DIR": SANDBOX_CONFIG_DIR,
+        "SANDBOX_CA_BUNDLE": str(ca_bundle or ""),
     }
     if cgroup is not None and cgroup.tools is not None:
         # Every Bash command the CLI runs starts as `tools-shell 'COMMAND'` (CLI 2.1.327: the prefix, quoted,

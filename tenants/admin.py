@@ -11,6 +11,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
+from agents.egress import EgressSettingsError, check_allowlist, check_headers, egress_warnings
 from conversations.models import Conversation, Event, Run
 from skills.models import SkillVersion
 from tenants.admin_mixins import ReadOnlyAdminMixin
@@ -137,7 +138,7 @@ class LanguageModelAdmin(admin.ModelAdmin):
 
     def get_readonly_fields(self, request: HttpRequest, obj: LanguageModel | None = None) -> list[str]:
         # Editing a primary key in admin saves a copy under the new id instead of renaming.
-        return ["agent_profiles", "created_at", "updated_at"] + (["id"] if obj is not None else [])
+        return ["agent_profiles", "egress_warnings", "created_at", "updated_at"] + (["id"] if obj is not None else [])
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[LanguageModel]:
         return (
@@ -208,7 +209,36 @@ class TenantAdminForm(forms.ModelForm):
             "user_api_requests_per_minute",
             "runs_per_minute",
             "user_runs_per_minute",
+            "egress_allowlist",
+            "egress_headers",
         ]
+        help_texts = {
+            "egress_allowlist": 'A JSON list of where its agents\' sandboxes may connect, e.g. ["api.github.com", '
+            '"*.pypi.org", "files.pythonhosted.org", "10.1.0.0/16:5432"]: a host, its subdomains (*.example.com, not '
+            "the host itself), an address or a network, each with an optional port (example.com:8080, :* for any); "
+            "without one, 80 and 443. [] (the default): nowhere. Agent profiles may narrow it, never widen it; "
+            "EGRESS_DENY and the outbound guard (loopback, private, metadata addresses) refuse first.",
+            "egress_headers": 'A JSON object of headers the egress proxy adds, by exact host, e.g. {"api.github.com": '
+            '{"Authorization": "Bearer ${github_token}"}}. ${name} is one of the tenant\'s secrets (MCP servers › '
+            "Secrets), revealed only in the proxy, never in the sandbox; a missing one refuses that host's requests "
+            "until it is stored. The host must be on the allow-list. Write credentials only as ${name}: this page "
+            "shows what is written here.",
+        }
+        widgets = {
+            "egress_allowlist": forms.Textarea(attrs={"rows": 3, "cols": 100, "spellcheck": "false"}),
+            "egress_headers": forms.Textarea(attrs={"rows": 3, "cols": 100, "spellcheck": "false"}),
+        }
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        if "egress_allowlist" in self.errors or "egress_headers" in self.errors:
+            return cleaned
+        try:
+            cleaned["egress_allowlist"] = check_allowlist(cleaned.get("egress_allowlist") or [])
+            cleaned["egress_headers"] = check_headers(cleaned.get("egress_headers") or {}, cleaned["egress_allowlist"])
+        except EgressSettingsError as problem:
+            self.add_error(problem.field, problem.message)
+        return cleaned
 
     def clean_default_model(self) -> LanguageModel:
         model: LanguageModel = self.cleaned_data["default_model"]
@@ -242,6 +272,14 @@ class TenantAdmin(admin.ModelAdmin):
                 "fields": ["default_model", "agent_profiles"],
                 "description": "Instructions, tools and models are the tenant's agent profiles'; the default model is "
                 "theirs when they name none.",
+            },
+        ),
+        (
+            "Network",
+            {
+                "fields": ["egress_allowlist", "egress_headers", "egress_warnings"],
+                "description": "Where its runs' sandboxes may connect, through each run's egress proxy, and the "
+                "credentials the proxy adds on the way out (the sandbox never holds them).",
             },
         ),
         ("Chat page", {"fields": ["chat_shows_cost"]}),
@@ -279,7 +317,7 @@ class TenantAdmin(admin.ModelAdmin):
 
     def get_readonly_fields(self, request: HttpRequest, obj: Tenant | None = None) -> list[str]:
         # The id is in every URL and API key scope; editing it in admin would save a copy.
-        return ["agent_profiles", "created_at", "updated_at"] + (["id"] if obj is not None else [])
+        return ["agent_profiles", "egress_warnings", "created_at", "updated_at"] + (["id"] if obj is not None else [])
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Tenant]:
         return (
@@ -295,6 +333,10 @@ class TenantAdmin(admin.ModelAdmin):
     @admin.display(description="conversations", ordering="conversation_count")
     def conversation_count(self, obj: Tenant) -> int:
         return obj.conversation_count  # type: ignore[attr-defined]
+
+    @admin.display(description="egress warnings")
+    def egress_warnings(self, obj: Tenant) -> str:
+        return "\n".join(egress_warnings(obj)) or "none" if obj.pk else "-"
 
     @admin.display(description="agent profiles")
     def agent_profiles(self, obj: Tenant) -> str:

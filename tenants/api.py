@@ -1,9 +1,10 @@
-from django.db.models import QuerySet
+from django.db.models import Prefetch, QuerySet
 from rest_framework import permissions, viewsets
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from api.viewsets import ApiKeyRequired, principal
+from mcp_servers.models import Secret
 from tenants.models import LanguageModel, Tenant
 from tenants.serializers import LanguageModelSerializer, TenantSerializer
 from tenants.services import delete_tenant
@@ -38,7 +39,10 @@ class TenantViewSet(viewsets.ModelViewSet):
         if getattr(self, "swagger_fake_view", False):
             # Schema generation has no caller; it only needs the model.
             return Tenant.objects.none()
-        tenants = Tenant.objects.all()
+        # The names of their secrets, which egress_warnings reads, in one more query.
+        tenants = Tenant.objects.select_related("default_model").prefetch_related(
+            Prefetch("secrets", queryset=Secret.objects.only("id", "name", "tenant_id").order_by())
+        )
         caller = principal(self.request)
         return tenants if caller.is_admin else tenants.filter(pk=caller.tenant_id)
 

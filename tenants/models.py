@@ -347,6 +347,21 @@ class Tenant(models.Model):
     user_runs_per_minute = models.PositiveIntegerField(
         null=True, blank=True, help_text="Runs each end user may start per minute. Empty: unlimited."
     )
+    # Where its runs' sandboxes may connect, through the run's egress proxy (gateway.allowlist has the rule
+    # syntax; agents.egress checks both fields): empty = nothing leaves the sandbox, the safe default.
+    egress_allowlist = models.JSONField(
+        "egress allow-list",
+        default=list,
+        blank=True,
+        help_text="Where its agents' sandboxes may connect: host names, *.wildcards, addresses, networks, ports. "
+        "Empty: nowhere.",
+    )
+    egress_headers = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Headers the egress proxy adds to requests for a host, values naming the tenant's secrets as "
+        "${name}: the sandbox never holds them.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

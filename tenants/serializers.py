@@ -1,7 +1,9 @@
 from typing import Any
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from agents.egress import EgressSettingsError, check_allowlist, check_headers, egress_warnings
 from api.serializers import StrictModelSerializer
 from tenants.models import PRICE_FIELDS, LanguageModel, ModelPrice, Tenant
 from tenants.services import save_language_model
@@ -66,8 +68,54 @@ class LanguageModelSerializer(StrictModelSerializer):
         return super().to_representation(instance)
 
 
+ALLOWLIST_EXAMPLE = ["api.github.com", "*.pypi.org", "files.pythonhosted.org", "10.1.0.0/16:5432"]
+HEADERS_EXAMPLE = {"api.github.com": {"Authorization": "Bearer ${github_token}"}}
+
+
+@extend_schema_field({"type": "array", "items": {"type": "string"}, "example": ALLOWLIST_EXAMPLE})
+class EgressAllowlistField(serializers.JSONField):
+    """A list of egress allow-list rules."""
+
+
+@extend_schema_field(
+    {
+        "type": "object",
+        "additionalProperties": {"type": "object", "additionalProperties": {"type": "string"}},
+        "example": HEADERS_EXAMPLE,
+    }
+)
+class EgressHeadersField(serializers.JSONField):
+    """Host → header name → value."""
+
+
 class TenantSerializer(StrictModelSerializer):
     default_model = serializers.SlugRelatedField(slug_field="id", queryset=LanguageModel.objects.all())
+    egress_allowlist = EgressAllowlistField(
+        required=False,
+        help_text="Where its runs' sandboxes may connect, through the run's egress proxy; [] (the default): "
+        "nowhere. A rule is a host (`example.com`), its subdomains (`*.example.com`, not the host itself), an address "
+        "or a network (`10.1.2.3`, `10.1.0.0/16`, `2001:db8::/32`), each with an optional port (`example.com:8080`, "
+        "`[2001:db8::1]:443`, `:*` for any port); without one, 80 and 443. An agent profile's `egress_allowlist` may "
+        "narrow it, never widen it; the operator's EGRESS_DENY and its outbound guard (loopback, private, link-local "
+        "and metadata addresses) refuse first.",
+    )
+    egress_headers = EgressHeadersField(
+        required=False,
+        write_only=True,
+        help_text="Headers the egress proxy adds to requests for a host, by its exact name or address (no wildcard, "
+        "no port), which the allow-list must allow; values name the tenant's secrets as `${name}` (`PUT "
+        "…/secrets/{name}`), revealed only in the proxy, never in the sandbox. HTTPS to such a host is opened by the "
+        "proxy with the deployment's CA, which the sandbox trusts. Write-only: a read shows `egress_header_names`. "
+        "Host, Connection, Content-Length, Transfer-Encoding, Upgrade, TE, Trailer, Keep-Alive and Proxy-* are the "
+        "proxy's own.",
+    )
+    egress_header_names = serializers.SerializerMethodField(
+        help_text="The headers the proxy adds, by host: names only, never values."
+    )
+    egress_warnings = serializers.SerializerMethodField(
+        help_text="What keeps egress headers from being made now, such as a secret they name that is not stored: "
+        "requests to that host are refused, saying why, until it is."
+    )
 
     class Meta:
         model = Tenant
@@ -92,10 +140,42 @@ class TenantSerializer(StrictModelSerializer):
             "user_api_requests_per_minute",
             "runs_per_minute",
             "user_runs_per_minute",
+            "egress_allowlist",
+            "egress_headers",
+            "egress_header_names",
+            "egress_warnings",
             "created_at",
             "updated_at",
         ]
         read_only_fields = ["created_at", "updated_at"]
+
+    @extend_schema_field(
+        {
+            "type": "object",
+            "additionalProperties": {"type": "array", "items": {"type": "string"}},
+            "example": {"api.github.com": ["Authorization"]},
+        }
+    )
+    def get_egress_header_names(self, tenant: Tenant) -> dict[str, list[str]]:
+        return {host: sorted(headers) for host, headers in sorted((tenant.egress_headers or {}).items())}
+
+    def get_egress_warnings(self, tenant: Tenant) -> list[str]:
+        return egress_warnings(tenant)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        """Both egress fields together: a header's host must be on the allow-list the tenant will have."""
+        attrs = super().validate(attrs)
+        if "egress_allowlist" not in attrs and "egress_headers" not in attrs:
+            return attrs
+        instance = self.instance if isinstance(self.instance, Tenant) else None
+        allowlist = attrs.get("egress_allowlist", instance.egress_allowlist if instance else [])
+        headers = attrs.get("egress_headers", instance.egress_headers if instance else {})
+        try:
+            attrs["egress_allowlist"] = check_allowlist(allowlist)
+            attrs["egress_headers"] = check_headers(headers, attrs["egress_allowlist"])
+        except EgressSettingsError as problem:
+            raise serializers.ValidationError({problem.field: [problem.message]}) from None
+        return attrs
 
     def validate_id(self, value: str) -> str:
         if self.instance is not None and value != self.instance.pk:

@@ -52,6 +52,7 @@ EVERY_FIELD: dict[str, Any] = {
     "busy_policy": "queue",
     "skills": ["csv-report"],
     "mcp_servers": ["warehouse"],
+    "egress_allowlist": ["api.github.com", "*.pypi.org:443", "10.1.0.0/16:5432"],
     "subagents": [
         {"name": "checker", "description": "Checks the figures.", "prompt": "Recompute each figure.", "tools": ["Read"]}
     ],

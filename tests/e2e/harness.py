@@ -45,15 +45,23 @@ def database_url(db_settings: dict[str, Any]) -> str:
     return f"postgres://{user}{password}@{host}:{port}/{db_settings['NAME']}"
 
 
-def wait_for_quiet_database(url: str, timeout: float = 5.0) -> bool:
-    """Wait until no other session on the database is inside a transaction; False if none came.
+def wait_for_quiet_database(url: str, timeout: float = 5.0, runs_timeout: float = 20.0) -> bool:
+    """Wait until no run is executing and no other session on the database is inside a transaction;
+    False if that moment did not come.
 
-    The platform's processes go on writing for a moment after a test has seen what it waited for
-    (a run's last workspace save, a reaper's round); the flush that ends a test then takes every
-    table at once, and a transaction holding one of them while it waits for another deadlocks it.
+    The platform's processes go on writing after a test has seen what it waited for (a run the test
+    decided but did not watch to its end, a run's last workspace save, a reaper's round); the flush that
+    ends a test then takes every table at once, and a transaction holding one of them while it waits
+    for another deadlocks it.
     """
-    deadline = time.monotonic() + timeout
     with psycopg.connect(url, autocommit=True) as quiet:
+        deadline = time.monotonic() + runs_timeout
+        while time.monotonic() < deadline:
+            running = quiet.execute("SELECT count(*) FROM conversations_run WHERE status = 'running'").fetchone()
+            if not running or not running[0]:
+                break
+            time.sleep(0.05)
+        deadline = time.monotonic() + timeout
         while True:
             busy = quiet.execute(
                 "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
@@ -242,7 +250,7 @@ class Platform:
             "RUN_STALE_AFTER_SECONDS": "3",
             "SSE_HEARTBEAT_SECONDS": "2",
             # MCP servers the tests start listen on 127.0.0.2; stdio servers are Python scripts.
-            "MCP_ALLOWED_NETWORKS": "127.0.0.2/32",
+            "EGRESS_ALLOWED_NETWORKS": "127.0.0.2/32",
             "MCP_STDIO_COMMANDS": "python3=/usr/bin/python3",
             "PYTHONUNBUFFERED": "1",
             **extra_env,

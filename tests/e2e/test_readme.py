@@ -7,6 +7,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from tenants.models import ApiKey
 from tenants.services import create_tenant_with_key
 from tests.e2e.harness import ROOT, Client, Platform
 
@@ -36,10 +37,11 @@ def test_the_readmes_examples_run_as_written(platform: Platform, transactional_d
     assert len(shell) >= 2 and len(websocket) == 1, blocks
 
     # The shell examples share one shell, as a reader's terminal would; `C` is what the first exports.
-    script = "\n".join(shell).replace("export KEY=ak_...", "#") + '\necho\necho "C=$C"\n'
+    script = "\n".join(shell).replace("export KEY=ak_...", "#").replace("export ADMIN_KEY=ak_...", "#")
+    script += '\necho\necho "C=$C"\n'
     ran = subprocess.run(
         ["/bin/bash", "-c", script],
-        env={**os.environ, "KEY": key},
+        env={**os.environ, "KEY": key, "ADMIN_KEY": ApiKey.issue("ops")[1]},
         capture_output=True,
         text=True,
         timeout=120,
@@ -64,6 +66,8 @@ def test_the_readmes_examples_run_as_written(platform: Platform, transactional_d
     assert '"code":"files_not_supported"' in output, output
     assert '"name":"greet"' in output and '"content":"hello, Ada"' in output, output  # the skill, run as /greet
     assert re.search(r'\{"url":"http://[^"]+/chat/open/[^"]+","expires_at":', output), output  # a chat link
+    assert "['api.github.com', 'pypi.org', 'files.pythonhosted.org', '10.1.0.0/16:5432']" in output, output  # egress
+    assert "{'api.github.com': ['Authorization']} []" in output and "is a URL: write its host alone" in output, output
     assert '"code":"already_decided"' in output and "hello from ada" in output, output  # an approval, decided once
     assert "interrupted cancelled" in output, output  # messages sent mid-run: one queued, cancelled
     assert "Earlier turns: 1) one [[slow 3]]" in output, output  # the cancelled message never ran

@@ -83,7 +83,7 @@ async def start_server() -> AsyncIterator[StartServer]:
 
 @pytest.fixture
 def allow_127_0_0_2(settings: Settings) -> None:
-    settings.MCP_ALLOWED_NETWORKS = ["127.0.0.2/32"]
+    settings.EGRESS_ALLOWED_NETWORKS = ["127.0.0.2/32"]
 
 
 @pytest.fixture
@@ -168,10 +168,10 @@ def test_an_allowed_network_opens_only_itself(allow_127_0_0_2: None) -> None:
 
 
 def test_a_malformed_allowed_network_is_a_configuration_error(settings: Settings) -> None:
-    settings.MCP_ALLOWED_NETWORKS = ["10.1.0.0/16", "10.1.2.3/16"]
+    settings.EGRESS_ALLOWED_NETWORKS = ["10.1.0.0/16", "10.1.2.3/16"]
 
     with pytest.raises(
-        ImproperlyConfigured, match=re.escape("MCP_ALLOWED_NETWORKS holds '10.1.2.3/16', which is not a network")
+        ImproperlyConfigured, match=re.escape("EGRESS_ALLOWED_NETWORKS holds '10.1.2.3/16', which is not a network")
     ):
         refusal_for(ipaddress.ip_address("8.8.8.8"))
 
@@ -184,7 +184,7 @@ def test_a_malformed_allowed_network_is_a_configuration_error(settings: Settings
     [
         (
             "http://169.254.169.254/latest/meta-data",
-            "169.254.169.254 is the link-local cloud metadata address; MCP servers",
+            "169.254.169.254 is the link-local cloud metadata address; calls made for tenants",
         ),
         ("http://[::1]:8080/mcp", "::1 is a loopback address"),
         ("http://10.0.0.1/", "10.0.0.1 is a private address"),
@@ -201,7 +201,7 @@ def test_a_malformed_allowed_network_is_a_configuration_error(settings: Settings
     ],
 )
 def test_urls_naming_a_private_address_are_refused_whatever_the_spelling(url: str, message: str) -> None:
-    with pytest.raises(EgressRefused, match="MCP_ALLOWED_NETWORKS") as refused:
+    with pytest.raises(EgressRefused, match="EGRESS_ALLOWED_NETWORKS") as refused:
         check_url(url)
 
     assert message in str(refused.value)
@@ -277,7 +277,9 @@ async def test_one_private_record_among_public_ones_refuses_the_name() -> None:
     with pytest.raises(EgressRefused) as refused:
         await resolve_allowed("rebind.example.com", 443, resolver=resolver)
 
-    assert str(refused.value).startswith("rebind.example.com resolves to 10.0.0.1, a private address; MCP servers")
+    assert str(refused.value).startswith(
+        "rebind.example.com resolves to 10.0.0.1, a private address; calls made for tenants"
+    )
 
 
 @pytest.mark.asyncio
@@ -334,7 +336,7 @@ async def test_a_literal_loopback_address_is_refused_before_connecting(
 ) -> None:
     server = await start_server("127.0.0.1")
 
-    with pytest.raises(EgressRefused, match=r"^127\.0\.0\.1 is a loopback address; MCP servers"):
+    with pytest.raises(EgressRefused, match=r"^127\.0\.0\.1 is a loopback address; calls made for tenants"):
         await get(server.url())
 
     assert server.connections == 0

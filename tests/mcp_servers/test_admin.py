@@ -28,7 +28,7 @@ CHECKBOXES = {"enabled", "all_tenants"}
 @pytest.fixture(autouse=True)
 def mcp_settings(settings: Settings) -> None:
     settings.MCP_STDIO_COMMANDS = {"time": "/usr/bin/true"}
-    settings.MCP_ALLOWED_NETWORKS = []
+    settings.EGRESS_ALLOWED_NETWORKS = []
     settings.SECRETS_KEYS = []
 
 

@@ -34,7 +34,7 @@ PING_API = {
 @pytest.fixture(autouse=True)
 def stdio_commands(settings: Settings) -> None:
     settings.MCP_STDIO_COMMANDS = {"time": "/usr/bin/true"}
-    settings.MCP_ALLOWED_NETWORKS = []
+    settings.EGRESS_ALLOWED_NETWORKS = []
 
 
 @pytest.fixture(autouse=True)
@@ -242,7 +242,7 @@ def test_with_no_command_allowed_the_refusal_says_so(api_client: APIClient, sett
 
 
 def test_an_operator_allowed_network_may_be_saved(api_client: APIClient, settings: Settings, tenant: Tenant) -> None:
-    settings.MCP_ALLOWED_NETWORKS = ["10.0.0.0/8"]
+    settings.EGRESS_ALLOWED_NETWORKS = ["10.0.0.0/8"]
 
     assert created(api_client, name="internal", kind="http", url="http://10.0.0.1/mcp")["url"] == "http://10.0.0.1/mcp"
 

@@ -2,7 +2,7 @@
 headers and streams the answer back, refuses tools the server does not allow, keeps to the endpoints an sse
 server announced, and answers for a server it may not or cannot reach with the reason.
 
-Only loopback is dialed: the upstream servers listen on 127.0.0.2 (allowed by MCP_ALLOWED_NETWORKS) and
+Only loopback is dialed: the upstream servers listen on 127.0.0.2 (allowed by EGRESS_ALLOWED_NETWORKS) and
 127.0.0.1 (refused), and the relay itself on 127.0.0.1."""
 
 import asyncio
@@ -137,7 +137,7 @@ async def relay() -> AsyncIterator[Relay]:
 
 @pytest.fixture(autouse=True)
 def only_127_0_0_2(settings: Settings) -> None:
-    settings.MCP_ALLOWED_NETWORKS = ["127.0.0.2/32"]
+    settings.EGRESS_ALLOWED_NETWORKS = ["127.0.0.2/32"]
 
 
 @pytest_asyncio.fixture

@@ -1,7 +1,7 @@
 """MCP servers in real runs: the real CLI in bubblewrap, through the offline model and the run's gateway.
 
 The tests' MCP servers (the `mcp` package's own) listen on 127.0.0.2, which the platform allows
-(MCP_ALLOWED_NETWORKS in tests.e2e.harness); nothing here dials beyond this machine's loopback.
+(EGRESS_ALLOWED_NETWORKS in tests.e2e.harness); nothing here dials beyond this machine's loopback.
 """
 
 import json

@@ -567,6 +567,13 @@ window.ConversationEvents = (() => {
     "conversation.titled": (view, run, data, event) => view.meta(run, `Titled #${event.seq}: “${data.title || ""}”`),
     "file.changed": (view, run, data, event) => view.meta(run, `File ${data.change} #${event.seq}: ${data.path}`),
     "file.presented": (view, run, data, event) => view.meta(run, `File presented #${event.seq}: ${data.path}`),
+    // One connection of the run's sandbox through its egress proxy: where, and what it moved or why it was refused.
+    egress: (view, run, data, event) => {
+      const where = `${data.method || ""} ${data.host}:${data.port}`.trim();
+      const moved = `${data.bytes_up || 0} B up · ${data.bytes_down || 0} B down`;
+      const words = data.allowed ? `${where} · ${moved}${data.reason ? ` · cut: ${data.reason}` : ""}` : `${where} refused: ${data.reason || ""}`;
+      view.meta(run, `Network #${event.seq}: ${words}`);
+    },
   };
 
   return { ConversationView, TERMINAL, element, pretty, contextUsage, describeContext };
