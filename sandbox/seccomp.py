@@ -8,8 +8,8 @@ sandboxed agent has no use for and what kernel exploits and escapes start from:
 - `base` (the whole sandbox, the socat bridges included): new user namespaces (`unshare`/`clone` with
   CLONE_NEWUSER; `clone3`, whose flags sit in memory a filter cannot read, answers ENOSYS so that libc
   falls back to `clone`), `ptrace` and `process_vm_readv/writev`, mounts (old and new API), `keyctl`
-  and its siblings, `bpf`, `perf_event_open`, `kexec_*`, kernel modules, `open_by_handle_at` and
-  `setns`;
+  and its siblings, `bpf`, `perf_event_open`, `kexec_*`, kernel modules, `open_by_handle_at`,
+  `setns`, `io_uring_*` (its operations bypass seccomp, the Unix socket rule included) and `userfaultfd`;
 - `unix_sockets` (stacked on `base` by the init just before it starts the CLI, so only the bridges,
   which connect to the run's gateway socket, may): `socket(AF_UNIX, …)`.
 
@@ -65,6 +65,12 @@ DENIED: dict[str, tuple[int, int]] = {
     "delete_module": (176, 106),
     "open_by_handle_at": (304, 265),
     "setns": (308, 268),
+    # io_uring runs operations (sockets among them) that no seccomp filter sees; Docker's default profile
+    # refuses it too. userfaultfd is a staple of kernel exploits and of little use to tools.
+    "io_uring_setup": (425, 425),
+    "io_uring_enter": (426, 426),
+    "io_uring_register": (427, 427),
+    "userfaultfd": (323, 282),
 }
 # Denied when arg0 has CLONE_NEWUSER.
 NAMESPACING: dict[str, tuple[int, int]] = {"clone": (56, 220), "unshare": (272, 97)}

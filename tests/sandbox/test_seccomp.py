@@ -78,8 +78,10 @@ libc = ctypes.CDLL(None, use_errno=True)
 assert libc.prctl(38, 1, 0, 0, 0) == 0  # no_new_privs, as bubblewrap sets it
 for path in sys.argv[2:]:
     init.install_filter(open(path, "rb").read())
-numbers = {"x86_64": dict(keyctl=250, bpf=321, perf_event_open=298, ptrace=101, mount=165, clone3=435, unshare=272),
-           "aarch64": dict(keyctl=219, bpf=280, perf_event_open=241, ptrace=117, mount=40, clone3=435, unshare=97)}
+numbers = {"x86_64": dict(keyctl=250, bpf=321, perf_event_open=298, ptrace=101, mount=165, clone3=435, unshare=272,
+                          io_uring_setup=425),
+           "aarch64": dict(keyctl=219, bpf=280, perf_event_open=241, ptrace=117, mount=40, clone3=435, unshare=97,
+                           io_uring_setup=425)}
 found = {}
 for name, number in numbers[os.uname().machine].items():
     ctypes.set_errno(0)
@@ -110,7 +112,7 @@ def test_the_filters_loaded_in_a_process_refuse_with_eperm_and_leave_the_rest(tm
     found = probe_under(base)
     stacked = probe_under(base, unix)
 
-    for name in ("keyctl", "bpf", "perf_event_open", "ptrace", "mount", "unshare"):
+    for name in ("keyctl", "bpf", "perf_event_open", "ptrace", "mount", "unshare", "io_uring_setup"):
         assert found[name] == "EPERM", name
     assert found["clone3"] == "ENOSYS"
     assert found["unix"] == "ok" and stacked["unix"] == "EPERM"
