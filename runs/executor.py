@@ -30,6 +30,7 @@ from conversations import events, realtime
 from conversations.events import EventType
 from conversations.models import Run
 from conversations.reconnect import call_database, close_connection
+from gateway.allowlist import RuleError
 from gateway.calls import models_by_id
 from gateway.server import ModelGateway
 from runs import lease
@@ -376,6 +377,11 @@ class RunExecution:
         except SkillsUnavailable as exc:
             logger.error("Run %s cannot start: %s", self.run.pk, exc)
             return Run.Status.FAILED, None, {"reason": "skills_unavailable", "message": str(exc)}
+        except RuleError as exc:
+            # Stored rules are checked when saved; one written around the checks (a migration, the shell) fails closed.
+            logger.error("Run %s cannot start: its egress rules cannot be read: %s", self.run.pk, exc)
+            message = f"The egress allow-list cannot be read ({exc}); fix the tenant's or the agent profile's list."
+            return Run.Status.FAILED, None, {"reason": "egress_unavailable", "message": message}
         self.gateway = setup.gateway
         watcher = asyncio.create_task(self._watch_workspace(setup.place.workspace))
         self.resources.callback(watcher.cancel)

@@ -42,6 +42,13 @@ def web() -> Iterator[int]:
 
 
 @pytest.fixture(scope="module")
+def internal() -> Iterator[int]:
+    """A server the tenant lists by address (as an internal service would be), on 127.0.0.2."""
+    with echo_server("127.0.0.2") as server:
+        yield server.server_address[1]
+
+
+@pytest.fixture(scope="module")
 def upstream_ca(tmp_path_factory: pytest.TempPathFactory) -> tuple[CertificateAuthority, Path]:
     """The CA of the test's "public" HTTPS server: the platform's proxy trusts it (EGRESS_UPSTREAM_CA_FILE), as it
     would a public root; the sandbox does not."""
@@ -89,7 +96,9 @@ def egress(
 
 
 @pytest.fixture
-def acme(egress: Platform, transactional_db: None, names: tuple[str, Answers], web: int, secure: EchoServer) -> Client:
+def acme(
+    egress: Platform, transactional_db: None, names: tuple[str, Answers], web: int, internal: int, secure: EchoServer
+) -> Client:
     answers = names[1]
     answers.table.clear()
     answers.table.update(
@@ -107,7 +116,12 @@ def acme(egress: Platform, transactional_db: None, names: tuple[str, Answers], w
         id="acme",
         name="Acme",
         default_model=ensure_offline_model(),
-        egress_allowlist=[f"*.allowed.test:{web}", "169.254.169.254:80", f"secure.allowed.test:{secure_port}"],
+        egress_allowlist=[
+            f"*.allowed.test:{web}",
+            "169.254.169.254:80",
+            f"secure.allowed.test:{secure_port}",
+            f"127.0.0.2:{internal}",
+        ],
         egress_headers={"secure.allowed.test": {"Authorization": "Bearer ${api_token}"}},
     )
     vault.store(tenant, "api_token", SECRET)
@@ -128,23 +142,30 @@ def egress_of(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [event["data"] for event in events if event["type"] == "egress"]
 
 
-def test_curl_and_urllib_reach_an_allowed_name_through_the_proxy(acme: Client, web: int) -> None:
+def test_curl_and_urllib_reach_an_allowed_name_and_a_listed_address_through_the_proxy(
+    acme: Client, web: int, internal: int
+) -> None:
     output, events = bash(
         acme,
         f"curl -sS http://api.allowed.test:{web}/from-curl; echo; "
-        f"python3 -c \"import urllib.request; print(urllib.request.urlopen('http://api.allowed.test:{web}/from-python').read().decode())\"",
+        f"python3 -c \"import urllib.request; print(urllib.request.urlopen('http://api.allowed.test:{web}/from-python').read().decode())\"; "
+        f"curl -sS http://127.0.0.2:{internal}/by-address",
     )
 
     lines = [json.loads(line) for line in output.strip().splitlines() if line.startswith("{")]
-    assert [line["path"] for line in lines] == ["/from-curl", "/from-python"]
-    assert {line["headers"]["Host"] for line in lines} == {f"api.allowed.test:{web}"}
+    assert [line["path"] for line in lines] == ["/from-curl", "/from-python", "/by-address"]
+    assert [line["headers"]["Host"] for line in lines[:2]] == [f"api.allowed.test:{web}"] * 2
     reported = egress_of(events)
-    assert [(e["host"], e["port"], e["allowed"]) for e in reported] == [("api.allowed.test", web, True)] * 2
+    assert [(e["host"], e["port"], e["allowed"]) for e in reported] == [
+        ("api.allowed.test", web, True),
+        ("api.allowed.test", web, True),
+        ("127.0.0.2", internal, True),
+    ]
     assert all(e["bytes_up"] > 0 and e["bytes_down"] > 0 and e["duration_ms"] >= 0 for e in reported)
     started = next(event for event in events if event["type"] == "run.started")
     assert started["data"]["egress"]["mode"] == "proxy"
     completed = next(event for event in events if event["type"] == "run.completed")
-    assert completed["data"]["egress"]["connections"] == 2 and completed["data"]["egress"]["refused"] == 0
+    assert completed["data"]["egress"]["connections"] == 3 and completed["data"]["egress"]["refused"] == 0
 
 
 def test_refusals_say_which_host_and_why_in_the_tool_result(acme: Client, web: int) -> None:
@@ -279,3 +300,16 @@ def test_the_clis_web_fetch_goes_through_the_proxy_and_trusts_the_egress_ca(acme
     assert [(e["host"], e["allowed"]) for e in reported] == [("secure.allowed.test", True)], (reported, results)
     assert not results[0]["is_error"], results
     assert secure.seen[-1]["path"] == "/fetched-by-webfetch"
+
+
+def test_a_stored_rule_that_cannot_be_read_fails_the_run_closed_saying_so(acme: Client) -> None:
+    Tenant.objects.filter(pk=acme.tenant).update(egress_allowlist=["api.allowed.test:99999"])  # around the checks
+    conversation = acme.create_conversation()
+
+    run = acme.send(conversation, "[[bash curl -sS http://api.allowed.test/]]")
+    terminal = acme.wait_for_terminal(conversation, run["id"], timeout=60)
+
+    assert terminal["type"] == "run.failed"
+    assert terminal["data"]["error"]["reason"] == "egress_unavailable"
+    assert "names port '99999'" in terminal["data"]["error"]["message"]
+    assert [event["type"] for event in acme.events(conversation)] == ["run.queued", "run.failed"]
