@@ -278,7 +278,10 @@ class EgressProxy:
             except BadRequest as error:
                 writer.write(reply(400, "Bad request to the egress proxy", f"Egress proxy: {error}."))
                 return
-            except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ConnectionError):
+            except asyncio.LimitOverrunError:
+                writer.write(reply(400, f"Egress proxy: the request head is larger than {HEAD_LIMIT // 1024} KiB"))
+                return
+            except (asyncio.IncompleteReadError, TimeoutError, ConnectionError):
                 return
             record = {"host": host, "port": port, "method": request.method, "allowed": False, "reason": None}
             decision = Decision(host, port, refusal=None if connect else self.refusal_in_clear(host))
@@ -334,7 +337,12 @@ class EgressProxy:
             with contextlib.suppress(Exception):
                 await writer.drain()
             writer.close()
-            if record is not None:
+            # Past the run's limit, refusals are counted (run.completed) but only the first is an event: a tool
+            # retrying in a loop must not flood the conversation's log.
+            if (
+                record is not None
+                and self.traffic.connections + self.traffic.refused <= self.traffic.max_connections + 1
+            ):
                 record["duration_ms"] = round((time.monotonic() - started) * 1000, 1)
                 record.setdefault("bytes_up", 0)
                 record.setdefault("bytes_down", 0)
@@ -354,8 +362,8 @@ class EgressProxy:
     async def _decide(self, host: str, port: int) -> Decision:
         decision = Decision(host, port)
         traffic = self.traffic
-        if traffic.connections >= traffic.max_connections:
-            decision.refusal = f"this run has opened its {traffic.max_connections} connections (EGRESS_MAX_CONNECTIONS)"
+        if traffic.connections + traffic.refused >= traffic.max_connections:
+            decision.refusal = f"this run has tried its {traffic.max_connections} connections (EGRESS_MAX_CONNECTIONS)"
             return decision
         if traffic.bytes_up + traffic.bytes_down >= traffic.max_bytes:
             decision.refusal = f"this run has moved its {traffic.max_bytes} bytes (EGRESS_MAX_BYTES)"
@@ -424,11 +432,16 @@ class EgressProxy:
 
 def forwarded_head(request: Request) -> bytes:
     """The head of a plain http:// request as the server gets it: origin-form, no proxy headers, one request per
-    connection."""
+    connection, and the Host the URL names (the one the allow-list checked: another Host would reach another
+    site behind the same address)."""
     url = urlsplit(request.target)
     path = (url.path or "/") + (f"?{url.query}" if url.query else "")
-    lines = [f"{request.method} {path} HTTP/1.1"]
-    lines += [f"{name}: {value}" for name, value in request.headers if name.lower() not in HOP_BY_HOP]
+    lines = [f"{request.method} {path} HTTP/1.1", f"Host: {url.netloc.rpartition('@')[2]}"]
+    lines += [
+        f"{name}: {value}"
+        for name, value in request.headers
+        if name.lower() not in HOP_BY_HOP and name.lower() != "host"
+    ]
     lines.append("Connection: close")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 

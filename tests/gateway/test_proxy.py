@@ -32,7 +32,12 @@ async def upstream() -> AsyncIterator[int]:
     async def echo(request: web.Request) -> web.Response:
         body = await request.read()
         return web.json_response(
-            {"path": request.path_qs, "authorization": request.headers.get("Authorization"), "body": len(body)}
+            {
+                "path": request.path_qs,
+                "host": request.headers.get("Host"),
+                "authorization": request.headers.get("Authorization"),
+                "body": len(body),
+            }
         )
 
     server = web.Server(echo)
@@ -253,7 +258,7 @@ async def test_past_the_runs_connection_limit_the_next_is_refused(
     answers = [await get(proxy, f"http://api.example.com:{upstream}/") for _ in range(3)]
 
     assert [answer[:12] for answer in answers] == [b"HTTP/1.1 200", b"HTTP/1.1 200", b"HTTP/1.1 403"]
-    assert b"this run has opened its 2 connections (EGRESS_MAX_CONNECTIONS)" in answers[2]
+    assert b"this run has tried its 2 connections (EGRESS_MAX_CONNECTIONS)" in answers[2]
 
 
 async def test_past_the_runs_byte_limit_the_connection_is_cut_and_the_next_refused(
@@ -289,4 +294,41 @@ async def test_a_request_the_proxy_cannot_act_on_gets_a_400_saying_why(
     answer = await exchange(proxy, request_head)
 
     assert answer.startswith(b"HTTP/1.1 400") and says in answer
+    assert heard == []
+
+
+async def test_past_the_limit_refusals_are_counted_but_only_the_first_is_reported(
+    proxy_for: Any, settings: Settings
+) -> None:
+    settings.EGRESS_MAX_CONNECTIONS = 3
+    proxy, heard = await proxy_for(policy("api.example.com"), Names())
+
+    for _ in range(10):
+        await get(proxy, "http://elsewhere.example.org/")
+
+    await settled(heard, 4)
+    assert proxy.traffic.refused == 10
+    assert len(heard) == 4
+    assert heard[-1]["reason"] == "this run has tried its 3 connections (EGRESS_MAX_CONNECTIONS)"
+
+
+async def test_a_plain_request_goes_to_the_host_its_url_names_whatever_its_host_header(
+    upstream: int, proxy_for: Any
+) -> None:
+    proxy, _ = await proxy_for(policy(f"api.example.com:{upstream}"), Names(api_example_com=["127.0.0.1"]))
+
+    answer = await exchange(
+        proxy, f"GET http://api.example.com:{upstream}/x HTTP/1.1\r\nHost: elsewhere.example.org\r\n\r\n".encode()
+    )
+
+    assert answer.startswith(b"HTTP/1.1 200")
+    assert f'"host": "api.example.com:{upstream}"'.encode() in answer
+
+
+async def test_a_request_head_past_64_kib_gets_a_400_saying_so(proxy_for: Any) -> None:
+    proxy, heard = await proxy_for(policy("api.example.com"), Names())
+
+    answer = await exchange(proxy, b"GET http://api.example.com/ HTTP/1.1\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n")
+
+    assert answer.startswith(b"HTTP/1.1 400 Egress proxy: the request head is larger than 64 KiB")
     assert heard == []
