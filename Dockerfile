@@ -11,7 +11,9 @@ RUN pip install --no-cache-dir -r requirements.txt
 COPY . .
 RUN DEBUG=0 SECRET_KEY=collectstatic-only python manage.py collectstatic --noinput -v0
 # /workspace is the (empty) working directory the sandbox mounts each conversation's files over.
-RUN useradd --create-home --uid 10001 platform && mkdir -p /app/var /workspace && chown -R platform /app/var
+# docker-compose.yml mounts volumes at /app/var/runs and /app/var/media; a new volume starts as a copy of the
+# directory it covers, so making them here lets the platform user write there.
+RUN useradd --create-home --uid 10001 platform && mkdir -p /app/var/runs /app/var/media /workspace && chown -R platform /app/var
 USER platform
 
 ENV PYTHONUNBUFFERED=1 DJANGO_SETTINGS_MODULE=config.settings

@@ -256,7 +256,9 @@ class Platform:
             **extra_env,
         }
         self.web: subprocess.Popen[bytes] | None = None
+        self.other_webs: list[subprocess.Popen[bytes]] = []
         self.workers: list[subprocess.Popen[bytes]] = []
+        self.run_roots = [self.env["RUN_ROOT"]]
 
     def _spawn(self, name: str, args: list[str], **env: str) -> subprocess.Popen[bytes]:
         log = open(self.work_dir / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the process
@@ -266,21 +268,32 @@ class Platform:
         )
 
     def start_web(self) -> None:
-        self.web = self._spawn(
-            "daphne",
-            [sys.executable, "-m", "config.serve", "-b", "127.0.0.1", "-p", str(self.port), "config.asgi:application"],
+        self.web = self._serve("daphne", self.port)
+
+    def start_another_web(self, name: str) -> str:
+        """One more Daphne on the same database, Redis and queue, as on another host; its base URL."""
+        port = free_port()
+        self.other_webs.append(self._serve(name, port))
+        return f"http://127.0.0.1:{port}"
+
+    def _serve(self, name: str, port: int) -> subprocess.Popen[bytes]:
+        web = self._spawn(
+            name,
+            [sys.executable, "-m", "config.serve", "-b", "127.0.0.1", "-p", str(port), "config.asgi:application"],
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
-                if httpx.get(f"{self.base_url}/healthz", timeout=1).status_code == 200:
-                    return
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    return web
             except httpx.HTTPError:
                 time.sleep(0.1)
-        raise RuntimeError(f"Daphne did not start; see {self.work_dir / 'daphne.log'}")
+        raise RuntimeError(f"Daphne did not start; see {self.work_dir / f'{name}.log'}")
 
     def start_worker(self, name: str = "worker", concurrency: int = 2, **env: str) -> subprocess.Popen[bytes]:
-        """A Celery worker; `env` overrides this worker's environment (e.g. its own RUN_ROOT)."""
+        """A Celery worker; `env` overrides this worker's environment (e.g. its own RUN_ROOT, removed at stop)."""
+        if "RUN_ROOT" in env:
+            self.run_roots.append(env["RUN_ROOT"])
         log_path = self.work_dir / f"{name}.log"
         offset = log_path.stat().st_size if log_path.exists() else 0
         worker = self._spawn(
@@ -315,6 +328,30 @@ class Platform:
             time.sleep(0.1)
         raise RuntimeError(f"Celery worker did not start; see {log_path}")
 
+    def node_name(self, name: str) -> str:
+        """The Celery node name of the worker started as `name` (the `-n` of start_worker)."""
+        return f"{name}-{self.port}@{socket.gethostname()}"
+
+    @staticmethod
+    def lease_name(worker: subprocess.Popen[bytes]) -> str:
+        """What a run's `worker` field and `run.started.data.worker` say for runs of this worker (runs.lease)."""
+        return f"{socket.gethostname()}:{worker.pid}"
+
+    def consume(self, name: str, on: bool) -> None:
+        """Have the worker started as `name` take runs from the queue again (on) or stop taking new ones (off),
+        through Celery's remote control, so that a test can choose which of several workers takes the next run.
+
+        A worker that stops consuming keeps the runs it holds; a message its last poll took is handed back."""
+        from celery import Celery
+
+        control = Celery(broker=self.env["CELERY_BROKER_URL"]).control
+        queue, node = self.env["RUN_QUEUE"], self.node_name(name)
+        if on:
+            replies = control.add_consumer(queue, destination=[node], reply=True, timeout=5)
+        else:
+            replies = control.cancel_consumer(queue, destination=[node], reply=True, timeout=5)
+        assert replies and node in replies[0], f"worker {node} did not answer: {replies}"
+
     def kill(self, process: subprocess.Popen[bytes]) -> None:
         """SIGKILL a process and everything it started, as a crash or OOM kill would."""
         try:
@@ -330,14 +367,16 @@ class Platform:
         return "".join(path.read_text(errors="replace") for path in self.work_dir.glob("*.log"))
 
     def stop(self) -> None:
-        for process in [*self.workers, *([self.web] if self.web else [])]:
+        for process in [*self.workers, *([self.web] if self.web else []), *self.other_webs]:
             try:
                 os.killpg(process.pid, signal.SIGTERM)
                 process.wait(10)
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 self.kill(process)
         self.workers.clear()
-        shutil.rmtree(self.env["RUN_ROOT"], ignore_errors=True)
+        self.other_webs.clear()
+        for run_root in self.run_roots:
+            shutil.rmtree(run_root, ignore_errors=True)
 
 
 @contextmanager
