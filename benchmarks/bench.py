@@ -15,7 +15,7 @@ reserving a call's worst case on five budgets adds to a model call at the gatewa
 a `chat` agent's POST → first token against calling its (loopback, 300 ms to first token) upstream directly.
 Approvals (benchmarks/approvals.py): a person's decision → the asked call's start, in-process and after
 suspension. Egress (benchmarks/egress.py): what the sandbox's egress proxy adds per request, per CONNECT, and
-its throughput. `BENCH_ONLY=streams|workspaces|skills|mcp|egress|budgets|reports|chat|approvals` measures one part; `BENCH_QUICK=1` runs
+its throughput. `BENCH_ONLY=events|streams|workspaces|skills|mcp|egress|budgets|reports|chat|approvals` measures one part; `BENCH_QUICK=1` runs
 each part once at small sizes, to show that every part still runs (CI does), not to measure.
 """
 
@@ -137,6 +137,7 @@ def main() -> None:
     from benchmarks import chat as bench_chat
     from benchmarks import egress as bench_egress
     from benchmarks import egress_tls as bench_egress_tls
+    from benchmarks import events as bench_events
     from benchmarks import mcp as bench_mcp
     from benchmarks import reports as bench_reports
     from benchmarks import sandbox as bench_sandbox
@@ -197,6 +198,7 @@ def main() -> None:
         print_rows(bench_chat.rows(chat_figures), work)
         return
     # In this process, before the platform starts, so that nothing else of the bench competes.
+    only_streams = only_streams or only == "events"
     sandbox_in_process = {} if only_streams else bench_sandbox.in_process_figures(tenant, work)
     workspace_figures = {} if only_streams else bench_workspaces.figures(tenant, work)
     skill_figures = {} if only_streams else bench_skills.figures(tenant, work)
@@ -223,6 +225,10 @@ def main() -> None:
     client = Client(platform.base_url, tenant.pk, key)
     prompt = "Say hello to the benchmark."
     try:
+        if only == "events":
+            platform_run(client, prompt)  # warm-up
+            print_rows(bench_events.rows(bench_events.figures(client)), work)
+            return
         if only_streams:
             platform_run(client, prompt)  # warm-up
             print_rows(bench_streams.rows(bench_streams.figures(platform, client, tenant)), work)

@@ -146,7 +146,7 @@ REDIS_URL = env.str("REDIS_URL", default="")
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "BACKEND": "conversations.layers.EventsChannelLayer",
             "CONFIG": {
                 "hosts": [
                     {

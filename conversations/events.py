@@ -1,13 +1,14 @@
 """The event log: events appended with gap-free seqs and published after commit, and a run's one
 terminal event. Shared by the API-side workflows (conversations.services) and the runs app."""
 
+import json
 from collections.abc import Sequence
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from conversations import realtime
@@ -71,6 +72,9 @@ def append_events(
     """
     with transaction.atomic():
         last_seq = Conversation.objects.select_for_update().values_list("last_seq", flat=True).get(pk=conversation_id)
+        if connection.vendor == "postgresql":
+            # A stream's every delta waits for this before it is broadcast: one statement, not three.
+            return insert_events_postgres(conversation_id, run_id, last_seq, items, while_running=while_running)
         if while_running and not Run.objects.filter(pk=run_id, status=Run.Status.RUNNING).exists():
             return []
         now = timezone.now()
@@ -83,6 +87,64 @@ def append_events(
         Event.objects.bulk_create(events)
         Conversation.objects.filter(pk=conversation_id).update(last_seq=last_seq + len(events))
     return events
+
+
+def insert_events_postgres(
+    conversation_id: UUID, run_id: UUID, last_seq: int, items: Sequence[EventItem], *, while_running: bool
+) -> list[Event]:
+    """`append_events`' writes on PostgreSQL, the conversation's row already locked: the run's check, the
+    events and the conversation's `last_seq` in one statement (one round trip instead of three).
+
+    The statement's snapshot is taken after the lock was granted, so it sees a run ended by whoever held the
+    lock before (`finish_run`), as the separate check did."""
+    now = timezone.now()
+    event_table, conversation_table, run_table = (model._meta.db_table for model in (Event, Conversation, Run))
+    # Table names from the models, values as parameters.
+    running = f"EXISTS (SELECT 1 FROM {run_table} WHERE id = %(run)s AND status = %(running)s)"  # noqa: S608
+    allowed = running if while_running else "TRUE"
+    # Each data dict is encoded here, as the JSONField would, and cast to jsonb by PostgreSQL.
+    sql = f"""
+        WITH allowed AS (SELECT {allowed} AS ok),
+        stored AS (
+            INSERT INTO {event_table} (conversation_id, run_id, seq, type, data, created_at)
+            SELECT %(conversation)s, %(run)s, %(last_seq)s + item.n, item.type, item.data::jsonb, %(now)s
+            FROM unnest(%(types)s::text[], %(data)s::text[]) WITH ORDINALITY AS item(type, data, n), allowed
+            WHERE allowed.ok
+            RETURNING id, seq
+        ),
+        bumped AS (
+            UPDATE {conversation_table} SET last_seq = %(last_seq)s + %(count)s
+            FROM allowed WHERE id = %(conversation)s AND allowed.ok
+        )
+        SELECT id FROM stored ORDER BY seq
+    """  # noqa: S608
+    params: dict[str, Any] = {
+        "conversation": conversation_id,
+        "run": run_id,
+        "running": Run.Status.RUNNING.value,
+        "last_seq": last_seq,
+        "count": len(items),
+        "types": [kind for kind, _ in items],
+        "data": [json.dumps(data) for _, data in items],
+        "now": now,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        ids = [row[0] for row in cursor.fetchall()]
+    if not ids:  # the run has ended
+        return []
+    return [
+        Event(
+            id=event_id,
+            conversation_id=conversation_id,
+            run_id=run_id,
+            seq=last_seq + i,
+            type=kind,
+            data=data,
+            created_at=now,
+        )
+        for i, (event_id, (kind, data)) in enumerate(zip(ids, items, strict=True), start=1)
+    ]
 
 
 # Events of a run that others store while it runs: its queueing, and the decisions people make on its requests.
