@@ -205,6 +205,11 @@ RUN_STALE_AFTER_SECONDS = env.float("RUN_STALE_AFTER_SECONDS", default=10.0)
 # A queued run no worker has taken for this long is dispatched again (its task was lost).
 RUN_REDISPATCH_SECONDS = env.float("RUN_REDISPATCH_SECONDS", default=120.0)
 RUN_INTERRUPT_GRACE_SECONDS = env.float("RUN_INTERRUPT_GRACE_SECONDS", default=1.0)
+# On SIGTERM (`docker stop`, a rolling update) a worker takes no new run and gives those it holds this long to end;
+# then it hands each one still going back to the queue, to continue on another worker (`runs.shutdown`). Handing
+# back takes up to ~4 s more (the CLI's interrupt, the last usage, the workspace's sync-out), so the default fits
+# Docker's 10 s before its SIGKILL; raise it with the runtime's kill timeout (docker-compose.yml: 20 of 30 s).
+RUN_SHUTDOWN_GRACE_SECONDS = env.float("RUN_SHUTDOWN_GRACE_SECONDS", default=5.0)
 RUN_MAX_INPUT_CHARS = env.int("RUN_MAX_INPUT_CHARS", default=100_000)
 # A tool call waiting for a person's approval (or the agent's question for an answer) holds its worker this
 # long; then the run is suspended, its worker and sandbox freed, and the decision resumes it on any worker.

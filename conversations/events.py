@@ -33,6 +33,7 @@ class EventType(StrEnum):
     QUESTION_ANSWERED = "question.answered"
     RUN_WAITING = "run.waiting"
     RUN_RESUMED = "run.resumed"
+    RUN_HANDED_BACK = "run.handed_back"
     MESSAGE_STEERED = "message.steered"
     USAGE = "usage"
     FILE_CHANGED = "file.changed"

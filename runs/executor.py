@@ -40,10 +40,18 @@ from runs.gate import RunGate
 from runs.options import agent_options
 from runs.prepare import RunSetup, prepare_run
 from runs.session_store import checkpoint
+from runs.shutdown import draining, handing_back_on_shutdown
 from runs.steering import Steering, steers
 from runs.titles import title_conversation, title_model
 from runs.translate import EventTranslator
-from runs.waiting import resumed_data, suspend_run, suspended_request, waiting_data
+from runs.waiting import (
+    hand_back_run,
+    handed_back_data,
+    resumed_data,
+    suspend_run,
+    suspended_request,
+    waiting_data,
+)
 from runs.writer import EventWriter
 from sandbox.launcher import SANDBOX_CONFIG_DIR, Launch, SandboxUnavailable
 from sandbox.limits import MB, directory_bytes
@@ -63,6 +71,11 @@ MODEL_UNAVAILABLE = "The model is unavailable right now; try again."
 AGENT_FAILED = "The agent stopped unexpectedly; try again."
 MAX_TURNS = "The agent reached its limit of turns ({limit}) before it finished."
 RESUME_FAILED = "The run could not continue where it waited: its session was not stored; send the message again."
+# The run's status while its worker hands it back (`runs.shutdown`): queued again, not ended.
+HANDED_BACK = "handed_back"
+# What a run handed back mid-turn is told when its next leg resumes the session: the words the CLI itself uses
+# when a resumed session continues a deferred turn (the model continues the interrupted turn, not a new one).
+CONTINUE_TURN = "Continue from where you left off."
 
 
 class RunExecution:
@@ -91,6 +104,9 @@ class RunExecution:
         # A run that was suspended waiting for a person continues its session: no new message, no run.started.
         self.resuming = run.suspensions > 0
         self.requeued = False  # suspended, and decided meanwhile: the run's next leg may start here at once
+        self.handing_back = False  # its worker shuts down: stopped at a clean point and queued again (`hand_back`)
+        self.handed_back = False  # queued again for another worker: its task is dispatched by the caller
+        self.client: ClaudeSDKClient | None = None  # an agent's, once its CLI is launched
         # The CLI and its gateway, closed only after the terminal event is out: the CLI takes
         # ~60 ms to exit, which nobody waiting for the answer should pay.
         self.resources = contextlib.AsyncExitStack()
@@ -103,8 +119,11 @@ class RunExecution:
         error: dict[str, Any] | None = {"reason": "internal_error", "message": "The run ended unexpectedly."}
         loop = asyncio.get_running_loop()
         try:
-            with realtime.control_callback(
-                self.run.pk, lambda message: loop.call_soon_threadsafe(self._control, message)
+            with (
+                realtime.control_callback(
+                    self.run.pk, lambda message: loop.call_soon_threadsafe(self._control, message)
+                ),
+                handing_back_on_shutdown(self.run.pk, lambda: loop.call_soon_threadsafe(self._hand_back_now)),
             ):
                 async with self._watch_for_interrupts(), asyncio.timeout(settings.RUN_MAX_SECONDS):
                     status, result, error = await self._drive()
@@ -126,9 +145,53 @@ class RunExecution:
             await self.writer.close()
             if status == Run.Status.WAITING:
                 await self._suspend(result or {})
+            elif status == HANDED_BACK:
+                if not await self._hand_back(result or {}):  # its user interrupted it meanwhile: it ends here
+                    await self._finish(Run.Status.INTERRUPTED, {"reason": "interrupted"}, None)
             else:
                 await self._finish(status, result, error)
             await self.resources.aclose()
+
+    def _hand_back_now(self) -> None:
+        """Its worker shuts down and the grace is over: a call waiting for a person suspends now (the way it would
+        after APPROVAL_WAIT_SECONDS: a clean point that needs no interrupt); otherwise the turn is interrupted,
+        and the run handed back once its CLI has stopped (`_hand_back`)."""
+        if self.gate is not None and self.gate.defer_now():
+            return
+        self.handing_back = True
+        self.interrupted.set()
+
+    async def _hand_back(self, handed_back: dict[str, Any]) -> bool:
+        """Queue the run again, for another worker to continue from its stored session; False when it must end here
+        instead (its user interrupted it meanwhile: `_finish` says so)."""
+        await self._flush_transcript()
+        try:
+            outcome = await call_database(
+                f"Handing run {self.run.pk} back",
+                hand_back_run,
+                self.run.pk,
+                handed_back,
+                session_id=self.translator.session_id or "",
+            )
+        except Exception:
+            # Still running in the database: the reaper fails it (worker_lost) once the database is back.
+            logger.exception("Run %s: storing its hand-back failed", self.run.pk)
+            return True
+        if outcome == "interrupt":
+            return False
+        self.handed_back = outcome == "queued"
+        return True
+
+    async def _flush_transcript(self) -> None:
+        """What the SDK holds of the session's transcript is stored now: the next leg, on another worker, resumes
+        from the database (the SDK, 0.2.x, offers no public flush; its batcher's own is used)."""
+        batcher = getattr(getattr(self.client, "_query", None), "_transcript_mirror_batcher", None)
+        if batcher is None:
+            return
+        try:
+            await batcher.flush()
+        except Exception:
+            logger.exception("Run %s: storing its transcript failed; its next leg resumes what was stored", self.run.pk)
 
     def _control(self, message: Mapping[str, Any]) -> None:
         """A control message for this run: from this process directly, or from the run's channel-layer group."""
@@ -311,9 +374,11 @@ class RunExecution:
                 models=models_by_id([titling]) if titling else None,
             )
         )
+        handed_back = await sync_to_async(handed_back_data)(self.run.pk) if self.resuming else None
         self.writer.emit(
-            EventType.RUN_STARTED,
+            EventType.RUN_RESUMED if handed_back is not None else EventType.RUN_STARTED,
             {
+                **({"after": {"kind": "handed_back", **handed_back}} if handed_back is not None else {}),
                 "agent": agent.summary(),
                 "model": self.model.pk,
                 "model_display_name": self.model.display_name,
@@ -412,7 +477,8 @@ class RunExecution:
             holds=lambda: self.steering is not None and bool(self.steering.untaken),
         )
         settled = None
-        if self.resuming:
+        handed_back = await sync_to_async(handed_back_data)(self.run.pk) if self.resuming else None
+        if self.resuming and handed_back is None:
             settled = await sync_to_async(suspended_request)(self.run.pk)
             if resume is None or settled is None:
                 logger.error("Run %s cannot resume: its session (%s) or its request is gone", self.run.pk, resume)
@@ -420,7 +486,7 @@ class RunExecution:
         options = agent_options(
             self.run, setup, gate, stderr=self.cli_stderr.append, settled_tool=settled.tool if settled else None
         )
-        client = ClaudeSDKClient(options)
+        client = self.client = ClaudeSDKClient(options)
         gate.save_transcript = partial(self._save_transcript, client)
         self.resources.push_async_callback(self._disconnect, client)
         launching = time.monotonic()
@@ -445,6 +511,8 @@ class RunExecution:
         started["sandbox_report"] = report
         if self.resuming and settled is not None:
             self.writer.emit(EventType.RUN_RESUMED, {**started, **resumed_data(settled)})
+        elif handed_back is not None:
+            self.writer.emit(EventType.RUN_RESUMED, {**started, "after": {"kind": "handed_back", **handed_back}})
         else:
             self.writer.emit(EventType.RUN_STARTED, started)
         if setup.title_model is not None:
@@ -455,7 +523,12 @@ class RunExecution:
         await connecting
         mirror_inside_paths(client, launch)
         await self._record_launch(time.monotonic() - launching)
-        if not self.resuming:
+        if handed_back is not None and handed_back.get("session_id") and resume == handed_back["session_id"]:
+            # Mid-turn on a worker that shut down: the session holds the turn so far, which the model continues.
+            await client.query(continue_turn())
+        elif not self.resuming or handed_back is not None:
+            # A first leg; or one handed back before its agent had started the turn (or whose session was not
+            # stored): the message is sent (again) and the turn starts anew.
             await client.query(user_message(self.run.input, setup.skills))
         if steers(setup.agent.version):
             self.steering = Steering(self.run, client, flush=self.writer.flush, stopped=self.interrupted)
@@ -555,7 +628,14 @@ class RunExecution:
     def _stopped_outcome(self) -> Outcome:
         if self.stop_error is not None:
             return Run.Status.FAILED, None, self.stop_error
+        if self.handing_back:
+            return HANDED_BACK, self._handed_back_data(), None
         return Run.Status.INTERRUPTED, {"reason": "interrupted"}, None
+
+    def _handed_back_data(self) -> dict[str, Any]:
+        """`run.handed_back`: why, by which worker, and the session its next leg continues (None: the agent had
+        not started its turn, so the next leg starts it anew)."""
+        return {"reason": "worker_shutdown", "worker": lease.WORKER_NAME, "session_id": self.translator.session_id}
 
     async def _receive(self, client: ClaudeSDKClient) -> Outcome:
         async for message in client.receive_messages():
@@ -576,7 +656,8 @@ class RunExecution:
 
     def _outcome(self, message: ResultMessage) -> Outcome:
         self.translator.session_id = message.session_id or self.translator.session_id
-        if self.interrupted.is_set():
+        finished_anyway = self.handing_back and self.stop_error is None and message.subtype == "success"
+        if self.interrupted.is_set() and not finished_anyway:  # a turn that ended as it was handed back is done
             return self._stopped_outcome()
         if message.deferred_tool_use is not None:
             request = self.gate.suspended_on if self.gate is not None else None
@@ -647,6 +728,17 @@ def mirror_inside_paths(client: ClaudeSDKClient, launch: Launch) -> None:
         batcher.projects_dir = f"{SANDBOX_CONFIG_DIR}/projects"
 
 
+async def continue_turn() -> AsyncIterator[dict[str, Any]]:
+    """The message that has a resumed session continue the turn it was interrupted in (`CONTINUE_TURN`)."""
+    content = CONTINUE_TURN
+    yield {
+        "type": "user",
+        "message": {"role": "user", "content": content},
+        "parent_tool_use_id": None,
+        "client_composed": True,
+    }
+
+
 async def user_message(text: str, skills: RunSkills) -> AsyncIterator[dict[str, Any]]:
     """The message as the CLI gets it: verbatim (`client_composed`: no `@path` expansion, none of the CLI's own
     commands such as /init or /compact), except `/name args` naming one of the run's slash-command skills (the API
@@ -661,22 +753,35 @@ async def user_message(text: str, skills: RunSkills) -> AsyncIterator[dict[str, 
     yield message
 
 
-async def execute_run(run_id: UUID | str, then: Callable[[UUID], object] | None = None) -> None:
+async def execute_run(
+    run_id: UUID | str,
+    then: Callable[[UUID], object] | None = None,
+    requeue: Callable[[UUID], object] | None = None,
+) -> None:
     """Execute a queued run to its terminal event or its suspension; does nothing when another worker took it or it
     ended. A run whose decision came while it was suspending continues here, in a new leg. `then` is called with
     the conversation's id once the run has ended (the caller's `runs.dispatch.start_next`: this module cannot
-    import the dispatch, which imports it)."""
+    import the dispatch, which imports it). `requeue` (`runs.dispatch.dispatch_run`) hands a run to another
+    worker: one this worker handed back as it shuts down, or one given to it after its shutdown began."""
     # The run's database work takes turns on one thread of its own, with one connection, returned
     # to the pool when the run ends; runs beside it in the process use theirs.
     async with ThreadSensitiveContext():
         try:
             while True:
+                if requeue is not None and draining():
+                    # Taken from the queue just before the worker stopped consuming: another worker starts it.
+                    logger.info("Run %s came as this worker shuts down; handing it to another", run_id)
+                    await sync_to_async(requeue)(UUID(str(run_id)))
+                    return
                 run = await sync_to_async(lease.claim_run)(run_id)
                 if run is None:
                     logger.info("Run %s was not queued any more; skipping", run_id)
                     return
                 execution = RunExecution(run, then)
                 await execution.execute()
+                if execution.handed_back and requeue is not None:
+                    await sync_to_async(requeue)(run.pk)
+                    return
                 if not execution.requeued:
                     return
         finally:

@@ -79,9 +79,20 @@ class RunGate:
         # waits leaves the call in the database, where the reaper can suspend the run instead of failing it.
         self.save_transcript: Callable[[str], Awaitable[bool]] | None = None
         self.asked = False  # whether a person was asked anything in this leg
+        self.deferrable_waits = 0  # calls waiting in-process for a person that may suspend the run
+        self.deferring_now = False  # the worker shuts down: such a call suspends the run at once (`defer_now`)
 
     def signal_decided(self) -> None:
         self.decided.set()
+
+    def defer_now(self) -> bool:
+        """The run's worker shuts down: a call waiting in-process for a person suspends the run now rather than
+        after APPROVAL_WAIT_SECONDS (the decision resumes it on another worker). False when no call waits so."""
+        if not self.deferrable_waits or self.holds():
+            return False
+        self.deferring_now = True
+        self.decided.set()
+        return True
 
     def hooks(self) -> dict[HookEvent, list[HookMatcher]]:
         """One PreToolUse hook for every call. It fails closed (`on_failure="block"`): a hook that raises would
@@ -144,19 +155,24 @@ class RunGate:
                 )
         saved = self.save_transcript is None
         waited_until = time.monotonic() + settings.APPROVAL_WAIT_SECONDS
-        while request.is_pending:
-            if not saved and self.save_transcript is not None:
-                saved = await self.save_transcript(tool_use_id)
-            if self.stopped.is_set():
-                return Decision("deny", reason="The run was stopped before anyone decided.")
-            if may_defer and time.monotonic() >= waited_until and not self.holds():
-                # The run suspends: its worker and sandbox are freed, and the decision resumes it.
-                self.suspended_on = request
-                return DEFER
-            self.decided.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.decided.wait(), POLL_SECONDS)
-            await sync_to_async(request.refresh_from_db)()
+        self.deferrable_waits += may_defer
+        try:
+            while request.is_pending:
+                if not saved and self.save_transcript is not None:
+                    saved = await self.save_transcript(tool_use_id)
+                if self.stopped.is_set():
+                    return Decision("deny", reason="The run was stopped before anyone decided.")
+                waited = time.monotonic() >= waited_until or self.deferring_now
+                if may_defer and waited and not self.holds():
+                    # The run suspends: its worker and sandbox are freed, and the decision resumes it.
+                    self.suspended_on = request
+                    return DEFER
+                self.decided.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.decided.wait(), POLL_SECONDS)
+                await sync_to_async(request.refresh_from_db)()
+        finally:
+            self.deferrable_waits -= may_defer
         await sync_to_async(approvals.mark_applied)(request)
         return applied(request, tool_input, self.policy)
 

@@ -4,7 +4,7 @@ Deciding and waking are `runs.services` and `runs.dispatch`'s; this is the worke
 """
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
 
 from django.db import transaction
@@ -13,7 +13,7 @@ from django.utils import timezone
 from approvals import services as approvals
 from approvals.models import Approval, Question
 from conversations.events import EventType, record_events
-from conversations.models import Conversation, Run
+from conversations.models import Conversation, Event, Run
 from runs.session_store import defer_dangling_call
 
 
@@ -80,3 +80,40 @@ def suspend_lost_run(run_id: UUID, worker: str, cutoff: datetime) -> str | None:
         run.save(update_fields=["suspensions", "status", "heartbeat_at", "worker"])
         record_events(run, [(EventType.RUN_WAITING, {**approvals.request_summary(request), "worker_lost": worker})])
     return run.status
+
+
+def hand_back_run(
+    run_id: UUID, handed_back: dict[str, Any], *, session_id: str
+) -> Literal["queued", "interrupt", "gone"]:
+    """A run its worker gives up as it shuts down is queued again, for any worker to continue from its session
+    (`run.handed_back`; its next leg starts with `run.resumed`): "queued". "interrupt" when its user asked to
+    interrupt it meanwhile (the caller ends it so, rather than start it again elsewhere only to stop it), "gone"
+    when it ended meanwhile (the reaper). Counted among its suspensions: a queued run with any resumes its session.
+    Locks the run's row, as `runs.dispatch.wake_run` and the interrupt do."""
+    with transaction.atomic():
+        run = Run.objects.select_for_update().filter(pk=run_id, status=Run.Status.RUNNING).first()
+        if run is None:
+            return "gone"
+        if run.interrupt_requested_at is not None:
+            return "interrupt"
+        run.suspensions += 1
+        run.status, run.heartbeat_at, run.worker = Run.Status.QUEUED, timezone.now(), ""
+        run.save(update_fields=["suspensions", "status", "heartbeat_at", "worker"])
+        if session_id:
+            Conversation.objects.filter(pk=run.conversation_id).update(sdk_session_id=session_id)
+        record_events(run, [(EventType.RUN_HANDED_BACK, handed_back)])
+    return "queued"
+
+
+def handed_back_data(run_id: UUID) -> dict[str, Any] | None:
+    """`run.handed_back`'s data when the run's last leg ended so (its worker shut down), None when it ended waiting
+    for a person (or never ended: a first leg)."""
+    last = (
+        Event.objects.filter(run_id=run_id, type__in=[EventType.RUN_WAITING, EventType.RUN_HANDED_BACK])
+        .order_by("-seq")
+        .values_list("type", "data")
+        .first()
+    )
+    if last is None or last[0] != EventType.RUN_HANDED_BACK:
+        return None
+    return dict(last[1])

@@ -35,6 +35,8 @@ anywhere in it (args cannot contain `]]`); the text without them is the *prompt*
   (each option's description is `Answer <label>`); its result says the user's answer. A tool like the others.
 - A resumed session whose turn was deferred (a call waiting for a person) continues with the CLI's own
   `Continue from where you left off.`: that text is no turn of its own, so the deferred turn's directives go on.
+  Nor is the CLI's `[Request interrupted by user]` (what it records of an interrupted turn): a run handed back
+  mid-turn by a worker that shut down continues with both, and gets the interrupted turn's reply, whole.
 - `[[structured {json object}]]`: answer the way a run with `output_format` must, by calling the
   CLI's `StructuredOutput` tool (whose input schema is the run's schema) with exactly that object,
   after the turn's other tools. The CLI ends the turn on a fitting object (`structured_output` set,
@@ -107,6 +109,8 @@ _TOOL_DIRECTIVES = {"tool", "bash", "write", "read", "skill", "mcp", "task", "as
 # What the CLI says by itself when a resumed session continues a turn it deferred (a call waiting for a person's
 # decision): not a new turn, so the turn's remaining directives run next.
 _CONTINUE = "Continue from where you left off."
+# What the CLI records of a turn it was interrupted in (`... for tool use]` when a tool was running): no turn either.
+_INTERRUPTED = "[Request interrupted by user"
 _STRUCTURED_TOOL = "StructuredOutput"
 _BILLING_HEADER = "x-anthropic-billing-header:"
 _SYSTEM_TAIL = 200
@@ -283,7 +287,12 @@ def _user_text(message: Any) -> str:
     if not isinstance(message, dict) or message.get("role") != "user":
         return ""
     texts = [_REMINDER.sub("", str(b.get("text", ""))).strip() for b in _blocks_of(message) if b.get("type") == "text"]
-    return next((text for text in reversed(texts) if text and not text.startswith(_ENFORCE) and text != _CONTINUE), "")
+    return next((text for text in reversed(texts) if text and not _continues_turn(text)), "")
+
+
+def _continues_turn(text: str) -> bool:
+    """What the CLI itself says inside a turn, which is no turn of its own."""
+    return text.startswith((_ENFORCE, _INTERRUPTED)) or text == _CONTINUE
 
 
 def _current_turn(messages: list[Any]) -> Turn:

@@ -362,6 +362,19 @@ class Platform:
         if process in self.workers:
             self.workers.remove(process)
 
+    def terminate(self, process: subprocess.Popen[bytes], kill_after: float = 30) -> float:
+        """SIGTERM a worker's main process alone, as `docker stop` and Kubernetes do (to the container's PID 1), and
+        SIGKILL what is left of it after `kill_after` seconds, as they do; the seconds it took to exit by itself."""
+        began = time.monotonic()
+        os.kill(process.pid, signal.SIGTERM)
+        try:
+            process.wait(kill_after)
+        except subprocess.TimeoutExpired:
+            pass
+        took = time.monotonic() - began
+        self.kill(process)  # the rest of its tree, as a container's end takes it
+        return took
+
     def logs(self) -> str:
         """Everything the platform's processes have logged so far."""
         return "".join(path.read_text(errors="replace") for path in self.work_dir.glob("*.log"))

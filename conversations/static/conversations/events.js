@@ -527,6 +527,12 @@ window.ConversationEvents = (() => {
     },
     // A run that waited for a person without its worker goes on, on whichever worker took it up.
     "run.resumed": (view, run, data, event) => DRAW["run.started"](view, run, data, event),
+    // Its worker shut down mid-turn: another continues it (`run.resumed`); what it writes then is a block of its own.
+    "run.handed_back": (view, run, data, event) => {
+      run.streams.clear();
+      view.setStatus(run, "Moving to another worker…", "queued");
+      view.meta(run, `Handed back #${event.seq} · worker ${data.worker || "?"} shut down`);
+    },
     "run.waiting": (view, run, data, event) => {
       const what = data.kind === "question" ? "answer" : "approval";
       view.waitFor(run, view.operator ? `Waiting for an ${what} (no worker held)…` : `Waiting for your ${what}…`);
