@@ -36,7 +36,8 @@ anywhere in it (args cannot contain `]]`); the text without them is the *prompt*
 - A resumed session whose turn was deferred (a call waiting for a person) continues with the CLI's own
   `Continue from where you left off.`: that text is no turn of its own, so the deferred turn's directives go on.
   Nor is the CLI's `[Request interrupted by user]` (what it records of an interrupted turn): a run handed back
-  mid-turn by a worker that shut down continues with both, and gets the interrupted turn's reply, whole.
+  mid-turn by a worker that shut down continues with both, and gets the interrupted turn's reply, whole
+  (`[[recall]]` still lists that note among the earlier turns: the session kept it).
 - `[[structured {json object}]]`: answer the way a run with `output_format` must, by calling the
   CLI's `StructuredOutput` tool (whose input schema is the run's schema) with exactly that object,
   after the turn's other tools. The CLI ends the turn on a fitting object (`structured_output` set,
@@ -278,7 +279,7 @@ def _role_blocks(messages: list[Any], *roles: str) -> list[Json]:
     return [b for m in messages if isinstance(m, dict) and m.get("role") in roles for b in _blocks_of(m)]
 
 
-def _user_text(message: Any) -> str:
+def _user_text(message: Any, interrupted_counts: bool = False) -> str:
     """The newest prompt in a user message: its last text block with more than reminders in it.
 
     A turn that failed (a scripted error) leaves its prompt unanswered, and the CLI sends it again
@@ -287,12 +288,15 @@ def _user_text(message: Any) -> str:
     if not isinstance(message, dict) or message.get("role") != "user":
         return ""
     texts = [_REMINDER.sub("", str(b.get("text", ""))).strip() for b in _blocks_of(message) if b.get("type") == "text"]
-    return next((text for text in reversed(texts) if text and not _continues_turn(text)), "")
+    return next((text for text in reversed(texts) if text and not _continues_turn(text, interrupted_counts)), "")
 
 
-def _continues_turn(text: str) -> bool:
-    """What the CLI itself says inside a turn, which is no turn of its own."""
-    return text.startswith((_ENFORCE, _INTERRUPTED)) or text == _CONTINUE
+def _continues_turn(text: str, interrupted_counts: bool) -> bool:
+    """What the CLI itself says inside a turn, which is no turn of its own (its note of an interrupted turn is
+    recalled among the earlier turns, `interrupted_counts`: the session kept it)."""
+    if text.startswith(_INTERRUPTED):
+        return not interrupted_counts
+    return text.startswith(_ENFORCE) or text == _CONTINUE
 
 
 def _current_turn(messages: list[Any]) -> Turn:
@@ -453,7 +457,7 @@ def _sent_while_working(turn: Turn) -> str:
 
 
 def _earlier_turns(turn: Turn) -> str:
-    texts = [t for t in map(_user_text, turn.earlier) if t]
+    texts = [t for t in (_user_text(message, interrupted_counts=True) for message in turn.earlier) if t]
     return "Earlier turns: " + ("; ".join(f"{n}) {t}" for n, t in enumerate(texts, 1)) or "none")
 
 
