@@ -185,7 +185,7 @@ class RunExecution:
     async def _flush_transcript(self) -> None:
         """What the SDK holds of the session's transcript is stored now: the next leg, on another worker, resumes
         from the database (the SDK, 0.2.x, offers no public flush; its batcher's own is used)."""
-        batcher = getattr(getattr(self.client, "_query", None), "_transcript_mirror_batcher", None)
+        batcher = transcript_mirror(self.client)
         if batcher is None:
             return
         try:
@@ -552,8 +552,8 @@ class RunExecution:
     async def _save_transcript(self, client: ClaudeSDKClient, tool_use_id: str) -> bool:
         """Store the session's transcript so far, up to the call now waiting for a person: a worker that dies while
         it waits leaves the call where the reaper suspends the run at it (`runs.session_store.checkpoint`)."""
-        # What the SDK (0.2.x) holds is stored too; it offers no public flush, so its batcher's own is used.
-        batcher = getattr(getattr(client, "_query", None), "_transcript_mirror_batcher", None)
+        # What the SDK holds is stored too.
+        batcher = transcript_mirror(client)
         if batcher is not None:
             await batcher.flush()
         if self.setup is None or not self.translator.session_id:
@@ -716,6 +716,12 @@ def output_problem(schema: dict[str, Any], output: Any) -> str | None:
     return f"The structured answer does not fit the agent's schema{f' at {where}' if where else ''}: {error.message}"
 
 
+def transcript_mirror(client: ClaudeSDKClient | None) -> Any:
+    """The SDK's mirror of `client`'s transcript to the session store, or None: SDK 0.2.x offers no public way to
+    flush it or to tell it where the CLI's transcripts are, so its private batcher is used (check on upgrades)."""
+    return getattr(getattr(client, "_query", None), "_transcript_mirror_batcher", None)
+
+
 def mirror_inside_paths(client: ClaudeSDKClient, launch: Launch) -> None:
     """Have the SDK's transcript mirror resolve the paths the sandboxed CLI reports: the CLI names its
     transcripts under the config dir's neutral path inside the sandbox, which the SDK (0.2.184), knowing only
@@ -723,7 +729,7 @@ def mirror_inside_paths(client: ClaudeSDKClient, launch: Launch) -> None:
     turn's result); the mirror resolves paths only when it flushes."""
     if launch.report_path is None:  # not sandboxed: the CLI sees the host's paths
         return
-    batcher = getattr(getattr(client, "_query", None), "_transcript_mirror_batcher", None)
+    batcher = transcript_mirror(client)
     if batcher is not None:
         batcher.projects_dir = f"{SANDBOX_CONFIG_DIR}/projects"
 
