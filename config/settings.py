@@ -211,6 +211,15 @@ RUN_INTERRUPT_GRACE_SECONDS = env.float("RUN_INTERRUPT_GRACE_SECONDS", default=1
 # Docker's 10 s before its SIGKILL; raise it with the runtime's kill timeout (docker-compose.yml: 20 of 30 s).
 RUN_SHUTDOWN_GRACE_SECONDS = env.float("RUN_SHUTDOWN_GRACE_SECONDS", default=5.0)
 RUN_MAX_INPUT_CHARS = env.int("RUN_MAX_INPUT_CHARS", default=100_000)
+# Warm sessions (runs.sessions): after a run completes, its conversation's sandboxed CLI stays connected on its
+# worker this long, and the conversation's next run is sent into it (no sandbox launch, CLI start or resume).
+# Each worker keeps at most WARM_SESSIONS_MAX (0: none) and WARM_SESSIONS_MEMORY_MB of them (their processes'
+# proportional memory), closing the least recently used first. A run routed to a warm session's worker that no
+# thread of it takes within RUN_WARM_CLAIM_SECONDS (the worker is busy or gone) goes to any worker, cold.
+WARM_SESSION_IDLE_SECONDS = env.float("WARM_SESSION_IDLE_SECONDS", default=300.0)
+WARM_SESSIONS_MAX = env.int("WARM_SESSIONS_MAX", default=8)
+WARM_SESSIONS_MEMORY_MB = env.int("WARM_SESSIONS_MEMORY_MB", default=2048)
+RUN_WARM_CLAIM_SECONDS = env.float("RUN_WARM_CLAIM_SECONDS", default=2.0)
 # A tool call waiting for a person's approval (or the agent's question for an answer) holds its worker this
 # long; then the run is suspended, its worker and sandbox freed, and the decision resumes it on any worker.
 APPROVAL_WAIT_SECONDS = env.float("APPROVAL_WAIT_SECONDS", default=30.0)

@@ -48,6 +48,10 @@ class Conversation(models.Model):
     title = models.CharField(max_length=300, blank=True)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.ACTIVE)
     sdk_session_id = models.CharField(max_length=100, blank=True, help_text="The Agent SDK session to resume.")
+    # Where its agent's CLI is kept warm between runs (runs.sessions): its next run goes to that worker's queue.
+    warm_worker = models.CharField(max_length=200, blank=True, help_text="The worker keeping its session warm.")
+    warm_session = models.CharField(max_length=32, blank=True, help_text="The warm session that may serve it next.")
+    warm_until = models.DateTimeField(null=True, blank=True, help_text="When its warm session closes if unused.")
     skills = models.JSONField(
         null=True, blank=True, help_text="The skills (names) its runs may use; null = all the tenant's enabled ones."
     )

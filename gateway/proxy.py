@@ -220,6 +220,7 @@ class EgressProxy:
         self.owner = owner
         self.resolver = resolver or resolve_with_settings
         self.traffic = RunTraffic(settings.EGRESS_MAX_BYTES, settings.EGRESS_MAX_CONNECTIONS)
+        self.between_runs = False  # a warm session's sandbox between its runs: nothing goes out
         self.url = ""
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
@@ -243,6 +244,16 @@ class EgressProxy:
             task.cancel()
         if self._connections:
             await asyncio.gather(*self._connections, return_exceptions=True)
+
+    def serve(self, on_egress: Callable[[dict[str, Any]], None]) -> None:
+        """Serve the next run of a warm session's sandbox: its connections are that run's, counted from zero."""
+        self.on_egress = on_egress
+        self.traffic = RunTraffic(settings.EGRESS_MAX_BYTES, settings.EGRESS_MAX_CONNECTIONS)
+        self.between_runs = False
+
+    def pause(self) -> None:
+        """Refuse every connection until `serve` (the sandbox's run ended; a warm session waits for its next)."""
+        self.between_runs = True
 
     def summary(self) -> dict[str, Any]:
         """What run.started says of the run's egress: enforced or not, and its policy (no secret value)."""
@@ -285,6 +296,8 @@ class EgressProxy:
                 return
             record = {"host": host, "port": port, "method": request.method, "allowed": False, "reason": None}
             decision = Decision(host, port, refusal=None if connect else self.refusal_in_clear(host))
+            if self.between_runs:
+                decision.refusal = "the agent's run has ended"
             if decision.refusal is None:
                 decision = await self._decide(host, port)
             if decision.refusal is not None:

@@ -86,18 +86,42 @@ class ModelGateway:
         mcp: McpRelay | None = None,
         models: Mapping[str, LanguageModel] | None = None,
     ) -> None:
-        self.run = run
         self.mcp = mcp or McpRelay([])
         self.upstream = UPSTREAMS[run.model.provider]
+        self.socket_path = socket_path
+        self.owner = owner
+        # The CLI's token, for as long as the CLI lives: a warm session's (`runs.sessions`) serves several runs.
+        self.cli_token = "run_" + secrets.token_urlsafe(32)
+        self.base_url = ""
+        self._runner: web.ServerRunner | None = None
+        self._serve(run, models, on_refusal, on_usage)
+
+    def _serve(
+        self,
+        run: Run,
+        models: Mapping[str, LanguageModel] | None,
+        on_refusal: Refusal | None,
+        on_usage: Callable[[UsageRecord], None] | None,
+    ) -> None:
+        self.run = run
         self.calls = RunCalls(run, models=models, on_refusal=on_refusal, on_usage=on_usage)
         # The platform's own calls: metered and budgeted like the CLI's, but no refusal of one ends the run.
         self.side_calls = RunCalls(run, models=self.calls.models, on_usage=on_usage, on_run=False)
-        self.socket_path = socket_path
-        self.owner = owner
-        self.token = "run_" + secrets.token_urlsafe(32)
+        self.token = self.cli_token
         self.side_token = "side_" + secrets.token_urlsafe(32)
-        self.base_url = ""
-        self._runner: web.ServerRunner | None = None
+
+    async def serve(
+        self,
+        run: Run,
+        *,
+        on_refusal: Refusal | None = None,
+        on_usage: Callable[[UsageRecord], None] | None = None,
+        models: Mapping[str, LanguageModel] | None = None,
+    ) -> None:
+        """Serve the next run of a warm session's CLI (revoked since its last run): its calls are budgeted, metered
+        and heard as that run's, the platform's side calls get a new token."""
+        await self._close_calls()
+        self._serve(run, models, on_refusal, on_usage)
 
     async def __aenter__(self) -> Self:
         # No access log: a Bedrock run's token is part of every path. (A ServerRunner ignores an
@@ -122,19 +146,22 @@ class ModelGateway:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.revoke()
-        await self.calls.close()
-        await self.side_calls.close()
+        await self._close_calls()
         await self.mcp.close()
         if self._runner is not None:
             await self._runner.cleanup()
 
+    async def _close_calls(self) -> None:
+        await self.calls.close()
+        await self.side_calls.close()
+
     def cli_environment(self, base_url: str) -> Mapping[str, str]:
         """The CLI's variables that make it call this gateway, at `base_url` as the CLI reaches it."""
-        return self.upstream.cli_environment(base_url, self.token)
+        return self.upstream.cli_environment(base_url, self.cli_token)
 
     def cli_mcp_servers(self, base_url: str) -> dict[str, Any]:
         """The CLI's MCP configuration of the run's `http` and `sse` servers: through this gateway, at `base_url`."""
-        return self.mcp.cli_config(base_url, self.token)
+        return self.mcp.cli_config(base_url, self.cli_token)
 
     def streamed_call(self, request: dict[str, Any], betas: Sequence[str] = ()) -> "StreamedCall":
         """The run's own streamed Messages call `request` (naming its model), as a client in this process (a chat
@@ -146,7 +173,7 @@ class ModelGateway:
         return StreamedCall(URL(self.base_url + call.path, encoded=True), call.headers, call.body, self.upstream)
 
     def revoke(self) -> None:
-        """From now on every call answers 403, whoever still holds a token."""
+        """From now on every call answers 403, whoever still holds a token (until `serve` serves another run)."""
         self.token = self.side_token = ""
 
     async def settled(self, timeout: float) -> bool:

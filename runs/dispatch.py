@@ -7,6 +7,7 @@ import logging
 import shutil
 import threading
 import time
+from concurrent.futures import Future
 from datetime import timedelta
 from uuid import UUID
 
@@ -20,6 +21,7 @@ from approvals.services import cancel_pending, expire_due, pending_for_run
 from conversations import realtime
 from conversations.events import EventType, finish_run, record_events
 from conversations.models import Conversation, Run
+from runs.lease import warm_queue
 from runs.models import PendingSteer
 from runs.waiting import suspend_lost_run
 from sandbox.limits import run_cgroups
@@ -34,8 +36,12 @@ def dispatch_run(run_id: UUID) -> None:
     """Hand a queued run to a Celery worker, or to a background thread when no broker is configured."""
     if settings.RUN_EXECUTION == "celery":
         try:
-            # By name: the task's module imports the executor, which the web process does not need.
-            current_app.send_task(EXECUTE_RUN_TASK, args=[str(run_id)])
+            # By name: the task's module imports the executor, which the web process does not need. A conversation
+            # kept warm on a worker goes to that worker's own queue (`runs.sessions`); the reaper sends it to any
+            # worker if that one does not take it soon (`reap_stale_runs`).
+            queue = warm_queue_of(run_id)
+            current_app.send_task(EXECUTE_RUN_TASK, args=[str(run_id)], queue=queue)
+            logger.debug("Run %s dispatched to %s", run_id, queue or "any worker")
         except Exception as exc:  # the broker is down; the run is stored, queued
             logger.error(
                 "Handing run %s to a worker failed (%s: %s); it stays queued and is dispatched again within %.0f s",
@@ -45,19 +51,32 @@ def dispatch_run(run_id: UUID) -> None:
                 settings.RUN_REDISPATCH_SECONDS,
             )
         return
-    threading.Thread(target=_execute_in_thread, args=(run_id,), name=f"run-{run_id}", daemon=True).start()
+    _execute_in_process(run_id)
     start_reaper_thread()
 
 
-def _execute_in_thread(run_id: UUID) -> None:
+def _execute_in_process(run_id: UUID) -> None:
+    """Without a broker, runs execute in the web process, on its runs' loop (`runs.loop`)."""
     import asyncio
 
     from runs.executor import execute_run
+    from runs.loop import runs_loop
 
-    try:
-        asyncio.run(execute_run(run_id, then=start_next))
-    finally:
-        close_old_connections()
+    def report(done: "Future[None]") -> None:
+        if not done.cancelled() and done.exception() is not None:
+            logger.error("Run %s failed in the web process", run_id, exc_info=done.exception())
+
+    asyncio.run_coroutine_threadsafe(execute_run(run_id, then=start_next), runs_loop()).add_done_callback(report)
+
+
+def warm_queue_of(run_id: UUID) -> str | None:
+    """The queue of the worker keeping the run's conversation warm, or None (the default queue, any worker)."""
+    worker, until = (
+        Run.objects.filter(pk=run_id).values_list("conversation__warm_worker", "conversation__warm_until").first()
+    ) or ("", None)
+    if not worker or until is None or until <= timezone.now():
+        return None
+    return warm_queue(worker)
 
 
 def queued_behind(conversation: Conversation) -> QuerySet[Run]:
@@ -162,6 +181,18 @@ def reap_stale_runs() -> int:
         if Run.objects.filter(pk=run_id, status=Run.Status.QUEUED).update(heartbeat_at=now):
             logger.warning("Run %s was still queued; dispatching it again", run_id)
             dispatch_run(run_id)
+    unwarmed = Run.objects.filter(
+        status=Run.Status.QUEUED,
+        heartbeat_at__lt=now - timedelta(seconds=settings.RUN_WARM_CLAIM_SECONDS),
+        conversation__active_run=F("pk"),
+    ).exclude(conversation__warm_worker="")
+    for run_id, conversation_id in unwarmed.values_list("pk", "conversation_id"):
+        # Sent to the worker keeping its conversation warm, which has not taken it: that worker is busy or gone.
+        # Cold on any worker instead (its warm session, now stale, closes when that worker sees it).
+        if Run.objects.filter(pk=run_id, status=Run.Status.QUEUED).update(heartbeat_at=now):
+            logger.warning("Run %s was not taken by the worker keeping its conversation warm; dispatching it", run_id)
+            Conversation.objects.filter(pk=conversation_id).update(warm_worker="", warm_session="", warm_until=None)
+            dispatch_run(run_id)
     cutoff = now - timedelta(seconds=settings.RUN_STALE_AFTER_SECONDS)
     stale = Run.objects.filter(status=Run.Status.RUNNING, heartbeat_at__lt=cutoff).values_list(
         "pk", "worker", "conversation_id"
@@ -217,7 +248,17 @@ def sweep_run_leftovers(min_age_seconds: float = 60.0) -> int:
             run_ids.add(UUID(name))
     # Only runs this database knows as finished: cgroups are machine-wide, and another installation
     # on the same machine may own the rest.
-    finished = Run.objects.filter(pk__in=run_ids).exclude(status__in=Run.UNFINISHED).values_list("pk", flat=True)
+    finished = (
+        Run.objects.filter(pk__in=run_ids)
+        .exclude(status__in=Run.UNFINISHED)
+        # A warm session's place and cgroup are named after the run that opened it, which ended long since: they go
+        # when the session closes (or, if its worker died, once its conversation no longer counts on it).
+        .exclude(
+            conversation__warm_worker__gt="",
+            conversation__warm_until__gt=timezone.now() - timedelta(seconds=settings.RUN_MAX_SECONDS),
+        )
+        .values_list("pk", flat=True)
+    )
     cutoff = time.time() - min_age_seconds
     swept = 0
     for name in {str(pk) for pk in finished}:

@@ -8,6 +8,7 @@ time limit, its gateway's usage events and its one terminal event.
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
@@ -38,8 +39,9 @@ from runs.chat import ChatAnswer, ChatExecution, ModelFailed, chat_history, chat
 from runs.context import read_context_usage, report_context_usage
 from runs.gate import RunGate
 from runs.options import agent_options
-from runs.prepare import RunSetup, prepare_run
+from runs.prepare import RunSetup, prepare_run, session_terms
 from runs.session_store import checkpoint
+from runs.sessions import AgentSession, warm_sessions
 from runs.shutdown import draining, handing_back_on_shutdown
 from runs.steering import Steering, steers
 from runs.titles import title_conversation, title_model
@@ -107,17 +109,24 @@ class RunExecution:
         self.handing_back = False  # its worker shuts down: stopped at a clean point and queued again (`hand_back`)
         self.handed_back = False  # queued again for another worker: its task is dispatched by the caller
         self.client: ClaudeSDKClient | None = None  # an agent's, once its CLI is launched
-        # The CLI and its gateway, closed only after the terminal event is out: the CLI takes
-        # ~60 ms to exit, which nobody waiting for the answer should pay.
+        self.session: AgentSession | None = None  # an agent's: its CLI and what serves it, maybe kept warm after
+        # What the run alone holds, released after its terminal event. Its session's CLI and gateway are closed only
+        # after the terminal event too: the CLI takes ~60 ms to exit, which nobody waiting for the answer should pay.
         self.resources = contextlib.AsyncExitStack()
         # What shielded the agent, for every event that shows the run: bubblewrap, unsandboxed or none (a chat).
         self.sandbox_mode = "none"
 
     async def execute(self) -> None:
+        loop = asyncio.get_running_loop()
+        # The run beats from its claim to its end: its ending too (the last usage, the workspace's sync-out), which a
+        # busy machine can stretch past RUN_STALE_AFTER_SECONDS.
+        with lease.heartbeat.beating(self.run.pk, lambda: loop.call_soon_threadsafe(self.interrupted.set)):
+            await self._execute(loop)
+
+    async def _execute(self, loop: asyncio.AbstractEventLoop) -> None:
         status: str = Run.Status.FAILED
         result: dict[str, Any] | None = None
         error: dict[str, Any] | None = {"reason": "internal_error", "message": "The run ended unexpectedly."}
-        loop = asyncio.get_running_loop()
         try:
             with (
                 realtime.control_callback(
@@ -143,13 +152,22 @@ class RunExecution:
             await self._report_context_usage()
             await self._report_remaining_usage()
             await self.writer.close()
+            if status in (Run.Status.WAITING, HANDED_BACK):
+                # Its next leg may start at once, on this machine too, in the run's place: this leg's session (its
+                # CLI, place and cgroup) is gone first, its transcript stored where that leg resumes it.
+                await self._flush_transcript()
+                await self._close_session()
             if status == Run.Status.WAITING:
                 await self._suspend(result or {})
             elif status == HANDED_BACK:
                 if not await self._hand_back(result or {}):  # its user interrupted it meanwhile: it ends here
                     await self._finish(Run.Status.INTERRUPTED, {"reason": "interrupted"}, None)
             else:
+                if status == Run.Status.COMPLETED:
+                    # Kept before the terminal event: a next message sent on it finds the session warm.
+                    await self._keep_session()
                 await self._finish(status, result, error)
+            await self._close_session()  # one not kept: after the terminal event (a CLI takes ~60 ms to exit)
             await self.resources.aclose()
 
     def _hand_back_now(self) -> None:
@@ -164,7 +182,6 @@ class RunExecution:
     async def _hand_back(self, handed_back: dict[str, Any]) -> bool:
         """Queue the run again, for another worker to continue from its stored session; False when it must end here
         instead (its user interrupted it meanwhile: `_finish` says so)."""
-        await self._flush_transcript()
         try:
             outcome = await call_database(
                 f"Handing run {self.run.pk} back",
@@ -299,16 +316,18 @@ class RunExecution:
 
     @contextlib.asynccontextmanager
     async def _watch_for_interrupts(self) -> AsyncIterator[None]:
-        tasks = [asyncio.create_task(self._heartbeat())]
-        # In-memory layers only work on the web server's loop; local runs get interrupts by callback.
-        if not isinstance(get_channel_layer(), InMemoryChannelLayer):
-            tasks.append(asyncio.create_task(self._listen_for_control()))
+        """The run's control messages from the channel layer (an interrupt, a decision, a steered message). In-memory
+        layers only work on the web server's loop: runs there get them by callback (`realtime.control_callback`).
+        The heartbeat (`lease.heartbeat`) also hears of an interrupt whose message was lost."""
+        if isinstance(get_channel_layer(), InMemoryChannelLayer):
+            yield
+            return
+        listening = asyncio.create_task(self._listen_for_control())
         try:
             yield
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            listening.cancel()
+            await asyncio.gather(listening, return_exceptions=True)
 
     async def _watch_workspace(self, workspace: Path) -> None:
         """Stop the run when its workspace grows past the limit (a disk filler in a tool)."""
@@ -323,20 +342,6 @@ class RunExecution:
                 return
             # A huge tree takes long to measure: never spend more than a fifth of the time on it.
             await asyncio.sleep(max(settings.SANDBOX_WORKSPACE_CHECK_SECONDS, 4 * (time.monotonic() - began)))
-
-    async def _heartbeat(self) -> None:
-        # Also the fallback for an interrupt whose channel-layer message was lost, or came before the run's
-        # listener joined. The first beat waits: the claim has just beaten, and the run's database work
-        # takes turns on one thread, where the start (a chat's first token) should not wait for a beat.
-        while True:
-            await asyncio.sleep(settings.RUN_HEARTBEAT_SECONDS)
-            try:
-                if await sync_to_async(lease.beat)(self.run.pk):
-                    self.interrupted.set()
-            except DatabaseError as exc:
-                # Beats resume on a new connection; a run silent past RUN_STALE_AFTER_SECONDS is reaped.
-                logger.warning("Run %s: heartbeat failed (%s: %s)", self.run.pk, type(exc).__name__, exc)
-                await sync_to_async(close_connection)()
 
     async def _listen_for_control(self) -> None:
         # A layer of the run's own: channels-redis lets only one event loop per layer receive, and a
@@ -428,14 +433,23 @@ class RunExecution:
 
     async def _drive_agent(self, agent: RunAgent) -> Outcome:
         try:
-            setup = self.setup = await prepare_run(
-                self.run,
-                agent,
-                self.resources,
-                on_refusal=self.stop,
-                on_usage=self.translator.usage_recorded,
-                emit=lambda item: self.writer.emit(*item),
-            )
+            terms = await sync_to_async(session_terms)(self.run, agent)
+            # A resumed leg (after a suspension or a hand-back) continues from the stored session: always cold.
+            session = None if self.resuming else warm_sessions.take(self.conversation, terms.fingerprint)
+            warm = session is not None
+            session = self.session = session or AgentSession(self.conversation.pk, terms.fingerprint)
+            if warm:
+                setup = await self._serve_warm(session, agent)
+            else:
+                setup = await prepare_run(
+                    self.run,
+                    agent,
+                    terms,
+                    session.resources,
+                    on_refusal=self.stop,
+                    on_usage=self.translator.usage_recorded,
+                    emit=session.emit,
+                )
         except SandboxUnavailable as exc:
             logger.error("Run %s cannot start: %s", self.run.pk, exc)
             return Run.Status.FAILED, None, {"reason": "sandbox_unavailable", "message": str(exc)}
@@ -447,6 +461,7 @@ class RunExecution:
             logger.error("Run %s cannot start: its egress rules cannot be read: %s", self.run.pk, exc)
             message = f"The egress allow-list cannot be read ({exc}); fix the tenant's or the agent profile's list."
             return Run.Status.FAILED, None, {"reason": "egress_unavailable", "message": message}
+        self.setup = session.setup = setup
         self.gateway = setup.gateway
         watcher = asyncio.create_task(self._watch_workspace(setup.place.workspace))
         self.resources.callback(watcher.cancel)
@@ -476,6 +491,60 @@ class RunExecution:
             stopped=self.interrupted,
             holds=lambda: self.steering is not None and bool(self.steering.untaken),
         )
+        await session.serve(
+            self.run, gate=gate, emit=lambda item: self.writer.emit(*item), stderr=self.cli_stderr.append
+        )
+        if warm:
+            client = await self._start_warm(session, started)
+        else:
+            started_client = await self._start_cold(session, started)
+            if not isinstance(started_client, ClaudeSDKClient):
+                return started_client
+            client = started_client
+        if steers(setup.agent.version):
+            self.steering = Steering(self.run, client, flush=self.writer.flush, stopped=self.interrupted)
+        try:
+            return await self._until_done_or_interrupted(
+                self._receive(client), stop=partial(self._interrupt_cli, client)
+            )
+        finally:
+            if self.steering is not None:
+                await self.steering.close()
+
+    async def _serve_warm(self, session: AgentSession, agent: RunAgent) -> RunSetup:
+        """A warm session's setup, now serving this run: its gateway, egress proxy and workspace are the run's."""
+        assert session.setup is not None
+        titling = await sync_to_async(title_model)(self.run)
+        setup = dataclasses.replace(session.setup, agent=agent, resume=None, title_model=titling)
+        await session.serve_next(
+            self.run,
+            setup,
+            on_refusal=self.stop,
+            on_usage=self.translator.usage_recorded,
+            models=models_by_id([*agent.models, *([titling] if titling else [])]),
+        )
+        return setup
+
+    async def _start_warm(self, session: AgentSession, started: dict[str, Any]) -> ClaudeSDKClient:
+        """The run's message, sent into the session's live CLI: no launch, no CLI start, no resume."""
+        assert session.client is not None and session.setup is not None
+        client = self.client = session.client
+        assert self.gate is not None
+        self.gate.save_transcript = partial(self._save_transcript, client)
+        self.writer.emit(
+            EventType.RUN_STARTED,
+            {**started, "sandbox_report": session.report, "session": session.summary(warm=True)},
+        )
+        self._start_titling()
+        await client.query(user_message(self.run.input, session.setup.skills))
+        return client
+
+    async def _start_cold(self, session: AgentSession, started: dict[str, Any]) -> ClaudeSDKClient | Outcome:
+        """Launch the session's sandbox and CLI for the run; resume its conversation's stored session, if any.
+        The failed outcome when its sandbox cannot start."""
+        setup, gate = session.setup, self.gate
+        assert setup is not None and gate is not None
+        launch, resume = setup.launch, setup.resume
         settled = None
         handed_back = await sync_to_async(handed_back_data)(self.run.pk) if self.resuming else None
         if self.resuming and handed_back is None:
@@ -484,11 +553,11 @@ class RunExecution:
                 logger.error("Run %s cannot resume: its session (%s) or its request is gone", self.run.pk, resume)
                 return Run.Status.FAILED, None, {"reason": "resume_failed", "message": RESUME_FAILED}
         options = agent_options(
-            self.run, setup, gate, stderr=self.cli_stderr.append, settled_tool=settled.tool if settled else None
+            self.run, setup, session, stderr=session.stderr, settled_tool=settled.tool if settled else None
         )
-        client = self.client = ClaudeSDKClient(options)
+        client = self.client = session.client = ClaudeSDKClient(options)
         gate.save_transcript = partial(self._save_transcript, client)
-        self.resources.push_async_callback(self._disconnect, client)
+        session.resources.push_async_callback(disconnect, client, self.conversation.pk)
         launching = time.monotonic()
         # The sandbox and its CLI are up once the CLI answers `initialize`. A resumed session settles the call it
         # was suspended on meanwhile (through the gate) and continues its turn by itself: it gets no message.
@@ -508,18 +577,15 @@ class RunExecution:
             logger.error("Run %s cannot start: %s\n%s", self.run.pk, message, "\n".join(self.cli_stderr))
             error = {"reason": "sandbox_unavailable", "message": message, "sandbox_report": report}
             return Run.Status.FAILED, None, error
-        started["sandbox_report"] = report
+        session.report = report
+        started = {**started, "sandbox_report": report, "session": session.summary(warm=False)}
         if self.resuming and settled is not None:
             self.writer.emit(EventType.RUN_RESUMED, {**started, **resumed_data(settled)})
         elif handed_back is not None:
             self.writer.emit(EventType.RUN_RESUMED, {**started, "after": {"kind": "handed_back", **handed_back}})
         else:
             self.writer.emit(EventType.RUN_STARTED, started)
-        if setup.title_model is not None:
-            # Beside the agent, from the first message: the title comes long before the run's end (runs.titles).
-            self.titling = asyncio.create_task(
-                title_conversation(self.run, setup.gateway, setup.title_model, self.writer.emit)
-            )
+        self._start_titling()
         await connecting
         mirror_inside_paths(client, launch)
         await self._record_launch(time.monotonic() - launching)
@@ -530,15 +596,29 @@ class RunExecution:
             # A first leg; or one handed back before its agent had started the turn (or whose session was not
             # stored): the message is sent (again) and the turn starts anew.
             await client.query(user_message(self.run.input, setup.skills))
-        if steers(setup.agent.version):
-            self.steering = Steering(self.run, client, flush=self.writer.flush, stopped=self.interrupted)
-        try:
-            return await self._until_done_or_interrupted(
-                self._receive(client), stop=partial(self._interrupt_cli, client)
+        return client
+
+    def _start_titling(self) -> None:
+        """Beside the agent, from the first message: the title comes long before the run's end (runs.titles)."""
+        if self.setup is not None and self.setup.title_model is not None:
+            self.titling = asyncio.create_task(
+                title_conversation(self.run, self.setup.gateway, self.setup.title_model, self.writer.emit)
             )
-        finally:
-            if self.steering is not None:
-                await self.steering.close()
+
+    async def _keep_session(self) -> None:
+        """Keep the run's session warm for its conversation's next run, unless the worker shuts down."""
+        session = self.session
+        if session is None or draining():
+            return
+        session.release()
+        self.session = None
+        await warm_sessions.keep(session)
+
+    async def _close_session(self) -> None:
+        session, self.session = self.session, None
+        if session is not None:
+            session.release()
+            await warm_sessions.forget(session)
 
     async def _sandbox_report(self, launch: Launch, connecting: "asyncio.Task[None]") -> dict[str, Any] | None:
         """The sandbox's report of the layers in force (`sandbox.report`), once its init has written it."""
@@ -581,12 +661,6 @@ class RunExecution:
             )
         except DatabaseError:
             logger.warning("Run %s: recording its launch time failed", self.run.pk)
-
-    async def _disconnect(self, client: ClaudeSDKClient) -> None:
-        try:
-            await client.disconnect()
-        except Exception:
-            logger.warning("Disconnecting the CLI of run %s failed", self.run.pk, exc_info=True)
 
     async def _until_done_or_interrupted(
         self, work: Coroutine[Any, Any, Outcome], stop: Callable[["asyncio.Task[Outcome]"], Awaitable[None]]
@@ -692,6 +766,13 @@ class RunExecution:
                 return Run.Status.FAILED, None, {"reason": "output_invalid", "message": problem, "api_status": None}
             result["structured_output"] = message.structured_output
         return Run.Status.COMPLETED, result, None
+
+
+async def disconnect(client: ClaudeSDKClient, conversation_id: UUID) -> None:
+    try:
+        await client.disconnect()
+    except Exception:
+        logger.warning("Disconnecting the CLI of conversation %s failed", conversation_id, exc_info=True)
 
 
 def model_error(api_status: int | None) -> dict[str, Any]:

@@ -97,9 +97,11 @@ class RunGate:
     def hooks(self) -> dict[HookEvent, list[HookMatcher]]:
         """One PreToolUse hook for every call. It fails closed (`on_failure="block"`): a hook that raises would
         otherwise let the call through."""
-        return {"PreToolUse": [HookMatcher(matcher=None, hooks=[self._hook], on_failure="block")]}
+        return {"PreToolUse": [HookMatcher(matcher=None, hooks=[self.pre_tool_use], on_failure="block")]}
 
-    async def _hook(self, hook_input: HookInput, tool_use_id: str | None, context: HookContext) -> SyncHookJSONOutput:
+    async def pre_tool_use(
+        self, hook_input: HookInput, tool_use_id: str | None, context: HookContext
+    ) -> SyncHookJSONOutput:
         name = str(hook_input.get("tool_name", ""))
         tool_input: Any = hook_input.get("tool_input") or {}
         decision = await self.decide(name, tool_input if isinstance(tool_input, dict) else {}, tool_use_id or "")

@@ -3,16 +3,23 @@
 import json
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from claude_agent_sdk import AgentDefinition, ClaudeAgentOptions
-from claude_agent_sdk.types import SystemPromptPreset, ThinkingConfig
+from claude_agent_sdk.types import (
+    HookEvent,
+    HookMatcher,
+    PermissionResult,
+    SystemPromptPreset,
+    ThinkingConfig,
+    ToolPermissionContext,
+)
 
 from agents.models import AgentVersion
 from agents.rules import PLATFORM_DISALLOWED
 from agents.services import RunAgent
 from conversations.models import Run
-from runs.gate import SUBAGENT_TOOLS, RunGate
+from runs.gate import SUBAGENT_TOOLS
 from runs.session_store import DatabaseSessionStore
 from runs.steering import steers
 from skills.services import RunSkills
@@ -27,8 +34,24 @@ logger = logging.getLogger(__name__)
 CLIENT_APP = "agent-platform/1"
 
 
+class ToolPermissions(Protocol):
+    """Who decides the CLI's tool calls: the run's gate (`runs.gate.RunGate`), through its session
+    (`runs.sessions.AgentSession`), which hands each call to the gate of the run it serves."""
+
+    def hooks(self) -> dict[HookEvent, list[HookMatcher]]: ...
+
+    async def can_use_tool(
+        self, name: str, tool_input: dict[str, Any], context: ToolPermissionContext
+    ) -> PermissionResult: ...
+
+
 def agent_options(
-    run: Run, setup: "RunSetup", gate: RunGate, *, stderr: Callable[[str], None], settled_tool: str | None = None
+    run: Run,
+    setup: "RunSetup",
+    gate: ToolPermissions,
+    *,
+    stderr: Callable[[str], None],
+    settled_tool: str | None = None,
 ) -> ClaudeAgentOptions:
     """The CLI behind the sandbox launcher, in the run's workspace, as its agent profile version says: its
     instructions, model, tools and their policy, subagents and structured output; with exactly the run's

@@ -21,10 +21,12 @@ A coming feature adds one call here, and a field to RunSetup where the options n
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -32,10 +34,12 @@ from asgiref.sync import sync_to_async
 from agents.services import RunAgent
 from conversations.events import EventItem, EventType
 from conversations.models import Conversation, Run, SessionEntry
+from gateway.allowlist import EgressPolicy
 from gateway.calls import Refusal, models_by_id
 from gateway.proxy import EgressProxy
 from gateway.server import ModelGateway
 from gateway.tls import sandbox_ca_bundle, sandbox_ca_environment
+from mcp_servers.models import McpServer
 from mcp_servers.serving import RunMcp, prepare_mcp, servers_of
 from runs.titles import title_model
 from sandbox.launcher import (
@@ -53,10 +57,57 @@ from sandbox.launcher import (
 from skills.placement import place_skills
 from skills.services import RunSkills, run_skills
 from tenants.models import LanguageModel
-from usage.models import UsageRecord
+from usage.models import UsageRecord, UserBudget
 from workspaces.services import RunWorkspace, workspace_dir
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SessionTerms:
+    """What a run's session is started with, read once for the run; `fingerprint` tells whether a warm session was
+    started with the same (it holds no secret: secret values are hashed into it, never kept)."""
+
+    skills: RunSkills
+    mcp_servers: list[McpServer]
+    mcp_headers: dict[str, dict[str, str]]
+    mcp_problems: dict[str, str]
+    egress: EgressPolicy
+    fingerprint: str
+
+
+def session_terms(run: Run, agent: RunAgent) -> SessionTerms:
+    """The terms of `run`'s session (synchronous: reads the database and the vault)."""
+    skills = skills_of(run, agent)
+    servers, headers, problems = servers_of(run, agent.version.mcp_servers)
+    egress = agent.egress_policy()
+    tenant = run.conversation.tenant
+    budgets = {field.name: str(getattr(tenant, field.attname)) for field in tenant._meta.concrete_fields}
+    budgets = {name: value for name, value in budgets.items() if "budget" in name}
+    terms = {
+        "agent_version": str(agent.version.pk),
+        "model": [run.model.pk, run.model.provider_model_id, run.model.provider],
+        "fallback_model": agent.fallback_model.pk if agent.fallback_model else None,
+        "skills": [str(version.pk) for version in skills.versions],
+        "preferred_skills": skills.preferred,  # they are named in the system prompt
+        "mcp_servers": [
+            [str(server.pk), server.kind, server.url, server.command, server.args, server.allowed_tools]
+            for server in servers
+        ],
+        "mcp_headers": headers,
+        "mcp_problems": problems,
+        "egress": asdict(egress),
+        "budgets": budgets,
+        "user_budget": list(
+            UserBudget.objects.filter(tenant=tenant, user_id=run.conversation.user_id).values_list(
+                "daily_usd", "daily_calls", "monthly_usd", "monthly_calls"
+            )
+        ),
+        "conversation_budget": [str(run.conversation.budget_usd), run.conversation.budget_calls],
+        "run_budget": [str(run.budget_usd), run.budget_calls],
+    }
+    fingerprint = hashlib.sha256(json.dumps(terms, sort_keys=True, default=str).encode()).hexdigest()
+    return SessionTerms(skills, servers, headers, problems, egress, fingerprint)
 
 
 @dataclass(frozen=True)
@@ -77,14 +128,16 @@ class RunSetup:
 async def prepare_run(
     run: Run,
     agent: RunAgent,
+    terms: SessionTerms,
     resources: contextlib.AsyncExitStack,
     *,
     on_refusal: Refusal,
     on_usage: Callable[[UsageRecord], None],
     emit: Callable[[EventItem], None],
 ) -> RunSetup:
-    """The place, open gateway and launch of a run of the `agent` version (`run_agent`); what must be undone
-    goes on `resources`.
+    """The place, open gateway and launch of a run of the `agent` version (`run_agent`) on its session's `terms`
+    (`runs.sessions.session_terms`: its skills, MCP servers and egress policy); what must be undone goes on
+    `resources` (its session's: a warm session keeps them for the conversation's next runs).
 
     `on_refusal` and `on_usage` hear from the gateway (see `gateway.calls.RunCalls`); `emit` takes the
     events of the platform's own tools (`file.presented`).
@@ -93,14 +146,14 @@ async def prepare_run(
     files cannot be had.
     """
     titling = await sync_to_async(title_model)(run)
-    place = prepare_place(str(run.pk), workspace_dir(run.conversation))
+    place = await asyncio.to_thread(prepare_place, str(run.pk), workspace_dir(run.conversation))
     # Removed last, after the CLI is gone: the run's directory, cgroup and anything left in it.
     resources.callback(place.remove)
     workspace = RunWorkspace(run, place.workspace, owner=sandbox_ids() if os.geteuid() == 0 else None)
     await workspace.sync_in()
-    skills = await sync_to_async(skills_of)(run, agent)
+    skills = terms.skills
     await asyncio.to_thread(place_skills, skills.versions, place.skills_dir)
-    mcp = prepare_mcp(*await sync_to_async(servers_of)(run, agent.version.mcp_servers), workspace, emit)
+    mcp = prepare_mcp(terms.mcp_servers, terms.mcp_headers, terms.mcp_problems, workspace, emit)
     resources.push_async_callback(mcp.close)
     gateway = await resources.enter_async_context(
         ModelGateway(
@@ -116,7 +169,7 @@ async def prepare_run(
     )
     egress = await resources.enter_async_context(
         EgressProxy(
-            await sync_to_async(agent.egress_policy)(),
+            terms.egress,
             on_egress=lambda data: emit((EventType.EGRESS, data)),
             socket_path=place.egress_socket,
             owner=sandbox_ids(),

@@ -65,6 +65,14 @@ class RunCgroup:
     def procs_files(self) -> list[str]:
         return [str(path / "cgroup.procs") for path in self.paths]
 
+    def kill_tools(self) -> None:
+        """Kill the agent's commands still running (its CLI, outside the tools' child, lives on)."""
+        if self.tools is None:
+            return
+        for pid in _pids(self.tools):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+
     def remove(self) -> None:
         """Kill whatever is left in the run's cgroup and delete it (its tools' child first)."""
         for path in self.paths:

@@ -405,12 +405,14 @@ def serving_embedded(database_url: str, work_dir: Path) -> Iterator[Platform]:
 
 
 @contextmanager
-def serving(database_url: str, redis_url: str, work_dir: Path, **extra_env: str) -> Iterator[Platform]:
-    """A Platform with Daphne and one Celery worker up, stopped at the end of the block."""
+def serving(
+    database_url: str, redis_url: str, work_dir: Path, concurrency: int = 2, **extra_env: str
+) -> Iterator[Platform]:
+    """A Platform with Daphne and one Celery worker (of `concurrency` threads) up, stopped at the end of the block."""
     platform = Platform(database_url, redis_url, work_dir, **extra_env)
     try:
         platform.start_web()
-        platform.start_worker()
+        platform.start_worker(concurrency=concurrency)
         yield platform
     finally:
         platform.stop()
