@@ -13,9 +13,10 @@ adds to a tool call against calling the server directly. Budgets (benchmarks/bud
 reserving a call's worst case on five budgets adds to a model call at the gateway. Reports
 (benchmarks/reports.py): a month's usage report over 1,000,000 usage records. Chat (benchmarks/chat.py):
 a `chat` agent's POST → first token against calling its (loopback, 300 ms to first token) upstream directly.
-Approvals (benchmarks/approvals.py): a person's decision → the asked call's start, in-process and after
+Warm sessions (benchmarks/warm.py): a conversation's next turn sent into its live CLI against a cold turn and the
+bare SDK's, and the memory of a warm session. Approvals (benchmarks/approvals.py): a person's decision → the asked call's start, in-process and after
 suspension. Egress (benchmarks/egress.py): what the sandbox's egress proxy adds per request, per CONNECT, and
-its throughput. `BENCH_ONLY=events|streams|workspaces|skills|mcp|egress|budgets|reports|chat|approvals` measures one part; `BENCH_QUICK=1` runs
+its throughput. `BENCH_ONLY=events|warm|streams|workspaces|skills|mcp|egress|budgets|reports|chat|approvals` measures one part; `BENCH_QUICK=1` runs
 each part once at small sizes, to show that every part still runs (CI does), not to measure.
 """
 
@@ -143,6 +144,7 @@ def main() -> None:
     from benchmarks import sandbox as bench_sandbox
     from benchmarks import skills as bench_skills
     from benchmarks import streams as bench_streams
+    from benchmarks import warm as bench_warm
     from benchmarks import workspaces as bench_workspaces
     from tenants.models import ApiKey, Tenant
     from tenants.services import ensure_offline_model
@@ -229,6 +231,13 @@ def main() -> None:
             platform_run(client, prompt)  # warm-up
             print_rows(bench_events.rows(bench_events.figures(client)), work)
             return
+        if only == "warm":
+            _, url = serve_offline_model_forever()
+            asyncio.run(bare_sdk_run(url, prompt, work))  # warm-ups: first CLI start, imports, connections
+            platform_run(client, prompt)
+            warm_figures = bench_warm.figures(client, worker.pid, lambda: bare_sdk_run(url, prompt, work))
+            print_rows([*bench_warm.rows(warm_figures), *bench_events.rows(bench_events.figures(client))], work)
+            return
         if only_streams:
             platform_run(client, prompt)  # warm-up
             print_rows(bench_streams.rows(bench_streams.figures(platform, client, tenant)), work)
@@ -241,6 +250,7 @@ def main() -> None:
         for _ in range(RUNS):
             bare.append(asyncio.run(bare_sdk_run(url, prompt, work)))
             ours.append(platform_run(client, prompt))
+        warm_figures = bench_warm.figures(client, worker.pid)
         # Latency at a steady 200 events/s (a fast model), throughput flat out.
         latencies, _, _ = stream_run(client, f"[[words {PACED_WORDS}]] [[slow {PACED_WORDS / 200}]]")
         _, events_per_second, deltas = stream_run(client, f"[[words {WORDS}]]")
@@ -281,6 +291,7 @@ def main() -> None:
         ("worker → WebSocket latency p50", f"{p50:.2f} ms   (goal < 5 ms; {len(latencies)} events at 200/s)"),
         ("worker → WebSocket latency p99", f"{p99:.2f} ms"),
         ("events per second, one run", f"{events_per_second:,.0f}   ({deltas} text deltas)"),
+        *bench_warm.rows(warm_figures),
         *bench_chat.rows(chat_figures),
         *bench_approvals.rows(approval_figures),
         *bench_sandbox.rows(sandbox_in_process, sandbox_platform),

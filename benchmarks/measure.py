@@ -27,10 +27,11 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(int(len(ordered) * fraction), len(ordered) - 1)]
 
 
-def platform_run(client: Any, prompt: str) -> dict[str, float]:
-    """Seconds from POST to the first event, the first streamed text, and the terminal event, seen over WebSocket."""
-    conversation = client.create_conversation()
-    marks: dict[str, float] = {}
+def platform_run(client: Any, prompt: str, conversation: str = "") -> dict[str, Any]:
+    """Seconds from POST to the first event, the first streamed text, and the terminal event, seen over WebSocket;
+    and the run's `session` (`run.started`). In a new conversation unless `conversation` is given."""
+    conversation = conversation or client.create_conversation()
+    marks: dict[str, Any] = {}
     with client.websocket(conversation) as ws:
         ws.send(json.dumps({"type": "ping"}))
         assert json.loads(ws.recv(timeout=10))["type"] == "pong"  # the socket is fully set up
@@ -43,6 +44,8 @@ def platform_run(client: Any, prompt: str) -> dict[str, float]:
                 continue
             now = time.perf_counter() - started
             marks.setdefault("first_event", now)
+            if frame["type"] == "run.started":
+                marks["session"] = frame["data"].get("session")
             if frame["type"] == "message.delta":
                 marks.setdefault("first_text", now)
             if frame["type"] in ("run.completed", "run.failed", "run.interrupted"):

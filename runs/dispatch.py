@@ -57,16 +57,14 @@ def dispatch_run(run_id: UUID) -> None:
 
 def _execute_in_process(run_id: UUID) -> None:
     """Without a broker, runs execute in the web process, on its runs' loop (`runs.loop`)."""
-    import asyncio
-
     from runs.executor import execute_run
-    from runs.loop import runs_loop
+    from runs.loop import submit
 
     def report(done: "Future[None]") -> None:
         if not done.cancelled() and done.exception() is not None:
             logger.error("Run %s failed in the web process", run_id, exc_info=done.exception())
 
-    asyncio.run_coroutine_threadsafe(execute_run(run_id, then=start_next), runs_loop()).add_done_callback(report)
+    submit(execute_run(run_id, then=start_next)).add_done_callback(report)
 
 
 def warm_queue_of(run_id: UUID) -> str | None:

@@ -515,7 +515,9 @@ class RunExecution:
         """A warm session's setup, now serving this run: its gateway, egress proxy and workspace are the run's."""
         assert session.setup is not None
         titling = await sync_to_async(title_model)(self.run)
-        setup = dataclasses.replace(session.setup, agent=agent, resume=None, title_model=titling)
+        # The CLI goes on with the conversation's session, as a cold run would resume it.
+        resume = self.conversation.sdk_session_id or None
+        setup = dataclasses.replace(session.setup, agent=agent, resume=resume, title_model=titling)
         await session.serve_next(
             self.run,
             setup,

@@ -7,11 +7,12 @@ thread that took the task only waits for it. The channel layer keeps one set of 
 """
 
 import asyncio
+import contextvars
 import logging
 import threading
 import time
 from collections.abc import Coroutine
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -67,6 +68,27 @@ def responsive() -> bool:
     return _last_tick is None or time.monotonic() - _last_tick < UNRESPONSIVE_SECONDS
 
 
+def submit(coroutine: Coroutine[Any, Any, T]) -> "Future[T]":
+    """Run `coroutine` on the runs' loop, in a context of its own: not the caller's (a web request's context names
+    its own executors, which are gone by the time the run does its database work)."""
+    loop = runs_loop()
+    done: Future[T] = Future()
+
+    def copy(task: "asyncio.Task[T]") -> None:
+        if task.cancelled():
+            done.cancel()
+        elif (exception := task.exception()) is not None:
+            done.set_exception(exception)
+        else:
+            done.set_result(task.result())
+
+    def start() -> None:
+        loop.create_task(coroutine).add_done_callback(copy)
+
+    loop.call_soon_threadsafe(start, context=contextvars.Context())
+    return done
+
+
 def run_on_runs_loop(coroutine: Coroutine[Any, Any, T]) -> T:
     """Run `coroutine` on the runs' loop and wait for its result in the calling thread (not the loop's own)."""
-    return asyncio.run_coroutine_threadsafe(coroutine, runs_loop()).result()
+    return submit(coroutine).result()

@@ -20,6 +20,7 @@ the one session that may serve the conversation's next run.
 import asyncio
 import collections
 import contextlib
+import contextvars
 import logging
 import os
 import time
@@ -30,7 +31,6 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from asgiref.sync import sync_to_async
 from claude_agent_sdk import ClaudeSDKClient
 from claude_agent_sdk.types import (
     HookContext,
@@ -42,6 +42,7 @@ from claude_agent_sdk.types import (
     ToolPermissionContext,
 )
 from django.conf import settings
+from django.db import connection
 from django.utils import timezone
 
 from conversations.events import EventItem, EventType
@@ -230,10 +231,12 @@ class WarmSessions:
         while len(self._sessions) > settings.WARM_SESSIONS_MAX:
             self._close_soon(self._sessions.popitem(last=False)[1])
         until = timezone.now() + timedelta(seconds=settings.WARM_SESSION_IDLE_SECONDS)
-        await sync_to_async(mark_warm)(session.conversation_id, session.id, until)
+        await on_own_connection(mark_warm, session.conversation_id, session.id, until)
         session.marked = True
         loop = asyncio.get_running_loop()
-        self._idle[session.id] = loop.call_later(settings.WARM_SESSION_IDLE_SECONDS, self._expire, session)
+        self._idle[session.id] = loop.call_later(
+            settings.WARM_SESSION_IDLE_SECONDS, self._expire, session, context=contextvars.Context()
+        )
         # Measured beside the run's end, not before it (reading every session's processes takes some milliseconds).
         self._background(self._fit_memory())
         return True
@@ -242,7 +245,7 @@ class WarmSessions:
         """Close a session that is not kept, telling its conversation no session is warm for it any more."""
         await session.close()
         if session.marked:
-            await sync_to_async(mark_cold)(session.conversation_id, session.id)
+            await on_own_connection(mark_cold, session.conversation_id, session.id)
 
     async def close_all(self) -> int:
         sessions = list(self._sessions.values())
@@ -285,13 +288,27 @@ class WarmSessions:
 
     @staticmethod
     def _background(work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(work)
+        # Not in the context of the run that asked (its database thread ends with it): in a context of its own.
+        task = asyncio.get_running_loop().create_task(work, context=contextvars.Context())
         _background.add(task)
         task.add_done_callback(_background.discard)
 
 
 _background: set["asyncio.Task[None]"] = set()  # held until done (the loop keeps weak references)
 warm_sessions = WarmSessions()
+
+
+async def on_own_connection(function: Callable[..., None], *args: Any) -> None:
+    """`function(*args)` in a thread of the runs' pool, on a database connection given back at once: the sessions'
+    bookkeeping outlives the runs whose threads and connections it would otherwise borrow."""
+
+    def call() -> None:
+        try:
+            function(*args)
+        finally:
+            connection.close()
+
+    await asyncio.to_thread(call)
 
 
 def mark_warm(conversation_id: UUID, session_id: str, until: Any) -> None:

@@ -337,20 +337,28 @@ class Platform:
         """What a run's `worker` field and `run.started.data.worker` say for runs of this worker (runs.lease)."""
         return f"{socket.gethostname()}:{worker.pid}"
 
-    def consume(self, name: str, on: bool) -> None:
-        """Have the worker started as `name` take runs from the queue again (on) or stop taking new ones (off),
-        through Celery's remote control, so that a test can choose which of several workers takes the next run.
+    def consume(self, name: str, on: bool, queue: str = "") -> None:
+        """Have the worker started as `name` take runs from `queue` (the shared one by default; a worker's own is
+        `warm_queue(worker)`) again (on) or stop taking new ones (off), through Celery's remote control, so that a
+        test can choose which of several workers takes the next run.
 
         A worker that stops consuming keeps the runs it holds; a message its last poll took is handed back."""
         from celery import Celery
 
         control = Celery(broker=self.env["CELERY_BROKER_URL"]).control
-        queue, node = self.env["RUN_QUEUE"], self.node_name(name)
+        queue, node = queue or self.env["RUN_QUEUE"], self.node_name(name)
         if on:
             replies = control.add_consumer(queue, destination=[node], reply=True, timeout=5)
         else:
             replies = control.cancel_consumer(queue, destination=[node], reply=True, timeout=5)
         assert replies and node in replies[0], f"worker {node} did not answer: {replies}"
+
+    @classmethod
+    def warm_queue(cls, worker: subprocess.Popen[bytes]) -> str:
+        """The worker's own queue: where the runs of conversations it keeps warm go (runs.lease.warm_queue)."""
+        from runs.lease import warm_queue
+
+        return warm_queue(cls.lease_name(worker))
 
     def kill(self, process: subprocess.Popen[bytes]) -> None:
         """SIGKILL a process and everything it started, as a crash or OOM kill would."""

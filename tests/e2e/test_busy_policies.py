@@ -130,6 +130,7 @@ def test_queue_two_messages_the_second_runs_after_the_first_and_remembers_it(acm
 def test_queue_three_messages_over_rest_and_websocket_run_in_the_order_sent(acme: Client) -> None:
     conversation = busy_conversation(acme, "queue")
     first = post(acme, conversation, "one [[slow 2]]")
+    wait_for(acme, conversation, has("run.started", first["id"]))  # running: the others wait behind it
     with acme.websocket(conversation) as socket_:
         socket_.send(json.dumps({"type": "message", "text": "two"}))
         ack = json.loads(socket_.recv(timeout=10))

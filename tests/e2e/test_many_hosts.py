@@ -50,12 +50,14 @@ class Hosts:
     consuming: set[str] = field(default_factory=lambda: set(WORKERS))
 
     def only(self, name: str) -> None:
-        """Let worker `name` alone take the next run."""
+        """Let worker `name` alone take the next run: from the shared queue and from its own (its warm sessions')."""
         for other in sorted(self.consuming - {name}):
             self.platform.consume(other, on=False)
+            self.platform.consume(other, on=False, queue=Platform.warm_queue(self.workers[other]))
             self.consuming.discard(other)
         if name not in self.consuming:
             self.platform.consume(name, on=True)
+            self.platform.consume(name, on=True, queue=Platform.warm_queue(self.workers[name]))
             self.consuming.add(name)
 
     def kill(self, name: str) -> None:
@@ -120,6 +122,11 @@ class Turn:
     def result(self) -> str:
         return self.events[-1]["data"]["result"]
 
+    @property
+    def session(self) -> dict[str, Any]:
+        (started,) = self.of_type("run.started")
+        return started["data"]["session"]
+
 
 def take_turn(hosts: Hosts, clients: Clients, ws: ClientConnection, conversation: str, text: str, on: str) -> Turn:
     """Post `text` on web 2 with only worker `on` taking runs; the run's events as web 1's WebSocket streams them."""
@@ -155,9 +162,18 @@ def test_turns_alternate_between_workers_with_the_whole_conversation_streamed_on
             hosts, acme, ws, conversation, "second [[bash cat /workspace/notes.txt]] [[recall]]", on="host-b"
         )
         third = take_turn(hosts, acme, ws, conversation, "third [[recall]]", on="host-a")
+        # Warm on host-a now: the next turn goes into the CLI of the third.
+        fourth = take_turn(hosts, acme, ws, conversation, "fourth [[recall]]", on="host-a")
+        # host-a is busy (it takes nothing): the turn goes cold to host-b, where the second's session is stale.
+        fifth = take_turn(hosts, acme, ws, conversation, "fifth [[recall]]", on="host-b")
 
-    assert_streamed_exactly_once(first.events + second.events + third.events, acme, conversation)
+    turns = [first, second, third, fourth, fifth]
+    assert_streamed_exactly_once([event for turn in turns for event in turn.events], acme, conversation)
     assert first.worker != second.worker != third.worker
+    assert [turn.session["warm"] for turn in turns] == [False, False, False, True, False]
+    assert fourth.session["cli_pid"] == third.session["cli_pid"]
+    assert fourth.result == recalled(first, second, third)
+    assert fifth.result == recalled(first, second, third, fourth)
     # Turn 2's host never saw turn 1: its session came from the database, its file from S3.
     (started,) = second.of_type("run.started")
     assert started["data"]["resumed_session_id"]
