@@ -12,6 +12,7 @@ from agents.models import DEFAULT_PROFILE_NAME, AgentProfile, AgentVersion
 from agents.rules import ToolPolicy
 from agents.spec import AgentSpec, check_spec, field_problem
 from api.errors import Conflict, ServiceError
+from conversations.models import Conversation
 from gateway.allowlist import EgressPolicy
 from tenants.models import LanguageModel, Tenant, slug_validator
 
@@ -158,6 +159,8 @@ def delete_profile(profile: AgentProfile) -> None:
     try:
         with transaction.atomic():
             AgentProfile.objects.filter(pk=profile.pk).update(current_version=None)
+            # Conversations made ahead for it (runs.prewarm), nobody's yet, go with it.
+            Conversation.all_objects.filter(agent=profile, reserved=True).delete()
             profile.delete()
     except (ProtectedError, RestrictedError) as error:
         # A conversation of this agent was created since the check: its foreign key refused.

@@ -220,6 +220,11 @@ WARM_SESSION_IDLE_SECONDS = env.float("WARM_SESSION_IDLE_SECONDS", default=300.0
 WARM_SESSIONS_MAX = env.int("WARM_SESSIONS_MAX", default=8)
 WARM_SESSIONS_MEMORY_MB = env.int("WARM_SESSIONS_MEMORY_MB", default=2048)
 RUN_WARM_CLAIM_SECONDS = env.float("RUN_WARM_CLAIM_SECONDS", default=2.0)
+# Pre-warmed sessions (runs.prewarm): for each agent profile of each active tenant, this many conversations made
+# ahead with their sandboxed CLI started, handed out by the API to new conversations that ask for nothing else, so
+# that their first message needs no launch either. Each holds a warm session's memory (about 100 MB): 0 (none) by
+# default.
+PREWARMED_SESSIONS = env.int("PREWARMED_SESSIONS", default=0)
 # A tool call waiting for a person's approval (or the agent's question for an answer) holds its worker this
 # long; then the run is suspended, its worker and sandbox freed, and the decision resumes it on any worker.
 APPROVAL_WAIT_SECONDS = env.float("APPROVAL_WAIT_SECONDS", default=30.0)

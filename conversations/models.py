@@ -12,6 +12,13 @@ class ConversationQuerySet(models.QuerySet["Conversation"]):
         return self.filter(tenant=tenant)
 
 
+class ConversationManager(models.Manager.from_queryset(ConversationQuerySet)):  # type: ignore[misc]
+    """Conversations, except those made ahead and not handed out yet (`Conversation.reserved`)."""
+
+    def get_queryset(self) -> ConversationQuerySet:
+        return super().get_queryset().filter(reserved=False)
+
+
 class Conversation(models.Model):
     class Status(models.TextChoices):
         ACTIVE = "active", "Active"
@@ -52,6 +59,9 @@ class Conversation(models.Model):
     warm_worker = models.CharField(max_length=200, blank=True, help_text="The worker keeping its session warm.")
     warm_session = models.CharField(max_length=32, blank=True, help_text="The warm session that may serve it next.")
     warm_until = models.DateTimeField(null=True, blank=True, help_text="When its warm session closes if unused.")
+    # Made ahead by a worker, with a session started and waiting for a first message (runs.prewarm): nobody's
+    # until `create_conversation` hands it out, and invisible until then (`objects` leaves it out).
+    reserved = models.BooleanField(default=False, editable=False)
     skills = models.JSONField(
         null=True, blank=True, help_text="The skills (names) its runs may use; null = all the tenant's enabled ones."
     )
@@ -80,7 +90,8 @@ class Conversation(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
-    objects = ConversationQuerySet.as_manager()
+    objects = ConversationManager()
+    all_objects = ConversationQuerySet.as_manager()  # reserved ones too: the workers' bookkeeping
 
     class Meta:
         ordering = ["-created_at"]

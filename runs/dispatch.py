@@ -53,6 +53,9 @@ def dispatch_run(run_id: UUID) -> None:
         return
     _execute_in_process(run_id)
     start_reaper_thread()
+    from runs.prewarm import start_prewarming
+
+    start_prewarming()
 
 
 def _execute_in_process(run_id: UUID) -> None:

@@ -57,7 +57,7 @@ from sandbox.launcher import (
 from skills.placement import place_skills
 from skills.services import RunSkills, run_skills
 from tenants.models import LanguageModel
-from usage.models import UsageRecord, UserBudget
+from usage.models import UsageRecord
 from workspaces.services import RunWorkspace, workspace_dir
 
 logger = logging.getLogger(__name__)
@@ -83,6 +83,8 @@ def session_terms(run: Run, agent: RunAgent) -> SessionTerms:
     egress = agent.egress_policy()
     tenant = run.conversation.tenant
     budgets = {field.name: str(getattr(tenant, field.attname)) for field in tenant._meta.concrete_fields}
+    # The tenant's budgets. A conversation's, an end user's and a run's own are checked at every call as the run's
+    # (`gateway.calls`), whatever the session: a session made ahead (`runs.prewarm`) knows none of them.
     budgets = {name: value for name, value in budgets.items() if "budget" in name}
     terms = {
         "agent_version": str(agent.version.pk),
@@ -98,13 +100,6 @@ def session_terms(run: Run, agent: RunAgent) -> SessionTerms:
         "mcp_problems": problems,
         "egress": asdict(egress),
         "budgets": budgets,
-        "user_budget": list(
-            UserBudget.objects.filter(tenant=tenant, user_id=run.conversation.user_id).values_list(
-                "daily_usd", "daily_calls", "monthly_usd", "monthly_calls"
-            )
-        ),
-        "conversation_budget": [str(run.conversation.budget_usd), run.conversation.budget_calls],
-        "run_budget": [str(run.budget_usd), run.budget_calls],
     }
     fingerprint = hashlib.sha256(json.dumps(terms, sort_keys=True, default=str).encode()).hexdigest()
     return SessionTerms(skills, servers, headers, problems, egress, fingerprint)

@@ -19,7 +19,7 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from agents.models import AgentVersion
+from agents.models import AgentProfile, AgentVersion
 from agents.services import choose_agent, run_agent, run_version
 from api.errors import Conflict, ServiceError
 from approvals import services as approvals
@@ -143,6 +143,13 @@ def create_conversation(
     budget_usd, budget_calls = effective_conversation_budget(
         tenant, (budget or {}).get("usd"), (budget or {}).get("calls")
     )
+    if model is None and chosen is None and servers is None and choice.pinned is None:
+        # Asking for nothing its agent's first message would not start with: one made ahead, if any is ready.
+        made_ahead = claim_reserved(
+            tenant, choice.profile, user_id=user_id, title=title, budget_usd=budget_usd, budget_calls=budget_calls
+        )
+        if made_ahead is not None:
+            return made_ahead
     return Conversation.objects.create(
         tenant=tenant,
         user_id=user_id,
@@ -155,6 +162,28 @@ def create_conversation(
         budget_usd=budget_usd,
         budget_calls=budget_calls,
     )
+
+
+def claim_reserved(tenant: Tenant, profile: AgentProfile, **fields: Any) -> Conversation | None:
+    """A conversation of `profile` made ahead with its session started (`runs.prewarm`), now an ordinary one with
+    `fields` (its user, title, budget); None when none is ready."""
+    if settings.PREWARMED_SESSIONS <= 0:
+        return None
+    with transaction.atomic():
+        conversation = (
+            Conversation.all_objects.select_for_update(skip_locked=True)
+            .filter(reserved=True, tenant=tenant, agent=profile, agent_version=None, warm_until__gt=timezone.now())
+            .exclude(warm_session="")
+            .first()
+        )
+        if conversation is None:
+            return None
+        for name, value in fields.items():
+            setattr(conversation, name, value)
+        conversation.reserved = False
+        conversation.created_at = timezone.now()
+        conversation.save()
+    return conversation
 
 
 def checked_servers(tenant: Tenant, names: Sequence[str]) -> list[str]:

@@ -28,7 +28,7 @@ import uuid
 from collections.abc import Callable, Coroutine
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 from claude_agent_sdk import ClaudeSDKClient
@@ -53,6 +53,8 @@ from runs.prepare import RunSetup
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 
 class AgentSession:
     """One sandboxed CLI and what serves it, for one run or, kept warm, for a conversation's runs one at a time.
@@ -72,6 +74,8 @@ class AgentSession:
         self.last_used = time.monotonic()
         self.closed = False
         self.marked = False  # its conversation was told it is warm (`Conversation.warm_session`)
+        self.prewarmed = False  # started ahead of its conversation's first message (`runs.prewarm`)
+        self.version_id: int | None = None  # a pre-warmed one's agent version
         self._gate: RunGate | None = None
         self._emit: Callable[[EventItem], None] | None = None
         self._stderr: Callable[[str], None] | None = None
@@ -153,7 +157,7 @@ class AgentSession:
 
     def summary(self, warm: bool) -> dict[str, Any]:
         """What `run.started` says of the session: warm or started for the run, its CLI's pid, the runs it served."""
-        return {"id": self.id, "warm": warm, "cli_pid": self.pid, "runs": self.runs}
+        return {"id": self.id, "warm": warm, "prewarmed": self.prewarmed, "cli_pid": self.pid, "runs": self.runs}
 
     async def close(self) -> None:
         if self.closed:
@@ -233,6 +237,10 @@ class WarmSessions:
         until = timezone.now() + timedelta(seconds=settings.WARM_SESSION_IDLE_SECONDS)
         await on_own_connection(mark_warm, session.conversation_id, session.id, until)
         session.marked = True
+        if session.prewarmed and not session.runs:
+            # Waiting for its first message: renewed by its pre-warmer (runs.prewarm), never idle.
+            self._background(self._fit_memory())
+            return True
         loop = asyncio.get_running_loop()
         self._idle[session.id] = loop.call_later(
             settings.WARM_SESSION_IDLE_SECONDS, self._expire, session, context=contextvars.Context()
@@ -246,6 +254,16 @@ class WarmSessions:
         await session.close()
         if session.marked:
             await on_own_connection(mark_cold, session.conversation_id, session.id)
+
+    def prewarmed(self) -> dict[UUID, AgentSession]:
+        """The pre-warmed sessions waiting for their conversation's first message, by conversation."""
+        return {key: session for key, session in self._sessions.items() if session.prewarmed and not session.runs}
+
+    async def close(self, conversation_id: UUID) -> None:
+        session = self._sessions.pop(conversation_id, None)
+        if session is not None:
+            self._cancel_idle(session)
+            await self.forget(session)
 
     async def close_all(self) -> int:
         sessions = list(self._sessions.values())
@@ -298,30 +316,32 @@ _background: set["asyncio.Task[None]"] = set()  # held until done (the loop keep
 warm_sessions = WarmSessions()
 
 
-async def on_own_connection(function: Callable[..., None], *args: Any) -> None:
+async def on_own_connection(function: Callable[..., T], *args: Any) -> T:
     """`function(*args)` in a thread of the runs' pool, on a database connection given back at once: the sessions'
     bookkeeping outlives the runs whose threads and connections it would otherwise borrow."""
 
-    def call() -> None:
+    def call() -> T:
         try:
-            function(*args)
+            return function(*args)
         finally:
             connection.close()
 
-    await asyncio.to_thread(call)
+    return await asyncio.to_thread(call)
 
 
 def mark_warm(conversation_id: UUID, session_id: str, until: Any) -> None:
-    Conversation.objects.filter(pk=conversation_id).update(
+    Conversation.all_objects.filter(pk=conversation_id).update(
         warm_worker=lease.WORKER_NAME, warm_session=session_id, warm_until=until
     )
 
 
 def mark_cold(conversation_id: UUID, session_id: str | None = None) -> None:
-    """No session is warm for the conversation any more (`session_id`'s, when given: not a later one's)."""
-    conversations = Conversation.objects.filter(pk=conversation_id)
+    """No session is warm for the conversation any more (`session_id`'s, when given: not a later one's). A
+    conversation made ahead for the session (`runs.prewarm`) and not handed out goes with it."""
+    conversations = Conversation.all_objects.filter(pk=conversation_id)
     if session_id is not None:
         conversations = conversations.filter(warm_session=session_id)
+    conversations.filter(reserved=True).delete()
     conversations.update(warm_worker="", warm_session="", warm_until=None)
 
 

@@ -7,6 +7,7 @@ from runs.dispatch import EXECUTE_RUN_TASK, dispatch_run, start_next, start_reap
 from runs.executor import execute_run
 from runs.lease import warm_queue
 from runs.loop import run_on_runs_loop
+from runs.prewarm import start_prewarming
 from runs.sessions import close_warm_sessions
 from runs.shutdown import begin_shutdown
 
@@ -28,6 +29,7 @@ def consume_own_queue(sender: str, instance: object, **kwargs: object) -> None:
 def reap_stale_runs_while_serving(**kwargs: object) -> None:
     """Every worker also fails runs whose worker died, so none stays running forever."""
     start_reaper_thread()
+    start_prewarming()
 
 
 @worker_shutting_down.connect

@@ -14,9 +14,10 @@ import pytest
 from django.db import connection
 
 from agents.models import AgentProfile
-from agents.services import update_profile
+from agents.services import default_profile, update_profile
 from conversations.models import Conversation
 from runs.sessions import memory_bytes
+from tenants.models import Tenant
 from tests.e2e.harness import Client, Platform, database_url, serving, tenant_client
 
 MAX_WARM = 20
@@ -151,3 +152,89 @@ def test_twenty_conversations_stay_warm_at_once_on_one_worker_within_its_memory_
         os.kill(pid, 0)  # all alive at once: none was closed to make room
     used = sum(memory_bytes(pid) for pid in pids)
     assert used <= MEMORY_MB * 1024 * 1024, used
+
+
+# --- pre-warmed sessions ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ahead(platform: Platform, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    """A platform whose worker keeps one conversation per agent profile made ahead, its session started."""
+    with serving(
+        database_url(connection.settings_dict),
+        platform.env["REDIS_URL"],
+        tmp_path_factory.mktemp("ahead"),
+        PREWARMED_SESSIONS="1",
+    ) as own:
+        yield own
+
+
+@pytest.fixture
+def initech(ahead: Platform, transactional_db: None) -> Client:
+    client = tenant_client(ahead.base_url, "initech")
+    default_profile(Tenant.objects.get(pk=client.tenant))  # as the API makes it with the tenant
+    return client
+
+
+def made_ahead(client: Client, timeout: float = 30) -> Conversation:
+    """The tenant's conversation made ahead, once its session is ready."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready = Conversation.all_objects.filter(tenant_id=client.tenant, reserved=True).exclude(warm_session="")
+        if (conversation := ready.first()) is not None:
+            return conversation
+        time.sleep(0.1)
+    raise TimeoutError("no conversation was made ahead")
+
+
+def test_a_new_conversations_first_turn_goes_into_a_session_started_ahead(initech: Client) -> None:
+    ready = made_ahead(initech)
+    assert initech.http.get(initech.path()).json()["count"] == 0  # nobody's: listed nowhere
+
+    conversation = initech.create_conversation(title="Quarterly numbers")
+    stored = initech.http.post(
+        initech.path(conversation, "/files"), files={"file": ("q3.txt", b"revenue 42", "text/plain")}
+    )
+    assert stored.status_code == 201, stored.text
+    first = turn(initech, conversation, "first [[bash cat /workspace/q3.txt]] [[recall]]")
+    second = turn(initech, conversation, "second [[recall]]")
+
+    assert conversation == str(ready.pk)
+    assert session(first)["warm"] is True and session(first)["prewarmed"] is True
+    assert session(first)["runs"] == 1 and session(first)["id"] == ready.warm_session
+    assert "revenue 42" in str(first["tool.result"])
+    assert first["run.completed"]["result"] == "Earlier turns: none"
+    assert session(second)["cli_pid"] == session(first)["cli_pid"]
+    assert second["run.completed"]["result"] == recalled("first [[bash cat /workspace/q3.txt]] [[recall]]")
+    listed = initech.http.get(initech.path()).json()
+    assert [item["id"] for item in listed["results"]] == [conversation]
+    assert listed["results"][0]["title"] == "Quarterly numbers"
+    # Another is made ahead in its place.
+    assert made_ahead(initech).pk != ready.pk
+
+
+def test_a_conversation_asking_for_its_own_model_or_skills_is_made_new_and_its_first_turn_is_cold(
+    initech: Client,
+) -> None:
+    ready = made_ahead(initech)
+    conversation = initech.create_conversation(skills=[])
+    first = turn(initech, conversation, "hello")
+
+    assert conversation != str(ready.pk)
+    assert session(first)["warm"] is False and session(first)["prewarmed"] is False
+
+
+def test_a_profile_changed_after_its_session_was_made_ahead_gets_a_fresh_one(initech: Client) -> None:
+    ready = made_ahead(initech)
+    update_profile(AgentProfile.objects.get(tenant_id=initech.tenant, is_default=True), {"instructions": "Be terse."})
+
+    deadline = time.monotonic() + 30
+    while Conversation.all_objects.filter(pk=ready.pk).exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    fresh = made_ahead(initech)
+    conversation = initech.create_conversation()
+    first = turn(initech, conversation, "hello")
+
+    assert not Conversation.all_objects.filter(pk=ready.pk).exists()
+    assert conversation == str(fresh.pk)
+    assert session(first)["prewarmed"] is True
