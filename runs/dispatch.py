@@ -186,7 +186,10 @@ def reap_stale_runs() -> int:
         status=Run.Status.QUEUED,
         heartbeat_at__lt=now - timedelta(seconds=settings.RUN_WARM_CLAIM_SECONDS),
         conversation__active_run=F("pk"),
-    ).exclude(conversation__warm_worker="")
+        # Kept warm by a worker of this run queue: those of another (another platform on the same database) are
+        # theirs to send elsewhere.
+        conversation__warm_worker__startswith=f"{settings.CELERY_TASK_DEFAULT_QUEUE}/",
+    )
     for run_id, conversation_id in unwarmed.values_list("pk", "conversation_id"):
         # Sent to the worker keeping its conversation warm, which has not taken it: that worker is busy or gone.
         # Cold on any worker instead (its warm session, now stale, closes when that worker sees it).

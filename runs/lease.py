@@ -24,9 +24,15 @@ WORKER_NAME = f"{socket.gethostname()}:{os.getpid()}"
 WARM_QUEUE_PREFIX = "runs.warm."
 
 
+def warm_worker() -> str:
+    """This worker as `Conversation.warm_worker` names it: its run queue, then its lease name. Only workers of one
+    run queue stand in for each other (`runs.dispatch.reap_stale_runs`)."""
+    return f"{settings.CELERY_TASK_DEFAULT_QUEUE}/{WORKER_NAME}"
+
+
 def warm_queue(worker: str | None = None) -> str:
-    """The queue of `worker` (a `WORKER_NAME`; this process by default)."""
-    return WARM_QUEUE_PREFIX + (worker or WORKER_NAME)
+    """The own queue of `worker` (a `warm_worker()`; this process's by default)."""
+    return WARM_QUEUE_PREFIX + (worker or warm_worker())
 
 
 def claim_run(run_id: UUID | str) -> Run | None:

@@ -127,7 +127,7 @@ def _reserve() -> tuple[Conversation, AgentVersion] | None:
                 tenant=profile.tenant,
                 agent=profile,
                 reserved=True,
-                warm_worker=lease.WORKER_NAME,
+                warm_worker=lease.warm_worker(),
                 warm_until=now + timedelta(seconds=PREWARM_LEASE_SECONDS),
             )
             return conversation, profile.current_version

@@ -331,7 +331,7 @@ async def on_own_connection(function: Callable[..., T], *args: Any) -> T:
 
 def mark_warm(conversation_id: UUID, session_id: str, until: Any) -> None:
     Conversation.all_objects.filter(pk=conversation_id).update(
-        warm_worker=lease.WORKER_NAME, warm_session=session_id, warm_until=until
+        warm_worker=lease.warm_worker(), warm_session=session_id, warm_until=until
     )
 
 

@@ -353,12 +353,11 @@ class Platform:
             replies = control.cancel_consumer(queue, destination=[node], reply=True, timeout=5)
         assert replies and node in replies[0], f"worker {node} did not answer: {replies}"
 
-    @classmethod
-    def warm_queue(cls, worker: subprocess.Popen[bytes]) -> str:
+    def warm_queue(self, worker: subprocess.Popen[bytes]) -> str:
         """The worker's own queue: where the runs of conversations it keeps warm go (runs.lease.warm_queue)."""
         from runs.lease import warm_queue
 
-        return warm_queue(cls.lease_name(worker))
+        return warm_queue(f"{self.env['RUN_QUEUE']}/{self.lease_name(worker)}")
 
     def kill(self, process: subprocess.Popen[bytes]) -> None:
         """SIGKILL a process and everything it started, as a crash or OOM kill would."""

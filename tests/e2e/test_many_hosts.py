@@ -53,11 +53,11 @@ class Hosts:
         """Let worker `name` alone take the next run: from the shared queue and from its own (its warm sessions')."""
         for other in sorted(self.consuming - {name}):
             self.platform.consume(other, on=False)
-            self.platform.consume(other, on=False, queue=Platform.warm_queue(self.workers[other]))
+            self.platform.consume(other, on=False, queue=self.platform.warm_queue(self.workers[other]))
             self.consuming.discard(other)
         if name not in self.consuming:
             self.platform.consume(name, on=True)
-            self.platform.consume(name, on=True, queue=Platform.warm_queue(self.workers[name]))
+            self.platform.consume(name, on=True, queue=self.platform.warm_queue(self.workers[name]))
             self.consuming.add(name)
 
     def kill(self, name: str) -> None:

@@ -79,7 +79,7 @@ async def test_a_kept_session_serves_its_conversations_next_run_and_the_conversa
 
     assert await pool.keep(session)
     told = await fresh(conversation)
-    assert (told.warm_worker, told.warm_session) == (lease.WORKER_NAME, session.id)
+    assert (told.warm_worker, told.warm_session) == (lease.warm_worker(), session.id)
     assert told.warm_until is not None and told.warm_until > timezone.now()
 
     assert pool.take(told, "terms") is session
@@ -241,7 +241,8 @@ def test_a_run_the_warm_worker_does_not_take_in_time_goes_to_any_worker_and_the_
     dispatched: list[Any] = []
     monkeypatch.setattr("runs.dispatch.dispatch_run", dispatched.append)
     until = timezone.now() + timedelta(seconds=60)
-    Conversation.objects.filter(pk=conversation.pk).update(warm_worker="host:1", warm_session="s", warm_until=until)
+    ours = f"{settings.CELERY_TASK_DEFAULT_QUEUE}/host:1"
+    Conversation.objects.filter(pk=conversation.pk).update(warm_worker=ours, warm_session="s", warm_until=until)
     run = start_run(conversation, RunOptions("Hi"))
 
     reap_stale_runs()
@@ -254,6 +255,24 @@ def test_a_run_the_warm_worker_does_not_take_in_time_goes_to_any_worker_and_the_
     assert dispatched == [run.pk]
     conversation.refresh_from_db()
     assert (conversation.warm_worker, conversation.warm_session, conversation.warm_until) == ("", "", None)
+
+
+def test_a_run_kept_warm_by_a_worker_of_another_run_queue_is_left_to_that_queues_workers(
+    conversation: Conversation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dispatched: list[Any] = []
+    monkeypatch.setattr("runs.dispatch.dispatch_run", dispatched.append)
+    until = timezone.now() + timedelta(seconds=60)
+    Conversation.objects.filter(pk=conversation.pk).update(
+        warm_worker="other/host:1", warm_session="s", warm_until=until
+    )
+    run = start_run(conversation, RunOptions("Hi"))
+    Run.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now() - timedelta(seconds=30))
+
+    reap_stale_runs()
+
+    assert dispatched == []
+    assert Conversation.objects.get(pk=conversation.pk).warm_session == "s"
 
 
 def test_the_leftovers_sweep_spares_the_place_of_a_session_kept_warm_and_removes_the_others(
