@@ -23,9 +23,11 @@ import contextlib
 import contextvars
 import logging
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable, Coroutine
+from concurrent.futures import Future
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -346,10 +348,19 @@ def mark_cold(conversation_id: UUID, session_id: str | None = None) -> None:
 
 
 def close_warm_sessions(wait_seconds: float = 0.0) -> None:
-    """Close this process's warm sessions (its worker shuts down); waits up to `wait_seconds` for them to close."""
-    from runs.loop import runs_loop
+    """Close this process's warm sessions (its worker shuts down); waits up to `wait_seconds` for them, and for
+    those an earlier call is still closing, to be closed."""
+    from runs.loop import submit
 
-    closing = asyncio.run_coroutine_threadsafe(warm_sessions.close_all(), runs_loop())
+    global _closing_all
+    with _closing_lock:
+        if _closing_all is None or _closing_all.done():
+            _closing_all = submit(warm_sessions.close_all())
+        closing = _closing_all
     if wait_seconds:
         with contextlib.suppress(Exception):
             closing.result(wait_seconds)
+
+
+_closing_lock = threading.Lock()
+_closing_all: "Future[int] | None" = None

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from django.db import connection
 
+from conversations.models import Conversation
 from tests.e2e.harness import TERMINAL, Client, Platform, database_url, serving, tenant_client
 
 GRACE_SECONDS = 2.0
@@ -137,3 +138,28 @@ def test_a_rolling_restart_of_every_worker_loses_no_run_and_no_event(hooli: Clie
         handed_back += kinds.count("run.handed_back")
     print(f"hand-backs in the rolling restart: {handed_back}")
     assert handed_back >= 1  # runs outlast the grace: the restart handed some back (some twice), lost none
+
+
+def test_a_worker_sent_sigterm_closes_its_warm_sessions_and_the_next_turn_runs_cold_elsewhere(
+    hooli: Client, shutting: Platform
+) -> None:
+    conversation = hooli.create_conversation()
+    first_id = hooli.send(conversation, "first")["id"]
+    assert hooli.wait_for_terminal(conversation, first_id)["type"] == "run.completed"
+    started = wait_for_event(hooli, conversation, first_id, "run.started")
+    holder = worker_of(shutting, started)
+    assert Conversation.objects.get(pk=conversation).warm_session == started["data"]["session"]["id"]
+    shutting.start_worker("replacement-3", concurrency=6)
+
+    took = shutting.terminate(holder)
+    # Closed as the worker stopped, and its conversation told: the next turn goes to the others' queue at once.
+    assert Conversation.objects.get(pk=conversation).warm_session == ""
+    second_id = hooli.send(conversation, "second [[recall]]")["id"]
+    terminal = hooli.wait_for_terminal(conversation, second_id, timeout=30)
+
+    assert took < GRACE_SECONDS + 5, took
+    assert terminal["type"] == "run.completed" and terminal["data"]["result"] == "Earlier turns: 1) first"
+    resumed = wait_for_event(hooli, conversation, second_id, "run.started")
+    assert resumed["data"]["session"]["warm"] is False
+    assert resumed["data"]["worker"] != started["data"]["worker"]
+    assert resumed["data"]["session"]["cli_pid"] != started["data"]["session"]["cli_pid"]
