@@ -30,9 +30,10 @@ def percentile(values: list[float], fraction: float) -> float:
 def platform_run(client: Any, prompt: str, conversation: str = "") -> dict[str, Any]:
     """Seconds from POST to the first event, the first streamed text, and the terminal event, seen over WebSocket;
     and the run's `session` (`run.started`). In a new conversation unless `conversation` is given."""
+    events = client.events(conversation) if conversation else []
     conversation = conversation or client.create_conversation()
     marks: dict[str, Any] = {}
-    with client.websocket(conversation) as ws:
+    with client.websocket(conversation, after=events[-1]["seq"] if events else 0) as ws:
         ws.send(json.dumps({"type": "ping"}))
         assert json.loads(ws.recv(timeout=10))["type"] == "pong"  # the socket is fully set up
         started = time.perf_counter()

@@ -71,8 +71,8 @@ async def prewarm_once() -> int:
         await warm_sessions.close(conversation_id)
     await on_own_connection(_renew, [session.id for session in held.values() if session.conversation_id not in stale])
     started = 0
-    # Within the worker's cap of warm sessions: pre-warmed ones do not push out conversations' own.
-    while len(warm_sessions) < settings.WARM_SESSIONS_MAX and (wanted := await on_own_connection(_reserve)):
+    # Within the worker's cap of warm sessions, which closes its least recently used to make room.
+    while len(warm_sessions.prewarmed()) < settings.WARM_SESSIONS_MAX and (wanted := await on_own_connection(_reserve)):
         conversation, version = wanted
         if await _start(conversation, version):
             started += 1
