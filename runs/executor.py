@@ -580,6 +580,7 @@ class RunExecution:
             error = {"reason": "sandbox_unavailable", "message": message, "sandbox_report": report}
             return Run.Status.FAILED, None, error
         session.report = report
+        await session.spawned(connecting)
         started = {**started, "sandbox_report": report, "session": session.summary(warm=False)}
         if self.resuming and settled is not None:
             self.writer.emit(EventType.RUN_RESUMED, {**started, **resumed_data(settled)})

@@ -117,6 +117,11 @@ class AgentSession:
         process = getattr(getattr(self.client, "_transport", None), "_process", None)
         return getattr(process, "pid", None)
 
+    async def spawned(self, connecting: "asyncio.Task[None]") -> None:
+        """Until the SDK has its CLI's process (its sandbox may have written its report first, on a busy loop)."""
+        while self.pid is None and not connecting.done():
+            await asyncio.sleep(0.005)
+
     def alive(self) -> bool:
         process = getattr(getattr(self.client, "_transport", None), "_process", None)
         return not self.closed and process is not None and process.returncode is None
