@@ -58,11 +58,11 @@ def prewarmed_figures(client: Any, tenant: Any) -> dict[str, Any]:
     from agents.services import default_profile
     from conversations.models import Conversation
 
-    default_profile(tenant)
+    profile = default_profile(tenant)  # the agent of the conversations `platform_run` makes
     found: list[float] = []
     for _ in range(RUNS):
         deadline = time.monotonic() + 60
-        ready = Conversation.all_objects.filter(tenant=tenant, reserved=True).exclude(warm_session="")
+        ready = Conversation.all_objects.filter(tenant=tenant, agent=profile, reserved=True).exclude(warm_session="")
         while not ready.exists():
             if time.monotonic() > deadline:
                 raise TimeoutError("no conversation was made ahead within 60 s")
