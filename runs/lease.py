@@ -10,12 +10,13 @@ from collections.abc import Callable, Collection, Iterator
 from uuid import UUID
 
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections
+from django.db import DatabaseError
 from django.db.models import F, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from conversations.models import Run
+from conversations.reconnect import close_connection
 
 logger = logging.getLogger(__name__)
 
@@ -97,9 +98,10 @@ class Heartbeat:
             try:
                 interrupted = beat(list(runs))
             except DatabaseError as exc:
-                # Beats resume on a new connection; a run silent past RUN_STALE_AFTER_SECONDS is reaped.
+                # Beats resume on a new connection (this one is given back: the pool drops it if the database did);
+                # a run silent past RUN_STALE_AFTER_SECONDS is reaped.
                 logger.warning("Heartbeat of %d run(s) failed (%s: %s)", len(runs), type(exc).__name__, exc)
-                close_old_connections()
+                close_connection()
                 continue
             for run_id in interrupted:
                 with contextlib.suppress(Exception):  # its loop is closed: the run is ending by itself
